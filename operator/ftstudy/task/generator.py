@@ -1,0 +1,512 @@
+"""A seeded generator of realistic e-commerce product pages with their gold attribute values.
+
+The paper's pages came from real shops; we cannot ship those, so we generate pages that carry the same
+difficulties: several shop layouts and product categories, spec tables and lists, marketing prose, navigation,
+reviews, related products with their own prices, JSON-LD on some pages only, distractor numbers and units (old
+prices, shipping costs, ratings, instalments) and attributes the page simply does not state.
+
+The *independent* test set uses layouts and categories that never occur in train/validation/test, as the paper's
+independent test set did. Everything is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+Gold = dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    nouns: tuple[str, ...]
+    brands: tuple[str, ...]
+    materials: tuple[str, ...]
+    sizes: Callable[[random.Random], str]
+    price_range: tuple[float, float]
+
+
+def _choice_sizes(*options: str) -> Callable[[random.Random], str]:
+    return lambda rng: rng.choice(options)
+
+
+CATEGORIES: dict[str, Category] = {
+    "apparel": Category(
+        "apparel",
+        ("T-Shirt", "Hoodie", "Rain Jacket", "Chinos", "Merino Sweater", "Denim Shirt", "Parka"),
+        ("Northwind", "Alder & Co", "Urbanite", "Kestrel", "Fjordline", "Maple Thread"),
+        ("cotton", "organic cotton", "merino wool", "polyester", "linen", "recycled nylon"),
+        _choice_sizes("XS", "S", "M", "L", "XL", "XXL"),
+        (12, 240),
+    ),
+    "footwear": Category(
+        "footwear",
+        ("Running Shoe", "Leather Boot", "Trail Sneaker", "Sandal", "Loafer", "Hiking Boot"),
+        ("Stridewell", "Peak Motion", "Corvid", "Sole Theory", "Granite"),
+        ("leather", "suede", "mesh", "canvas", "synthetic", "rubber"),
+        lambda rng: rng.choice(["EU ", "US ", "UK "]) + str(rng.randint(36, 46)),
+        (29, 320),
+    ),
+    "electronics": Category(
+        "electronics",
+        ("Laptop", "Bluetooth Speaker", "Monitor", "Wireless Headphones", "Tablet", "Smartwatch"),
+        ("Voltix", "Lumen", "Arcadia", "Nexon", "Quanta", "Heliograph"),
+        ("aluminium", "plastic", "glass", "stainless steel", "carbon fibre"),
+        lambda rng: rng.choice(["13.3", "14", "15.6", "17.3", "24", "27", "32"]) + " in",
+        (39, 2900),
+    ),
+    "kitchen": Category(
+        "kitchen",
+        ("Frying Pan", "Chef's Knife", "Saucepan", "Cutting Board", "Dutch Oven", "Kettle"),
+        ("Cucina Forte", "Hearthstone", "Brightwok", "Pellmann", "Olive & Oak"),
+        ("stainless steel", "cast iron", "ceramic", "bamboo", "copper", "non-stick aluminium"),
+        lambda rng: f"{rng.choice([16, 20, 24, 26, 28, 30])} cm",
+        (9, 420),
+    ),
+    "beauty": Category(
+        "beauty",
+        ("Face Serum", "Moisturiser", "Shampoo", "Eau de Parfum", "Lip Balm", "Sunscreen SPF 50"),
+        ("Lumiere", "Botanica Pura", "Dewdrop", "Saint Clair", "Mirelle"),
+        ("glass bottle", "aluminium tube", "recycled plastic"),
+        lambda rng: f"{rng.choice([15, 30, 50, 100, 200, 250])} ml",
+        (6, 180),
+    ),
+    # Categories below appear only in the independent test set.
+    "garden": Category(
+        "garden",
+        ("Garden Hose", "Pruning Shears", "Planter", "Lawn Sprinkler", "Wheelbarrow"),
+        ("Greenfield", "Thornbury", "Rootwise", "Verdant"),
+        ("galvanised steel", "terracotta", "polypropylene", "ash wood"),
+        lambda rng: rng.choice([f"{rng.choice([15, 25, 30, 50])} m", f"{rng.choice([30, 40, 60])} cm"]),
+        (8, 260),
+    ),
+    "toys": Category(
+        "toys",
+        ("Building Blocks Set", "Plush Bear", "Puzzle 1000 Pieces", "Wooden Train", "Kite"),
+        ("Tinker Town", "Bramble Toys", "Joyforge", "Little Orbit"),
+        ("beech wood", "ABS plastic", "plush polyester", "cardboard"),
+        lambda rng: rng.choice(["small", "medium", "large", f"{rng.choice([20, 35, 50])} cm"]),
+        (5, 150),
+    ),
+}
+IN_DISTRIBUTION_CATEGORIES = ("apparel", "footwear", "electronics", "kitchen", "beauty")
+INDEPENDENT_CATEGORIES = ("garden", "toys")
+
+COLOURS = (
+    "black",
+    "white",
+    "navy",
+    "olive green",
+    "charcoal grey",
+    "burgundy",
+    "sand beige",
+    "sky blue",
+    "red",
+    "silver",
+    "forest green",
+    "mustard yellow",
+)
+ADJECTIVES = (
+    "Classic",
+    "Pro",
+    "Essential",
+    "Ultralight",
+    "Signature",
+    "Everyday",
+    "Premium",
+    "Compact",
+    "Studio",
+)
+AVAILABILITY_TEXT = {
+    "in_stock": ("In stock", "Available now", "In Stock – ships today", "In stock online"),
+    "out_of_stock": ("Out of stock", "Sold out", "Currently unavailable"),
+    "preorder": ("Pre-order", "Available for pre-order"),
+    "limited_stock": ("Only a few left", "Low stock"),
+}
+SCHEMA_AVAILABILITY = {
+    "in_stock": "InStock",
+    "out_of_stock": "OutOfStock",
+    "preorder": "PreOrder",
+    "limited_stock": "LimitedAvailability",
+}
+
+
+@dataclass(frozen=True)
+class Locale:
+    currency: str
+    symbol: str
+    european: bool  # decimal comma, symbol after the number
+    shop: str
+
+
+LOCALES = (
+    Locale("USD", "$", False, "Cartwheel Market"),
+    Locale("EUR", "€", True, "Kaufhaus Nord"),
+    Locale("GBP", "£", False, "Highstreet Goods"),
+    Locale("EUR", "€", True, "Le Comptoir"),
+    Locale("CHF", "CHF", True, "Alpenladen"),
+)
+
+
+def format_price(amount: float, locale: Locale) -> str:
+    """How a shop in this locale writes a price, thousands separators included."""
+    whole, cents = f"{amount:,.2f}".split(".")
+    if locale.european:
+        number = whole.replace(",", ".") + "," + cents
+        return f"{number} {locale.symbol}" if locale.symbol != "CHF" else f"CHF {number}"
+    return f"{locale.symbol}{whole}.{cents}"
+
+
+@dataclass
+class Product:
+    category: Category
+    locale: Locale
+    title: str
+    brand: str | None
+    price: float
+    colour: str | None
+    material: str | None
+    size: str | None
+    availability: str | None
+    rating: float
+    reviews: int
+    sku: str
+
+    def gold(self) -> Gold:
+        return {
+            "title": self.title,
+            "price": f"{self.price:.2f}",
+            "currency": self.locale.currency,
+            "brand": self.brand,
+            "colour": self.colour,
+            "material": self.material,
+            "size": self.size,
+            "availability": self.availability,
+        }
+
+
+def _product(rng: random.Random, category: Category) -> Product:
+    brand = rng.choice(category.brands)
+    noun = rng.choice(category.nouns)
+    title = f"{brand} {rng.choice(ADJECTIVES)} {noun}"
+    if rng.random() < 0.3:
+        title += f" {rng.choice(['2', 'II', 'X', 'Plus', 'Max', '300'])}"
+    low, high = category.price_range
+    price = round(rng.uniform(low, high), 2)
+    if rng.random() < 0.5:
+        price = float(int(price)) + rng.choice([0.0, 0.49, 0.95, 0.99])
+
+    def maybe(value: str, p_missing: float) -> str | None:
+        return None if rng.random() < p_missing else value
+
+    return Product(
+        category=category,
+        locale=rng.choice(LOCALES),
+        title=title,
+        brand=maybe(brand, 0.12),
+        price=price,
+        colour=maybe(rng.choice(COLOURS), 0.2),
+        material=maybe(rng.choice(category.materials), 0.25),
+        size=maybe(category.sizes(rng), 0.2),
+        availability=maybe(rng.choice(list(AVAILABILITY_TEXT)), 0.15),
+        rating=round(rng.uniform(2.5, 5.0), 1),
+        reviews=rng.randint(0, 4800),
+        sku=f"{rng.choice('ABCDEFGHJK')}{rng.randint(10000, 99999)}",
+    )
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _json_ld(p: Product) -> str:
+    data: dict[str, object] = {
+        "@context": "https://schema.org",
+        "@type": "Product",
+        "name": p.title,
+        "sku": p.sku,
+    }
+    if p.brand:
+        data["brand"] = {"@type": "Brand", "name": p.brand}
+    if p.colour:
+        data["color"] = p.colour
+    if p.material:
+        data["material"] = p.material
+    if p.size:
+        data["size"] = p.size
+    offer: dict[str, object] = {
+        "@type": "Offer",
+        "price": f"{p.price:.2f}",
+        "priceCurrency": p.locale.currency,
+    }
+    if p.availability:
+        offer["availability"] = "https://schema.org/" + SCHEMA_AVAILABILITY[p.availability]
+    data["offers"] = offer
+    data["aggregateRating"] = {"@type": "AggregateRating", "ratingValue": p.rating, "reviewCount": p.reviews}
+    return f'<script type="application/ld+json">{json.dumps(data, ensure_ascii=False)}</script>'
+
+
+def _nav(rng: random.Random, p: Product) -> str:
+    items = ["Home", "New in", "Sale", p.category.name.title(), "Gift cards", "Stores", "Help"]
+    rng.shuffle(items)
+    return "<nav><ul>" + "".join(f'<li><a href="/{_esc(i.lower())}">{_esc(i)}</a></li>' for i in items) + "</ul></nav>"
+
+
+def _specs(p: Product, rng: random.Random) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = [("SKU", p.sku)]
+    labels = {
+        "brand": rng.choice(["Brand", "Manufacturer", "Made by"]),
+        "colour": rng.choice(["Colour", "Color", "Shade", "Finish"]),
+        "material": rng.choice(["Material", "Fabric", "Made of", "Composition"]),
+        "size": rng.choice(["Size", "Dimensions", "Capacity", "Fit"]),
+    }
+    for key in ("brand", "colour", "material", "size"):
+        value = getattr(p, key)
+        if value is not None:
+            rows.append((labels[key], value))
+    rows.append(("Weight", f"{rng.randint(80, 4000)} g"))
+    rows.append(("Warranty", f"{rng.choice([1, 2, 3, 5])} years"))
+    rng.shuffle(rows)
+    return rows
+
+
+def _prose(p: Product, rng: random.Random) -> str:
+    sentences = [
+        f"Meet the {p.title}: designed for the way you live, built to last for {rng.randint(2, 10)} years and more.",
+        f"Over {rng.randint(2, 90)},000 customers already love it.",
+        f"Order before {rng.randint(12, 18)}:00 for next-day delivery.",
+    ]
+    if p.material and rng.random() < 0.6:
+        sentences.append(f"Crafted from premium {p.material} for everyday comfort.")
+    if p.colour and rng.random() < 0.5:
+        sentences.append(f"This one comes in a timeless {p.colour} that goes with everything.")
+    rng.shuffle(sentences)
+    return "<p>" + " ".join(_esc(s) for s in sentences) + "</p>"
+
+
+def _distractor_prices(p: Product, rng: random.Random) -> list[str]:
+    old = format_price(round(p.price * rng.uniform(1.1, 1.6), 2), p.locale)
+    shipping = format_price(rng.choice([3.99, 4.95, 5.5, 9.99]), p.locale)
+    instalment = format_price(round(p.price / rng.choice([3, 4, 6, 12]), 2), p.locale)
+    return [
+        f'<span class="was">Was <s>{_esc(old)}</s></span>' if rng.random() < 0.5 else "",
+        f'<p class="shipping">Shipping: {_esc(shipping)} (free over {_esc(format_price(50, p.locale))})</p>',
+        f"<p>Or {rng.choice([3, 4, 6, 12])} payments of {_esc(instalment)}</p>" if rng.random() < 0.4 else "",
+    ]
+
+
+def _reviews(p: Product, rng: random.Random) -> str:
+    quotes = [
+        "Exactly as described, would buy again.",
+        "Runs a bit small, order one size up.",
+        "Great value for the price.",
+        "Arrived in 3 days, well packed.",
+        "Colour is darker than on the photos.",
+        "Second one I bought this year!",
+    ]
+    items = "".join(
+        f"<li><b>{rng.randint(1, 5)}/5</b> {_esc(rng.choice(quotes))} <small>{rng.randint(1, 28)} days ago</small></li>"
+        for _ in range(rng.randint(1, 4))
+    )
+    return (
+        f'<section class="reviews"><h2>Reviews</h2><p>{p.rating} out of 5 ({p.reviews} reviews)</p>'
+        f"<ul>{items}</ul></section>"
+    )
+
+
+def _related(p: Product, rng: random.Random) -> str:
+    items = []
+    for _ in range(rng.randint(2, 4)):
+        other = _product(rng, p.category)
+        items.append(
+            f'<li><a href="/p/{_esc(other.sku)}">{_esc(other.title)}</a> '
+            f"<span>{_esc(format_price(other.price, p.locale))}</span></li>"
+        )
+    heading = rng.choice(["You may also like", "Customers also bought", "Related products"])
+    return f'<aside class="related"><h2>{heading}</h2><ul>{"".join(items)}</ul></aside>'
+
+
+def _availability_html(p: Product, rng: random.Random) -> str:
+    if p.availability is None:
+        return ""
+    return f'<p class="stock">{_esc(rng.choice(AVAILABILITY_TEXT[p.availability]))}</p>'
+
+
+def _head(p: Product, rng: random.Random, with_json_ld: bool) -> str:
+    parts = [
+        f"<title>{_esc(p.title)} | {_esc(p.locale.shop)}</title>",
+        '<meta charset="utf-8"><style>body{font-family:sans-serif}.was{color:#999}</style>',
+        f"<script>window.dataLayer=[{{'sku':'{p.sku}','v':{rng.randint(1, 9)}}}];</script>",
+    ]
+    if rng.random() < 0.4:
+        parts.append(f'<meta property="og:title" content="{_esc(p.title)}">')
+    if with_json_ld:
+        parts.append(_json_ld(p))
+    return "<head>" + "".join(parts) + "</head>"
+
+
+def _layout_storefront(p: Product, rng: random.Random) -> str:
+    table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _specs(p, rng))
+    return (
+        f'{_nav(rng, p)}<main><div class="crumbs">Home / {_esc(p.category.name.title())}</div>'
+        f"<h1>{_esc(p.title)}</h1>"
+        f'<div class="price"><span class="now">{_esc(format_price(p.price, p.locale))}</span>'
+        f"{''.join(_distractor_prices(p, rng))}</div>{_availability_html(p, rng)}"
+        f"<button>Add to basket</button>{_prose(p, rng)}<h2>Specifications</h2><table>{table}</table>"
+        f"{_reviews(p, rng)}</main>{_related(p, rng)}<footer>© {_esc(p.locale.shop)} 2024</footer>"
+    )
+
+
+def _layout_boutique(p: Product, rng: random.Random) -> str:
+    specs = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in _specs(p, rng))
+    brand = f'<p class="brand">{_esc(p.brand)}</p>' if p.brand else ""
+    return (
+        f"{_nav(rng, p)}<article>{brand}<h1>{_esc(p.title)}</h1>{_prose(p, rng)}"
+        f"<dl>{specs}</dl><div>{_esc(format_price(p.price, p.locale))} incl. VAT</div>"
+        f"{''.join(_distractor_prices(p, rng))}{_availability_html(p, rng)}</article>"
+        f"{_related(p, rng)}{_reviews(p, rng)}<footer>Newsletter · Returns · Imprint</footer>"
+    )
+
+
+def _layout_marketplace(p: Product, rng: random.Random) -> str:
+    sellers = "".join(
+        f"<li>Seller {rng.choice(['A', 'B', 'C', 'D'])}{rng.randint(1, 99)}: "
+        f"{_esc(format_price(round(p.price * rng.uniform(1.02, 1.3), 2), p.locale))}</li>"
+        for _ in range(rng.randint(1, 3))
+    )
+    bullets = "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in _specs(p, rng))
+    return (
+        f'{_nav(rng, p)}<div id="app"><h1>{_esc(p.title)}</h1>'
+        f"<p>{_esc(p.rating)} stars · {_esc(p.reviews)} ratings</p>"
+        f'<div class="buybox"><b>Price: {_esc(format_price(p.price, p.locale))}</b>'
+        f"{_availability_html(p, rng)}{''.join(_distractor_prices(p, rng))}</div>"
+        f"<h2>About this item</h2><ul>{bullets}</ul><h3>Other sellers</h3><ul>{sellers}</ul>"
+        f"{_prose(p, rng)}{_related(p, rng)}{_reviews(p, rng)}</div>"
+    )
+
+
+def _layout_minimal(p: Product, rng: random.Random) -> str:
+    facts = []
+    if p.brand:
+        facts.append(f"by {p.brand}")
+    if p.size:
+        facts.append(f"size {p.size}")
+    if p.colour:
+        facts.append(f"in {p.colour}")
+    if p.material:
+        facts.append(f"made of {p.material}")
+    return (
+        f"<header><h1>{_esc(p.title)}</h1></header><section><p>{_esc(', '.join(facts))}</p>"
+        f"<p>{_esc(format_price(p.price, p.locale))}</p>{_availability_html(p, rng)}"
+        f"{''.join(_distractor_prices(p, rng))}{_prose(p, rng)}</section>{_reviews(p, rng)}"
+    )
+
+
+# Independent layouts: structures the model never saw during training.
+def _layout_legacy(p: Product, rng: random.Random) -> str:
+    cells = "".join(
+        f'<tr><td bgcolor="#eee"><font size="2">{_esc(k)}:</font></td><td>{_esc(v)}</td></tr>'
+        for k, v in _specs(p, rng)
+    )
+    stock = _availability_html(p, rng)
+    return (
+        f'<table width="100%"><tr><td><font size="5"><b>{_esc(p.title)}</b></font></td></tr>'
+        f'<tr><td>Our price: <font color="red">{_esc(format_price(p.price, p.locale))}</font></td></tr>'
+        f"<tr><td>{stock}</td></tr></table><table>{cells}</table>"
+        f"{''.join(_distractor_prices(p, rng))}{_prose(p, rng)}{_related(p, rng)}"
+    )
+
+
+def _layout_catalog(p: Product, rng: random.Random) -> str:
+    attrs = " ".join(f'data-{_esc(k.lower().replace(" ", "-"))}="{_esc(v)}"' for k, v in _specs(p, rng))
+    facts = "".join(f"<span>{_esc(k)} — {_esc(v)}</span><br>" for k, v in _specs(p, rng))
+    return (
+        f'<div class="product" {attrs}><h2>{_esc(p.title)}</h2><div class="cost">'
+        f"{_esc(format_price(p.price, p.locale))}</div>{_availability_html(p, rng)}<div>{facts}</div>"
+        f"{_reviews(p, rng)}{''.join(_distractor_prices(p, rng))}</div>{_related(p, rng)}"
+    )
+
+
+LAYOUTS: dict[str, Callable[[Product, random.Random], str]] = {
+    "storefront": _layout_storefront,
+    "boutique": _layout_boutique,
+    "marketplace": _layout_marketplace,
+    "minimal": _layout_minimal,
+    "legacy": _layout_legacy,
+    "catalog": _layout_catalog,
+}
+IN_DISTRIBUTION_LAYOUTS = ("storefront", "boutique", "marketplace", "minimal")
+INDEPENDENT_LAYOUTS = ("legacy", "catalog")
+
+
+def generate_page(rng: random.Random, categories: tuple[str, ...], layouts: tuple[str, ...]) -> dict[str, object]:
+    """One example in the dataset's JSONL schema (docs/task.md)."""
+    product = _product(rng, CATEGORIES[rng.choice(categories)])
+    layout = rng.choice(layouts)
+    with_json_ld = rng.random() < 0.35
+    body = LAYOUTS[layout](product, rng)
+    page = f"<!doctype html><html>{_head(product, rng, with_json_ld)}<body>{body}</body></html>"
+    return {
+        "html": page,
+        "attributes": product.gold(),
+        "meta": {"category": product.category.name, "layout": layout, "json_ld": with_json_ld},
+    }
+
+
+def _unique_pages(
+    seed: int, categories: tuple[str, ...], layouts: tuple[str, ...], prefix: str, seen: set[str]
+) -> Iterator[dict[str, object]]:
+    rng = random.Random(seed)
+    index = 0
+    while True:
+        page = generate_page(rng, categories, layouts)
+        digest = hashlib.sha256(str(page["html"]).encode()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        yield {"id": f"{prefix}-{index:06d}", **page}
+        index += 1
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    train: int = 2000
+    validation: int = 200
+    test: int = 200
+    independent_test: int = 200
+
+
+SPLITS = ("train", "validation", "test", "independent_test")
+
+
+def generate_dataset(seed: int, sizes: SplitSizes) -> dict[str, list[dict[str, object]]]:
+    """Disjoint splits: no page appears twice, and independent_test shares no layout or category with the rest."""
+    seen: set[str] = set()
+    stream = _unique_pages(seed, IN_DISTRIBUTION_CATEGORIES, IN_DISTRIBUTION_LAYOUTS, "p", seen)
+    splits: dict[str, list[dict[str, object]]] = {}
+    for split in ("train", "validation", "test"):
+        splits[split] = [next(stream) for _ in range(getattr(sizes, split))]
+    independent = _unique_pages(seed + 7919, INDEPENDENT_CATEGORIES, INDEPENDENT_LAYOUTS, "ind", seen)
+    splits["independent_test"] = [next(independent) for _ in range(sizes.independent_test)]
+    return splits
+
+
+def write_dataset(directory: Path, seed: int, sizes: SplitSizes) -> dict[str, Path]:
+    """Write one JSONL file per split (atomically, so a reader never sees half a file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, rows in generate_dataset(seed, sizes).items():
+        path = directory / f"{split}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+        paths[split] = path
+    return paths

@@ -1,0 +1,168 @@
+"""``ftstudy-trainer``: the command every trial runs, in a local process or in the trainer image.
+
+Exit codes tell the study engine what happened without parsing logs:
+
+====  ==========================================================================================
+0     completed, pruned by the study, or diverged (a NaN loss is a result: accuracy 0 is reported)
+2     bad input: missing model or data file, malformed dataset line, unknown attribute or hyperparameter
+3     the study's database stayed unreachable past the retry deadline
+143   stopped by SIGTERM (or SIGINT) before finishing; every file on disk is complete
+1     anything else (a bug): the traceback is printed
+====  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_TERMINATED = 0, 1, 2, 3, 143
+log = logging.getLogger("ftstudy.trainer")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ftstudy-trainer",
+        description="LoRA-fine-tune a causal LM for product-attribute extraction; score it at the early step and "
+        "at the end, reporting to an Optuna trial.",
+    )
+    p.add_argument("--model", default="tiny", help="'tiny', 'smollm2', a .gguf file or a Hugging Face directory")
+    p.add_argument("--data", type=Path, required=True, help="directory with train/validation/test(.jsonl)")
+    p.add_argument("--output", type=Path, required=True, help="run directory: adapters and result.json")
+    p.add_argument("--attributes", default=None, help="comma-separated attribute names (default: the eight)")
+    p.add_argument("--train-samples", type=int, default=None, help="use the first N training examples")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=None, help="overrides --epochs")
+    p.add_argument("--max-seq-len", type=int, default=1024)
+    p.add_argument("--early-fraction", type=float, default=0.2, help="where the early evaluation happens")
+    p.add_argument("--eval-samples", type=int, default=100, help="validation examples scored")
+    p.add_argument("--test-samples", type=int, default=100, help="test and independent-test examples scored")
+    p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--check-every", type=int, default=5, help="steps between reads of the trial's state")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    study = p.add_argument_group("study (omit to run without one, with --params)")
+    study.add_argument("--storage", default=None, help="Optuna storage URL (postgresql+psycopg2://… or sqlite:///…)")
+    study.add_argument("--study", default=None, help="study name")
+    study.add_argument("--trial", type=int, default=None, help="trial number within the study")
+    study.add_argument(
+        "--storage-retry-seconds",
+        type=float,
+        default=120.0,
+        help="how long to retry an unreachable database before giving up",
+    )
+    p.add_argument(
+        "--params",
+        default=None,
+        help="hyperparameters as JSON: all of them without a study; with one, fixed values the trial's own override",
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ftstudy.task.attributes import DEFAULT_ATTRIBUTES, validate_attribute_names
+    from ftstudy.trainer.config import RunSettings
+
+    attributes = (
+        validate_attribute_names([a.strip() for a in args.attributes.split(",")])
+        if args.attributes
+        else DEFAULT_ATTRIBUTES
+    )
+    return RunSettings(
+        model=args.model,
+        data_dir=args.data,
+        output_dir=args.output,
+        attributes=attributes,
+        train_samples=args.train_samples,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        max_seq_len=args.max_seq_len,
+        early_fraction=args.early_fraction,
+        eval_samples=args.eval_samples,
+        test_samples=args.test_samples,
+        eval_batch_size=args.eval_batch_size,
+        check_every=args.check_every,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def _reporter(args: argparse.Namespace) -> Any:
+    from ftstudy.retry import RetryPolicy
+    from ftstudy.trainer.reporting import LocalReporter, OptunaReporter
+
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--params is not valid JSON: {error}") from None
+    if not isinstance(params, dict):
+        raise ValueError("--params must be a JSON object of hyperparameters")
+    study_args = [args.storage, args.study, args.trial]
+    if any(a is not None for a in study_args):
+        if not all(a is not None for a in study_args):
+            raise ValueError("--storage, --study and --trial go together")
+        retry = RetryPolicy(deadline_seconds=args.storage_retry_seconds)
+        return OptunaReporter(args.storage, args.study, args.trial, retry, defaults=params)
+    args.output.mkdir(parents=True, exist_ok=True)
+    return LocalReporter(params, args.output)
+
+
+def _record_failure(reporter: Any, reason: str) -> None:
+    """Best effort: the engine also sees the exit code, so a failure to record must not mask the first error."""
+    if reporter is None:
+        return
+    try:
+        reporter.set_attrs({"failure_reason": reason, "outcome": "failed"})
+    except Exception as error:
+        log.warning("could not record the failure reason in the study: %s", error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.warning("received %s: stopping at the next safe point", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    from ftstudy.retry import StorageUnavailable
+    from ftstudy.task.dataset import DatasetError
+
+    reporter = None
+    try:
+        from ftstudy.trainer.config import ConfigError
+        from ftstudy.trainer.model import ModelError
+        from ftstudy.trainer.run import Outcome, Trainer
+
+        reporter = _reporter(args)
+        result = Trainer(_settings(args), reporter, stop).run()
+    except StorageUnavailable as error:
+        log.error("%s", error)
+        return EXIT_STORAGE
+    except (DatasetError, ModelError, ConfigError, LookupError, ValueError) as error:
+        message = str(error).strip("'\"")
+        log.error("bad input: %s", message)
+        _record_failure(reporter, message)
+        return EXIT_BAD_INPUT
+    log.info("outcome: %s after %d of %d steps", result.outcome.value, result.steps_done, result.total_steps)
+    return EXIT_TERMINATED if result.outcome is Outcome.TERMINATED else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs (from Debian's `postgresql` package) and runs a throwaway PostgreSQL server on loopback for the
+# tests, CI and local trials. Idempotent: `start` on a running server only prints its URL.
+#
+#   scripts/postgres.sh start    install if needed, initialise once, start, create role and database
+#   scripts/postgres.sh stop     stop the server (the data stays; tests use this to simulate an outage)
+#   scripts/postgres.sh url      print the SQLAlchemy URL to use
+#   scripts/postgres.sh status   exit 0 when the server accepts connections
+#
+# Settings (environment): FTSTUDY_PG_PORT (55432), FTSTUDY_PG_DIR (/var/tmp/ftstudy-postgres-$PORT: a place
+# the `postgres` account can reach when we run as root, which a home directory is not).
+set -euo pipefail
+
+PORT="${FTSTUDY_PG_PORT:-55432}"
+DIR="${FTSTUDY_PG_DIR:-/var/tmp/ftstudy-postgres-$PORT}"
+USER_NAME=ftstudy
+PASSWORD=ftstudy
+DB=ftstudy
+
+url() { echo "postgresql+psycopg2://$USER_NAME:$PASSWORD@127.0.0.1:$PORT/$DB"; }
+
+bindir() {
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    [ -n "$d" ] && echo "$d"
+}
+
+# PostgreSQL refuses to run as root; run its programs as the unprivileged `postgres` account when we are root.
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install() {
+    if [ -z "$(bindir)" ]; then
+        echo "postgres.sh: installing Debian's postgresql package" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    fi
+}
+
+ready() { "$(bindir)/pg_isready" -q -h 127.0.0.1 -p "$PORT"; }
+
+start() {
+    install
+    local bin; bin=$(bindir)
+    if ready; then url; return 0; fi
+    mkdir -p "$DIR"
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$DIR"; chmod 700 "$DIR"; fi
+    if [ ! -s "$DIR/PG_VERSION" ]; then
+        local pwfile; pwfile=$(mktemp); echo "$PASSWORD" >"$pwfile"; chmod 644 "$pwfile"
+        as_owner "$bin/initdb" -D "$DIR" -U postgres --auth=trust --auth-host=scram-sha-256 \
+            --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 >/dev/null
+        rm -f "$pwfile"
+    fi
+    # A unix socket directory we own: the Debian default (/var/run/postgresql) may not exist or be writable.
+    as_owner "$bin/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w -t 60 \
+        -o "-h 127.0.0.1 -p $PORT -k $DIR -c max_connections=200 -c fsync=off" start >/dev/null
+    if ! as_owner "$bin/psql" -h "$DIR" -p "$PORT" -U postgres -tAc \
+            "SELECT 1 FROM pg_roles WHERE rolname='$USER_NAME'" postgres | grep -q 1; then
+        as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c \
+            "CREATE ROLE $USER_NAME LOGIN CREATEDB PASSWORD '$PASSWORD'" postgres
+        as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c "CREATE DATABASE $DB OWNER $USER_NAME" postgres
+    fi
+    url
+}
+
+stop() {
+    local bin; bin=$(bindir)
+    [ -n "$bin" ] || return 0
+    if [ -s "$DIR/postmaster.pid" ]; then as_owner "$bin/pg_ctl" -D "$DIR" -m fast -w stop >/dev/null || true; fi
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    url) url ;;
+    status) ready ;;
+    *) echo "usage: $0 start|stop|url|status" >&2; exit 2 ;;
+esac

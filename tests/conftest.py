@@ -1,0 +1,48 @@
+"""Shared fixtures: real PostgreSQL (started by scripts/postgres.sh) and a small generated dataset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ftstudy.task.generator import SplitSizes, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_SCRIPT = ROOT / "scripts" / "postgres.sh"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The URL of the project's PostgreSQL; started here when the test command has not done it yet."""
+    url = os.environ.get("FTSTUDY_TEST_PG_URL")
+    if url:
+        return url
+    return subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def study_name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("data")
+    write_dataset(directory, seed=1, sizes=SplitSizes(train=64, validation=8, test=8, independent_test=8))
+    return directory
+
+
+@pytest.fixture
+def trainer_cmd() -> Iterator[list[str]]:
+    yield [sys.executable, "-m", "ftstudy.trainer.cli"]
+
+
+def postgres(action: str) -> None:
+    """Stop or start the project's PostgreSQL, to put a real outage in front of the code under test."""
+    subprocess.run([str(PG_SCRIPT), action], check=True, capture_output=True, text=True)
