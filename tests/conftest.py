@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,10 @@ def trainer_cmd() -> Iterator[list[str]]:
     yield [sys.executable, "-m", "ftstudy.trainer.cli"]
 
 
-def postgres(action: str) -> None:
-    """Stop or start the project's PostgreSQL, to put a real outage in front of the code under test."""
-    subprocess.run([str(PG_SCRIPT), action], check=True, capture_output=True, text=True)
+def postgres_outage(seconds: float) -> None:
+    """Stop the project's PostgreSQL for ``seconds``, then start it again: a real outage for the code under test."""
+    subprocess.run([str(PG_SCRIPT), "stop"], check=True, capture_output=True, text=True)
+    try:
+        time.sleep(seconds)
+    finally:
+        subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True)

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from ftstudy.task.attributes import DEFAULT_ATTRIBUTES
 from ftstudy.trainer.reporting import UserAttr
 
-from .conftest import postgres
+from .conftest import postgres_outage
 
 PARAMS = {"learning_rate": 3e-3, "lora_r": 4, "lora_alpha": 8, "target_modules": "attention"}
 DISTRIBUTIONS = {
@@ -277,11 +277,7 @@ def test_database_outage_mid_run_is_ridden_out(
     proc = spawn([*trainer_cmd, *trainer_args(postgres_url, study_name, dataset_dir, tmp_path, "--max-steps", "60")])
     try:
         wait_for(lambda: (tmp_path / "result.json").exists(), 120, "training to start")
-        postgres("stop")
-        try:
-            time.sleep(6)
-        finally:
-            postgres("start")
+        postgres_outage(6)
         _, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 
@@ -14,6 +15,102 @@ def _generate(args: argparse.Namespace) -> int:
     for split, path in write_dataset(args.out, args.seed, sizes).items():
         print(f"{split:>17}: {getattr(sizes, split):>6} pages -> {path}")
     return 0
+
+
+EXIT_OK, EXIT_STUDY_FAILED, EXIT_BAD_INPUT, EXIT_STORAGE = 0, 1, 2, 3
+
+
+def _default_storage(workdir: Path) -> str:
+    return f"sqlite:///{(workdir / 'study.db').resolve()}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    import optuna
+
+    from ftstudy import core, spec
+    from ftstudy.executor import LocalExecutor
+    from ftstudy.progress import Progress
+    from ftstudy.report import leaderboard, rows, summary
+    from ftstudy.retry import RetryPolicy, StorageUnavailable
+    from ftstudy.runner import Engine, prepare_data
+    from ftstudy.study_store import StudyConflict, StudyStore
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = spec.load(args.study_file)
+    except spec.SpecError as error:
+        print(error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    name = study.metadata.name
+    workdir = (args.workdir / name).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    url = args.storage or _default_storage(workdir)
+    retry = RetryPolicy(deadline_seconds=args.storage_retry_seconds)
+    progress = Progress(study.spec.budget.max_trials)
+    try:
+        store = StudyStore(url, name, study.spec, retry)
+        data_dir = prepare_data(study.spec, workdir, args.study_file.resolve().parent)
+        executor = LocalExecutor(workdir / "trials", study.spec.budget.parallelism)
+        engine = Engine(study, store, executor, url, data_dir, workdir / "trials", on_event=progress.event)
+        print(f"study {name}: storage {url}, trials in {workdir / 'trials'}")
+        while engine.outcome is None:
+            engine.step()
+            progress.tick(store.trials())
+            if engine.outcome is None:
+                time.sleep(args.poll_seconds)
+        table = rows(store.trials())
+    except StorageUnavailable as error:
+        print(f"ftstudy: {error}. Running trials continue; run the same command again to resume.", file=sys.stderr)
+        return EXIT_STORAGE
+    except StudyConflict as error:
+        print(f"ftstudy: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nstopped: trials already running keep running; run the same command again to resume and adopt them.")
+        return 130
+    print()
+    print(leaderboard(table))
+    info = summary(table)
+    best = info["best"]
+    if best:
+        print(f"\nbest trial {best['number']}: final {best['final']:.3f}, test {best['test']:.3f}; "
+              f"adapter {best['final_adapter']}")  # fmt: skip
+    if info["test_gain_over_baseline"] is not None:
+        print(f"gain over the baseline on the test set: {info['test_gain_over_baseline']:+.3f}")
+    s = info["steps"]
+    if s["without_early_stopping"]:
+        print(f"training steps: {s['spent']} spent, {s['saved']} saved "
+              f"({s['saved'] / s['without_early_stopping']:.0%} of running every trial to the end)")  # fmt: skip
+    return EXIT_OK if isinstance(engine.outcome, core.StudyDone) else EXIT_STUDY_FAILED
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    import optuna
+
+    from ftstudy.report import leaderboard, plots, rows, summary
+
+    workdir = (args.workdir / args.study).resolve()
+    url = args.storage or _default_storage(workdir)
+    try:
+        trials = optuna.load_study(study_name=args.study, storage=url).get_trials(deepcopy=False)
+    except KeyError:
+        print(f"ftstudy: no study {args.study!r} in {url}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    table = rows(trials)
+    print(leaderboard(table, limit=args.limit))
+    out = args.out or workdir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary(table), indent=2, sort_keys=True))
+    written = plots(table, out)
+    print(f"\nsummary: {out / 'summary.json'}")
+    for path in written:
+        print(f"plot: {path}")
+    return EXIT_OK
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,6 +125,22 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--test", type=int, default=200)
     gen.add_argument("--independent-test", type=int, default=200)
     gen.set_defaults(handler=_generate)
+
+    run = commands.add_parser("run", help="run a FineTuneStudy on this machine, trials as local processes")
+    run.add_argument("study_file", type=Path, help="a FineTuneStudy YAML file")
+    run.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in the work directory)")
+    run.add_argument("--workdir", type=Path, default=Path("runs"), help="where trials write (default: runs/)")
+    run.add_argument("--poll-seconds", type=float, default=1.0)
+    run.add_argument("--storage-retry-seconds", type=float, default=120.0)
+    run.set_defaults(handler=_run)
+
+    report = commands.add_parser("report", help="leaderboard, JSON summary and plots of a study")
+    report.add_argument("study", help="the study's name (metadata.name)")
+    report.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in the work directory)")
+    report.add_argument("--workdir", type=Path, default=Path("runs"))
+    report.add_argument("--out", type=Path, default=None, help="directory for summary.json and plots")
+    report.add_argument("--limit", type=int, default=20)
+    report.set_defaults(handler=_report)
     return p
 
 

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from ftstudy.db import engine_kwargs
 from ftstudy.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,9 @@ class OptunaReporter:
         self.defaults = dict(defaults or {})
         self._trial_state = optuna.trial.TrialState
         # A trainer needs one connection; pre-ping replaces connections a database restart has broken.
-        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if url.startswith("postgresql"):
-            engine_kwargs.update(pool_size=1, max_overflow=1, connect_args={"connect_timeout": 10})
         self.storage = retry.call(
             "open the study storage",
-            lambda: RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True),
+            lambda: RDBStorage(url, engine_kwargs=engine_kwargs(url, pool_size=1), skip_table_creation=True),
         )
         try:
             study_id = retry.call("find the study", lambda: self.storage.get_study_id_from_name(study_name))

@@ -1,0 +1,159 @@
+"""Executors run trials; the engine only needs to start one, see what runs, and stop one.
+
+``LocalExecutor`` runs each trial as a subprocess of the trainer (``ftstudy-trainer``) in its own process group,
+bounded by the study's parallelism (the core never asks for more). It writes ``process.json`` beside each trial's
+run directory, so a runner restarted after a crash adopts trainers that outlived it instead of starting them twice.
+The Kubernetes executor (one Job per trial) implements the same interface in the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ftstudy.core import Process
+
+EXIT_BAD_INPUT = 2
+KILL_GRACE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class TrialProcess:
+    state: Process
+    exit_code: int | None = None
+    retryable: bool = True
+    reason: str | None = None
+
+
+class Executor(Protocol):
+    def launch(self, number: int, attempt: int, args: list[str]) -> None: ...
+
+    def observe(self) -> dict[int, TrialProcess]: ...
+
+    def cancel(self, number: int) -> None: ...
+
+
+def trial_dir(root: Path, number: int) -> Path:
+    return root / f"trial-{number:04d}"
+
+
+def exit_reason(code: int) -> str:
+    if code < 0:
+        return f"the trainer was killed by signal {signal.Signals(-code).name}"
+    meaning = {1: "crashed", 2: "refused its input", 3: "could not reach the database", 143: "was terminated"}
+    return f"the trainer {meaning.get(code, 'failed')} (exit code {code})"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the trainer and anything it started (it leads its own process group); gone already is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """Is ``pid`` still our trainer? (Checking the command line guards against a recycled pid.)"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return marker in cmdline and status != "Z"
+
+
+class LocalExecutor:
+    """Trials as local processes; ``root`` holds one directory per trial (logs, adapters, result.json)."""
+
+    def __init__(self, root: Path, parallelism: int = 1, python: str = sys.executable) -> None:
+        self.root = root
+        self.python = python
+        # Trials share this machine's cores: without a cap every trainer starts one thread per core and, run side
+        # by side, they thrash (measured: ten times slower steps with two trainers on two cores).
+        self.threads = max(1, (os.cpu_count() or 1) // max(1, parallelism))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.cancelled: dict[int, float] = {}
+
+    def launch(self, number: int, attempt: int, args: list[str]) -> None:
+        directory = trial_dir(self.root, number)
+        directory.mkdir(parents=True, exist_ok=True)
+        log = (directory / f"attempt-{attempt}.log").open("ab")
+        command = [self.python, "-m", "ftstudy.trainer.cli", *args]
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        child = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+        )
+        log.close()
+        self.children[number] = child
+        self.cancelled.pop(number, None)
+        record = {"pid": child.pid, "attempt": attempt, "started": time.time(), "command": command}
+        tmp = directory / ".process.json.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, directory / "process.json")
+
+    def _adopted(self, number: int) -> TrialProcess | None:
+        """A trainer started by an earlier runner: alive, or ended with what its result.json says."""
+        directory = trial_dir(self.root, number)
+        try:
+            record = json.loads((directory / "process.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if _alive(int(record["pid"]), str(directory)):
+            return TrialProcess(Process.RUNNING)
+        try:
+            outcome = json.loads((directory / "result.json").read_text()).get("outcome")
+        except (OSError, json.JSONDecodeError):
+            outcome = None
+        if outcome in {"completed", "diverged", "pruned"}:
+            return TrialProcess(Process.SUCCEEDED, exit_code=0)
+        return TrialProcess(Process.FAILED, reason="the trainer ended while no runner was watching it")
+
+    def observe(self) -> dict[int, TrialProcess]:
+        seen: dict[int, TrialProcess] = {}
+        for number, child in self.children.items():
+            code = child.poll()
+            if code is None:
+                self._escalate(number, child.pid)
+                seen[number] = TrialProcess(Process.RUNNING)
+            elif code == 0:
+                seen[number] = TrialProcess(Process.SUCCEEDED, exit_code=0)
+            else:
+                seen[number] = TrialProcess(
+                    Process.FAILED, exit_code=code, retryable=code != EXIT_BAD_INPUT, reason=exit_reason(code)
+                )
+        for directory in sorted(self.root.glob("trial-*")):
+            number = int(directory.name.removeprefix("trial-"))
+            if number not in seen:
+                adopted = self._adopted(number)
+                if adopted is not None:
+                    seen[number] = adopted
+        return seen
+
+    def adopt_pid(self, number: int) -> int | None:
+        try:
+            return int(json.loads((trial_dir(self.root, number) / "process.json").read_text())["pid"])
+        except (OSError, json.JSONDecodeError, KeyError):
+            return None
+
+    def cancel(self, number: int) -> None:
+        """SIGTERM the trainer's process group now; SIGKILL it if it is still there after a grace period."""
+        pid = self.children[number].pid if number in self.children else self.adopt_pid(number)
+        if pid is None:
+            return
+        if number not in self.children and not _alive(pid, str(trial_dir(self.root, number))):
+            return
+        self.cancelled[number] = time.monotonic()
+        _signal_group(pid, signal.SIGTERM)
+
+    def _escalate(self, number: int, pid: int) -> None:
+        since = self.cancelled.get(number)
+        if since is not None and time.monotonic() - since > KILL_GRACE_SECONDS:
+            _signal_group(pid, signal.SIGKILL)

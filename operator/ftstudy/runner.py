@@ -1,0 +1,191 @@
+"""The study loop: observe the storage and the executor, ask the core what to do, do it, repeat.
+
+This is the engine's one shell loop; the local command (``ftstudy run``) drives it with the local executor and the
+operator will drive the same ``Engine.step`` from its handlers. Every action is written to the database before it
+takes effect outside (a trial is asked for before its process starts, a launch is counted before it happens), so a
+loop killed at any point and started again finds every trial either running, finished, or visibly orphaned, and
+the core relaunches orphans instead of creating duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import FrozenTrial
+
+from ftstudy import core
+from ftstudy.core import Decision, Phase, Plan, Process, TrialView
+from ftstudy.executor import Executor, TrialProcess, trial_dir
+from ftstudy.spec import FineTuneStudy, StudySpec
+from ftstudy.study_store import StudyStore, attempts, decision, early_accuracy, has_result, is_baseline, phase
+from ftstudy.trainer.reporting import UserAttr
+from ftstudy.trial_command import trainer_args
+
+log = logging.getLogger(__name__)
+
+
+def plan_for(spec: StudySpec) -> Plan:
+    return Plan(
+        max_trials=spec.budget.max_trials,
+        parallelism=spec.budget.parallelism,
+        max_failed_trials=spec.budget.max_failed_trials,
+        retries_per_trial=spec.budget.retries_per_trial,
+        policy=spec.promotion.policy,
+        k=spec.promotion.k,
+        percentile=spec.promotion.percentile,
+        has_baseline=spec.baseline is not None,
+    )
+
+
+def view(trial: FrozenTrial, process: TrialProcess | None) -> TrialView:
+    process = process or TrialProcess(Process.ABSENT)
+    return TrialView(
+        number=trial.number,
+        phase=phase(trial),
+        process=process.state,
+        early_accuracy=early_accuracy(trial),
+        decision=decision(trial),
+        has_result=has_result(trial),
+        attempts=attempts(trial),
+        is_baseline=is_baseline(trial),
+        retryable=process.retryable,
+        failure_reason=trial.user_attrs.get(UserAttr.FAILURE_REASON.value) or process.reason,
+    )
+
+
+def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
+    """The dataset directory: the user's, or the generated one (written once, reused on resume)."""
+    if spec.dataset.path is not None:
+        path = Path(spec.dataset.path)
+        return path if path.is_absolute() else (base / path).resolve()
+    from ftstudy.task.generator import SplitSizes, write_dataset
+
+    settings = spec.dataset.generate
+    assert settings is not None
+    key = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:12]
+    directory = workdir / f"data-{key}"
+    if not (directory / ".complete").exists():
+        sizes = SplitSizes(settings.train, settings.validation, settings.test, settings.independent_test)
+        write_dataset(directory, settings.seed, sizes)
+        (directory / ".complete").write_text(settings.model_dump_json())
+    return directory
+
+
+@dataclass
+class Event:
+    """Something a person watching the study wants to see."""
+
+    trial: int | None
+    text: str
+
+
+class Engine:
+    def __init__(
+        self,
+        study: FineTuneStudy,
+        store: StudyStore,
+        executor: Executor,
+        storage_url: str,
+        data_dir: Path,
+        trials_root: Path,
+        on_event: Callable[[Event], None] = lambda e: None,
+    ) -> None:
+        self.study = study
+        self.spec = study.spec
+        self.plan = plan_for(study.spec)
+        self.store = store
+        self.executor = executor
+        self.storage_url = storage_url
+        self.data_dir = data_dir
+        self.trials_root = trials_root
+        self.on_event = on_event
+        self.outcome: core.StudyDone | core.StudyFailed | None = None
+
+    def observe(self) -> tuple[list[FrozenTrial], list[TrialView]]:
+        trials = self.store.trials()
+        processes = self.executor.observe()
+        return trials, [view(t, processes.get(t.number)) for t in trials]
+
+    def step(self) -> list[core.Action]:
+        trials, views = self.observe()
+        actions = core.decide(self.plan, views)
+        by_number = {t.number: t for t in trials}
+        for action in actions:
+            self.apply(action, by_number)
+        return actions
+
+    def _launch(self, number: int, attempt: int) -> None:
+        self.store.record_attempt(number, attempt)  # counted before it happens: a crash here costs one retry
+        output = trial_dir(self.trials_root, number)
+        args = trainer_args(self.spec, self.storage_url, self.study.metadata.name, number, str(self.data_dir),
+                            str(output))  # fmt: skip
+        self.executor.launch(number, attempt, args)
+
+    def apply(self, action: core.Action, trials: dict[int, FrozenTrial]) -> None:
+        match action:
+            case core.LaunchNew(baseline=baseline):
+                number, params = self.store.ask(baseline)
+                self._launch(number, 1)
+                label = "launched (baseline)" if baseline else "launched"
+                self.on_event(Event(number, f"{label} {format_params(params)}"))
+            case core.Relaunch(number=number, attempt=attempt):
+                self._launch(number, attempt)
+                self.on_event(Event(number, f"relaunched (attempt {attempt})"))
+            case core.Continue(number=number):
+                self.store.record_decision(number, Decision.CONTINUE)
+                self.on_event(Event(number, f"early accuracy {early_accuracy(trials[number]):.3f} -> continue"))
+            case core.Cancel(number=number):
+                self.store.prune(number)
+                self.executor.cancel(number)
+                self.on_event(Event(number, f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"))
+            case core.Finish(number=number):
+                trial = trials[number]
+                self.store.complete(number, early_accuracy(trial) or 0.0)
+                final = trial.user_attrs.get(UserAttr.FINAL_ACCURACY.value)
+                text = f"finished: final {final:.3f}" if final is not None else "finished: diverged (accuracy 0)"
+                self.on_event(Event(number, text))
+            case core.Fail(number=number, reason=reason):
+                self.executor.cancel(number)
+                self.store.fail(number, reason)
+                self.on_event(Event(number, f"failed: {reason}"))
+            case core.StudyDone() | core.StudyFailed():
+                self.outcome = action
+                text = "study done" if isinstance(action, core.StudyDone) else f"study failed: {action.reason}"
+                self.on_event(Event(None, text))
+
+    def run(self, poll_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> core.Action:
+        while self.outcome is None:
+            self.step()
+            if self.outcome is None:
+                sleep(poll_seconds)
+        return self.outcome
+
+
+def trial_phase_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    counts = {p.value: 0 for p in Phase}
+    for trial in trials:
+        counts[phase(trial).value] += 1
+    return counts
+
+
+def summary_line(trials: list[FrozenTrial], max_trials: int) -> str:
+    counts = trial_phase_counts(trials)
+    early = [e for e in (early_accuracy(t) for t in trials) if e is not None]
+    best = f"{max(early):.3f}" if early else "-"
+    return (
+        f"trials {len(trials)}/{max_trials}: running {counts['running']}, continued+finished {counts['complete']}, "
+        f"cancelled {counts['pruned']}, failed {counts['failed']}; best early accuracy {best}"
+    )
+
+
+def format_params(params: dict[str, object]) -> str:
+    """Short and readable: ``learning_rate=3.2e-04 lora_r=16``."""
+    parts = []
+    for name, value in sorted(params.items()):
+        parts.append(f"{name}={value:.2e}" if isinstance(value, float) and abs(value) < 0.01 else f"{name}={value}")
+    return " ".join(parts)

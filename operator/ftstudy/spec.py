@@ -1,0 +1,269 @@
+"""The ``FineTuneStudy`` spec: what a user writes, in a Kubernetes manifest or a local YAML file.
+
+One set of pydantic types, validated once at the edge; the core receives plain, already-checked data. Field names
+are camelCase in YAML (Kubernetes style) and snake_case in Python. An invalid spec is refused with messages that
+name the field and the fix (``SpecError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from ftstudy.task.attributes import DEFAULT_ATTRIBUTES, validate_attribute_names
+
+API_VERSION = "ftstudy.io/v1alpha1"
+KIND = "FineTuneStudy"
+HYPERPARAMETERS = (
+    "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "weight_decay", "warmup_ratio",
+    "lr_scheduler", "batch_size", "grad_accum", "max_grad_norm",
+)  # fmt: skip
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; ``str()`` lists every problem as ``field: what is wrong and how to fix it``."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class FloatParam(_Model):
+    """A real-valued hyperparameter; ``log`` samples it on a log scale (learning rates)."""
+
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FloatParam:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("step and log cannot be combined")
+        return self
+
+
+class IntParam(_Model):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntParam:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs low > 0")
+        if self.log and self.step != 1:
+            raise ValueError("step and log cannot be combined")
+        return self
+
+
+class CategoricalParam(_Model):
+    type: Literal["categorical"]
+    choices: list[str | int | float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CategoricalParam:
+        if len(set(map(str, self.choices))) != len(self.choices):
+            raise ValueError("choices must be unique")
+        return self
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+def paper_search_space() -> dict[str, FloatParam | IntParam | CategoricalParam]:
+    """The paper's kind of LoRA space: learning rate (log), rank, alpha, dropout, and where LoRA is applied."""
+    return {
+        "learning_rate": FloatParam(low=1e-5, high=5e-3, log=True),
+        "lora_r": IntParam(type="int", low=4, high=64, log=True),
+        "lora_alpha": IntParam(type="int", low=8, high=128, log=True),
+        "lora_dropout": FloatParam(low=0.0, high=0.2),
+        "target_modules": CategoricalParam(type="categorical", choices=["attention", "attention_mlp"]),
+    }
+
+
+class DatasetGenerate(_Model):
+    """Generate the bundled synthetic dataset instead of reading files."""
+
+    seed: int = 0
+    train: int = Field(default=2000, ge=1)
+    validation: int = Field(default=200, ge=1)
+    test: int = Field(default=200, ge=1)
+    independent_test: int = Field(default=200, ge=0)
+
+
+class DatasetRef(_Model):
+    """Where the JSONL splits are (docs/task.md), or how to generate them. Exactly one of the two."""
+
+    path: str | None = None
+    generate: DatasetGenerate | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> DatasetRef:
+        if (self.path is None) == (self.generate is None):
+            raise ValueError("give exactly one of dataset.path (a directory of JSONL splits) or dataset.generate")
+        return self
+
+
+class Training(_Model):
+    """Settings shared by every trial: they define what "20% of training" means."""
+
+    train_samples: int | None = Field(default=None, ge=1, description="first N training examples; all if unset")
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1, description="overrides epochs")
+    max_seq_len: int = Field(default=1024, ge=64)
+    early_fraction: float = Field(default=0.2, gt=0, lt=1)
+    eval_samples: int = Field(default=100, ge=1)
+    test_samples: int = Field(default=100, ge=1)
+    eval_batch_size: int = Field(default=16, ge=1)
+    check_every: int = Field(default=5, ge=1)
+    seed: int = 0
+    hyperparameters: dict[str, float | int | str] = Field(
+        default_factory=dict, description="fixed hyperparameters for every trial; searched ones override them"
+    )
+
+
+class Sampler(_Model):
+    type: Literal["tpe", "random"] = "tpe"
+    n_startup_trials: int = Field(default=5, ge=0, description="random trials before TPE models the space")
+    seed: int = 0
+
+
+class Promotion(_Model):
+    """Which trials continue past the early evaluation; the others are cancelled there."""
+
+    policy: Literal["topK", "percentile", "median", "none"] = "topK"
+    k: int = Field(default=5, ge=1, description="topK: continue if among the K best early accuracies so far")
+    percentile: float = Field(default=50.0, gt=0, lt=100, description="percentile: continue if at or above it")
+
+
+class Budget(_Model):
+    max_trials: int = Field(default=20, ge=1)
+    parallelism: int = Field(default=2, ge=1)
+    max_failed_trials: int = Field(default=3, ge=1)
+    retries_per_trial: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _parallelism(self) -> Budget:
+        if self.parallelism > self.max_trials:
+            raise ValueError(
+                f"parallelism ({self.parallelism}) must not exceed maxTrials ({self.max_trials}); "
+                "lower parallelism or raise maxTrials"
+            )
+        return self
+
+
+class Baseline(_Model):
+    """Fixed hyperparameters, enqueued first and always run to the end, to measure the search's gain."""
+
+    params: dict[str, float | int | str]
+
+
+class StudySpec(_Model):
+    model: str = Field(default="tiny", description="'tiny', 'smollm2', a .gguf file or a Hugging Face directory")
+    dataset: DatasetRef
+    attributes: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTRIBUTES))
+    training: Training = Field(default_factory=Training)
+    search_space: dict[str, Param] = Field(default_factory=paper_search_space)
+    sampler: Sampler = Field(default_factory=Sampler)
+    promotion: Promotion = Field(default_factory=Promotion)
+    budget: Budget = Field(default_factory=Budget)
+    baseline: Baseline | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        validate_attribute_names(self.attributes)
+        unknown = sorted(set(self.search_space) - set(HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(
+                f"searchSpace names unknown hyperparameter(s) {', '.join(unknown)}; "
+                f"the trainer supports {', '.join(HYPERPARAMETERS)}"
+            )
+        if not self.search_space:
+            raise ValueError("searchSpace is empty: give at least one hyperparameter to search")
+        unknown = sorted(set(self.training.hyperparameters) - set(HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(f"training.hyperparameters names unknown hyperparameter(s) {', '.join(unknown)}")
+        if self.baseline is not None:
+            outside = sorted(set(self.baseline.params) - set(self.search_space))
+            if outside:
+                raise ValueError(
+                    f"baseline.params names {', '.join(outside)}, which searchSpace does not search; a baseline "
+                    "sets searched hyperparameters only (fix the others in training.hyperparameters)"
+                )
+        return self
+
+
+class Metadata(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True)
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str | None = None
+
+
+class FineTuneStudy(_Model):
+    api_version: Literal["ftstudy.io/v1alpha1"]
+    kind: Literal["FineTuneStudy"]
+    metadata: Metadata
+    spec: StudySpec
+    status: dict[str, Any] | None = None
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        elif item in {"float", "int", "categorical"} and parts:
+            continue  # the discriminated union's branch name is noise to a user
+        else:
+            parts.append(str(item))  # pydantic reports the YAML names (aliases), data keys unchanged
+    return ".".join(parts) or "(document)"
+
+
+def parse(document: Any, source: str = "spec") -> FineTuneStudy:
+    """Validate a parsed YAML/JSON document; every problem is reported, each with its field path."""
+    try:
+        return FineTuneStudy.model_validate(document)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            if problem["type"] == "extra_forbidden":
+                message = "unknown field (check its spelling and indentation)"
+            elif problem["type"] == "missing":
+                message = "required field is missing"
+            lines.append(f"{_field_path(tuple(problem['loc']))}: {message}")
+        raise SpecError(f"{source} is not a valid FineTuneStudy:\n  " + "\n  ".join(lines)) from None
+
+
+def load(path: Path) -> FineTuneStudy:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML ({error})") from None
+    return parse(document, str(path))
+
+
+def distribution_kwargs(param: FloatParam | IntParam | CategoricalParam) -> dict[str, Any]:
+    """Plain data for the Optuna side (kept here so the spec stays the one source of truth)."""
+    if isinstance(param, CategoricalParam):
+        return {"type": "categorical", "choices": list(param.choices)}
+    step = param.step if not isinstance(param, FloatParam) or param.step is not None else None
+    if isinstance(param, IntParam) and param.log:
+        step = 1
+    return {"type": param.type, "low": param.low, "high": param.high, "log": param.log, "step": step}

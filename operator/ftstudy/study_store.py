@@ -1,0 +1,179 @@
+"""The Optuna side of a study: RDB storage (PostgreSQL through psycopg2, or SQLite), ask/tell, and the trial
+records the decision core reads.
+
+The Bayesian objective is the early accuracy (the paper's): a continued trial is told COMPLETE with its early
+accuracy once its trainer has finished (its final and test accuracy stay in user attributes), a cancelled one is
+told PRUNED (TPE ranks pruned trials by the same early intermediate value), and a failed one FAIL, so the sampler
+learns from failures instead of never hearing of them.
+
+What the engine must remember across restarts is kept in the trial's system attributes: the number of launches
+(``ftstudy:attempts``) and the continue decision (``ftstudy:decision``). Every call is retried through connection
+failures; the connection pool is small and bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from ftstudy.core import Decision, Phase
+from ftstudy.db import engine_kwargs
+from ftstudy.retry import RetryPolicy
+from ftstudy.spec import CategoricalParam, FloatParam, IntParam, StudySpec
+from ftstudy.trainer.reporting import UserAttr
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+ATTEMPTS = "ftstudy:attempts"
+DECISION = "ftstudy:decision"
+SPEC = "ftstudy:search_space"
+FIXED_PARAMS = "fixed_params"  # Optuna's own mark on an enqueued trial: ours is the baseline
+
+_PHASES = {
+    TrialState.RUNNING: Phase.RUNNING,
+    TrialState.COMPLETE: Phase.COMPLETE,
+    TrialState.PRUNED: Phase.PRUNED,
+    TrialState.FAIL: Phase.FAILED,
+}
+
+
+class StudyConflict(ValueError):
+    """The storage holds a study of this name with a different search space."""
+
+
+def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
+    result: dict[str, BaseDistribution] = {}
+    for name, param in spec.search_space.items():
+        if isinstance(param, CategoricalParam):
+            result[name] = CategoricalDistribution(list(param.choices))
+        elif isinstance(param, IntParam):
+            result[name] = IntDistribution(param.low, param.high, log=param.log, step=param.step)
+        else:
+            assert isinstance(param, FloatParam)
+            result[name] = FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+    return result
+
+
+def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    if spec.sampler.type == "random":
+        return optuna.samplers.RandomSampler(seed=spec.sampler.seed)
+    # constant_liar: trials still running count as bad guesses, so parallel asks do not all pick the same point.
+    return optuna.samplers.TPESampler(
+        n_startup_trials=spec.sampler.n_startup_trials, seed=spec.sampler.seed, constant_liar=True, multivariate=True
+    )
+
+
+class StudyStore:
+    def __init__(self, url: str, name: str, spec: StudySpec, retry: RetryPolicy) -> None:
+        self.retry = retry
+        self.spec = spec
+        self.name = name
+        self.distributions = distributions(spec)
+        self.storage = self._call("open the study storage", lambda: RDBStorage(url, engine_kwargs=engine_kwargs(url)))
+        self.study = self._call(
+            "create or load the study",
+            lambda: optuna.create_study(
+                storage=self.storage, study_name=name, direction="maximize", sampler=sampler(spec), load_if_exists=True
+            ),
+        )
+        self._check_search_space()
+        self._trial_ids: dict[int, int] = {}
+
+    def _call(self, what: str, function: Callable[[], T]) -> T:
+        return self.retry.call(what, function)
+
+    def _check_search_space(self) -> None:
+        """A resumed study must search the space it started with, or its history would mislead the sampler."""
+        wanted = json.dumps(self.spec.model_dump(mode="json", by_alias=True)["searchSpace"], sort_keys=True)
+        study_id = self.study._study_id
+        attrs = self._call("read the study", lambda: self.storage.get_study_system_attrs(study_id))
+        if SPEC not in attrs:
+            self._call("record the search space", lambda: self.storage.set_study_system_attr(study_id, SPEC, wanted))
+        elif attrs[SPEC] != wanted:
+            raise StudyConflict(
+                f"study {self.name!r} already exists in the storage with a different searchSpace; "
+                "a study's search space cannot change: use a new study name"
+            )
+
+    def trials(self) -> list[FrozenTrial]:
+        """Every trial that has been asked for (enqueued-but-never-asked ones are not trials yet)."""
+        trials = self._call("read the trials", lambda: self.study.get_trials(deepcopy=False))
+        return [t for t in trials if t.state in _PHASES]
+
+    def _trial_id(self, number: int) -> int:
+        if number not in self._trial_ids:
+            self._trial_ids[number] = self._call(
+                "find a trial",
+                lambda: self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number),
+            )
+        return self._trial_ids[number]
+
+    def ask(self, baseline: bool) -> tuple[int, dict[str, Any]]:
+        """Create the next trial (the enqueued baseline first when asked for): its number and parameters."""
+        if baseline and self.spec.baseline is not None:
+            params = dict(self.spec.baseline.params)
+            self._call("enqueue the baseline", lambda: self.study.enqueue_trial(params, skip_if_exists=True))
+        trial = self._call("ask for a trial", lambda: self.study.ask(self.distributions))
+        self._trial_ids[trial.number] = trial._trial_id
+        return int(trial.number), dict(trial.params)
+
+    def record_attempt(self, number: int, attempt: int) -> None:
+        trial_id = self._trial_id(number)
+        self._call("record a launch", lambda: self.storage.set_trial_system_attr(trial_id, ATTEMPTS, attempt))
+
+    def record_decision(self, number: int, decision: Decision) -> None:
+        trial_id = self._trial_id(number)
+        self._call("record a decision", lambda: self.storage.set_trial_system_attr(trial_id, DECISION, decision.value))
+
+    def prune(self, number: int) -> None:
+        self._call("cancel a trial", lambda: self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True))
+
+    def complete(self, number: int, value: float) -> None:
+        self._call("finish a trial", lambda: self.study.tell(number, value, skip_if_finished=True))
+
+    def fail(self, number: int, reason: str) -> None:
+        trial_id = self._trial_id(number)
+        state = self._call("read a trial", lambda: self.storage.get_trial(trial_id).state)
+        if state.is_finished():
+            return
+        self._call(
+            "record a failure",
+            lambda: self.storage.set_trial_user_attr(trial_id, UserAttr.FAILURE_REASON.value, reason),
+        )
+        self._call("fail a trial", lambda: self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True))
+
+
+def phase(trial: FrozenTrial) -> Phase:
+    return _PHASES[trial.state]
+
+
+def early_accuracy(trial: FrozenTrial) -> float | None:
+    """The early accuracy is the trial's one intermediate value (at the early step)."""
+    if not trial.intermediate_values:
+        return None
+    return float(trial.intermediate_values[max(trial.intermediate_values)])
+
+
+def decision(trial: FrozenTrial) -> Decision | None:
+    value = trial.system_attrs.get(DECISION)
+    return Decision(value) if value else None
+
+
+def attempts(trial: FrozenTrial) -> int:
+    return int(trial.system_attrs.get(ATTEMPTS, 0))
+
+
+def is_baseline(trial: FrozenTrial) -> bool:
+    return FIXED_PARAMS in trial.system_attrs
+
+
+def has_result(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get(UserAttr.OUTCOME.value) in {"completed", "diverged"}

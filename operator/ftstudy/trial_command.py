@@ -1,0 +1,38 @@
+"""The trainer's command-line arguments for one trial of a study: one function, used by every executor, so a trial
+runs the same way as a local process and in a Kubernetes Job."""
+
+from __future__ import annotations
+
+import json
+
+from ftstudy.spec import StudySpec
+
+
+def trainer_args(
+    spec: StudySpec, storage_url: str, study_name: str, number: int, data_dir: str, output_dir: str
+) -> list[str]:
+    t = spec.training
+    args = [
+        "--model", spec.model,
+        "--data", data_dir,
+        "--output", output_dir,
+        "--attributes", ",".join(spec.attributes),
+        "--epochs", str(t.epochs),
+        "--max-seq-len", str(t.max_seq_len),
+        "--early-fraction", str(t.early_fraction),
+        "--eval-samples", str(t.eval_samples),
+        "--test-samples", str(t.test_samples),
+        "--eval-batch-size", str(t.eval_batch_size),
+        "--check-every", str(t.check_every),
+        "--seed", str(t.seed),
+        "--storage", storage_url,
+        "--study", study_name,
+        "--trial", str(number),
+    ]  # fmt: skip
+    if t.train_samples is not None:
+        args += ["--train-samples", str(t.train_samples)]
+    if t.max_steps is not None:
+        args += ["--max-steps", str(t.max_steps)]
+    if t.hyperparameters:
+        args += ["--params", json.dumps(t.hyperparameters, sort_keys=True)]
+    return args

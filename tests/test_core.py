@@ -1,0 +1,189 @@
+"""The decision core: examples of each rule, and properties that hold for any observations (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftstudy.core import (
+    Cancel,
+    Continue,
+    Decision,
+    Fail,
+    Finish,
+    LaunchNew,
+    Phase,
+    Plan,
+    Process,
+    Relaunch,
+    StudyDone,
+    StudyFailed,
+    TrialView,
+    decide,
+)
+
+PLAN = Plan(max_trials=10, parallelism=2, max_failed_trials=3, retries_per_trial=1, k=2)
+
+
+def running(number: int, early: float | None = None, **kw: object) -> TrialView:
+    return TrialView(number=number, phase=Phase.RUNNING, process=Process.RUNNING, early_accuracy=early, **kw)  # type: ignore[arg-type]
+
+
+def finished(number: int, early: float, phase: Phase = Phase.COMPLETE) -> TrialView:
+    return TrialView(number=number, phase=phase, process=Process.SUCCEEDED, early_accuracy=early)
+
+
+def test_an_empty_study_launches_up_to_parallelism_baseline_first() -> None:
+    plan = replace(PLAN, has_baseline=True)
+    assert decide(plan, []) == [LaunchNew(baseline=True), LaunchNew(baseline=False)]
+
+
+def test_top_k_continues_the_promising_and_cancels_the_rest() -> None:
+    trials = [finished(0, 0.8), finished(1, 0.6), running(2, 0.7), running(3, 0.5)]
+    actions = decide(PLAN, trials)
+    assert Continue(2) in actions and Cancel(3) in actions
+
+
+def test_ties_go_to_the_earlier_trial() -> None:
+    trials = [finished(0, 0.5), finished(1, 0.5), running(2, 0.5)]
+    assert Cancel(2) in decide(PLAN, trials)
+    assert Continue(1) in decide(PLAN, [finished(0, 0.5), running(1, 0.5), running(2, 0.5)])
+
+
+def test_the_baseline_always_runs_to_the_end() -> None:
+    trials = [finished(0, 0.9), finished(1, 0.9), running(2, 0.0, is_baseline=True)]
+    assert Continue(2) in decide(PLAN, trials)
+
+
+def test_policies() -> None:
+    scores = [finished(0, 0.1), finished(1, 0.2), finished(2, 0.3), finished(3, 0.4)]
+    assert Continue(4) in decide(replace(PLAN, policy="none"), [*scores, running(4, 0.0)])
+    assert Cancel(4) in decide(replace(PLAN, policy="median"), [*scores, running(4, 0.15)])
+    assert Continue(4) in decide(replace(PLAN, policy="median"), [*scores, running(4, 0.3)])
+    assert Continue(4) in decide(replace(PLAN, policy="percentile", percentile=25), [*scores, running(4, 0.2)])
+
+
+def test_a_decided_trial_is_not_decided_again() -> None:
+    assert decide(PLAN, [running(0, 0.5, decision=Decision.CONTINUE), running(1)]) == []
+
+
+def test_ended_trials_finish_retry_or_fail() -> None:
+    done = TrialView(0, Phase.RUNNING, Process.SUCCEEDED, 0.5, Decision.CONTINUE, has_result=True)
+    crashed = TrialView(1, Phase.RUNNING, Process.FAILED, attempts=1)
+    crashed_twice = TrialView(2, Phase.RUNNING, Process.FAILED, attempts=2, failure_reason="boom")
+    bad_input = TrialView(3, Phase.RUNNING, Process.FAILED, attempts=1, retryable=False, failure_reason="bad data")
+    orphan = TrialView(4, Phase.RUNNING, Process.ABSENT, attempts=0)
+    plan = replace(PLAN, max_failed_trials=9, parallelism=5)
+    actions = decide(plan, [done, crashed, crashed_twice, bad_input, orphan])
+    assert Finish(0) in actions
+    assert Relaunch(1, 2) in actions
+    assert Fail(2, "boom (after 2 attempts)") in actions
+    assert Fail(3, "bad data") in actions
+    assert Relaunch(4, 1) in actions
+
+
+def test_too_many_failures_fail_the_study_and_stop_running_trials() -> None:
+    trials = [TrialView(0, Phase.FAILED), TrialView(1, Phase.FAILED), running(2), TrialView(3, Phase.RUNNING,
+              Process.FAILED, attempts=2)]  # fmt: skip
+    actions = decide(PLAN, trials)
+    assert Fail(3, "the trainer failed (after 2 attempts)") in actions
+    assert Fail(2, "stopped: the study failed") in actions
+    assert any(isinstance(a, StudyFailed) for a in actions)
+    assert not any(isinstance(a, LaunchNew) for a in actions)
+
+
+def test_done_when_every_trial_exists_and_none_runs() -> None:
+    trials = [finished(n, 0.5, Phase.PRUNED if n % 2 else Phase.COMPLETE) for n in range(10)]
+    assert decide(PLAN, trials) == [StudyDone()]
+
+
+# --- properties -------------------------------------------------------------------------------------------------
+
+phases = st.sampled_from(list(Phase))
+processes = st.sampled_from(list(Process))
+scores = st.one_of(st.none(), st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]))
+
+
+@st.composite
+def observations(draw: st.DrawFn) -> tuple[Plan, list[TrialView]]:
+    max_trials = draw(st.integers(1, 12))
+    plan = Plan(
+        max_trials=max_trials,
+        parallelism=draw(st.integers(1, max_trials)),
+        max_failed_trials=draw(st.integers(1, 4)),
+        retries_per_trial=draw(st.integers(0, 2)),
+        policy=draw(st.sampled_from(["topK", "percentile", "median", "none"])),
+        k=draw(st.integers(1, 5)),
+        percentile=draw(st.floats(1, 99)),
+        has_baseline=draw(st.booleans()),
+    )
+    count = draw(st.integers(0, max_trials))
+    trials = []
+    for number in range(count):
+        phase = draw(phases)
+        trials.append(
+            TrialView(
+                number=number,
+                phase=phase,
+                process=draw(processes) if phase is Phase.RUNNING else Process.SUCCEEDED,
+                early_accuracy=draw(scores),
+                decision=draw(st.sampled_from([None, Decision.CONTINUE])),
+                has_result=draw(st.booleans()),
+                attempts=draw(st.integers(0, 3)),
+                is_baseline=plan.has_baseline and number == 0,
+                retryable=draw(st.booleans()),
+            )
+        )
+    return plan, trials
+
+
+def running_after(trials: list[TrialView], actions: list[object]) -> int:
+    """Trials that will be running once the actions are applied."""
+    stopped = {a.number for a in actions if isinstance(a, Cancel | Fail | Finish)}  # type: ignore[attr-defined]
+    alive = {t.number for t in trials if t.phase is Phase.RUNNING and t.process is Process.RUNNING} - stopped
+    relaunched = {a.number for a in actions if isinstance(a, Relaunch)} - stopped
+    return len(alive | relaunched) + sum(isinstance(a, LaunchNew) for a in actions)
+
+
+@settings(max_examples=400, deadline=None)
+@given(observations())
+def test_never_exceeds_parallelism_or_max_trials(case: tuple[Plan, list[TrialView]]) -> None:
+    plan, trials = case
+    actions = decide(plan, trials)
+    launches = sum(isinstance(a, LaunchNew) for a in actions)
+    assert len(trials) + launches <= plan.max_trials
+    if launches:
+        assert running_after(trials, actions) <= plan.parallelism
+
+
+@settings(max_examples=400, deadline=None)
+@given(observations())
+def test_never_acts_twice_on_a_trial_or_on_a_finished_one(case: tuple[Plan, list[TrialView]]) -> None:
+    plan, trials = case
+    actions = decide(plan, trials)
+    numbered = [a.number for a in actions if hasattr(a, "number")]  # type: ignore[attr-defined]
+    assert len(numbered) == len(set(numbered)), actions
+    finished_numbers = {t.number for t in trials if t.phase is not Phase.RUNNING}
+    assert not finished_numbers & set(numbered)
+    assert sum(isinstance(a, LaunchNew) and a.baseline for a in actions) <= 1
+    if any(t.is_baseline for t in trials):
+        assert not any(isinstance(a, LaunchNew) and a.baseline for a in actions)
+
+
+@settings(max_examples=400, deadline=None)
+@given(observations())
+def test_the_baseline_is_never_cancelled(case: tuple[Plan, list[TrialView]]) -> None:
+    plan, trials = case
+    baseline = {t.number for t in trials if t.is_baseline}
+    assert not any(isinstance(a, Cancel) and a.number in baseline for a in decide(plan, trials))
+
+
+@settings(max_examples=200, deadline=None)
+@given(observations(), st.randoms())
+def test_same_observations_same_decisions_in_any_order(case: tuple[Plan, list[TrialView]], rng: object) -> None:
+    plan, trials = case
+    shuffled = list(trials)
+    rng.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert decide(plan, trials) == decide(plan, shuffled)

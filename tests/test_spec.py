@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ftstudy import spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def document(**spec_fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataset": {"generate": {"train": 10}}}
+    body.update(spec_fields)
+    return {"apiVersion": "ftstudy.io/v1alpha1", "kind": "FineTuneStudy", "metadata": {"name": "s"}, "spec": body}
+
+
+def test_the_bundled_example_is_valid() -> None:
+    study = spec.load(ROOT / "examples" / "study.yaml")
+    assert study.spec.promotion.policy == "topK"
+    assert study.spec.baseline is not None
+
+
+def test_defaults_are_the_papers() -> None:
+    s = spec.parse(document()).spec
+    assert s.training.early_fraction == 0.2
+    assert s.promotion.policy == "topK" and s.promotion.k == 5
+    assert s.sampler.type == "tpe"
+    space = s.search_space
+    assert {"learning_rate", "lora_r", "lora_alpha", "lora_dropout"} <= set(space)
+    assert isinstance(space["learning_rate"], spec.FloatParam) and space["learning_rate"].log
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"budget": {"maxTrials": 4, "parallelism": 8}}, "spec.budget: parallelism (8) must not exceed maxTrials (4)"),
+        ({"training": {"earlyFraction": 1.5}}, "spec.training.earlyFraction: Input should be less than 1"),
+        (
+            {"searchSpace": {"learning_rate": {"type": "float", "low": 1, "high": 0.1}}},
+            "spec.searchSpace.learning_rate: low (1.0) must be below high (0.1)",
+        ),
+        (
+            {"searchSpace": {"lora_rank": {"type": "int", "low": 1, "high": 8}}},
+            "searchSpace names unknown hyperparameter(s) lora_rank",
+        ),
+        ({"promotion": {"policy": "best"}}, "spec.promotion.policy: Input should be 'topK', 'percentile'"),
+        ({"budget": {"maxTrails": 3}}, "spec.budget.maxTrails: unknown field"),
+        ({"dataset": {}}, "give exactly one of dataset.path"),
+        ({"baseline": {"params": {"batch_size": 4}}}, "baseline.params names batch_size, which searchSpace does not"),
+    ],
+)
+def test_invalid_specs_name_the_field_and_the_fix(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(spec.SpecError) as error:
+        spec.parse(document(**fields))
+    assert message in str(error.value)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(spec.SpecError, match="no such file"):
+        spec.load(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("spec: [unclosed")
+    with pytest.raises(spec.SpecError, match="not valid YAML"):
+        spec.load(tmp_path / "bad.yaml")
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump({"kind": "Job"}))
+    with pytest.raises(spec.SpecError) as error:
+        spec.load(tmp_path / "wrong.yaml")
+    assert "apiVersion: required field is missing" in str(error.value)
+    assert "kind: Input should be 'FineTuneStudy'" in str(error.value)

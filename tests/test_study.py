@@ -1,0 +1,143 @@
+"""The study engine end to end: `ftstudy run` with real trainer processes on the tiny model, against real
+PostgreSQL; killed and resumed; through a database outage."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from .conftest import postgres_outage
+
+FTSTUDY = [sys.executable, "-m", "ftstudy.cli"]
+
+
+def write_study(path: Path, name: str, **budget: Any) -> Path:
+    document = {
+        "apiVersion": "ftstudy.io/v1alpha1",
+        "kind": "FineTuneStudy",
+        "metadata": {"name": name},
+        "spec": {
+            "model": "tiny",
+            "dataset": {"generate": {"seed": 1, "train": 40, "validation": 4, "test": 4, "independentTest": 4}},
+            "training": {"maxSteps": 15, "evalSamples": 4, "testSamples": 4, "evalBatchSize": 4, "checkEvery": 1},
+            "searchSpace": {
+                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                "lora_r": {"type": "int", "low": 2, "high": 8},
+            },
+            "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": 0},
+            "promotion": {"policy": "topK", "k": 1},
+            "budget": {"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 2, "retriesPerTrial": 1, **budget},
+            "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
+        },
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def run(study: Path, url: str, workdir: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    command = [*FTSTUDY, "run", str(study), "--storage", url, "--workdir", str(workdir), "--poll-seconds", "0.3"]
+    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=timeout)
+
+
+def start_until_launched(study: Path, url: str, workdir: Path, launches: int) -> subprocess.Popen[str]:
+    """Start `ftstudy run` in the background and return once it has launched ``launches`` trials."""
+    command = [*FTSTUDY, "run", str(study), "--storage", url, "--workdir", str(workdir), "--poll-seconds", "0.3"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = 0
+    for line in proc.stdout:
+        seen += " launched" in line
+        if seen >= launches:
+            break
+    return proc
+
+
+def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def assert_finished_without_duplicates(url: str, name: str, max_trials: int) -> list[optuna.trial.FrozenTrial]:
+    found = trials(url, name)
+    assert sorted(t.number for t in found) == list(range(max_trials)), "one trial per number, none extra"
+    assert all(t.state.is_finished() for t in found), [t.state for t in found]
+    return found
+
+
+def test_a_study_cancels_some_trials_at_the_early_step_and_finishes_the_rest(
+    postgres_url: str, study_name: str, tmp_path: Path
+) -> None:
+    result = run(write_study(tmp_path / "s.yaml", study_name), postgres_url, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = assert_finished_without_duplicates(postgres_url, study_name, 4)
+    states = [t.state for t in found]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    baseline = found[0]
+    assert baseline.state == TrialState.COMPLETE and baseline.params == {"learning_rate": 1e-3, "lora_r": 4}
+    for trial in found:
+        assert list(trial.intermediate_values) == [3], "each trial reported once, at 20% of 15 steps"
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == trial.intermediate_values[3], "the objective is the early accuracy"
+            assert "final_accuracy" in trial.user_attrs and "test_accuracy" in trial.user_attrs
+    assert "-> cancel" in result.stdout and "-> continue" in result.stdout
+    assert "best trial" in result.stdout
+
+    report = subprocess.run([*FTSTUDY, "report", study_name, "--storage", postgres_url, "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {
+        "summary.json",
+        "early_vs_final.png",
+        "accuracy_by_trial.png",
+        "lr_vs_alpha.png",
+    }
+
+
+@pytest.mark.parametrize("kill_after_launches", [1, 3])
+def test_a_killed_runner_resumes_the_same_study_without_duplicates(
+    postgres_url: str, study_name: str, tmp_path: Path, kill_after_launches: int
+) -> None:
+    study = write_study(tmp_path / "s.yaml", study_name)
+    proc = start_until_launched(study, postgres_url, tmp_path, kill_after_launches)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    result = run(study, postgres_url, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = assert_finished_without_duplicates(postgres_url, study_name, 4)
+    # Trainers that outlived the runner were adopted, not started a second time.
+    assert all(t.system_attrs.get("ftstudy:attempts") == 1 for t in found), [t.system_attrs for t in found]
+
+
+def test_an_unreachable_database_gives_a_clear_error(tmp_path: Path) -> None:
+    url = "postgresql+psycopg2://ftstudy:ftstudy@127.0.0.1:9/ftstudy"
+    result = run(write_study(tmp_path / "s.yaml", "unreachable"), url, tmp_path, "--storage-retry-seconds", "2",
+                 timeout=60)  # fmt: skip
+    assert result.returncode == 3
+    assert "database unreachable while trying to open the study storage" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_study_continues_once_the_database_is_back(postgres_url: str, study_name: str, tmp_path: Path) -> None:
+    study = write_study(tmp_path / "s.yaml", study_name)
+    proc = start_until_launched(study, postgres_url, tmp_path, 1)
+    postgres_outage(8)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert_finished_without_duplicates(postgres_url, study_name, 4)
+
+
+def test_an_invalid_spec_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "ftstudy.io/v1alpha1", "kind": "FineTuneStudy",
+                                    "metadata": {"name": "x"}, "spec": {"dataset": {"path": "d"},
+                                    "budget": {"maxTrials": 1, "parallelism": 2}}}))  # fmt: skip
+    result = run(path, "sqlite:///" + str(tmp_path / "x.db"), tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "spec.budget: parallelism (2) must not exceed maxTrials (1)" in result.stderr
