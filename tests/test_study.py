@@ -141,3 +141,19 @@ def test_an_invalid_spec_is_refused_before_anything_runs(tmp_path: Path) -> None
     result = run(path, "sqlite:///" + str(tmp_path / "x.db"), tmp_path, timeout=60)
     assert result.returncode == 2
     assert "spec.budget: parallelism (2) must not exceed maxTrials (1)" in result.stderr
+
+
+def test_trainers_that_refuse_their_input_fail_the_study_with_the_reason(tmp_path: Path) -> None:
+    path = write_study(tmp_path / "s.yaml", "broken-model")
+    document = yaml.safe_load(path.read_text())
+    document["spec"]["model"] = str(tmp_path / "missing.gguf")
+    path.write_text(yaml.safe_dump(document))
+    url = "sqlite:///" + str(tmp_path / "study.db")
+    result = run(path, url, tmp_path, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "study failed: 2 trials failed; maxFailedTrials is 2" in result.stdout
+    found = trials(url, "broken-model")
+    assert len(found) == 2, "bad input is not retried and no further trial starts"
+    for trial in found:
+        assert trial.state == TrialState.FAIL
+        assert "missing.gguf' not found" in trial.user_attrs["failure_reason"]
