@@ -30,7 +30,7 @@ from ftstudy.trainer.config import TARGET_MODULES, Hyperparameters
 from ftstudy.trainer.encoding import IGNORE, Encoded, Encoder, answer_token_budget
 from ftstudy.trainer.evaluate import accuracy
 from ftstudy.trainer.model import load_model
-from ftstudy.trainer.run import _batches, train_step
+from ftstudy.trainer.run import batch_stream, train_step
 
 
 def lora(model: Any, hp: Hyperparameters) -> Any:
@@ -50,7 +50,7 @@ def run_ours(args: argparse.Namespace, items: list[Encoded], hp: Hyperparameters
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=args.steps + args.warmup)
-    batches = _batches(items, hp.batch_size, 0)
+    batches = batch_stream(items, hp.batch_size, 0)
     pad = loaded.tokenizer.pad_token_id
     for _ in range(args.warmup):
         train_step(model, batches, hp, optimizer, scheduler, pad, loaded.device)

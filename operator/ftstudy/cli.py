@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 
@@ -56,11 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         executor = LocalExecutor(workdir / "trials", study.spec.budget.parallelism)
         engine = Engine(study, store, executor, url, data_dir, workdir / "trials", on_event=progress.event)
         print(f"study {name}: storage {url}, trials in {workdir / 'trials'}")
-        while engine.outcome is None:
-            engine.step()
-            progress.tick(store.trials())
-            if engine.outcome is None:
-                time.sleep(args.poll_seconds)
+        outcome = engine.run(args.poll_seconds, after_step=lambda: progress.tick(store.trials()))
         table = rows(store.trials())
     except StorageUnavailable as error:
         print(f"ftstudy: {error}. Running trials continue; run the same command again to resume.", file=sys.stderr)
@@ -84,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     if s["without_early_stopping"]:
         print(f"training steps: {s['spent']} spent, {s['saved']} saved "
               f"({s['saved'] / s['without_early_stopping']:.0%} of running every trial to the end)")  # fmt: skip
-    return EXIT_OK if isinstance(engine.outcome, core.StudyDone) else EXIT_STUDY_FAILED
+    return EXIT_OK if isinstance(outcome, core.StudyDone) else EXIT_STUDY_FAILED
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -158,9 +158,16 @@ class Engine:
                 text = "study done" if isinstance(action, core.StudyDone) else f"study failed: {action.reason}"
                 self.on_event(Event(None, text))
 
-    def run(self, poll_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> core.Action:
+    def run(
+        self,
+        poll_seconds: float = 1.0,
+        after_step: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> core.StudyDone | core.StudyFailed:
+        """Step until the study is done or failed; ``after_step`` lets a display look at the study in between."""
         while self.outcome is None:
             self.step()
+            after_step()
             if self.outcome is None:
                 sleep(poll_seconds)
         return self.outcome

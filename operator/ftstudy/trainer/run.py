@@ -73,7 +73,7 @@ def save_adapter(model: Any, target: Path) -> None:
         os.replace(tmp, target)
 
 
-def _batches(items: list[Encoded], batch_size: int, seed: int) -> Iterator[list[Encoded]]:
+def batch_stream(items: list[Encoded], batch_size: int, seed: int) -> Iterator[list[Encoded]]:
     """An endless stream of shuffled micro-batches, reshuffled each epoch, fixed by the seed.
 
     ``batch_size`` must not exceed ``len(items)``; a last partial batch of an epoch is dropped, so every step
@@ -206,7 +206,7 @@ class Trainer:
             loaded.dtype,
         )
 
-        batches = _batches(train_items, min(hp.batch_size, len(train_items)), s.seed)
+        batches = batch_stream(train_items, min(hp.batch_size, len(train_items)), s.seed)
         started = time.monotonic()
         best_loss, best_loss_step = math.inf, 0
         early_reported = False
