@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ftstudy.task.generator import SplitSizes, write_dataset
+from tests.cluster.fixtures import *  # noqa: F403  (the real control plane and simulated GPU nodes)
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / "scripts" / "postgres.sh"

@@ -1,0 +1,374 @@
+"""A throwaway Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+
+The components run as subprocesses with their data, certificates and logs in one directory, so that tests see the
+real API semantics (admission, RBAC, the Job controller, the garbage collector, the scheduler's resource fit) rather
+than a mock's idea of them. Everything listens on 127.0.0.1 only; the service range 10.0.0.0/24 is just a range of
+addresses for Service objects and nothing connects to it. There is no kubelet: see ``gpu_nodes``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client import ApiClient
+
+SERVICE_CIDR = "10.0.0.0/24"
+FIRST_SERVICE_IP = "10.0.0.1"
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+_DURATION = re.compile(r"(\d+)([hms])")
+_SECONDS = {"h": 3600, "m": 60, "s": 1}
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call whose message carries kubectl's stderr, which CalledProcessError's does not."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane did not come up; the message ends with the components' log tails."""
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (the kernel's choice, so collisions are unlikely)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a Go-style duration such as ``2h``, ``90m`` or ``1h30m``, the format kubectl users know."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 2h, 30m, 1h30m)")
+    return sum(int(n) * _SECONDS[u] for n, u in parts)
+
+
+def _death_signal_prefix() -> list[str]:
+    """Ask the kernel to kill a child when its parent dies, so a crashed test run leaves no cluster behind.
+
+    The kernel means the parent *thread*: start the control plane from a thread that outlives it (pytest's main one).
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+
+
+class ControlPlane:
+    """The running components and what a test needs to talk to them (kubeconfig, kubectl, Python clients).
+
+    ``start()`` takes a few seconds; ``stop()`` is idempotent and also runs at interpreter exit.
+    """
+
+    def __init__(self, bin_dir: Path, workdir: Path | None = None) -> None:
+        self.bin_dir = Path(bin_dir)
+        self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ftstudy-k8s-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pki = self.dir / "pki"
+        self.logs = self.dir / "logs"
+        self.kubeconfig = self.dir / "admin.kubeconfig"
+        self.port = 0
+        self.server = ""
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_files: list[IO[bytes]] = []
+        self._sa_kubeconfigs = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> ControlPlane:
+        for name in (*COMPONENTS, "kubectl"):
+            if not os.access(self.bin_dir / name, os.X_OK):
+                raise ControlPlaneError(f"{self.bin_dir / name} is missing: run scripts/k8s-build.sh")
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        try:
+            etcd_port = self._start_etcd()
+            self._make_pki()
+            self.port = free_port()
+            self.server = f"https://127.0.0.1:{self.port}"
+            self._write_kubeconfigs()
+            self._wait(lambda: self._http_ok(f"http://127.0.0.1:{etcd_port}/health", tls=False), "etcd", deadline)
+            self._start_apiserver(etcd_port)
+            self._wait(lambda: self._http_ok(f"{self.server}/readyz", tls=True), "kube-apiserver /readyz", deadline)
+            self._start_controller_manager()
+            self._start_scheduler()
+            with contextlib.closing(self.api_client()) as api:
+                core = client.CoreV1Api(api)
+                # The ServiceAccount controller creates it: controllers run, and pods in `default` are admitted.
+                has_default_sa = lambda: core.read_namespaced_service_account("default", "default")  # noqa: E731
+                self._wait(has_default_sa, "the default ServiceAccount", deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the components, clients before servers so no log ends in connection errors; SIGKILL after 5 s."""
+        for group in (("kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",)):
+            procs = [p for name, p in self._procs.items() if name in group and p.poll() is None]
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+            deadline = time.monotonic() + 5
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for log in self._log_files:
+            log.close()
+        self._log_files.clear()
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def logs_tail(self, lines: int = 30) -> str:
+        """The end of each component's log, for failure messages."""
+        parts = []
+        for name in COMPONENTS:
+            path = self.logs / f"{name}.log"
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {path} ---\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    # --- clients ---------------------------------------------------------------------------------------------
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The built kubectl (not /usr/bin/kubectl, which is another version) against this cluster."""
+        cmd = [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}"]
+        cmd += [f"--cache-dir={self.dir / 'kubectl-cache'}", *args]  # not ~/.kube: the cluster is temporary
+        result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, cmd, result.stdout, result.stderr)
+        return result
+
+    def api_client(self, kubeconfig: Path | None = None) -> ApiClient:
+        """A Python client for the admin, or for the identity in ``kubeconfig``; the caller closes it."""
+        api: ApiClient = config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))  # type: ignore[no-untyped-call]
+        return api
+
+    def service_account_kubeconfig(self, namespace: str, name: str, duration: str = "2h") -> Path:
+        """A kubeconfig holding a bound token for the ServiceAccount: what a pod running as it would see."""
+        spec = client.V1TokenRequestSpec(audiences=[], expiration_seconds=parse_duration(duration))
+        request = client.AuthenticationV1TokenRequest(spec=spec)
+        with contextlib.closing(self.api_client()) as api:
+            result = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request)
+        if result.status is None:
+            raise ControlPlaneError(f"TokenRequest for {namespace}/{name} returned no token")
+        self._sa_kubeconfigs += 1
+        path = self.dir / "kubeconfigs" / f"sa-{namespace}-{name}-{self._sa_kubeconfigs}.kubeconfig"
+        path.parent.mkdir(exist_ok=True)
+        user = f"system:serviceaccount:{namespace}:{name}"
+        self._write_kubeconfig(path, user, {"token": str(result.status.token)}, namespace=namespace)
+        return path
+
+    # --- components ------------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self.logs.mkdir(exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._log_files.append(log)
+        self._procs[name] = subprocess.Popen(
+            [*_death_signal_prefix(), str(self.bin_dir / name), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.dir,
+        )
+
+    def _start_etcd(self) -> int:
+        client_port, peer_port = free_port(), free_port()
+        client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+        self._spawn(
+            "etcd",
+            [
+                "--name=ftstudy",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=ftstudy={peer_url}",
+                "--unsafe-no-fsync",  # a test cluster's data need not survive a power cut
+                "--log-level=warn",
+            ],
+        )
+        return client_port
+
+    def _start_apiserver(self, etcd_port: int) -> None:
+        pki = self.pki
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=Node,RBAC",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # The reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint, which validation
+                # rejects (loopback) every few seconds; nothing in the tests reaches the API through that Service.
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ],
+        )
+
+    def _start_controller_manager(self) -> None:
+        pki = self.pki
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+                "--leader-elect=false",
+                "--secure-port=0",  # no metrics/health endpoint: nothing scrapes it, and it needs no serving cert
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                "--controllers=*",
+                # Each controller starts with its own token (TokenRequest): the default client rate limit of
+                # 20 requests/s spreads the controllers' start over seconds.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+            ],
+        )
+
+    def _start_scheduler(self) -> None:
+        self._spawn(
+            "kube-scheduler",
+            [
+                f"--kubeconfig={self.dir / 'scheduler.kubeconfig'}",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ],
+        )
+
+    # --- readiness -------------------------------------------------------------------------------------------
+
+    def _wait(self, ready: Any, what: str, deadline: float) -> None:
+        while True:
+            for name, proc in self._procs.items():
+                if proc.poll() is not None:
+                    raise ControlPlaneError(f"{name} exited with {proc.returncode}\n{self.logs_tail()}")
+            try:
+                if ready():
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"timed out waiting for {what}\n{self.logs_tail()}")
+            time.sleep(0.1)
+
+    def _http_ok(self, url: str, tls: bool) -> bool:
+        context = None
+        if tls:
+            context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+            context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    # --- certificates and kubeconfigs ------------------------------------------------------------------------
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=self.pki)
+
+    def _issue(self, name: str, subject: str, *extensions: str) -> None:
+        """A CA-signed EC certificate (fast to generate, accepted by every component and by Python's ssl)."""
+        ext = [arg for e in extensions for arg in ("-addext", e)]
+        self._openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "30", "-subj", subject,
+            "-CA", "ca.crt", "-CAkey", "ca.key", *ext,
+        )  # fmt: skip
+
+    def _make_pki(self) -> None:
+        self.pki.mkdir(exist_ok=True)
+        self._openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=ftstudy-test-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        sans = "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
+        sans += f",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:{FIRST_SERVICE_IP}"
+        self._issue("apiserver", "/CN=kube-apiserver", sans, "extendedKeyUsage=serverAuth")
+        client_auth = "extendedKeyUsage=clientAuth"
+        self._issue("admin", "/O=system:masters/CN=ftstudy-admin", client_auth)
+        self._issue("controller-manager", "/CN=system:kube-controller-manager", client_auth)
+        self._issue("scheduler", "/CN=system:kube-scheduler", client_auth)
+        # Service account tokens are signed with RSA: the apiserver's and controller-manager's key files.
+        self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key")
+        self._openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub")
+
+    def _write_kubeconfigs(self) -> None:
+        for name, user in (
+            ("admin", "ftstudy-admin"),
+            ("controller-manager", "system:kube-controller-manager"),
+            ("scheduler", "system:kube-scheduler"),
+        ):
+            credentials = {
+                "client-certificate-data": _b64(self.pki / f"{name}.crt"),
+                "client-key-data": _b64(self.pki / f"{name}.key"),
+            }
+            self._write_kubeconfig(self.dir / f"{name}.kubeconfig", user, credentials)
+
+    def _write_kubeconfig(self, path: Path, user: str, credentials: dict[str, str], namespace: str = "default") -> None:
+        document = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "ftstudy-test",
+                    "cluster": {"server": self.server, "certificate-authority-data": _b64(self.pki / "ca.crt")},
+                }
+            ],
+            "users": [{"name": user, "user": credentials}],
+            "contexts": [
+                {"name": "ftstudy-test", "context": {"cluster": "ftstudy-test", "user": user, "namespace": namespace}}
+            ],
+            "current-context": "ftstudy-test",
+        }
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        path.chmod(0o600)
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()

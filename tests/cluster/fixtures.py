@@ -1,0 +1,96 @@
+"""Pytest fixtures for the Kubernetes harness.
+
+A conftest imports them with ``from tests.cluster.fixtures import *``.
+
+One control plane serves the whole session (it takes seconds to start); nodes and namespaces are per test, so a
+test sees only its own pods and GPU capacity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes.client import ApiClient
+
+from tests.cluster.control_plane import ControlPlane
+from tests.cluster.gpu_nodes import GpuNodes
+
+__all__ = ["cluster_namespace", "control_plane", "gpu_nodes_factory", "k8s_bin_dir"]
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = ROOT / "scripts" / "k8s-build.sh"
+
+
+@pytest.fixture(scope="session")
+def k8s_bin_dir() -> Path:
+    """The pinned binaries: built on first use (many minutes), from the cache afterwards; FTSTUDY_K8S_BIN overrides."""
+    override = os.environ.get("FTSTUDY_K8S_BIN")
+    if override:
+        return Path(override)
+    result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def control_plane(k8s_bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(k8s_bin_dir, tmp_path_factory.mktemp("k8s"))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def cluster_namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace whose default ServiceAccount exists (pods are refused until it does); deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    control_plane.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30
+    while control_plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no default ServiceAccount in {name}\n{control_plane.logs_tail()}")
+        time.sleep(0.1)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def gpu_node_env() -> dict[str, str]:
+    """The processes' base environment: this interpreter's venv first on PATH, this process's PYTHONPATH."""
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "PYTHONUNBUFFERED": "1",  # so the log and the termination message hold output up to the end
+        "HOME": os.environ.get("HOME", "/tmp"),
+    }
+    if "LANG" in os.environ:
+        env["LANG"] = os.environ["LANG"]
+    return env
+
+
+@pytest.fixture
+def gpu_nodes_factory(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Callable[[dict[str, int]], GpuNodes]]:
+    """``factory({"gpu-a": 2, ...})`` starts simulated GPU nodes; every one is stopped (its processes killed,
+    its Nodes deleted) when the test ends."""
+    started: list[tuple[GpuNodes, ApiClient]] = []
+
+    def factory(nodes: dict[str, int]) -> GpuNodes:
+        api = control_plane.api_client()
+        agent = GpuNodes(api, nodes, gpu_node_env(), tmp_path / f"gpu-nodes-{len(started)}")
+        started.append((agent, api))
+        return agent.start()
+
+    yield factory
+    for agent, api in reversed(started):
+        with contextlib.closing(api):
+            agent.stop()
