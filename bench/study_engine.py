@@ -2,7 +2,8 @@
 
 1. Decision core: time of one ``decide`` over a study of N trials.
 2. Storage: SQL statements per trial for a whole trial lifecycle (ask, launch, the trainer's writes, the engine's
-   polls, decision, finish), at 50 and at 200 trials: bounded means the per-trial count does not grow with N.
+   polls, decision, finish), at 50 and at 200 trials: bounded means the per-trial count does not grow with N; and
+   the engine's incremental poll against Optuna's read of every trial.
 3. Training steps for a 200-trial study with a scripted accuracy curve: ``topK`` (early decision at 20%) against
    ``none`` (every trial to the end) and Optuna's own SuccessiveHalvingPruner, with the best final accuracy each
    finds.
@@ -120,6 +121,19 @@ def bench_storage(url: str) -> None:
                 lifecycle(store, rng)
         seconds = (time.perf_counter() - started) / measured
         results[existing] = counter[0] / measured
+        polls = 20
+        started = time.perf_counter()
+        for _ in range(polls):
+            store.trials()
+        incremental = (time.perf_counter() - started) / polls
+        started = time.perf_counter()
+        for _ in range(polls):
+            store.study.get_trials(deepcopy=False)
+        full = (time.perf_counter() - started) / polls
+        print(
+            f"storage: one poll of a {existing + measured}-trial study: {incremental * 1000:.1f} ms incremental, "
+            f"{full * 1000:.1f} ms reading every trial (Optuna get_trials): ratio {incremental / full:.3f}"
+        )
         print(f"storage: trial lifecycle with {existing} trials in the study: "
               f"{counter[0] / measured:.1f} SQL statements, {seconds * 1000:.1f} ms")  # fmt: skip
     print(f"storage: statements per trial at 200 vs 50 trials: ratio {results[200] / results[50]:.2f} (1.00 = bounded)")

@@ -86,6 +86,9 @@ class StudyStore:
         )
         self._check_search_space()
         self._trial_ids: dict[int, int] = {}
+        self._finished: dict[int, FrozenTrial] = {}
+        self._unfinished: list[FrozenTrial] = []
+        self._max_trial_id = -1
 
     def _call(self, what: str, function: Callable[[], T]) -> T:
         return self.retry.call(what, function)
@@ -104,9 +107,27 @@ class StudyStore:
             )
 
     def trials(self) -> list[FrozenTrial]:
-        """Every trial that has been asked for (enqueued-but-never-asked ones are not trials yet)."""
-        trials = self._call("read the trials", lambda: self.study.get_trials(deepcopy=False))
-        return [t for t in trials if t.state in _PHASES]
+        """Every trial that has been asked for (enqueued-but-never-asked ones are not trials yet).
+
+        Optuna refuses to change a finished trial, so finished ones are kept here and each poll reads only the
+        trials that were unfinished last time plus the new ones: the rows read per poll stay proportional to what
+        runs, not to the study's history (optuna#3048, #4444).
+        """
+        study_id = self.study._study_id
+        unfinished = {t._trial_id for t in self._unfinished}
+        fresh = self._call(
+            "read the trials",
+            lambda: self.storage._get_trials(study_id, None, unfinished, self._max_trial_id),
+        )
+        self._unfinished = []
+        for trial in fresh:
+            self._max_trial_id = max(self._max_trial_id, trial._trial_id)
+            if trial.state.is_finished():
+                self._finished[trial.number] = trial
+            else:
+                self._unfinished.append(trial)
+        everything = [*self._finished.values(), *self._unfinished]
+        return sorted((t for t in everything if t.state in _PHASES), key=lambda t: t.number)
 
     def _trial_id(self, number: int) -> int:
         if number not in self._trial_ids:
