@@ -108,6 +108,17 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _crd(args: argparse.Namespace) -> int:
+    from ftstudy.crd import crd_yaml
+
+    if args.out is None:
+        sys.stdout.write(crd_yaml())
+    else:
+        args.out.write_text(crd_yaml())
+        print(f"wrote {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ftstudy", description=__doc__)
     commands = p.add_subparsers(dest="command", required=True)
@@ -136,6 +147,10 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="directory for summary.json and plots")
     report.add_argument("--limit", type=int, default=20)
     report.set_defaults(handler=_report)
+
+    crd = commands.add_parser("crd", help="print the FineTuneStudy CustomResourceDefinition, generated from the spec")
+    crd.add_argument("--out", type=Path, default=None, help="write it to this file instead (crds/ in the repository)")
+    crd.set_defaults(handler=_crd)
     return p
 
 

@@ -172,6 +172,60 @@ class Baseline(_Model):
     params: dict[str, float | int | str]
 
 
+class SecretKeyRef(_Model):
+    """A key of a Secret in the study's namespace."""
+
+    name: str = Field(min_length=1, description="the Secret's name, in the study's namespace")
+    key: str = Field(default="url", min_length=1, description="the key whose value is the storage URL")
+
+
+class StorageRef(_Model):
+    """Where the study's Optuna records live in a cluster: a SQLAlchemy URL (postgresql+psycopg2://...) kept in a
+    Secret, never inline, so it stays out of the manifest, the Job specs and the logs."""
+
+    secret_ref: SecretKeyRef
+
+
+def _one_gpu() -> dict[str, dict[str, str | int]]:
+    return {"limits": {"nvidia.com/gpu": 1}}
+
+
+class TrialTemplate(_Model):
+    """The pod template fragment every trial's Job is made from, so platform teams can fit their clusters."""
+
+    image: str = Field(default="ftstudy/trainer:0.1.0", min_length=1, description="the trainer image")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    command: list[str] = Field(
+        default_factory=lambda: ["ftstudy-trainer"], min_length=1, description="the trainer's entrypoint"
+    )
+    resources: dict[str, dict[str, str | int]] = Field(
+        default_factory=_one_gpu,
+        description="container resources (requests, limits); nvidia.com/gpu limits how many trials fit on a node",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="core/v1 Tolerations")
+    volumes: list[dict[str, Any]] = Field(default_factory=list, description="core/v1 Volumes of the trial pod")
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list, description="core/v1 VolumeMounts")
+    env: list[dict[str, Any]] = Field(default_factory=list, description="extra core/v1 EnvVars for the trainer")
+    service_account_name: str | None = None
+    priority_class_name: str | None = None
+    output_dir: str = Field(
+        default="/artifacts",
+        min_length=1,
+        description="where trials write adapters, inside the container (mount a persistent volume there); each "
+        "trial writes <outputDir>/<namespace>/<study>/trial-NNNN",
+    )
+    active_deadline_seconds: int | None = Field(default=None, ge=1, description="a trial running longer fails")
+
+
+class Cleanup(_Model):
+    """What deleting the FineTuneStudy removes besides its Jobs (always removed, through owner references)."""
+
+    delete_study_records: bool = Field(
+        default=False, description="also delete the study's Optuna records from the database"
+    )
+
+
 class StudySpec(_Model):
     model: str = Field(default="tiny", description="'tiny', 'smollm2', a .gguf file or a Hugging Face directory")
     dataset: DatasetRef
@@ -182,6 +236,11 @@ class StudySpec(_Model):
     promotion: Promotion = Field(default_factory=Promotion)
     budget: Budget = Field(default_factory=Budget)
     baseline: Baseline | None = None
+    storage: StorageRef | None = Field(
+        default=None, description="in a cluster: the Secret holding the Optuna storage URL (ftstudy run: --storage)"
+    )
+    trial_template: TrialTemplate = Field(default_factory=TrialTemplate)
+    cleanup: Cleanup = Field(default_factory=Cleanup)
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
