@@ -151,6 +151,14 @@ def parser() -> argparse.ArgumentParser:
     crd = commands.add_parser("crd", help="print the FineTuneStudy CustomResourceDefinition, generated from the spec")
     crd.add_argument("--out", type=Path, default=None, help="write it to this file instead (crds/ in the repository)")
     crd.set_defaults(handler=_crd)
+
+    operator = commands.add_parser(
+        "operator", help="run the Kubernetes operator (kopf) that reconciles FineTuneStudy objects"
+    )
+    from ftstudy.kube import main as operator_main
+
+    operator_main.add_arguments(operator)
+    operator.set_defaults(handler=operator_main.run)
     return p
 
 

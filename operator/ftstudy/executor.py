@@ -16,11 +16,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from pathlib import Path, PurePath
+from typing import Protocol, TypeVar
 
 from ftstudy.core import Process
 
+P = TypeVar("P", bound=PurePath)
 EXIT_BAD_INPUT = 2
 KILL_GRACE_SECONDS = 15.0
 
@@ -40,8 +41,11 @@ class Executor(Protocol):
 
     def cancel(self, number: int) -> None: ...
 
+    def record_decision(self, number: int, decision: str) -> None:
+        """Leave the continue decision where a person looks at the trial (a Job's annotation); optional."""
 
-def trial_dir(root: Path, number: int) -> Path:
+
+def trial_dir(root: P, number: int) -> P:
     return root / f"trial-{number:04d}"
 
 
@@ -142,6 +146,9 @@ class LocalExecutor:
             return int(json.loads((trial_dir(self.root, number) / "process.json").read_text())["pid"])
         except (OSError, json.JSONDecodeError, KeyError):
             return None
+
+    def record_decision(self, number: int, decision: str) -> None:
+        """Local trials keep decisions in the study's storage only."""
 
     def cancel(self, number: int) -> None:
         """SIGTERM the trainer's process group now; SIGKILL it if it is still there after a grace period."""

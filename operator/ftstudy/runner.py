@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from optuna.trial import FrozenTrial
 
@@ -58,6 +58,13 @@ def view(trial: FrozenTrial, process: TrialProcess | None) -> TrialView:
     )
 
 
+def generated_data_name(spec: StudySpec) -> str:
+    """The directory name of a ``dataset.generate`` study's data: keyed by the settings, so a resumed study reuses
+    it and a changed one never reads stale pages."""
+    assert spec.dataset.generate is not None
+    return f"data-{hashlib.sha256(spec.dataset.generate.model_dump_json().encode()).hexdigest()[:12]}"
+
+
 def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
     """The dataset directory: the user's, or the generated one (written once, reused on resume)."""
     if spec.dataset.path is not None:
@@ -67,8 +74,7 @@ def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
 
     settings = spec.dataset.generate
     assert settings is not None
-    key = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:12]
-    directory = workdir / f"data-{key}"
+    directory = workdir / generated_data_name(spec)
     if not (directory / ".complete").exists():
         sizes = SplitSizes(settings.train, settings.validation, settings.test, settings.independent_test)
         write_dataset(directory, settings.seed, sizes)
@@ -82,6 +88,7 @@ class Event:
 
     trial: int | None
     text: str
+    reason: str = ""  # a CamelCase word for machines (a Kubernetes Event's reason): TrialLaunched, TrialCancelled...
 
 
 class Engine:
@@ -90,11 +97,16 @@ class Engine:
         study: FineTuneStudy,
         store: StudyStore,
         executor: Executor,
-        storage_url: str,
-        data_dir: Path,
-        trials_root: Path,
+        storage_url: str | None,
+        data_dir: PurePath,
+        trials_root: PurePath,
         on_event: Callable[[Event], None] = lambda e: None,
+        study_name: str | None = None,
+        generate_data: bool = False,
     ) -> None:
+        """``storage_url`` None: trials read it from their environment. ``study_name`` is the Optuna study's name
+        when it differs from the manifest's (a cluster namespaces it). ``generate_data``: trials write a generated
+        dataset themselves, into ``data_dir``."""
         self.study = study
         self.spec = study.spec
         self.plan = plan_for(study.spec)
@@ -104,6 +116,8 @@ class Engine:
         self.data_dir = data_dir
         self.trials_root = trials_root
         self.on_event = on_event
+        self.study_name = study_name or study.metadata.name
+        self.generate_data = generate_data
         self.outcome: core.StudyDone | core.StudyFailed | None = None
 
     def observe(self) -> tuple[list[FrozenTrial], list[TrialView]]:
@@ -122,8 +136,8 @@ class Engine:
     def _launch(self, number: int, attempt: int) -> None:
         self.store.record_attempt(number, attempt)  # counted before it happens: a crash here costs one retry
         output = trial_dir(self.trials_root, number)
-        args = trainer_args(self.spec, self.storage_url, self.study.metadata.name, number, str(self.data_dir),
-                            str(output))  # fmt: skip
+        args = trainer_args(self.spec, self.storage_url, self.study_name, number, str(self.data_dir), str(output),
+                            generate_data=self.generate_data)  # fmt: skip
         self.executor.launch(number, attempt, args)
 
     def apply(self, action: core.Action, trials: dict[int, FrozenTrial]) -> None:
@@ -132,31 +146,36 @@ class Engine:
                 number, params = self.store.ask(baseline)
                 self._launch(number, 1)
                 label = "launched (baseline)" if baseline else "launched"
-                self.on_event(Event(number, f"{label} {format_params(params)}"))
+                self.on_event(Event(number, f"{label} {format_params(params)}", "TrialLaunched"))
             case core.Relaunch(number=number, attempt=attempt):
                 self._launch(number, attempt)
-                self.on_event(Event(number, f"relaunched (attempt {attempt})"))
+                self.on_event(Event(number, f"relaunched (attempt {attempt})", "TrialRelaunched"))
             case core.Continue(number=number):
                 self.store.record_decision(number, Decision.CONTINUE)
-                self.on_event(Event(number, f"early accuracy {early_accuracy(trials[number]):.3f} -> continue"))
+                self.executor.record_decision(number, Decision.CONTINUE.value)
+                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> continue"
+                self.on_event(Event(number, text, "TrialContinued"))
             case core.Cancel(number=number):
                 self.store.prune(number)
                 self.executor.cancel(number)
-                self.on_event(Event(number, f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"))
+                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"
+                self.on_event(Event(number, text, "TrialCancelled"))
             case core.Finish(number=number):
                 trial = trials[number]
                 self.store.complete(number, early_accuracy(trial) or 0.0)
                 final = trial.user_attrs.get(UserAttr.FINAL_ACCURACY.value)
                 text = f"finished: final {final:.3f}" if final is not None else "finished: diverged (accuracy 0)"
-                self.on_event(Event(number, text))
+                self.on_event(Event(number, text, "TrialFinished"))
             case core.Fail(number=number, reason=reason):
                 self.executor.cancel(number)
                 self.store.fail(number, reason)
-                self.on_event(Event(number, f"failed: {reason}"))
+                self.on_event(Event(number, f"failed: {reason}", "TrialFailed"))
             case core.StudyDone() | core.StudyFailed():
                 self.outcome = action
                 text = "study done" if isinstance(action, core.StudyDone) else f"study failed: {action.reason}"
-                self.on_event(Event(None, text))
+                self.on_event(
+                    Event(None, text, "StudySucceeded" if isinstance(action, core.StudyDone) else "StudyFailed")
+                )
 
     def run(
         self,

@@ -9,8 +9,17 @@ from ftstudy.spec import StudySpec
 
 
 def trainer_args(
-    spec: StudySpec, storage_url: str, study_name: str, number: int, data_dir: str, output_dir: str
+    spec: StudySpec,
+    storage_url: str | None,
+    study_name: str,
+    number: int,
+    data_dir: str,
+    output_dir: str,
+    generate_data: bool = False,
 ) -> list[str]:
+    """``storage_url`` None leaves it to the trainer's environment (a Job's Secret); ``generate_data`` has the
+    trainer write a ``dataset.generate`` study's pages into ``data_dir`` itself (a pod cannot see the operator's
+    disk)."""
     t = spec.training
     args = [
         "--model", spec.model,
@@ -25,10 +34,16 @@ def trainer_args(
         "--eval-batch-size", str(t.eval_batch_size),
         "--check-every", str(t.check_every),
         "--seed", str(t.seed),
-        "--storage", storage_url,
         "--study", study_name,
         "--trial", str(number),
     ]  # fmt: skip
+    if storage_url is not None:
+        args += ["--storage", storage_url]
+    if generate_data and spec.dataset.generate is not None:
+        g = spec.dataset.generate
+        sizes = {"seed": g.seed, "train": g.train, "validation": g.validation, "test": g.test,
+                 "independent_test": g.independent_test}  # fmt: skip
+        args += ["--generate-data", json.dumps(sizes, sort_keys=True)]
     if t.train_samples is not None:
         args += ["--train-samples", str(t.train_samples)]
     if t.max_steps is not None:

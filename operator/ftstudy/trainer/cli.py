@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_TERMINATED = 0, 1, 2, 3, 143
+STORAGE_ENV = "FTSTUDY_STORAGE_URL"
 log = logging.getLogger("ftstudy.trainer")
 
 
@@ -49,7 +51,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     study = p.add_argument_group("study (omit to run without one, with --params)")
-    study.add_argument("--storage", default=None, help="Optuna storage URL (postgresql+psycopg2://… or sqlite:///…)")
+    study.add_argument(
+        "--storage",
+        default=os.environ.get(STORAGE_ENV) or None,
+        help=f"Optuna storage URL (postgresql+psycopg2://… or sqlite:///…); default: ${STORAGE_ENV}, which is how a "
+        "Kubernetes Job passes it (from a Secret, so it never shows in the pod's command line)",
+    )
     study.add_argument("--study", default=None, help="study name")
     study.add_argument("--trial", type=int, default=None, help="trial number within the study")
     study.add_argument(
@@ -62,6 +69,14 @@ def parser() -> argparse.ArgumentParser:
         "--params",
         default=None,
         help="hyperparameters as JSON: all of them without a study; with one, fixed values the trial's own override",
+    )
+    p.add_argument(
+        "--generate-data",
+        default=None,
+        metavar="JSON",
+        help="write the synthetic dataset into --data first, unless it is already there: "
+        '{"seed": 0, "train": 2000, "validation": 200, "test": 200, "independent_test": 200} '
+        "(how a trial in a cluster gets a dataset.generate study's data; every trial writes the same pages)",
     )
     p.add_argument("--log-level", default="INFO")
     return p
@@ -115,6 +130,41 @@ def _reporter(args: argparse.Namespace) -> Any:
     return LocalReporter(params, args.output)
 
 
+def _generate_data(directory: Path, settings_json: str) -> None:
+    """Write the generated dataset once: into a private directory first, then renamed into place, so trials that
+    share a volume and start together never read a half-written split."""
+    import shutil
+    import tempfile
+
+    from ftstudy.task.generator import SplitSizes, write_dataset
+
+    if (directory / ".complete").exists():
+        return
+    try:
+        settings = json.loads(settings_json)
+        sizes = SplitSizes(
+            int(settings["train"]),
+            int(settings["validation"]),
+            int(settings["test"]),
+            int(settings.get("independent_test", 0)),
+        )
+        seed = int(settings.get("seed", 0))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"--generate-data needs JSON with seed, train, validation and test sizes ({error})") from None
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        write_dataset(scratch, seed, sizes)
+        (scratch / ".complete").write_text(settings_json)
+        try:
+            os.rename(scratch, directory)
+        except OSError:
+            if not (directory / ".complete").exists():  # not a concurrent trial winning the race: a real error
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _record_failure(reporter: Any, reason: str) -> None:
     """Best effort: the engine also sees the exit code, so a failure to record must not mask the first error."""
     if reporter is None:
@@ -151,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         from ftstudy.trainer.run import Outcome, Trainer
 
         reporter = _reporter(args)
+        if args.generate_data:
+            _generate_data(args.data, args.generate_data)
         result = Trainer(_settings(args), reporter, stop).run()
     except StorageUnavailable as error:
         log.error("%s", error)

@@ -1,0 +1,118 @@
+"""A small JSON client for the Kubernetes API: plain dicts in and out.
+
+The operator reads and writes a handful of kinds (FineTuneStudies, Jobs, Pods, Secrets, Events, Leases) as the API
+server's own JSON, which is what its pure functions and tests speak; the generated typed models of the official
+client would only be converted back and forth. Authentication, TLS and the connection pool still come from the
+official client's configuration (in-cluster service account or kubeconfig), so every login method it supports works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import kubernetes
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(RuntimeError):
+    """The API server refused a request; ``status`` is its HTTP status, ``message`` its explanation."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class Unreachable(RuntimeError):
+    """No answer from the API server (connection refused, timeout): worth retrying, unlike most ``ApiError``s."""
+
+
+def load_config(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
+    """In-cluster service account first, then the kubeconfig (``$KUBECONFIG`` or the given file)."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return configuration
+        except kubernetes.config.ConfigException:
+            pass
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return configuration
+
+
+def path(group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None) -> str:
+    """``/api/v1/...`` for the core group, ``/apis/<group>/<version>/...`` otherwise."""
+    parts = ["/api/v1"] if group == "" else [f"/apis/{group}/{version}"]
+    if namespace is not None:
+        parts.append(f"namespaces/{quote(namespace)}")
+    parts.append(plural)
+    if name is not None:
+        parts.append(quote(name))
+    return "/".join(parts)
+
+
+class Kube:
+    def __init__(self, configuration: kubernetes.client.Configuration, timeout: float = 30.0) -> None:
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 32)
+        self.api = kubernetes.client.ApiClient(configuration)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+
+    def request(
+        self,
+        method: str,
+        resource_path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        with self._lock:  # the client refreshes expiring tokens (bound service-account tokens) in place
+            self.api.update_params_for_auth(headers, None, ["BearerToken"], resource_path, method, body)
+        url = self.api.configuration.host + resource_path + (f"?{urlencode(query)}" if query else "")
+        payload = None if body is None else json.dumps(body).encode()
+        try:
+            response = self.api.rest_client.pool_manager.request(
+                method, url, body=payload, headers=headers, timeout=self.timeout, preload_content=True
+            )
+        except Exception as error:  # urllib3 raises its own hierarchy; all of it means "no answer"
+            raise Unreachable(f"Kubernetes API unreachable ({type(error).__name__}: {error})") from error
+        data = response.data
+        if response.status >= 400:
+            message = data.decode(errors="replace")
+            with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                message = json.loads(data).get("message", message)
+            raise ApiError(response.status, str(response.reason), message)
+        return json.loads(data) if data else None
+
+    def get(self, resource_path: str) -> Any:
+        return self.request("GET", resource_path)
+
+    def list(self, resource_path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        items: list[dict[str, Any]] = self.request("GET", resource_path, query=query)["items"]
+        return items
+
+    def create(self, resource_path: str, body: dict[str, Any]) -> Any:
+        return self.request("POST", resource_path, body=body)
+
+    def merge_patch(self, resource_path: str, body: dict[str, Any]) -> Any:
+        return self.request("PATCH", resource_path, body=body, content_type=MERGE_PATCH)
+
+    def replace(self, resource_path: str, body: dict[str, Any]) -> Any:
+        return self.request("PUT", resource_path, body=body)
+
+    def delete(self, resource_path: str, propagation: str = "Background") -> None:
+        """Deleting what is already gone is fine: the caller wanted it gone."""
+        try:
+            self.request("DELETE", resource_path, body={"propagationPolicy": propagation})
+        except ApiError as error:
+            if error.status != 404:
+                raise

@@ -1,0 +1,117 @@
+"""The Job of one trial attempt, built from the study's ``trialTemplate``: pure data, no API calls.
+
+Choices a platform team would ask about:
+- ``backoffLimit: 0``: the study engine retries a crashed trial itself (``retriesPerTrial``), as a new attempt with
+  its own Job, so a retry is visible and counted in the study's storage instead of hidden inside the Job.
+- The storage URL reaches the trainer as ``FTSTUDY_STORAGE_URL`` from the study's Secret: never in the manifest,
+  the pod's command line or the operator's logs.
+- The trainer needs no Kubernetes API access, so no service-account token is mounted, and it runs as non-root
+  without privilege escalation (the ``restricted`` Pod Security Standard).
+- Owner reference to the study: deleting the study deletes its Jobs (and their pods) through the garbage
+  collector, even while the operator is down.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from ftstudy.kube import names
+from ftstudy.spec import StudySpec
+from ftstudy.trainer.cli import STORAGE_ENV
+
+CONTAINER = "trainer"
+
+
+def trials_root(spec: StudySpec, namespace: str, study: str) -> PurePosixPath:
+    """Where a study's trials write inside their containers: ``<outputDir>/<namespace>/<study>``."""
+    return PurePosixPath(spec.trial_template.output_dir) / namespace / study
+
+
+def gpus_per_trial(spec: StudySpec) -> int:
+    resources = spec.trial_template.resources
+    value = resources.get("limits", {}).get("nvidia.com/gpu", resources.get("requests", {}).get("nvidia.com/gpu", 0))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def owner_reference(study: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{names.GROUP}/{names.VERSION}",
+        "kind": names.KIND,
+        "name": study,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def job_manifest(
+    spec: StudySpec, namespace: str, study: str, uid: str, number: int, attempt: int, args: list[str]
+) -> dict[str, Any]:
+    t = spec.trial_template
+    assert spec.storage is not None, "the operator refuses studies without spec.storage before launching"
+    labels = names.labels(study, uid, number, attempt)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": t.image,
+        "command": list(t.command),
+        "args": list(args),
+        "env": [
+            {
+                "name": STORAGE_ENV,
+                "valueFrom": {
+                    "secretKeyRef": {"name": spec.storage.secret_ref.name, "key": spec.storage.secret_ref.key}
+                },
+            },
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *t.env,
+        ],
+        "resources": {kind: dict(values) for kind, values in t.resources.items()},
+        "volumeMounts": list(t.volume_mounts),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if t.image_pull_policy is not None:
+        container["imagePullPolicy"] = t.image_pull_policy
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": list(t.volumes),
+    }
+    if t.node_selector:
+        pod_spec["nodeSelector"] = dict(t.node_selector)
+    if t.tolerations:
+        pod_spec["tolerations"] = list(t.tolerations)
+    if t.service_account_name:
+        pod_spec["serviceAccountName"] = t.service_account_name
+    if t.priority_class_name:
+        pod_spec["priorityClassName"] = t.priority_class_name
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if t.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = t.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": names.job_name(study, number, attempt),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(study, uid)],
+        },
+        "spec": job_spec,
+    }

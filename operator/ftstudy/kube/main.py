@@ -1,0 +1,117 @@
+"""``ftstudy operator``: wait for leadership, then run kopf with the FineTuneStudy handlers.
+
+Exit codes: 0 on a clean stop (SIGTERM), 2 for bad arguments or credentials, 70 when leadership was lost (the
+process stops acting at once; its Deployment restarts it as a standby).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+EXIT_LOST_LEADERSHIP = 70
+log = logging.getLogger("ftstudy.operator")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=None,
+        help="watch FineTuneStudies in this namespace (repeat for several); default: $WATCH_NAMESPACES "
+        "(comma-separated), else the whole cluster",
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
+    p.add_argument("--kubeconfig", default=None, help="default: in-cluster service account, else $KUBECONFIG")
+    p.add_argument("--no-leader-election", action="store_true", help="for a single replica you are sure of")
+    p.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="namespace of the leader-election Lease (default: $POD_NAMESPACE, else the first watched namespace)",
+    )
+    p.add_argument("--lease-name", default="ftstudy-operator")
+    p.add_argument("--identity", default=None, help="this replica's name in the Lease (default: hostname-pid)")
+    p.add_argument("--liveness", default=None, help="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often each study is reconciled")
+    p.add_argument("--stuck-seconds", type=float, default=120.0, help="a trial pod that cannot start fails after")
+    p.add_argument("--log-level", default="INFO")
+
+
+def _namespaces(args: argparse.Namespace) -> list[str]:
+    if args.all_namespaces:
+        return []
+    if args.namespace:
+        return [n for item in args.namespace for n in item.split(",") if n]
+    return [n.strip() for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from ftstudy.kube.api import Kube, load_config
+    from ftstudy.kube.handlers import Workers, register
+    from ftstudy.kube.leader import LeaderElector
+    from ftstudy.kube.reconciler import Settings
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    try:
+        kube = Kube(load_config(args.kubeconfig))
+    except Exception as error:
+        print(f"ftstudy operator: no Kubernetes credentials: {error}", file=sys.stderr)
+        return 2
+    namespaces = _namespaces(args)
+    stop = threading.Event()
+    elector = None
+    if not args.no_leader_election:
+        lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or next(iter(namespaces), None)
+        if lease_namespace is None:
+            print("ftstudy operator: give --lease-namespace (or $POD_NAMESPACE) when watching the whole cluster",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaderElector(kube, lease_namespace, args.lease_name, identity)
+        if not elector.wait_until_leader(stop):
+            return 0
+
+        def lost() -> None:
+            log.critical("leadership lost: stopping at once so that only one replica acts")
+            os._exit(EXIT_LOST_LEADERSHIP)
+
+        elector.keep_leading(lost, stop)
+
+    settings = Settings(poll_seconds=args.poll_seconds, stuck_seconds=args.stuck_seconds)
+    workers = Workers(kube, settings)
+    register(workers)
+
+    @kopf.on.startup()
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's would repeat it
+        settings.persistence.finalizer = "ftstudy.io/cleanup"
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+        # Watching named namespaces needs no cluster-wide reads (listing namespaces or CRDs), which a namespaced
+        # least-privilege Role does not grant; with scanning off kopf takes the namespaces as given.
+        settings.scanning.disabled = bool(namespaces)
+
+    log.info("watching %s", ", ".join(namespaces) if namespaces else "every namespace")
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+        )
+    finally:
+        stop.set()
+        workers.stop_all()
+        if elector is not None:
+            elector.release()
+    return 0

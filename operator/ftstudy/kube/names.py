@@ -1,0 +1,56 @@
+"""Names and labels of what the operator creates, so that a restarted operator finds and adopts all of it.
+
+Every Job carries the study's name and uid and the trial's number and attempt as labels: the labels are the
+operator's whole memory of which Jobs it started (no in-process state has to survive a restart).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+GROUP = "ftstudy.io"
+VERSION = "v1alpha1"
+PLURAL = "finetunestudies"
+KIND = "FineTuneStudy"
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+COMPONENT = "app.kubernetes.io/component"
+STUDY = "ftstudy.io/study"
+STUDY_UID = "ftstudy.io/study-uid"
+TRIAL = "ftstudy.io/trial"
+ATTEMPT = "ftstudy.io/attempt"
+DECISION = "ftstudy.io/decision"
+OPERATOR = "ftstudy-operator"
+
+MAX_NAME = 63  # a Job's name becomes its pods' job-name label value
+
+
+def optuna_study_name(namespace: str, name: str) -> str:
+    """Studies of the same name in two namespaces must not share Optuna records."""
+    return f"{namespace}.{name}"
+
+
+def job_name(study: str, number: int, attempt: int) -> str:
+    """Deterministic, so creating the same attempt twice is refused by the API server instead of running twice."""
+    suffix = f"-t{number}-a{attempt}"
+    if len(study) + len(suffix) <= MAX_NAME:
+        return study + suffix
+    digest = hashlib.sha256(study.encode()).hexdigest()[:6]
+    keep = MAX_NAME - len(suffix) - len(digest) - 1
+    return f"{study[:keep].rstrip('-')}-{digest}{suffix}"
+
+
+def labels(study: str, study_uid: str, number: int, attempt: int) -> dict[str, str]:
+    return {
+        MANAGED_BY: OPERATOR,
+        COMPONENT: "trial",
+        STUDY: study,
+        STUDY_UID: study_uid,
+        TRIAL: str(number),
+        ATTEMPT: str(attempt),
+    }
+
+
+def study_selector(study_uid: str) -> str:
+    """By uid: a study deleted and created again under the same name never adopts its predecessor's Jobs."""
+    return f"{MANAGED_BY}={OPERATOR},{STUDY_UID}={study_uid}"

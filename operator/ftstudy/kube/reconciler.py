@@ -1,0 +1,294 @@
+"""One FineTuneStudy's reconcile loop: read its Secret, open its Optuna study, step the engine, write status.
+
+The same ``Engine.step`` as ``ftstudy run`` (observe, ``core.decide``, apply), with the Job executor. Every step
+starts from what the database and the API server say, so a reconcile interrupted anywhere (operator killed, database
+down, API server gone) is simply repeated by the next one. Problems a person can fix (a missing Secret, an
+unreachable database) become a condition and a Warning Event on the study; nothing is lost while they last.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ftstudy import core, spec
+from ftstudy.kube import jobs, names
+from ftstudy.kube.api import ApiError, Kube, Unreachable, path
+from ftstudy.kube.executor import JobExecutor
+from ftstudy.kube.status import FAILED, PENDING, RUNNING, SUCCEEDED, condition, merge_conditions, study_status
+from ftstudy.retry import RetryPolicy, StorageUnavailable
+from ftstudy.runner import Engine, Event, generated_data_name
+from ftstudy.study_store import StudyConflict, StudyStore
+
+log = logging.getLogger(__name__)
+
+STATUS_REFRESH_SECONDS = 30.0  # GPU seconds tick up all the time; other changes are written at once
+
+
+class Problem(Exception):
+    """Something about the study a person must fix; ``reason`` is a CamelCase word for conditions and Events."""
+
+    def __init__(self, reason: str, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass
+class Settings:
+    poll_seconds: float = 2.0
+    idle_seconds: float = 30.0  # a finished study is looked at this often (a raised maxTrials resumes it)
+    storage_retry_seconds: float = 15.0  # per call; past it the reconcile ends and the next one tries again
+    stuck_seconds: float = 120.0
+
+
+@dataclass
+class _Built:
+    generation: int
+    url: str
+    engine: Engine
+    store: StudyStore
+
+
+def _secret_url(kube: Kube, namespace: str, ref: spec.SecretKeyRef) -> str:
+    try:
+        secret = kube.get(path("", "v1", "secrets", namespace, ref.name))
+    except ApiError as error:
+        if error.status == 404:
+            raise Problem(
+                "SecretNotFound",
+                f"Secret {namespace}/{ref.name} (spec.storage.secretRef) does not exist; create it with key "
+                f"{ref.key!r} holding the storage URL (postgresql+psycopg2://user:password@host:5432/db)",
+            ) from None
+        if error.status == 403:
+            raise Problem(
+                "SecretForbidden",
+                f"the operator may not read Secret {namespace}/{ref.name}: {error.message}; grant it get on secrets "
+                "in this namespace (the Helm chart's watchNamespaces)",
+            ) from None
+        raise
+    value = (secret.get("data") or {}).get(ref.key)
+    if not value:
+        keys = ", ".join(sorted((secret.get("data") or {}).keys())) or "none"
+        raise Problem("SecretKeyMissing", f"Secret {namespace}/{ref.name} has no key {ref.key!r} (its keys: {keys})")
+    return base64.b64decode(value).decode().strip()
+
+
+@dataclass
+class StudyReconciler:
+    kube: Kube
+    namespace: str
+    name: str
+    uid: str
+    settings: Settings = field(default_factory=Settings)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    built: _Built | None = None
+    written: dict[str, Any] = field(default_factory=dict)
+    written_at: float = 0.0
+    last_problem: str | None = None
+    events: list[Event] = field(default_factory=list)
+    on_decision: Callable[[str, str, Event], None] = lambda namespace, name, event: None
+
+    @property
+    def status_path(self) -> str:
+        return path(names.GROUP, names.VERSION, names.PLURAL, self.namespace, self.name) + "/status"
+
+    def reconcile(self, body: dict[str, Any]) -> float:
+        """One pass; returns the seconds until the next. Never raises for a problem of the study itself."""
+        generation = int(body["metadata"].get("generation", 1))
+        status = body.get("status") or {}
+        if status.get("phase") in (SUCCEEDED, FAILED) and status.get("observedGeneration") == generation:
+            return self.settings.idle_seconds
+        try:
+            study = spec.parse(body, f"FineTuneStudy {self.namespace}/{self.name}")
+            built = self._build(study, generation)
+            if built.engine.outcome is not None:
+                built.engine.outcome = None  # the spec changed after the end (more trials): decide again
+            built.engine.step()
+            self._write(built, generation, body)
+            self.last_problem = None
+            return self.settings.poll_seconds
+        except spec.SpecError as error:
+            self._problem(body, generation, Problem("InvalidSpec", str(error), permanent=True))
+        except StudyConflict as error:
+            self._problem(body, generation, Problem("StudyConflict", str(error), permanent=True))
+        except Problem as problem:
+            self._problem(body, generation, problem)
+        except StorageUnavailable as error:
+            self.built = None  # reopen once the database is back
+            self._problem(body, generation, Problem("DatabaseUnreachable", f"{error}; running trials continue"))
+        except Unreachable as error:
+            log.warning("%s/%s: %s; retrying", self.namespace, self.name, error)
+        finally:
+            self._post_events(body)
+        return max(self.settings.poll_seconds, 5.0)
+
+    def _build(self, study: spec.FineTuneStudy, generation: int) -> _Built:
+        if study.spec.storage is None:
+            raise Problem(
+                "StorageMissing",
+                "spec.storage.secretRef is required in a cluster: name a Secret holding the storage URL",
+                permanent=True,
+            )
+        url = _secret_url(self.kube, self.namespace, study.spec.storage.secret_ref)
+        if self.built is not None and self.built.generation == generation and self.built.url == url:
+            return self.built
+        retry = RetryPolicy(deadline_seconds=self.settings.storage_retry_seconds)
+        optuna_name = names.optuna_study_name(self.namespace, self.name)
+        store = StudyStore(url, optuna_name, study.spec, retry)
+        executor = JobExecutor(
+            self.kube, self.namespace, self.name, self.uid, study.spec, stuck_seconds=self.settings.stuck_seconds
+        )
+        root = jobs.trials_root(study.spec, self.namespace, self.name)
+        if study.spec.dataset.generate is not None:
+            data_dir, generate = root / generated_data_name(study.spec), True
+        else:
+            assert study.spec.dataset.path is not None
+            # a relative dataset.path is on the trials' output volume; an absolute one is any path in the container
+            data_dir, generate = root.parent.parent / study.spec.dataset.path, False
+        engine = Engine(
+            study,
+            store,
+            executor,
+            None,  # trials read the URL from the Secret, through their environment
+            data_dir,
+            root,
+            on_event=self.events.append,
+            study_name=optuna_name,
+            generate_data=generate,
+        )
+        self.built = _Built(generation, url, engine, store)
+        return self.built
+
+    def _write(self, built: _Built, generation: int, body: dict[str, Any]) -> None:
+        now = self.clock()
+        trials = built.store.trials()
+        study_spec = built.engine.spec
+        status = study_status(
+            trials,
+            study_spec.budget.max_trials,
+            jobs.gpus_per_trial(study_spec),
+            study_spec.training.early_fraction,
+            now,
+        )
+        outcome = built.engine.outcome
+        old = body.get("status") or {}
+        conditions = [condition("StorageReady", True, "Connected", "the study's database answers", generation, now)]
+        if isinstance(outcome, core.StudyDone):
+            phase, message = SUCCEEDED, "every trial has ended"
+            conditions.append(condition("Complete", True, "AllTrialsEnded", message, generation, now))
+        elif isinstance(outcome, core.StudyFailed):
+            phase, message = FAILED, outcome.reason
+            conditions.append(condition("Failed", True, "TooManyFailedTrials", message, generation, now))
+        else:
+            phase = RUNNING
+            counts = status["trials"]
+            message = f"{counts['running']} trial(s) running"
+            conditions.append(condition("Complete", False, "TrialsRunning", message, generation, now))
+            conditions.append(
+                condition("Failed", False, "WithinFailureBudget", "failures within budget", generation, now)
+            )
+        status.update(
+            phase=phase,
+            message=message,
+            observedGeneration=generation,
+            conditions=merge_conditions(old.get("conditions") or [], conditions),
+            startTime=old.get("startTime") or body["metadata"].get("creationTimestamp"),
+        )
+        if phase in (SUCCEEDED, FAILED):
+            status["completionTime"] = old.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._patch_status(status)
+
+    def _patch_status(self, status: dict[str, Any]) -> None:
+        """Write only what changed, and GPU seconds (always changing while trials run) at most every 30 s."""
+        steady = {k: v for k, v in status.items() if k not in ("gpuSeconds", "conditions")}
+        steady["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]]
+        fresh = steady != self.written
+        if not fresh and time.monotonic() - self.written_at < STATUS_REFRESH_SECONDS:
+            return
+        try:
+            self.kube.merge_patch(self.status_path, {"status": status})
+        except ApiError as error:
+            if error.status == 404:
+                return  # the study was deleted meanwhile
+            raise
+        self.written, self.written_at = steady, time.monotonic()
+
+    def _problem(self, body: dict[str, Any], generation: int, problem: Problem) -> None:
+        now = self.clock()
+        old = body.get("status") or {}
+        if problem.reason in ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden"):
+            kind = "StorageReady"
+        else:
+            kind = "Failed" if problem.permanent else "Ready"
+        conditions = [condition(kind, kind == "Failed", problem.reason, problem.message, generation, now)]
+        phase = FAILED if problem.permanent else (old.get("phase") or PENDING)
+        if phase in (SUCCEEDED, FAILED) and not problem.permanent:
+            phase = RUNNING
+        status = {
+            "phase": phase,
+            "message": problem.message,
+            "observedGeneration": generation if problem.permanent else old.get("observedGeneration"),
+            "conditions": merge_conditions(old.get("conditions") or [], conditions),
+        }
+        if problem.permanent:
+            status["completionTime"] = old.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self.last_problem != problem.message:
+            log.warning("%s/%s: %s: %s", self.namespace, self.name, problem.reason, problem.message)
+            self.events.append(Event(None, problem.message, problem.reason))
+            self.last_problem = problem.message
+            self.written = {}
+        try:
+            self._patch_status(status | {"gpuSeconds": None})
+        except (ApiError, Unreachable) as error:
+            log.warning("%s/%s: could not write status: %s", self.namespace, self.name, error)
+
+    def _post_events(self, body: dict[str, Any]) -> None:
+        pending = list(self.events)
+        self.events.clear()  # the engine appends to this very list
+        for event in pending:
+            self.on_decision(self.namespace, self.name, event)
+            post_event(self.kube, body, event)
+
+
+WARNINGS = {"TrialFailed", "StudyFailed", "TrialRelaunched"}
+
+
+def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
+    """A core/v1 Event on the study, as ``kubectl describe fts`` shows them; best effort, never fails a reconcile."""
+    metadata = body["metadata"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    reason = event.reason or "StudyEvent"
+    warning = reason in WARNINGS or not (reason.startswith("Trial") or reason.startswith("Study"))
+    text = f"trial {event.trial}: {event.text}" if event.trial is not None else event.text
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+        "involvedObject": {
+            "apiVersion": f"{names.GROUP}/{names.VERSION}",
+            "kind": names.KIND,
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+        },
+        "reason": reason,
+        "message": text[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": names.OPERATOR},
+        "firstTimestamp": now[:19] + "Z",
+        "lastTimestamp": now[:19] + "Z",
+        "count": 1,
+        "reportingComponent": names.OPERATOR,
+        "reportingInstance": names.OPERATOR,
+    }
+    try:
+        kube.create(path("", "v1", "events", metadata["namespace"]), manifest)
+    except (ApiError, Unreachable) as error:
+        log.warning("could not post an Event on %s/%s: %s", metadata["namespace"], metadata["name"], error)

@@ -1,0 +1,132 @@
+"""The FineTuneStudy's status, computed from the study's trials: pure, so it is tested without a cluster.
+
+Kept small on purpose (an object's status travels with every watch event): counts, the best trial, the baseline and
+the gain over it, how well the early accuracy predicted the final one, and GPU time. The full history stays in the
+study's database (``ftstudy report``).
+
+GPU seconds are wall time from a trial's creation to its end (cancellation, failure or finish) times the GPUs each
+trial asks for: what the trials held, waiting for a node included. A cancelled trial saved what a full run would
+have cost beyond what it used: the median duration of the trials that ran to the end (before any did, its own
+duration divided by the early fraction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from statistics import median
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from ftstudy.report import Row, rows, spearman, top_k_overlap
+from ftstudy.report import best as best_row
+
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(trial: FrozenTrial, now: datetime) -> float:
+    if trial.datetime_start is None:
+        return 0.0
+    start = trial.datetime_start.replace(tzinfo=trial.datetime_start.tzinfo or datetime.now().astimezone().tzinfo)
+    end = trial.datetime_complete
+    if end is not None:
+        end = end.replace(tzinfo=end.tzinfo or datetime.now().astimezone().tzinfo)
+    return max(0.0, ((end or now) - start).total_seconds())
+
+
+def gpu_seconds(trials: Sequence[FrozenTrial], gpus: int, early_fraction: float, now: datetime) -> dict[str, float]:
+    durations = {t.number: _seconds(t, now) for t in trials}
+    table = {r.number: r for r in rows(trials)}
+    full = [durations[n] for n, r in table.items() if r.state == "complete" and r.final is not None]
+    typical = median(full) if full else None
+    saved = 0.0
+    for number, row in table.items():
+        if row.state == "pruned":
+            whole = typical if typical is not None else durations[number] / early_fraction
+            saved += max(0.0, whole - durations[number])
+    return {"spent": round(sum(durations.values()) * gpus, 1), "saved": round(saved * gpus, 1)}
+
+
+def _trial_summary(row: Row) -> dict[str, Any]:
+    summary: dict[str, Any] = {"trial": row.number, "params": dict(row.params)}
+    for key, value in (
+        ("earlyAccuracy", row.early),
+        ("finalAccuracy", row.final),
+        ("testAccuracy", row.test),
+        ("independentTestAccuracy", row.independent_test),
+        ("adapter", row.final_adapter),
+    ):
+        if value is not None:
+            summary[key] = value
+    return summary
+
+
+def trial_counts(table: Sequence[Row]) -> dict[str, int]:
+    count = {state: sum(1 for r in table if r.state == state) for state in ("running", "complete", "pruned", "failed")}
+    return {
+        "created": len(table),
+        "running": count["running"],
+        "completed": count["complete"],
+        "cancelled": count["pruned"],
+        "failed": count["failed"],
+    }
+
+
+def study_status(
+    trials: Sequence[FrozenTrial], max_trials: int, gpus: int, early_fraction: float, now: datetime
+) -> dict[str, Any]:
+    """Everything in the status that follows from the trials (phase and conditions are the caller's)."""
+    table = rows(trials)
+    counts = trial_counts(table)
+    finished = counts["completed"] + counts["cancelled"] + counts["failed"]
+    status: dict[str, Any] = {
+        "progress": f"{finished}/{max_trials}",
+        "trials": counts,
+        "gpuSeconds": gpu_seconds(trials, gpus, early_fraction, now),
+        "best": None,
+        "baseline": None,
+        "testGainOverBaseline": None,
+        "earlyFinalSpearman": None,
+        "top5Overlap": None,
+    }
+    top = best_row(table)
+    if top is not None:
+        status["best"] = _trial_summary(top)
+    baseline = next((r for r in table if r.baseline and r.final is not None), None)
+    if baseline is not None:
+        status["baseline"] = {k: v for k, v in _trial_summary(baseline).items() if k != "independentTestAccuracy"}
+    searched = best_row(table, searched_only=True)
+    if searched is not None and baseline is not None and searched.test is not None and baseline.test is not None:
+        status["testGainOverBaseline"] = round(searched.test - baseline.test, 6)
+    pairs = [(r.number, r.early, r.final) for r in table if r.early is not None and r.final is not None]
+    rho = spearman([p[1] for p in pairs], [p[2] for p in pairs])
+    status["earlyFinalSpearman"] = round(rho, 4) if rho is not None else None
+    status["top5Overlap"] = top_k_overlap(pairs, 5)
+    return status
+
+
+def condition(kind: str, ok: bool, reason: str, message: str, generation: int, now: datetime) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": timestamp(now),
+        "observedGeneration": generation,
+    }
+
+
+def merge_conditions(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace conditions by type, keeping ``lastTransitionTime`` when the status did not change."""
+    by_type = {c["type"]: dict(c) for c in old}
+    for fresh in new:
+        previous = by_type.get(fresh["type"])
+        if previous is not None and previous.get("status") == fresh["status"]:
+            fresh = {**fresh, "lastTransitionTime": previous.get("lastTransitionTime", fresh["lastTransitionTime"])}
+        by_type[fresh["type"]] = fresh
+    return sorted(by_type.values(), key=lambda c: str(c["type"]))

@@ -1,0 +1,376 @@
+"""The operator end to end, on a real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)
+with simulated GPU nodes, real PostgreSQL and the real trainer on the tiny model.
+
+The operator runs as its own process (`ftstudy operator`), as a namespaced ServiceAccount bound to exactly the
+rules of ``ftstudy.kube.rbac``: what it can do here is what it can do in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ftstudy.kube import rbac
+from tests.cluster.control_plane import ControlPlane
+from tests.cluster.gpu_nodes import GpuNodes
+
+from .conftest import postgres_outage
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD = ROOT / "crds" / "finetunestudies.ftstudy.io.yaml"
+SECRET = "ftstudy-db"
+SA = "ftstudy-operator"
+
+
+@pytest.fixture(scope="session")
+def crd_installed(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/finetunestudies.ftstudy.io", "--timeout=60s")
+
+
+@dataclass
+class Operators:
+    """Operator processes in one namespace, as its least-privilege ServiceAccount."""
+
+    plane: ControlPlane
+    namespace: str
+    kubeconfig: Path
+    logs: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, identity: str = "replica-a") -> subprocess.Popen[bytes]:
+        log = (self.logs / f"operator-{identity}.log").open("ab")
+        command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
+                   "--kubeconfig", str(self.kubeconfig), "--identity", identity, "--poll-seconds", "0.5",
+                   "--stuck-seconds", "30"]  # fmt: skip
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log(self, identity: str = "replica-a") -> str:
+        path = self.logs / f"operator-{identity}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def operators(
+    control_plane: ControlPlane, cluster_namespace: str, crd_installed: None, postgres_url: str, tmp_path: Path
+) -> Iterator[Operators]:
+    ns = cluster_namespace
+    plane = control_plane
+    plane.kubectl("create", "serviceaccount", SA, "-n", ns)
+    for name, rules in (("ftstudy-operator", rbac.RULES), ("ftstudy-operator-leader", rbac.LEADER_ELECTION_RULES)):
+        manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
+        plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
+    plane.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={postgres_url}")
+    harness = Operators(plane, ns, plane.service_account_kubeconfig(ns, SA), tmp_path)
+    yield harness
+    harness.stop_all()
+
+
+def study_manifest(name: str, artifacts: Path, **spec: Any) -> dict[str, Any]:
+    budget = {"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 2, "retriesPerTrial": 1, **spec.pop("budget", {})}
+    template = {
+        "image": "ftstudy/trainer:test",
+        "resources": {"limits": {"nvidia.com/gpu": 1}},
+        "volumes": [{"name": "artifacts", "hostPath": {"path": str(artifacts), "type": "DirectoryOrCreate"}}],
+        "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
+        "outputDir": "/artifacts",
+        **spec.pop("trialTemplate", {}),
+    }
+    return {
+        "apiVersion": "ftstudy.io/v1alpha1",
+        "kind": "FineTuneStudy",
+        "metadata": {"name": name},
+        "spec": {
+            "model": "tiny",
+            "dataset": {"generate": {"seed": 1, "train": 40, "validation": 4, "test": 4, "independentTest": 4}},
+            "training": {"maxSteps": 15, "evalSamples": 4, "testSamples": 4, "evalBatchSize": 4, "checkEvery": 1},
+            "searchSpace": {
+                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                "lora_r": {"type": "int", "low": 2, "high": 8},
+            },
+            "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": 0},
+            "promotion": {"policy": "topK", "k": 2},
+            "budget": budget,
+            "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
+            "storage": {"secretRef": {"name": SECRET}},
+            "trialTemplate": template,
+            **spec,
+        },
+    }
+
+
+def apply(plane: ControlPlane, namespace: str, manifest: dict[str, Any]) -> None:
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def get_study(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    study: dict[str, Any] = json.loads(plane.kubectl("get", "fts", name, "-n", namespace, "-o", "json").stdout)
+    return study
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float, diagnose: Callable[[], str] = lambda: "", every: float = 0.5
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnose()}")
+
+
+def diagnosis(ops: Operators, name: str, nodes: GpuNodes | None = None) -> Callable[[], str]:
+    def text() -> str:
+        parts = [ops.plane.kubectl("get", "fts,jobs,pods", "-n", ops.namespace, "-o", "wide", check=False).stdout]
+        result = ops.plane.kubectl("get", "fts", name, "-n", ops.namespace, "-o", "yaml", check=False)
+        parts.append(result.stdout[-3000:])
+        for log in sorted(ops.logs.glob("operator-*.log")):
+            parts.append(f"--- {log.name} ---\n" + log.read_text(errors="replace")[-4000:])
+        if nodes is not None:
+            parts.append(f"simulated nodes: runs={nodes.runs[-6:]} errors={nodes.errors[-5:]}")
+        return "\n".join(parts)
+
+    return text
+
+
+def wait_for_phase(ops: Operators, name: str, phases: tuple[str, ...], timeout: float, nodes: GpuNodes | None = None
+                   ) -> dict[str, Any]:  # fmt: skip
+    def done() -> dict[str, Any] | None:
+        study = get_study(ops.plane, ops.namespace, name)
+        return study if (study.get("status") or {}).get("phase") in phases else None
+
+    result: dict[str, Any] = wait_for(f"{name} to reach {phases}", done, timeout, diagnosis(ops, name, nodes))
+    return result
+
+
+def optuna_trials(url: str, namespace: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=f"{namespace}.{name}", storage=url).get_trials(deepcopy=False)
+
+
+def jobs(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(plane.kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)[
+        "items"
+    ]
+    return items
+
+
+def events(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)[
+        "items"
+    ]
+    return items
+
+
+def runs_per_attempt(nodes: GpuNodes, namespace: str) -> dict[str, int]:
+    """How many processes each Job (one trial attempt) ran: more than one would be a duplicate."""
+    counts: dict[str, int] = {}
+    for run in nodes.runs:
+        if run["namespace"] == namespace:
+            job = run["pod"].rsplit("-", 1)[0]
+            counts[job] = counts.get(job, 0) + 1
+    return counts
+
+
+def test_a_study_runs_to_success_cancelling_at_the_early_step_within_gpu_capacity(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 1, "gpu-b": 1})  # two GPUs for three parallel trials
+    operators.start()
+    name = "lora-search"
+    apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 5, "parallelism": 3}))
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
+    status = study["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "5/5" and status["observedGeneration"] == study["metadata"]["generation"]
+    assert status["trials"]["cancelled"] >= 1 and status["trials"]["completed"] >= 2, status["trials"]
+    assert status["trials"]["failed"] == 0
+    best = status["best"]
+    # In a cluster the path is /artifacts/...; the simulated kubelet runs the trainer with the volume's host path.
+    adapter = Path(best["adapter"])
+    assert adapter.is_relative_to(tmp_path / "artifacts" / ns / name) and adapter.parent.name.startswith("trial-")
+    assert adapter.exists(), "the adapter the status names was written on the trials' volume"
+    assert {"finalAccuracy", "testAccuracy", "earlyAccuracy", "params"} <= set(best)
+    assert status["baseline"]["trial"] == 0 and status["testGainOverBaseline"] is not None
+    assert status["gpuSeconds"]["spent"] > 0
+    assert any(c["type"] == "Complete" and c["status"] == "True" for c in status["conditions"])
+
+    assert nodes.max_running <= 2, "the scheduler never placed more trials than there are GPUs"
+    assert all(count == 1 for count in runs_per_attempt(nodes, ns).values())
+    trials = optuna_trials(postgres_url, ns, name)
+    assert sorted(t.number for t in trials) == list(range(5)) and all(t.state.is_finished() for t in trials)
+    states = {t.number: t.state for t in trials}
+    assert TrialState.PRUNED in states.values() and states[0] == TrialState.COMPLETE
+
+    remaining = {int(j["metadata"]["labels"]["ftstudy.io/trial"]): j for j in jobs(plane, ns)}
+    for number, state in states.items():
+        if state == TrialState.PRUNED:
+            assert number not in remaining, "a cancelled trial's Job is deleted"
+        else:
+            assert remaining[number]["metadata"]["annotations"]["ftstudy.io/decision"] == "continue"
+    reasons = {e["reason"] for e in events(plane, ns)}
+    assert {"TrialLaunched", "TrialCancelled", "TrialContinued", "TrialFinished", "StudySucceeded"} <= reasons
+
+    table = plane.kubectl("get", "fts", "-n", ns).stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "DONE", "RUNNING", "BEST-EARLY", "BEST-FINAL", "AGE"]
+    assert table.splitlines()[1].split()[:3] == [name, "Succeeded", "5/5"]
+
+
+def test_an_operator_killed_again_and_again_loses_no_trial_and_duplicates_none(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    name = "restarts"
+    apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 5, "parallelism": 2}))
+
+    def kill_when(what: str, moment: Callable[[], bool]) -> None:
+        proc = operators.start()
+        wait_for(what, moment, 300, diagnosis(operators, name, nodes), every=0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def reported() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return [t for t in optuna_trials(postgres_url, ns, name) if t.intermediate_values]
+        except KeyError:
+            return []
+
+    kill_when("the first Job", lambda: bool(jobs(plane, ns)))
+    kill_when("an early accuracy", lambda: bool(reported()))
+    kill_when("a finished trial", lambda: any(t.state.is_finished() for t in reported()))
+    kill_when("a fourth trial", lambda: len(optuna_trials(postgres_url, ns, name)) >= 4)
+    operators.start()
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+
+    trials = optuna_trials(postgres_url, ns, name)
+    assert sorted(t.number for t in trials) == list(range(5)), "one trial per number, none lost, none extra"
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    assert all(count == 1 for count in runs_per_attempt(nodes, ns).values()), runs_per_attempt(nodes, ns)
+    attempts = [int(t.system_attrs["ftstudy:attempts"]) for t in trials]
+    ran = runs_per_attempt(nodes, ns)
+    assert len(ran) == sum(attempts), "every launch counted ran exactly once"
+
+
+def test_the_study_completes_through_a_postgresql_restart(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    operators.start()
+    name = "db-restart"
+    apply(plane, ns, study_manifest(name, tmp_path / "artifacts"))
+    wait_for("a running trial", lambda: nodes.running() > 0, 120, diagnosis(operators, name, nodes), every=0.2)
+    postgres_outage(8)
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert sorted(t.number for t in optuna_trials(postgres_url, ns, name)) == list(range(4))
+
+
+def test_a_crashing_trainer_fails_its_trials_and_past_the_limit_the_study(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    operators.start()
+    name = "crashing"
+    crash = {"command": ["sh", "-c", "echo 'CUDA error: an illegal memory access' >&2; exit 1"]}
+    manifest = study_manifest(name, tmp_path / "artifacts", trialTemplate=crash,
+                              budget={"parallelism": 1, "maxFailedTrials": 2, "retriesPerTrial": 1})  # fmt: skip
+    apply(plane, ns, manifest)
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 300, nodes)
+    status = study["status"]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "TooManyFailedTrials"
+    assert "2 trials failed; maxFailedTrials is 2" in failed["message"]
+    trials = optuna_trials(postgres_url, ns, name)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    for trial in trials:
+        assert trial.system_attrs["ftstudy:attempts"] == 2, "a crash is retried once (retriesPerTrial: 1)"
+        reason = trial.user_attrs["failure_reason"]
+        assert "the trainer crashed (exit code 1): CUDA error: an illegal memory access" in reason, reason
+    warnings = [e for e in events(plane, ns) if e["type"] == "Warning"]
+    assert any(e["reason"] == "StudyFailed" for e in warnings)
+
+
+def test_a_missing_secret_is_reported_and_deleting_the_study_removes_its_jobs(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    operators.start()
+    name = "needs-secret"
+    secret = f"db-{uuid.uuid4().hex[:6]}"
+    manifest = study_manifest(name, tmp_path / "artifacts")
+    manifest["spec"]["storage"] = {"secretRef": {"name": secret}}
+    apply(plane, ns, manifest)
+
+    def storage_condition() -> dict[str, Any] | None:
+        conditions = (get_study(plane, ns, name).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "StorageReady" and c["status"] == "False"), None)
+
+    problem = wait_for("the missing Secret reported", storage_condition, 60, diagnosis(operators, name, nodes))
+    assert problem["reason"] == "SecretNotFound"
+    assert f"Secret {ns}/{secret} (spec.storage.secretRef) does not exist" in problem["message"]
+    assert not jobs(plane, ns), "nothing runs without its storage"
+
+    plane.kubectl("create", "secret", "generic", secret, "-n", ns, f"--from-literal=url={postgres_url}")
+    wait_for("trials running", lambda: nodes.running() >= 2, 120, diagnosis(operators, name, nodes), every=0.2)
+    plane.kubectl("delete", "fts", name, "-n", ns, "--wait=true", "--timeout=60s")
+    wait_for("the Jobs garbage-collected", lambda: not jobs(plane, ns), 60, diagnosis(operators, name, nodes))
+    wait_for("the trainers stopped", lambda: nodes.running() == 0, 60, diagnosis(operators, name, nodes))
+    assert optuna_trials(postgres_url, ns, name), "the study's records stay in the database"
+
+
+def test_two_replicas_never_both_act_and_the_standby_takes_over(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    leader = operators.start("replica-a")
+    wait_for("replica-a to lead", lambda: "leading as replica-a" in operators.log("replica-a"), 60)
+    operators.start("replica-b")
+    wait_for("replica-b to stand by", lambda: "standing by" in operators.log("replica-b"), 60)
+    name = "failover"
+    apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 3}))
+    wait_for("a running trial", lambda: nodes.running() > 0, 120, diagnosis(operators, name, nodes), every=0.2)
+    assert "leading" not in operators.log("replica-b")
+    leader.send_signal(signal.SIGKILL)
+    leader.wait()
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert "leading as replica-b" in operators.log("replica-b")
+    assert sorted(t.number for t in optuna_trials(postgres_url, ns, name)) == list(range(3))
+    assert all(count == 1 for count in runs_per_attempt(nodes, ns).values())
+    holder = json.loads(plane.kubectl("get", "lease", "ftstudy-operator", "-n", ns, "-o", "json").stdout)
+    assert holder["spec"]["holderIdentity"] == "replica-b"
