@@ -100,6 +100,8 @@ def study_manifest(name: str, artifacts: Path, **spec: Any) -> dict[str, Any]:
         "volumes": [{"name": "artifacts", "hostPath": {"path": str(artifacts), "type": "DirectoryOrCreate"}}],
         "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
         "outputDir": "/artifacts",
+        # The simulated nodes share this machine's cores: one thread per trainer, as a CPU request would give it.
+        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"}],
         **spec.pop("trialTemplate", {}),
     }
     return {
