@@ -1,0 +1,727 @@
+"""The operator's decision latency and memory, on a real control plane, with 1 study and with 20 at once.
+
+What runs: the control plane of the operator tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler on
+loopback; ``tests/cluster``), two simulated GPU nodes with a GPU for every trial that may run at once (a stand-in
+kubelet running pods as local processes), the project's PostgreSQL, and the operator as its own process
+(``python -m ftstudy.cli operator``) under a ServiceAccount bound to exactly ``ftstudy.kube.rbac``, as in
+``tests/test_operator.py``, at its default ``--poll-seconds`` unless told otherwise. Trials run
+``bench/scripted_trainer.py`` instead of the trainer: the same rows written in the same order (early accuracy, then
+the intermediate value; after a continue the final user attrs, ``outcome`` last), sleeps instead of training, and
+it records when it reported and when it saw the decision.
+
+Decision latency, from the moment the early accuracy is committed to the database (the trainer's clock, just after
+the write returns), to:
+
+- cancel, recorded: the trial's ``datetime_complete`` in Optuna, which the operator sets when it tells PRUNED;
+- continue, recorded: the bench's watch on Jobs sees the ``ftstudy.io/decision`` annotation, which the operator
+  patches just after writing ``continue`` to the database (that write carries no timestamp);
+- cancel, Job deleted: the watch sees the trial's Job deleted (the operator deletes it just after pruning);
+- cancel / continue, seen by the trainer: it polls its trial every 50 ms, so this is up to 50 ms late.
+
+All clocks are this machine's. Runs: (a) the baseline, one study alone; (b) N studies (default 20) applied at once,
+with the same spec (``maxTrials`` 6, ``parallelism`` 2, ``topK`` k=2); the baseline study has more trials (16) so its
+percentiles rest on more than a handful of decisions. Printed: p50 and p95 of each measure, and (b)/(a); each trial's
+times go to ``trials-a.json`` / ``trials-b.json`` in the work directory (kept with ``--keep``).
+
+Memory: the operator's RSS (VmRSS of its process and any children) sampled every 0.5 s: idle (operator leading, no
+study), peak during (a), peak during (b), each against idle. CPU: what the machine, the operator, the control plane,
+PostgreSQL, the trainers and this harness used during each run; the rest is other work on the machine, which on a
+shared 2-core machine decides much of the latency.
+
+    .venv/bin/python bench/operator.py
+    .venv/bin/python bench/operator.py --studies 5 --poll-seconds 0.5
+    .venv/bin/python bench/operator.py --optuna-trainer    # trainers write through Optuna's RDBStorage
+
+Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end. API request
+counts are not measured: the control plane keeps no per-client count (no audit log).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this file's directory comes first on the import path, where this very file would shadow the
+# standard library's `operator` module: drop it before anything imports `operator`. The repository root goes on the
+# path for the test harness (tests/cluster).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(_HERE)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, ROOT)
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import optuna  # noqa: E402
+from kubernetes import client, watch  # noqa: E402
+from kubernetes.client import ApiClient  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+from tests.cluster.control_plane import ControlPlane, free_port  # noqa: E402
+from tests.cluster.gpu_nodes import GpuNodes  # noqa: E402
+
+from ftstudy.kube import names, rbac  # noqa: E402
+from ftstudy.kube.main import add_arguments  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+REPO = Path(ROOT)
+CRD = REPO / "crds" / "finetunestudies.ftstudy.io.yaml"
+TRAINER = REPO / "bench" / "scripted_trainer.py"
+SECRET = "ftstudy-db"
+SA = "ftstudy-operator"
+IDENTITY = "bench"
+RSS_EVERY_S = 0.5
+IDLE_S = 10.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+# --- the operator's memory ---------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (the operator starts none today; counted if it ever does)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [child for child, p in parents.items() if p == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    total = 0
+    for each in (pid, *_children(pid)):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+class MemorySampler:
+    """Samples the operator's RSS every 0.5 s, each sample labelled with the phase the bench is in."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.phase = "starting"
+        self.samples: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.samples.append((self.phase, rss_kib(self.pid)))
+            self._stop.wait(RSS_EVERY_S)
+
+    def peak(self, phase: str) -> int:
+        return max((kib for p, kib in self.samples if p == phase), default=0)
+
+    def median(self, phase: str) -> float:
+        values = [kib for p, kib in self.samples if p == phase]
+        return statistics.median(values) if values else 0.0
+
+
+# --- Jobs: when each was annotated with its decision, when each was deleted ---------------------------------------
+
+
+class JobWatch:
+    """Watches the namespace's Jobs: the first moment each trial's Job was seen annotated ``ftstudy.io/decision``
+    (the operator patches it just after writing a continue to the database) and seen deleted (or being deleted)."""
+
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self.api = api
+        self.batch = client.BatchV1Api(api)
+        self.namespace = namespace
+        self.annotated: dict[tuple[str, int], float] = {}  # (study, trial) -> time.time()
+        self.deleted: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, name="job-watch", daemon=True)
+
+    def start(self) -> JobWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._watch.stop()
+        self._thread.join(timeout=10)
+        self.api.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                stream = self._watch.stream(
+                    self.batch.list_namespaced_job, self.namespace, timeout_seconds=60, _request_timeout=90
+                )
+                for event in stream:
+                    now = time.time()
+                    job = event["object"]
+                    labels = job.metadata.labels or {}
+                    if names.STUDY in labels and names.TRIAL in labels:
+                        key = (labels[names.STUDY], int(labels[names.TRIAL]))
+                        if names.DECISION in (job.metadata.annotations or {}):
+                            self.annotated.setdefault(key, now)
+                        if event["type"] == "DELETED" or job.metadata.deletion_timestamp is not None:
+                            self.deleted.setdefault(key, now)
+                    if self._stop.is_set():
+                        return
+            except Exception as error:  # a dropped watch: start it again (what happened meanwhile is seen late)
+                if not self._stop.is_set():
+                    print(f"  (job watch restarted: {type(error).__name__})", file=sys.stderr)
+                    time.sleep(0.2)
+
+
+# --- CPU: who used the machine during a run ------------------------------------------------------------------------
+
+
+def _ticks(pid: int, children: bool = False) -> int:
+    """utime + stime of a process (+ those of its reaped children), in clock ticks; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
+
+
+@dataclass
+class CpuSnapshot:
+    at: float
+    machine_busy: int
+    groups: dict[str, int]
+
+
+def cpu_snapshot(operator_pid: int, bin_dir: Path) -> CpuSnapshot:
+    """Clock ticks used so far: the whole machine, and the processes of this bench by role (the control plane: this
+    bench's own, not those other sessions start from the same binaries)."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[:8])
+    groups = {"operator": 0, "control plane": 0, "PostgreSQL (all its clients)": 0}
+    groups["operator"] = sum(_ticks(pid) for pid in (operator_pid, *_children(operator_pid)))
+    for pid in _children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(f"/proc/{pid}/exe")).parent == bin_dir:
+                groups["control plane"] += _ticks(pid)
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
+                groups["PostgreSQL (all its clients)"] += _ticks(int(entry), children=True)
+    mine = os.times()
+    groups["trainers (reaped children)"] = round((mine.children_user + mine.children_system) * CLOCK_TICKS)
+    groups["bench harness (simulated nodes, watch)"] = round((mine.user + mine.system) * CLOCK_TICKS)
+    return CpuSnapshot(time.monotonic(), user + nice + system + irq + softirq + steal, groups)
+
+
+def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> list[str]:
+    cores, wall_s = os.cpu_count() or 1, after.at - before.at
+    busy = (after.machine_busy - before.machine_busy) / CLOCK_TICKS
+    lines = [f"machine busy {busy:.0f} CPU-s of {cores * wall_s:.0f} ({100 * busy / (cores * wall_s):.0f}%)"]
+    known = 0.0
+    for group, ticks in after.groups.items():
+        used = max(0, ticks - before.groups[group]) / CLOCK_TICKS
+        known += used
+        lines.append(f"{group} {used:.0f}")
+    lines.append(f"everything else on the machine {max(0.0, busy - known):.0f}")
+    return lines
+
+
+# --- the cluster ---------------------------------------------------------------------------------------------------
+
+
+def node_env() -> dict[str, str]:
+    """The simulated pods' environment: this venv first on PATH (``python`` is the venv's), as in the tests."""
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "PYTHONUNBUFFERED": "1",
+        "HOME": os.environ.get("HOME", "/tmp"),
+    }
+    if "LANG" in os.environ:
+        env["LANG"] = os.environ["LANG"]
+    return env
+
+
+def study_manifest(
+    name: str, artifacts: Path, max_trials: int, parallelism: int, seed: int, writer: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "ftstudy.io/v1alpha1",
+        "kind": "FineTuneStudy",
+        "metadata": {"name": name},
+        "spec": {
+            "model": "tiny",
+            "dataset": {"path": "unused-by-the-scripted-trainer"},
+            "searchSpace": {
+                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                "lora_r": {"type": "int", "low": 2, "high": 8},
+            },
+            "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": seed},
+            "promotion": {"policy": "topK", "k": 2},
+            "budget": {"maxTrials": max_trials, "parallelism": parallelism, "maxFailedTrials": 2, "retriesPerTrial": 1},
+            "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
+            "storage": {"secretRef": {"name": SECRET}},
+            "trialTemplate": {
+                "image": "ftstudy/bench:scripted",
+                "command": ["python", str(TRAINER), "--writer", writer],
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+                "volumes": [{"name": "artifacts", "hostPath": {"path": str(artifacts), "type": "DirectoryOrCreate"}}],
+                "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
+                "outputDir": "/artifacts",
+            },
+        },
+    }
+
+
+@dataclass
+class Cluster:
+    plane: ControlPlane
+    namespace: str
+    storage: str
+    workdir: Path
+    operator: subprocess.Popen[bytes] | None = None
+    metrics_url: str | None = None
+    operator_log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.operator_log = self.workdir / "operator.log"
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.plane.kubectl(*args, input=input).stdout
+
+    def setup(self) -> Path:
+        """CRD, namespace, the operator's ServiceAccount with exactly its Role, the storage Secret; its kubeconfig."""
+        self.kubectl("apply", "--server-side", "-f", str(CRD))
+        deadline = time.monotonic() + 60
+        while True:  # a CRD that has no status yet makes `kubectl wait` fail at once rather than wait: ask again
+            wait = ("wait", "--for=condition=Established", "crd/finetunestudies.ftstudy.io", "--timeout=30s")
+            if self.plane.kubectl(*wait, check=False).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the FineTuneStudy CRD was not Established within 60 s")
+            time.sleep(0.5)
+        ns = self.namespace
+        self.kubectl("create", "namespace", ns)
+        deadline = time.monotonic() + 30
+        while self.plane.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no default ServiceAccount in {ns}")
+            time.sleep(0.1)
+        self.kubectl("create", "serviceaccount", SA, "-n", ns)
+        for name, rules in (("ftstudy-operator", rbac.RULES), ("ftstudy-operator-leader", rbac.LEADER_ELECTION_RULES)):
+            manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
+            self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
+        self.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={self.storage}")
+        # A CRD just established answers 429 "storage is (re)initializing" for a moment: let that pass before the
+        # operator starts, so that its log shows only what happens during the runs.
+        deadline = time.monotonic() + 30
+        while self.plane.kubectl("get", "fts", "-n", ns, check=False).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.plane.service_account_kubeconfig(ns, SA)
+
+    def start_operator(self, kubeconfig: Path, poll_seconds: float | None) -> subprocess.Popen[bytes]:
+        """``ftstudy operator`` as in tests/test_operator.py (leader election on), once it leads."""
+        command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
+                   "--kubeconfig", str(kubeconfig), "--identity", IDENTITY]  # fmt: skip
+        if poll_seconds is not None:
+            command += ["--poll-seconds", str(poll_seconds)]
+        if "metrics_port" in operator_defaults():  # its Prometheus metrics, on loopback and a free port
+            port = free_port()
+            command += ["--metrics-port", str(port), "--metrics-address", "127.0.0.1"]
+            self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        with self.operator_log.open("ab") as log:
+            self.operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while f"leading as {IDENTITY}" not in self.operator_log.read_text(errors="replace"):
+            if self.operator.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not start:\n{self.operator_log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self.operator
+
+    def stop_operator(self) -> None:
+        proc = self.operator
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- one run: apply studies, wait for them, collect the latencies --------------------------------------------------
+
+CANCEL_RECORDED = "cancel: recorded (Optuna datetime_complete)"
+CANCEL_DELETED = "cancel: Job deleted (watch)"
+CONTINUE_RECORDED = "continue: recorded (Job annotated, watch)"
+ANY_RECORDED = "any decision: recorded"
+CANCEL_SEEN = "cancel: seen by the trainer (50 ms poll)"
+CONTINUE_SEEN = "continue: seen by the trainer (50 ms poll)"
+MEASURES = (ANY_RECORDED, CANCEL_RECORDED, CONTINUE_RECORDED, CANCEL_DELETED, CANCEL_SEEN, CONTINUE_SEEN)
+
+
+@dataclass
+class RunResult:
+    label: str
+    studies: int
+    wall_s: float
+    phases: dict[str, str]
+    latencies: dict[str, list[float]]
+    reported: int
+    cpu: list[str]
+    metrics: list[str]
+
+
+def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """A Prometheus text exposition as (name, labels, value); no proxy, whatever the environment says."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match:
+            labels = dict(LABEL.findall(match.group(2) or ""))
+            samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+def histogram_quantile(buckets: dict[float, float], q: float) -> float:
+    """Prometheus' estimate from cumulative bucket counts: linear within the bucket the quantile falls in."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+def operator_metrics(url: str | None, studies: list[str]) -> list[str]:
+    """What the operator says of itself for these studies: reconcile passes, and its own decision latency (from
+    the trainer's ``early_reported_at``, at the start of the reconcile that applied the decision)."""
+    if url is None:
+        return ["this operator serves no metrics"]
+    try:
+        samples = [(n, labels, v) for n, labels, v in scrape(url) if labels.get("study") in studies]
+    except OSError as error:
+        return [f"metrics unavailable ({error})"]
+    lines = []
+    for metric, what in (("ftstudy_reconcile_duration_seconds", "reconcile pass"),
+                         ("ftstudy_decision_latency_seconds", "ftstudy_decision_latency_seconds")):  # fmt: skip
+        count = sum(v for n, _, v in samples if n == f"{metric}_count")
+        total = sum(v for n, _, v in samples if n == f"{metric}_sum")
+        buckets: dict[float, float] = {}
+        for n, labels, v in samples:
+            if n == f"{metric}_bucket":
+                bound = float(labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + v
+        if not count:
+            lines.append(f"{what}: none observed")
+            continue
+        p50, p95 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.95)
+        lines.append(f"{what}: n={count:.0f} mean {total / count:.2f} s, p50 ~{p50:.2f} s, p95 ~{p95:.2f} s "
+                     "(estimated from its buckets)")  # fmt: skip
+    return lines
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def phases(api: ApiClient, namespace: str) -> dict[str, str]:
+    listed: dict[str, Any] = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.PLURAL
+    )
+    return {i["metadata"]["name"]: (i.get("status") or {}).get("phase", "") for i in listed["items"]}
+
+
+def run_studies(
+    cluster: Cluster,
+    api: ApiClient,
+    jobs: JobWatch,
+    bin_dir: Path,
+    label: str,
+    study_names: list[str],
+    max_trials: int,
+    parallelism: int,
+    timeout_s: float,
+    writer: str,
+) -> RunResult:
+    assert cluster.operator is not None
+    artifacts = cluster.workdir / "artifacts"
+    manifests = [
+        study_manifest(n, artifacts, max_trials, parallelism, seed=i, writer=writer) for i, n in enumerate(study_names)
+    ]
+    cpu_before = cpu_snapshot(cluster.operator.pid, bin_dir)
+    started = time.monotonic()
+    cluster.kubectl("apply", "-n", cluster.namespace, "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
+    print(f"{label}: applied {len(study_names)} FineTuneStudy ({max_trials} trials each, parallelism {parallelism})")
+    deadline = started + timeout_s
+    now: dict[str, str] = {}
+    next_progress = started + 30
+    while time.monotonic() < deadline:
+        now = {n: p for n, p in phases(api, cluster.namespace).items() if n in study_names}
+        done = sum(1 for p in now.values() if p in ("Succeeded", "Failed"))
+        if time.monotonic() >= next_progress:
+            print(f"  {done}/{len(study_names)} ended after {time.monotonic() - started:.0f} s", flush=True)
+            next_progress += 30
+        if done == len(study_names):
+            break
+        if cluster.operator.poll() is not None:
+            print(f"  the operator exited with {cluster.operator.returncode}")
+            break
+        time.sleep(1.0)
+    wall = time.monotonic() - started
+    time.sleep(0.5)  # the last Job events reach the watch; the last trainers are reaped
+    cpu = cpu_report(cpu_before, cpu_snapshot(cluster.operator.pid, bin_dir))
+    stuck = {n: p for n, p in now.items() if p not in ("Succeeded", "Failed")}
+    if stuck:
+        print(f"  NOT ENDED after {timeout_s:.0f} s: {stuck}")
+    latencies, reported = collect(cluster, jobs, study_names, label)
+    metrics = operator_metrics(cluster.metrics_url, study_names)
+    return RunResult(label, len(study_names), wall, now, latencies, reported, cpu, metrics)
+
+
+def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], label: str) -> tuple[dict[str, list[float]], int]:
+    """Latencies of every trial that reported an early accuracy, from its bench.json, Optuna and the Job watch;
+    each trial's times also go to ``<workdir>/trials-<run>.json``."""
+    latencies: dict[str, list[float]] = {measure: [] for measure in MEASURES}
+    details: list[dict[str, Any]] = []
+    reported_trials = 0
+    for name in study_names:
+        records = {}
+        for path in (cluster.workdir / "artifacts" / cluster.namespace / name).glob("trial-*/bench.json"):
+            record = json.loads(path.read_text())
+            records[int(record["trial"])] = record
+        try:
+            study = optuna.load_study(
+                study_name=names.optuna_study_name(cluster.namespace, name), storage=cluster.storage
+            )
+        except KeyError:
+            continue
+        for trial in study.get_trials(deepcopy=False):
+            record = records.get(trial.number)
+            if record is None or "reported_at" not in record:
+                continue
+            reported_trials += 1
+            reported = float(record["reported_at"])
+            if record.get("seen") == "cancel":
+                latencies[CANCEL_SEEN].append(float(record["seen_at"]) - reported)
+            elif record.get("seen") == "continue":
+                latencies[CONTINUE_SEEN].append(float(record["seen_at"]) - reported)
+            key = (name, trial.number)
+            details.append(record | {"state": trial.state.name, "annotated_at": jobs.annotated.get(key),
+                                     "deleted_at": jobs.deleted.get(key)})  # fmt: skip
+            if trial.state == TrialState.PRUNED:
+                if trial.datetime_complete is not None:  # naive local time, as Optuna returns it
+                    details[-1]["complete_at"] = trial.datetime_complete.timestamp()
+                    latencies[CANCEL_RECORDED].append(trial.datetime_complete.timestamp() - reported)
+                if key in jobs.deleted:
+                    latencies[CANCEL_DELETED].append(jobs.deleted[key] - reported)
+            elif key in jobs.annotated:
+                latencies[CONTINUE_RECORDED].append(jobs.annotated[key] - reported)
+    latencies[ANY_RECORDED] = latencies[CANCEL_RECORDED] + latencies[CONTINUE_RECORDED]
+    (cluster.workdir / f"trials-{label.split()[0].strip('()')}.json").write_text(json.dumps(details, indent=1))
+    return latencies, reported_trials
+
+
+# --- the report ----------------------------------------------------------------------------------------------------
+
+
+def print_run(result: RunResult) -> None:
+    succeeded = sum(1 for p in result.phases.values() if p == "Succeeded")
+    print(f"{result.label}: {succeeded}/{result.studies} Succeeded in {result.wall_s:.0f} s, "
+          f"{result.reported} early reports")  # fmt: skip
+    for what in MEASURES:
+        values = result.latencies[what]
+        if values:
+            print(f"  {what:<45} n={len(values):<4} p50 {percentile(values, 50):5.2f} s   "
+                  f"p95 {percentile(values, 95):5.2f} s   min {min(values):5.2f}   max {max(values):5.2f}")  # fmt: skip
+        else:
+            print(f"  {what:<45} n=0")
+    print("  CPU-seconds: " + "; ".join(result.cpu))
+    for line in result.metrics:
+        print(f"  operator's metrics: {line}")
+
+
+def print_ratios(base: RunResult, many: RunResult) -> None:
+    print(f"decision latency, {many.studies} studies / 1 study:")
+    for what in MEASURES:
+        a, b = base.latencies[what], many.latencies[what]
+        if a and b:
+            print(f"  {what:<45} p50 {percentile(b, 50) / percentile(a, 50):5.2f}   "
+                  f"p95 {percentile(b, 95) / percentile(a, 95):5.2f}")  # fmt: skip
+
+
+def print_memory(sampler: MemorySampler, studies: int) -> None:
+    idle = sampler.median("idle")
+    print("operator memory (RSS of its process and children, sampled every 0.5 s):")
+    print(f"  idle (leading, no study)          {idle / 1024:7.1f} MiB")
+    for phase, text in (("one", "peak with 1 study"), ("many", f"peak with {studies} studies")):
+        value = sampler.peak(phase)
+        if value:
+            print(f"  {text:<33} {value / 1024:7.1f} MiB   ratio to idle {value / idle:5.2f}")
+
+
+def operator_problems(log: str) -> list[str]:
+    return [line for line in log.splitlines() if any(w in line for w in ("ERROR", "CRITICAL", "Traceback", "WARNING"))]
+
+
+# --- main ----------------------------------------------------------------------------------------------------------
+
+
+def operator_defaults() -> dict[str, Any]:
+    """``ftstudy operator``'s options and their defaults."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return vars(parser.parse_args([]))
+
+
+def k8s_bin_dir() -> Path:
+    override = os.environ.get("FTSTUDY_K8S_BIN")
+    if override:
+        return Path(override)
+    result = subprocess.run([str(REPO / "scripts" / "k8s-build.sh")], capture_output=True, text=True, check=True)
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def postgres_url() -> str:
+    script = str(REPO / "scripts" / "postgres.sh")
+    return subprocess.run([script, "start"], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--studies", type=int, default=20, help="concurrent studies in the second run")
+    p.add_argument("--trials", type=int, default=6, help="maxTrials of each of them")
+    p.add_argument("--baseline-trials", type=int, default=16, help="maxTrials of the study that runs alone")
+    p.add_argument("--parallelism", type=int, default=2)
+    p.add_argument("--poll-seconds", type=float, default=None, help="the operator's; default: its own default")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds each run may take")
+    p.add_argument("--storage", default=None, help="SQLAlchemy URL (default: scripts/postgres.sh start)")
+    p.add_argument("--optuna-trainer", action="store_true", help="trainers write through Optuna's RDBStorage")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, artifacts)")
+    args = p.parse_args()
+
+    poll = args.poll_seconds if args.poll_seconds is not None else float(operator_defaults()["poll_seconds"])
+    gpus = args.studies * args.parallelism  # no trial waits for a GPU: the latency is the operator's
+    node_gpus = {"bench-gpu-a": (gpus + 1) // 2, "bench-gpu-b": gpus // 2}
+    writer = "optuna" if args.optuna_trainer else "sql"
+    print(f"operator --poll-seconds {poll} ({'given' if args.poll_seconds is not None else 'its default'}); "
+          f"{os.cpu_count()} CPU cores; 2 simulated GPU nodes, {gpus} GPUs; "
+          f"scripted trainers, --writer {writer}")  # fmt: skip
+    storage = args.storage or postgres_url()
+    bin_dir = k8s_bin_dir()
+    workdir = Path(tempfile.mkdtemp(prefix="ftstudy-bench-operator-"))
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    plane = ControlPlane(bin_dir, workdir / "k8s")
+    cluster = Cluster(plane, namespace, storage, workdir)
+    api: ApiClient | None = None
+    nodes: GpuNodes | None = None
+    jobs: JobWatch | None = None
+    sampler: MemorySampler | None = None
+    all_studies: list[str] = []
+    ok = False
+    try:
+        plane.start()
+        kubeconfig = cluster.setup()
+        api = plane.api_client()
+        nodes = GpuNodes(api, node_gpus, node_env(), workdir / "nodes").start()
+        jobs = JobWatch(plane.api_client(), namespace).start()
+        operator = cluster.start_operator(kubeconfig, args.poll_seconds)
+        sampler = MemorySampler(operator.pid).start()
+        time.sleep(2.0)  # kopf's start-up (its first list of studies) is not idle time
+        sampler.phase = "idle"
+        time.sleep(IDLE_S)
+
+        sampler.phase = "one"
+        all_studies.append("alone")
+        base = run_studies(cluster, api, jobs, bin_dir, "(a) 1 study", ["alone"], args.baseline_trials,
+                           args.parallelism, args.timeout, writer)  # fmt: skip
+        sampler.phase = "between"
+        cluster.kubectl("delete", "fts", "alone", "-n", namespace, "--wait=true", "--timeout=60s")
+
+        sampler.phase = "many"
+        many_names = [f"s{i:02d}" for i in range(1, args.studies + 1)]
+        all_studies += many_names
+        many = run_studies(cluster, api, jobs, bin_dir, f"(b) {args.studies} studies", many_names, args.trials,
+                           args.parallelism, args.timeout, writer)  # fmt: skip
+        sampler.stop()
+
+        print()
+        print_run(base)
+        print_run(many)
+        print_ratios(base, many)
+        print_memory(sampler, args.studies)
+        problems = operator_problems(cluster.operator_log.read_text(errors="replace"))
+        print(f"operator log: {len(problems)} warning/error lines")
+        for line in problems[:20]:
+            print(f"  {line[:300]}")
+        if nodes.errors:
+            print(f"simulated nodes: {len(nodes.errors)} errors, e.g. {nodes.errors[:3]}")
+        ok = all(p == "Succeeded" for run in (base, many) for p in run.phases.values())
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        cluster.stop_operator()
+        if jobs is not None:
+            jobs.stop()
+        if nodes is not None:
+            nodes.stop()
+        if api is not None:
+            api.close()
+        plane.stop()
+        for name in all_studies:  # the bench's Optuna records: best effort
+            with contextlib.suppress(Exception):
+                optuna.delete_study(study_name=names.optuna_study_name(namespace, name), storage=storage)
+        if args.keep or not ok:
+            print(f"work directory (logs, artifacts): {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

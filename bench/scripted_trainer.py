@@ -1,0 +1,274 @@
+"""A stand-in for ``ftstudy-trainer`` in ``bench/operator.py``: the reporting protocol, without training.
+
+It accepts the trainer's arguments (it uses ``--study``, ``--trial``, ``--output`` and the storage URL from
+``--storage`` or ``$FTSTUDY_STORAGE_URL``; the rest are ignored) and writes to its Optuna trial what the trainer
+writes, in the same order:
+
+1. user attrs ``total_steps`` and ``early_step``; then a scripted "training to the early step" sleep; then user attrs
+   ``early_accuracy`` and ``early_reported_at`` and, last, the intermediate value at the early step (the signal the
+   operator acts on); the wall-clock time just after that write has committed is the moment the operator could
+   first see it;
+2. it polls its trial every ``POLL_S`` (50 ms) with one light query (trial state and the ``ftstudy:decision`` system
+   attribute), so the time it sees the decision is at most 50 ms late: PRUNED means cancelled (it exits 0, as the
+   trainer does); ``continue``: it sleeps a scripted "rest of training", writes the final user attrs the engine
+   needs (``outcome`` last) and exits 0;
+3. it writes what it timed to ``<output>/bench.json``, which ``bench/operator.py`` reads from the trials' volume.
+
+How it writes (``--writer``):
+
+- ``sql`` (the default): plain SQL on one psycopg2 connection, the same rows Optuna's RDBStorage writes
+  (``trial_user_attributes``, ``trial_intermediate_values``, each write refused unless the trial, locked as Optuna
+  locks it, is still RUNNING). About 0.1 CPU-s per trial.
+- ``optuna``: ``ftstudy.trainer.reporting.OptunaReporter``, the trainer's own code. Its RDBStorage costs about
+  1.5 CPU-s per process (importing SQLAlchemy, Optuna's models and alembic), which 120 trials turn into most of a
+  core of a 2-core machine: CPU the trainers would spend on their GPU nodes, not on the operator's.
+
+Times and accuracies come from a RNG seeded with the study and trial, so a rerun draws the same ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file sits next to bench/operator.py, which would shadow the standard library's `operator` module for a script
+# run from this directory: drop the directory from the import path before anything imports `operator`.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import FrameType  # noqa: E402
+from typing import Any, Protocol  # noqa: E402
+from urllib.parse import unquote, urlsplit  # noqa: E402
+
+POLL_S = 0.05
+GIVE_UP_S = 600.0
+TOTAL_STEPS = 100
+EARLY_STEP = 20
+STORAGE_ENV = "FTSTUDY_STORAGE_URL"
+DECISION = "ftstudy:decision"
+
+POLL_SQL = """
+SELECT t.state, a.value_json FROM trials t
+LEFT JOIN trial_system_attributes a ON a.trial_id = t.trial_id AND a.key = %s
+WHERE t.trial_id = %s
+"""
+
+
+class Writer(Protocol):
+    trial_id: int
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None: ...
+
+    def report_early(self, step: int, accuracy: float) -> None: ...
+
+    def connect(self) -> Any:
+        """A DB-API connection in autocommit for polling."""
+        ...
+
+
+class SqlWriter:
+    """The rows Optuna's RDBStorage writes, through psycopg2 alone."""
+
+    def __init__(self, url: str, study: str, trial: int) -> None:
+        import psycopg2
+
+        parts = urlsplit(url)
+        if not parts.scheme.startswith("postgresql"):
+            raise SystemExit(f"--writer sql speaks PostgreSQL only, not {parts.scheme}: use --writer optuna")
+        self.params = {
+            "host": parts.hostname,
+            "port": parts.port or 5432,
+            "user": unquote(parts.username or ""),
+            "password": unquote(parts.password or ""),
+            "dbname": parts.path.lstrip("/"),
+            "connect_timeout": 10,
+        }
+        self._connect: Callable[[], Any] = lambda: psycopg2.connect(**self.params)
+        self.connection = self._connect()
+        with self.connection, self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                "WHERE s.study_name = %s AND t.number = %s",
+                (study, trial),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise SystemExit(f"study {study!r} has no trial number {trial}")
+        self.trial_id = int(row[0])
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self.connection, self.connection.cursor() as cursor:  # one transaction
+            cursor.execute("SELECT state FROM trials WHERE trial_id = %s FOR UPDATE", (self.trial_id,))
+            (state,) = cursor.fetchone()
+            if str(state) != "RUNNING":
+                raise RuntimeError(f"trial {self.trial_id} is {state}: it can no longer be updated")
+            cursor.execute(sql, params)
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self._write(
+                "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (%s, %s, %s) "
+                "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json",
+                (self.trial_id, str(key), json.dumps(value)),
+            )
+
+    def report_early(self, step: int, accuracy: float) -> None:
+        self._write(
+            "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) "
+            "VALUES (%s, %s, %s, 'FINITE') ON CONFLICT (trial_id, step) DO UPDATE SET "
+            "intermediate_value = EXCLUDED.intermediate_value, intermediate_value_type = 'FINITE'",
+            (self.trial_id, step, accuracy),
+        )
+
+    def connect(self) -> Any:
+        connection = self._connect()
+        connection.autocommit = True
+        return connection
+
+
+class OptunaWriter:
+    """The trainer's own reporter (RDBStorage)."""
+
+    def __init__(self, url: str, study: str, trial: int) -> None:
+        from ftstudy.retry import RetryPolicy
+        from ftstudy.trainer.reporting import OptunaReporter
+
+        self.reporter = OptunaReporter(url, study, trial, RetryPolicy(deadline_seconds=60.0))
+        self.trial_id = int(self.reporter.trial_id)
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        self.reporter.set_attrs(attrs)
+
+    def report_early(self, step: int, accuracy: float) -> None:
+        self.reporter.report_early(step, accuracy)
+
+    def connect(self) -> Any:
+        connection = self.reporter.storage.engine.raw_connection()
+        connection.autocommit = True  # type: ignore[attr-defined]
+        return connection
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="scripted ftstudy-trainer for bench/operator.py")
+    p.add_argument("--study", required=True)
+    p.add_argument("--trial", type=int, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--storage", default=os.environ.get(STORAGE_ENV))
+    p.add_argument("--writer", choices=("sql", "optuna"), default="sql")
+    p.add_argument("--early-seconds", type=float, nargs=2, default=(1.0, 3.0), help="uniform range")
+    p.add_argument("--rest-seconds", type=float, nargs=2, default=(0.5, 1.5), help="uniform range")
+    args, _ignored = p.parse_known_args(argv)  # every other trainer argument is accepted and ignored
+    if not args.storage:
+        p.error(f"no storage URL: give --storage or set ${STORAGE_ENV}")
+    return args
+
+
+def wait_for_decision(writer: Writer) -> str | None:
+    """Poll the trial until the study decided: "cancel", "continue" (or "complete"/"fail"); None past GIVE_UP_S.
+
+    One connection held open in autocommit: a poll is one round trip and ~0.1 ms of CPU, where SQLAlchemy's
+    connect-with-pre-ping per poll costs ~0.8 ms, which 40 trainers at 20 polls/s would turn into most of a core of
+    a 2-core machine, slowing down the very operator being measured. A lost connection is opened again.
+    """
+    deadline = time.monotonic() + GIVE_UP_S
+    connection = None
+    while time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        try:
+            if connection is None:
+                connection = writer.connect()
+            cursor = connection.cursor()
+            cursor.execute(POLL_SQL, (DECISION, writer.trial_id))
+            state, value = cursor.fetchone()
+        except Exception as error:  # the database restarting: try again
+            print(f"poll failed ({type(error).__name__}); retrying", file=sys.stderr)
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.close()
+            connection = None
+            time.sleep(0.5)
+            continue
+        state = str(state).rsplit(".", 1)[-1]
+        if state == "PRUNED":
+            seen = "cancel"
+        elif value and json.loads(value) == "continue":
+            seen = "continue"
+        elif state in ("COMPLETE", "FAIL"):
+            seen = state.lower()
+        else:
+            continue
+        connection.close()
+        return seen
+    return None
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    record: dict[str, Any] = {"study": args.study, "trial": args.trial, "started_at": time.time()}
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        tmp = out / "bench.json.tmp"
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        tmp.replace(out / "bench.json")
+
+    def terminated(signum: int, _frame: FrameType | None) -> None:
+        record["signal"] = signum
+        record["signal_at"] = time.time()
+        save()
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, terminated)
+    from ftstudy.trainer.reporting import UserAttr  # the attribute names the engine reads (a light import)
+
+    writer: Writer = (SqlWriter if args.writer == "sql" else OptunaWriter)(args.storage, args.study, args.trial)
+    record["connected_at"] = time.time()
+    rng = random.Random(f"{args.study.split('.', 1)[-1]}/{args.trial}")  # not the namespace: reruns draw the same
+    writer.set_attrs({UserAttr.TOTAL_STEPS: TOTAL_STEPS, UserAttr.EARLY_STEP: EARLY_STEP})
+    time.sleep(rng.uniform(*args.early_seconds))
+
+    early = round(rng.uniform(0.3, 0.9), 4)
+    # as the trainer does: the time just before the report (the operator's own decision-latency metric reads it)
+    writer.set_attrs({UserAttr.EARLY_ACCURACY: early, "early_reported_at": round(time.time(), 3)})
+    writer.report_early(EARLY_STEP, early)  # committed when it returns
+    record["early_accuracy"] = early
+    record["reported_at"] = time.time()
+    save()
+
+    seen = wait_for_decision(writer)
+    record["seen_at"] = time.time()
+    record["seen"] = seen or "nothing"
+    save()
+    if seen is None:
+        print(f"no decision within {GIVE_UP_S:.0f} s", file=sys.stderr)
+        return 1
+    print(f"early accuracy {early:.4f}: decision {seen}", flush=True)
+    if seen != "continue":
+        return 0
+
+    time.sleep(rng.uniform(*args.rest_seconds))
+    final = round(min(1.0, early + rng.uniform(0.0, 0.1)), 4)
+    writer.set_attrs(
+        {
+            UserAttr.FINAL_ACCURACY: final,
+            UserAttr.TEST_ACCURACY: round(final - rng.uniform(0.0, 0.03), 4),
+            UserAttr.STEPS_DONE: TOTAL_STEPS,
+            UserAttr.OUTCOME: "completed",  # last: with it the engine may finish the trial
+        }
+    )
+    record["finished_at"] = time.time()
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
