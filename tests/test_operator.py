@@ -37,7 +37,23 @@ SA = "ftstudy-operator"
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/finetunestudies.ftstudy.io", "--timeout=60s")
+    # Right after the apply, `kubectl wait` can fail at once (no conditions yet), so poll for Established.
+    wait_for(
+        "the CRD to be Established",
+        lambda: (
+            control_plane.kubectl(
+                "wait", "--for=condition=Established", "crd/finetunestudies.ftstudy.io", "--timeout=5s", check=False
+            ).returncode
+            == 0
+        ),
+        60,
+    )
+    # ...and the API server serves the new kind once its storage is initialised.
+    wait_for(
+        "FineTuneStudies to be served",
+        lambda: control_plane.kubectl("get", "fts", "-A", check=False).returncode == 0,
+        60,
+    )
 
 
 @dataclass
@@ -54,7 +70,7 @@ class Operators:
         log = (self.logs / f"operator-{identity}.log").open("ab")
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
                    "--kubeconfig", str(self.kubeconfig), "--identity", identity, "--poll-seconds", "0.5",
-                   "--stuck-seconds", "30"]  # fmt: skip
+                   "--stuck-seconds", "30", "--metrics-port", "0"]  # fmt: skip
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(proc)

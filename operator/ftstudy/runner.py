@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from optuna.trial import FrozenTrial
@@ -89,6 +89,7 @@ class Event:
     trial: int | None
     text: str
     reason: str = ""  # a CamelCase word for machines (a Kubernetes Event's reason): TrialLaunched, TrialCancelled...
+    at: float = field(default_factory=time.time)  # when it was applied (unix seconds): decision latency ends here
 
 
 class Engine:

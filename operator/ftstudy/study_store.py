@@ -71,13 +71,21 @@ def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     )
 
 
+def open_storage(url: str, retry: RetryPolicy, pool_size: int = 2) -> RDBStorage:
+    return retry.call("open the study storage", lambda: RDBStorage(url, engine_kwargs=engine_kwargs(url, pool_size)))
+
+
 class StudyStore:
-    def __init__(self, url: str, name: str, spec: StudySpec, retry: RetryPolicy) -> None:
+    def __init__(
+        self, url: str, name: str, spec: StudySpec, retry: RetryPolicy, storage: RDBStorage | None = None
+    ) -> None:
+        """``storage``: an open storage to share (the operator keeps one connection pool per database for all its
+        studies, so twenty studies do not hold eighty connections)."""
         self.retry = retry
         self.spec = spec
         self.name = name
         self.distributions = distributions(spec)
-        self.storage = self._call("open the study storage", lambda: RDBStorage(url, engine_kwargs=engine_kwargs(url)))
+        self.storage = storage if storage is not None else open_storage(url, retry)
         self.study = self._call(
             "create or load the study",
             lambda: optuna.create_study(

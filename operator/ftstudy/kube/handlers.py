@@ -19,6 +19,7 @@ import kopf
 
 from ftstudy.kube import names
 from ftstudy.kube.api import Kube
+from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event
 from ftstudy.runner import Event
 from ftstudy.spec import SecretKeyRef
@@ -42,10 +43,12 @@ class Workers:
         kube: Kube,
         settings: Settings,
         on_event: Callable[[str, str, Event], None] = lambda namespace, name, event: None,
+        metrics: OperatorMetrics = METRICS,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.on_event = on_event
+        self.metrics = metrics
         self.workers: dict[str, _Worker] = {}
         self.lock = threading.Lock()
 
@@ -86,12 +89,19 @@ class Workers:
             body = self.workers[uid].body
         metadata = body["metadata"]
         reconciler = StudyReconciler(
-            self.kube, metadata["namespace"], metadata["name"], uid, self.settings, on_decision=self.on_event
+            self.kube,
+            metadata["namespace"],
+            metadata["name"],
+            uid,
+            self.settings,
+            on_decision=self.on_event,
+            metrics=self.metrics,
         )
         while True:
             with self.lock:
                 worker = self.workers.get(uid)
             if worker is None or worker.stop.is_set():
+                self._forget_metrics(uid, metadata["namespace"], metadata["name"])
                 return
             try:
                 delay = reconciler.reconcile(worker.body)
@@ -100,6 +110,18 @@ class Workers:
                 delay = 10.0
             worker.wake.wait(delay)
             worker.wake.clear()
+
+    def _forget_metrics(self, uid: str, namespace: str, name: str) -> None:
+        """The study's loop ended (deleted, or the operator stops): remove its metric series, here in its own thread
+        after its last reconcile, unless a study of the same name was created again meanwhile."""
+        with self.lock:
+            again = any(
+                (w.body["metadata"]["namespace"], w.body["metadata"]["name"]) == (namespace, name)
+                for other, w in self.workers.items()
+                if other != uid
+            )
+        if not again:
+            self.metrics.forget(namespace, name)
 
 
 def register(workers: Workers) -> None:

@@ -42,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poll-seconds", type=float, default=2.0, help="how often each study is reconciled")
     p.add_argument("--stuck-seconds", type=float, default=120.0, help="a trial pod that cannot start fails after")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="serve Prometheus metrics on this port at /metrics (0: none); docs/observability.md",
+    )
+    p.add_argument("--metrics-address", default="0.0.0.0", help="the address the metrics port listens on")
 
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
@@ -52,12 +59,30 @@ def _namespaces(args: argparse.Namespace) -> list[str]:
     return [n.strip() for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
 
 
+def _serve_metrics(address: str, port: int) -> None:
+    """Serve the operator's registry (standbys too: ``ftstudy_leader`` 0). A port that cannot be bound is logged,
+    not fatal: the operator's work does not depend on being watched."""
+    if port <= 0:
+        return
+    from prometheus_client import start_http_server
+
+    from ftstudy.kube.metrics import METRICS
+
+    try:
+        start_http_server(port, addr=address, registry=METRICS.registry)
+    except OSError as error:
+        log.error("cannot serve metrics on %s:%d: %s; running without them", address, port, error)
+    else:
+        log.info("serving metrics on http://%s:%d/metrics", address, port)
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf
 
     from ftstudy.kube.api import Kube, load_config
     from ftstudy.kube.handlers import Workers, register
     from ftstudy.kube.leader import LeaderElector
+    from ftstudy.kube.metrics import METRICS
     from ftstudy.kube.reconciler import Settings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -68,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ftstudy operator: no Kubernetes credentials: {error}", file=sys.stderr)
         return 2
     namespaces = _namespaces(args)
+    _serve_metrics(args.metrics_address, args.metrics_port)
     stop = threading.Event()
     elector = None
     if not args.no_leader_election:
@@ -80,12 +106,15 @@ def run(args: argparse.Namespace) -> int:
         elector = LeaderElector(kube, lease_namespace, args.lease_name, identity)
         if not elector.wait_until_leader(stop):
             return 0
+        METRICS.leader.set(1)
 
         def lost() -> None:
             log.critical("leadership lost: stopping at once so that only one replica acts")
             os._exit(EXIT_LOST_LEADERSHIP)
 
         elector.keep_leading(lost, stop)
+    else:
+        METRICS.leader.set(1)
 
     settings = Settings(poll_seconds=args.poll_seconds, stuck_seconds=args.stuck_seconds)
     workers = Workers(kube, settings)

@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial
+
 from ftstudy import core, spec
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.executor import JobExecutor
+from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.status import FAILED, PENDING, RUNNING, SUCCEEDED, condition, merge_conditions, study_status
 from ftstudy.retry import RetryPolicy, StorageUnavailable
 from ftstudy.runner import Engine, Event, generated_data_name
-from ftstudy.study_store import StudyConflict, StudyStore
+from ftstudy.study_store import StudyConflict, StudyStore, open_storage
 
 log = logging.getLogger(__name__)
+
+STORAGE_POOL_SIZE = 8  # connections per database for all the studies of one operator (plus 2 overflow)
+_storages: dict[str, RDBStorage] = {}
+_storages_lock = threading.Lock()
 
 STATUS_REFRESH_SECONDS = 30.0  # GPU seconds tick up all the time; other changes are written at once
 
@@ -80,6 +89,17 @@ def _secret_url(kube: Kube, namespace: str, ref: spec.SecretKeyRef) -> str:
     return base64.b64decode(value).decode().strip()
 
 
+def shared_storage(url: str, retry: RetryPolicy) -> RDBStorage:
+    """One connection pool per database, shared by every study the operator reconciles: twenty studies must not hold
+    eighty connections (PostgreSQL's default limit is a hundred, for everything that uses the server)."""
+    with _storages_lock:
+        if url in _storages:
+            return _storages[url]
+    storage = open_storage(url, retry, pool_size=STORAGE_POOL_SIZE)  # outside the lock: it may retry for a while
+    with _storages_lock:
+        return _storages.setdefault(url, storage)
+
+
 @dataclass
 class StudyReconciler:
     kube: Kube
@@ -94,6 +114,8 @@ class StudyReconciler:
     last_problem: str | None = None
     events: list[Event] = field(default_factory=list)
     on_decision: Callable[[str, str, Event], None] = lambda namespace, name, event: None
+    metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
+    trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
 
     @property
     def status_path(self) -> str:
@@ -104,7 +126,10 @@ class StudyReconciler:
         generation = int(body["metadata"].get("generation", 1))
         status = body.get("status") or {}
         if status.get("phase") in (SUCCEEDED, FAILED) and status.get("observedGeneration") == generation:
+            self.metrics.observe_status(self.namespace, self.name, status)  # metrics: a restarted operator's view
             return self.settings.idle_seconds
+        self.metrics.study_seen(self.namespace, self.name)
+        started = time.monotonic()
         try:
             study = spec.parse(body, f"FineTuneStudy {self.namespace}/{self.name}")
             built = self._build(study, generation)
@@ -122,11 +147,13 @@ class StudyReconciler:
             self._problem(body, generation, problem)
         except StorageUnavailable as error:
             self.built = None  # reopen once the database is back
+            self.metrics.database_reached(self.namespace, self.name, False)
             self._problem(body, generation, Problem("DatabaseUnreachable", f"{error}; running trials continue"))
         except Unreachable as error:
             log.warning("%s/%s: %s; retrying", self.namespace, self.name, error)
         finally:
             self._post_events(body)
+            self.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
         return max(self.settings.poll_seconds, 5.0)
 
     def _build(self, study: spec.FineTuneStudy, generation: int) -> _Built:
@@ -141,7 +168,7 @@ class StudyReconciler:
             return self.built
         retry = RetryPolicy(deadline_seconds=self.settings.storage_retry_seconds)
         optuna_name = names.optuna_study_name(self.namespace, self.name)
-        store = StudyStore(url, optuna_name, study.spec, retry)
+        store = StudyStore(url, optuna_name, study.spec, retry, storage=shared_storage(url, retry))
         executor = JobExecutor(
             self.kube, self.namespace, self.name, self.uid, study.spec, stuck_seconds=self.settings.stuck_seconds
         )
@@ -203,7 +230,15 @@ class StudyReconciler:
         )
         if phase in (SUCCEEDED, FAILED):
             status["completionTime"] = old.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._observe(trials, status)
         self._patch_status(status)
+
+    def _observe(self, trials: list[FrozenTrial], status: dict[str, Any]) -> None:
+        """Metrics: the database answered; the status gauges; per-trial accuracies (events are counted when posted)."""
+        self.trials_seen = {t.number: t for t in trials}
+        self.metrics.database_reached(self.namespace, self.name, True)
+        self.metrics.observe_status(self.namespace, self.name, status)
+        self.metrics.observe_trials(self.namespace, self.name, trials)
 
     def _patch_status(self, status: dict[str, Any]) -> None:
         """Write only what changed, and GPU seconds (always changing while trials run) at most every 30 s."""
@@ -239,6 +274,7 @@ class StudyReconciler:
         }
         if problem.permanent:
             status["completionTime"] = old.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.metrics.set_phase(self.namespace, self.name, phase)
         if self.last_problem != problem.message:
             log.warning("%s/%s: %s: %s", self.namespace, self.name, problem.reason, problem.message)
             self.events.append(Event(None, problem.message, problem.reason))
@@ -252,6 +288,7 @@ class StudyReconciler:
     def _post_events(self, body: dict[str, Any]) -> None:
         pending = list(self.events)
         self.events.clear()  # the engine appends to this very list
+        self.metrics.observe_events(self.namespace, self.name, pending, self.trials_seen)
         for event in pending:
             self.on_decision(self.namespace, self.name, event)
             post_event(self.kube, body, event)

@@ -30,6 +30,7 @@ class UserAttr(StrEnum):
     EARLY_ACCURACY = "early_accuracy"
     EARLY_PER_ATTRIBUTE = "early_per_attribute"
     EARLY_ADAPTER = "early_adapter"
+    EARLY_REPORTED_AT = "early_reported_at"  # unix seconds, written just before the early accuracy is reported
     TOTAL_STEPS = "total_steps"
     STEPS_DONE = "steps_done"
     FINAL_ACCURACY = "final_accuracy"

@@ -276,6 +276,7 @@ class Trainer:
                 UserAttr.EARLY_ACCURACY: early.mean,
                 UserAttr.EARLY_PER_ATTRIBUTE: early.per_attribute,
                 UserAttr.EARLY_ADAPTER: str(adapter),
+                UserAttr.EARLY_REPORTED_AT: round(time.time(), 3),  # the operator times its decision from here
             }
         )
         # The intermediate value is the signal the study acts on, so it goes last: everything it refers to exists.
@@ -308,6 +309,7 @@ class Trainer:
         }
         if not early_reported:
             attrs[UserAttr.EARLY_ACCURACY] = 0.0
+            attrs[UserAttr.EARLY_REPORTED_AT] = round(time.time(), 3)
         self._record(attrs)
         if not early_reported:
             self.reporter.report_early(result.early_step, 0.0)
