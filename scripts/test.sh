@@ -7,6 +7,8 @@ export FTSTUDY_TEST_PG_URL="$(scripts/postgres.sh start)"
 # The control plane for the operator tests: built from Go modules on the first run (about 11 minutes on two cores),
 # from ~/.cache/ftstudy afterwards.
 export FTSTUDY_K8S_BIN="$(scripts/k8s-build.sh)"
+# helm, built from Go modules like Kubernetes, for the chart tests.
+export FTSTUDY_HELM_BIN="$(scripts/helm-build.sh)"
 # promtool, from Debian's prometheus package, for the alert-rule tests.
 export FTSTUDY_PROMTOOL="$(scripts/promtool.sh)"
 .venv/bin/ruff check operator tests bench

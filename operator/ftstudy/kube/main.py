@@ -126,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
         settings.persistence.finalizer = "ftstudy.io/cleanup"
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
-        # Watching named namespaces needs no cluster-wide reads (listing namespaces or CRDs), which a namespaced
-        # least-privilege Role does not grant; with scanning off kopf takes the namespaces as given.
-        settings.scanning.disabled = bool(namespaces)
+        # No cluster-wide reads of namespaces or CRDs, which least-privilege RBAC does not grant (in either mode):
+        # with scanning off kopf takes the watched namespaces as given and discovers the CRD once at start-up.
+        settings.scanning.disabled = True
 
     log.info("watching %s", ", ".join(namespaces) if namespaces else "every namespace")
     try:

@@ -1,0 +1,123 @@
+{{/*
+Names, labels, the watched namespaces and the operator's RBAC rules.
+*/}}
+
+{{- define "ftstudy.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every object's name: <release>-ftstudy, or <release> when it already contains the chart name. */}}
+{{- define "ftstudy.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Cluster-scoped objects are shared by every namespace: their names carry the release namespace. */}}
+{{- define "ftstudy.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "ftstudy.fullname" .) }}
+{{- end }}
+
+{{- define "ftstudy.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ftstudy.labels" -}}
+helm.sh/chart: {{ include "ftstudy.chart" . | quote }}
+{{ include "ftstudy.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+app.kubernetes.io/part-of: ftstudy
+{{- end }}
+
+{{/* The operator's pods; other components add their own app.kubernetes.io/component. */}}
+{{- define "ftstudy.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ftstudy.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
+{{- end }}
+
+{{- define "ftstudy.operatorSelectorLabels" -}}
+{{ include "ftstudy.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "ftstudy.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ftstudy.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name: name the existing ServiceAccount to run as (serviceAccount.create is false)" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "ftstudy.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The namespaces the operator watches, one per line: watchNamespaces, else the release namespace; nothing when
+clusterWide. Also the place where values the schema cannot judge are refused, with what to change.
+*/}}
+{{- define "ftstudy.watchedNamespaces" -}}
+{{- if and .Values.clusterWide .Values.watchNamespaces }}
+{{- fail (printf "clusterWide: true watches every namespace, so watchNamespaces must be empty (it is %s): set one or the other" (toJson .Values.watchNamespaces)) }}
+{{- end }}
+{{- if not .Values.clusterWide }}
+{{- range (.Values.watchNamespaces | default (list .Release.Namespace)) | uniq }}
+{{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator may do in each watched namespace: exactly ftstudy.kube.rbac.RULES (operator/ftstudy/kube/rbac.py,
+which says why each rule is needed). tests/test_chart.py renders the chart and compares, so the two cannot drift.
+*/}}
+{{- define "ftstudy.rules" -}}
+- apiGroups: ["ftstudy.io"]
+  resources: ["finetunestudies"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["ftstudy.io"]
+  resources: ["finetunestudies/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["ftstudy.io"]
+  resources: ["finetunestudies/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* In the release namespace: leader election (ftstudy.kube.rbac.LEADER_ELECTION_RULES). */}}
+{{- define "ftstudy.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end }}
+
+{{- define "ftstudy.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "ftstudy.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ftstudy.postgresql.selectorLabels" -}}
+{{ include "ftstudy.selectorLabels" . }}
+app.kubernetes.io/component: postgresql
+{{- end }}
