@@ -1,4 +1,4 @@
-"""A stand-in for ``ftstudy-trainer`` in ``bench/operator.py``: the reporting protocol, without training.
+"""A stand-in for ``ftstudy-trainer`` in ``bench/operator_latency.py``: the reporting protocol, without training.
 
 It accepts the trainer's arguments (it uses ``--study``, ``--trial``, ``--output`` and the storage URL from
 ``--storage`` or ``$FTSTUDY_STORAGE_URL``; the rest are ignored) and writes to its Optuna trial what the trainer
@@ -12,7 +12,8 @@ writes, in the same order:
    attribute), so the time it sees the decision is at most 50 ms late: PRUNED means cancelled (it exits 0, as the
    trainer does); ``continue``: it sleeps a scripted "rest of training", writes the final user attrs the engine
    needs (``outcome`` last) and exits 0;
-3. it writes what it timed to ``<output>/bench.json``, which ``bench/operator.py`` reads from the trials' volume.
+3. it writes what it timed to ``<output>/bench.json``, which ``bench/operator_latency.py`` reads from the trials'
+   volume.
 
 How it writes (``--writer``):
 
@@ -28,25 +29,19 @@ Times and accuracies come from a RNG seeded with the study and trial, so a rerun
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import os
+import random
+import signal
 import sys
-
-# This file sits next to bench/operator.py, which would shadow the standard library's `operator` module for a script
-# run from this directory: drop the directory from the import path before anything imports `operator`.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import FrameType  # noqa: E402
-from typing import Any, Protocol  # noqa: E402
-from urllib.parse import unquote, urlsplit  # noqa: E402
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 POLL_S = 0.05
 GIVE_UP_S = 600.0
@@ -157,7 +152,7 @@ class OptunaWriter:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="scripted ftstudy-trainer for bench/operator.py")
+    p = argparse.ArgumentParser(description="scripted ftstudy-trainer for bench/operator_latency.py")
     p.add_argument("--study", required=True)
     p.add_argument("--trial", type=int, required=True)
     p.add_argument("--output", type=Path, required=True)

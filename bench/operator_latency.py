@@ -28,9 +28,9 @@ study), peak during (a), peak during (b), each against idle. CPU: what the machi
 PostgreSQL, the trainers and this harness used during each run; the rest is other work on the machine, which on a
 shared 2-core machine decides much of the latency.
 
-    .venv/bin/python bench/operator.py
-    .venv/bin/python bench/operator.py --studies 5 --poll-seconds 0.5
-    .venv/bin/python bench/operator.py --optuna-trainer    # trainers write through Optuna's RDBStorage
+    .venv/bin/python bench/operator_latency.py
+    .venv/bin/python bench/operator_latency.py --studies 5 --poll-seconds 0.5
+    .venv/bin/python bench/operator_latency.py --optuna-trainer    # trainers write through Optuna's RDBStorage
 
 Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end. API request
 counts are not measured: the control plane keeps no per-client count (no audit log).
@@ -38,38 +38,33 @@ counts are not measured: the control plane keeps no per-client count (no audit l
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-# Run as a script, this file's directory comes first on the import path, where this very file would shadow the
-# standard library's `operator` module: drop it before anything imports `operator`. The repository root goes on the
-# path for the test harness (tests/cluster).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(_HERE)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, ROOT)
+import optuna
+from kubernetes import client, watch
+from kubernetes.client import ApiClient
+from optuna.trial import TrialState
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the test harness (tests/cluster) lives in the repository
 
-import optuna  # noqa: E402
-from kubernetes import client, watch  # noqa: E402
-from kubernetes.client import ApiClient  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
 from tests.cluster.control_plane import ControlPlane, free_port  # noqa: E402
 from tests.cluster.gpu_nodes import GpuNodes  # noqa: E402
 
