@@ -22,6 +22,7 @@ from ftstudy.core import Process
 from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, path
+from ftstudy.kube.times import parse_api_time
 from ftstudy.spec import StudySpec
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ CANNOT_START = {
     "CreateContainerConfigError",
     "CreateContainerError",
 }
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -79,7 +76,7 @@ def job_process(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, 
         return _failure(failed, pods)
     for pod in pods:
         waiting = _waiting(pod)
-        created = _time(pod["metadata"].get("creationTimestamp"))
+        created = parse_api_time(pod["metadata"].get("creationTimestamp"))
         if waiting and created and (now - created).total_seconds() >= stuck_seconds:
             reason = f"its pod cannot start: {waiting.get('reason')}: {waiting.get('message', '').strip()}"
             return TrialProcess(Process.FAILED, retryable=False, reason=reason.rstrip(": "))

@@ -16,16 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
+from ftstudy.kube.times import api_micro_time, parse_api_time
 
 log = logging.getLogger(__name__)
-
-
-def _micro(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 class LeaderElector:
@@ -64,23 +57,26 @@ class LeaderElector:
         spec = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": self.lease_seconds,
-            "renewTime": _micro(now),
+            "renewTime": api_micro_time(now),
         }
         try:
             if lease is None:
-                spec |= {"acquireTime": _micro(now), "leaseTransitions": 0}
+                spec |= {"acquireTime": api_micro_time(now), "leaseTransitions": 0}
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": spec}
                 self.kube.create(self.leases, body | {"metadata": {"name": self.name, "namespace": self.namespace}})
                 return True
             current = lease.get("spec") or {}
             holder = current.get("holderIdentity")
-            renewed = _parse(current.get("renewTime")) or _parse(current.get("acquireTime"))
+            renewed = parse_api_time(current.get("renewTime")) or parse_api_time(current.get("acquireTime"))
             duration = int(current.get("leaseDurationSeconds") or self.lease_seconds)
             expired = renewed is None or (now - renewed).total_seconds() > duration
             if holder and holder != self.identity and not expired:
                 return False
             if holder != self.identity:
-                spec |= {"acquireTime": _micro(now), "leaseTransitions": int(current.get("leaseTransitions") or 0) + 1}
+                spec |= {
+                    "acquireTime": api_micro_time(now),
+                    "leaseTransitions": int(current.get("leaseTransitions") or 0) + 1,
+                }
             else:
                 spec |= {k: current[k] for k in ("acquireTime", "leaseTransitions") if k in current}
             lease["spec"] = spec

@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ftstudy import __version__
+from ftstudy.kube.status import trial_seconds
 from ftstudy.runner import Event
 from ftstudy.study_store import early_accuracy
 from ftstudy.trainer.reporting import UserAttr
@@ -271,9 +272,7 @@ class OperatorMetrics:
                 continue
             outcome = OUTCOMES.get(event.reason)
             if outcome is not None and trial.datetime_start is not None:
-                end = _seconds_since_epoch(trial.datetime_complete) if trial.datetime_complete else now
-                duration = max(0.0, end - _seconds_since_epoch(trial.datetime_start))
-                self.trial_duration.labels(namespace, study, outcome).observe(duration)
+                self.trial_duration.labels(namespace, study, outcome).observe(trial_seconds(trial, now))
             if kind in ("continued", "cancelled"):
                 reported = _as_float(trial.user_attrs.get(UserAttr.EARLY_REPORTED_AT.value))
                 if reported is not None:

@@ -26,6 +26,7 @@ from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.executor import JobExecutor
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.status import FAILED, PENDING, RUNNING, SUCCEEDED, condition, merge_conditions, study_status
+from ftstudy.kube.times import api_time
 from ftstudy.retry import RetryPolicy, StorageUnavailable
 from ftstudy.runner import Engine, Event, generated_data_name
 from ftstudy.study_store import StudyConflict, StudyStore, open_storage
@@ -229,7 +230,7 @@ class StudyReconciler:
             startTime=old.get("startTime") or body["metadata"].get("creationTimestamp"),
         )
         if phase in (SUCCEEDED, FAILED):
-            status["completionTime"] = old.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            status["completionTime"] = old.get("completionTime") or api_time(now)
         self._observe(trials, status)
         self._patch_status(status)
 
@@ -273,7 +274,7 @@ class StudyReconciler:
             "conditions": merge_conditions(old.get("conditions") or [], conditions),
         }
         if problem.permanent:
-            status["completionTime"] = old.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            status["completionTime"] = old.get("completionTime") or api_time(now)
         self.metrics.set_phase(self.namespace, self.name, phase)
         if self.last_problem != problem.message:
             log.warning("%s/%s: %s: %s", self.namespace, self.name, problem.reason, problem.message)
@@ -300,7 +301,7 @@ WARNINGS = {"TrialFailed", "StudyFailed", "TrialRelaunched"}
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
     """A core/v1 Event on the study, as ``kubectl describe fts`` shows them; best effort, never fails a reconcile."""
     metadata = body["metadata"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = api_time(datetime.now(UTC))
     reason = event.reason or "StudyEvent"
     warning = reason in WARNINGS or not (reason.startswith("Trial") or reason.startswith("Study"))
     text = f"trial {event.trial}: {event.text}" if event.trial is not None else event.text
@@ -319,8 +320,8 @@ def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
         "message": text[:1024],
         "type": "Warning" if warning else "Normal",
         "source": {"component": names.OPERATOR},
-        "firstTimestamp": now[:19] + "Z",
-        "lastTimestamp": now[:19] + "Z",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
         "count": 1,
         "reportingComponent": names.OPERATOR,
         "reportingInstance": names.OPERATOR,

@@ -13,34 +13,30 @@ duration divided by the early fraction).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from statistics import median
 from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from ftstudy.kube.times import api_time
 from ftstudy.report import Row, rows, spearman, top_k_overlap
 from ftstudy.report import best as best_row
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 
 
-def timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds(trial: FrozenTrial, now: datetime) -> float:
+def trial_seconds(trial: FrozenTrial, now: float) -> float:
+    """Wall time from the trial's creation to its end, or to ``now`` (unix seconds) while it runs. Optuna's datetimes
+    are naive local time, which is what ``timestamp()`` assumes."""
     if trial.datetime_start is None:
         return 0.0
-    start = trial.datetime_start.replace(tzinfo=trial.datetime_start.tzinfo or datetime.now().astimezone().tzinfo)
-    end = trial.datetime_complete
-    if end is not None:
-        end = end.replace(tzinfo=end.tzinfo or datetime.now().astimezone().tzinfo)
-    return max(0.0, ((end or now) - start).total_seconds())
+    end = trial.datetime_complete.timestamp() if trial.datetime_complete is not None else now
+    return max(0.0, end - trial.datetime_start.timestamp())
 
 
 def gpu_seconds(trials: Sequence[FrozenTrial], gpus: int, early_fraction: float, now: datetime) -> dict[str, float]:
-    durations = {t.number: _seconds(t, now) for t in trials}
+    durations = {t.number: trial_seconds(t, now.timestamp()) for t in trials}
     table = {r.number: r for r in rows(trials)}
     full = [durations[n] for n, r in table.items() if r.state == "complete" and r.final is not None]
     typical = median(full) if full else None
@@ -116,7 +112,7 @@ def condition(kind: str, ok: bool, reason: str, message: str, generation: int, n
         "status": "True" if ok else "False",
         "reason": reason,
         "message": message,
-        "lastTransitionTime": timestamp(now),
+        "lastTransitionTime": api_time(now),
         "observedGeneration": generation,
     }
 
