@@ -66,8 +66,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the test harness (tests/cluster) lives in the repository
 
 from tests.cluster.control_plane import ControlPlane, free_port  # noqa: E402
+from tests.cluster.fixtures import gpu_node_env  # noqa: E402
 from tests.cluster.gpu_nodes import GpuNodes  # noqa: E402
 
+from ftstudy.core import percentile  # noqa: E402
 from ftstudy.kube import names, rbac  # noqa: E402
 from ftstudy.kube.main import add_arguments  # noqa: E402
 
@@ -253,19 +255,6 @@ def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> list[str]:
 
 
 # --- the cluster ---------------------------------------------------------------------------------------------------
-
-
-def node_env() -> dict[str, str]:
-    """The simulated pods' environment: this venv first on PATH (``python`` is the venv's), as in the tests."""
-    env = {
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
-        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-        "PYTHONUNBUFFERED": "1",
-        "HOME": os.environ.get("HOME", "/tmp"),
-    }
-    if "LANG" in os.environ:
-        env["LANG"] = os.environ["LANG"]
-    return env
 
 
 def study_manifest(
@@ -454,15 +443,6 @@ def operator_metrics(url: str | None, studies: list[str]) -> list[str]:
         lines.append(f"{what}: n={count:.0f} mean {total / count:.2f} s, p50 ~{p50:.2f} s, p95 ~{p95:.2f} s "
                      "(estimated from its buckets)")  # fmt: skip
     return lines
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def phases(api: ApiClient, namespace: str) -> dict[str, str]:
@@ -663,7 +643,7 @@ def main() -> int:
         plane.start()
         kubeconfig = cluster.setup()
         api = plane.api_client()
-        nodes = GpuNodes(api, node_gpus, node_env(), workdir / "nodes").start()
+        nodes = GpuNodes(api, node_gpus, gpu_node_env(), workdir / "nodes").start()
         jobs = JobWatch(plane.api_client(), namespace).start()
         operator = cluster.start_operator(kubeconfig, args.poll_seconds)
         sampler = MemorySampler(operator.pid).start()
