@@ -27,6 +27,7 @@ from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 
 from .conftest import postgres_outage
+from .studies import tiny_study
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "finetunestudies.ftstudy.io.yaml"
@@ -109,7 +110,7 @@ def operators(
 
 
 def study_manifest(name: str, artifacts: Path, **spec: Any) -> dict[str, Any]:
-    budget = {"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 2, "retriesPerTrial": 1, **spec.pop("budget", {})}
+    """The tiny study (K=2), with the storage Secret and a trial template whose volume is ``artifacts``."""
     template = {
         "image": "ftstudy/trainer:test",
         "resources": {"limits": {"nvidia.com/gpu": 1}},
@@ -120,27 +121,9 @@ def study_manifest(name: str, artifacts: Path, **spec: Any) -> dict[str, Any]:
         "env": [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"}],
         **spec.pop("trialTemplate", {}),
     }
-    return {
-        "apiVersion": "ftstudy.io/v1alpha1",
-        "kind": "FineTuneStudy",
-        "metadata": {"name": name},
-        "spec": {
-            "model": "tiny",
-            "dataset": {"generate": {"seed": 1, "train": 40, "validation": 4, "test": 4, "independentTest": 4}},
-            "training": {"maxSteps": 15, "evalSamples": 4, "testSamples": 4, "evalBatchSize": 4, "checkEvery": 1},
-            "searchSpace": {
-                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                "lora_r": {"type": "int", "low": 2, "high": 8},
-            },
-            "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": 0},
-            "promotion": {"policy": "topK", "k": 2},
-            "budget": budget,
-            "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
-            "storage": {"secretRef": {"name": SECRET}},
-            "trialTemplate": template,
-            **spec,
-        },
-    }
+    document = tiny_study(name, k=2, **spec.pop("budget", {}))
+    document["spec"] |= {"storage": {"secretRef": {"name": SECRET}}, "trialTemplate": template, **spec}
+    return document
 
 
 def apply(plane: ControlPlane, namespace: str, manifest: dict[str, Any]) -> None:

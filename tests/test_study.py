@@ -15,29 +15,13 @@ import yaml
 from optuna.trial import TrialState
 
 from .conftest import postgres_outage
+from .studies import tiny_study
 
 FTSTUDY = [sys.executable, "-m", "ftstudy.cli"]
 
 
 def write_study(path: Path, name: str, **budget: Any) -> Path:
-    document = {
-        "apiVersion": "ftstudy.io/v1alpha1",
-        "kind": "FineTuneStudy",
-        "metadata": {"name": name},
-        "spec": {
-            "model": "tiny",
-            "dataset": {"generate": {"seed": 1, "train": 40, "validation": 4, "test": 4, "independentTest": 4}},
-            "training": {"maxSteps": 15, "evalSamples": 4, "testSamples": 4, "evalBatchSize": 4, "checkEvery": 1},
-            "searchSpace": {
-                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                "lora_r": {"type": "int", "low": 2, "high": 8},
-            },
-            "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": 0},
-            "promotion": {"policy": "topK", "k": 1},
-            "budget": {"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 2, "retriesPerTrial": 1, **budget},
-            "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
-        },
-    }
+    document = tiny_study(name, **budget)
     path.write_text(yaml.safe_dump(document))
     return path
 
