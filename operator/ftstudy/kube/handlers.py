@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +41,10 @@ class Workers:
         self,
         kube: Kube,
         settings: Settings,
-        on_event: Callable[[str, str, Event], None] = lambda namespace, name, event: None,
         metrics: OperatorMetrics = METRICS,
     ) -> None:
         self.kube = kube
         self.settings = settings
-        self.on_event = on_event
         self.metrics = metrics
         self.workers: dict[str, _Worker] = {}
         self.lock = threading.Lock()
@@ -94,7 +91,6 @@ class Workers:
             metadata["name"],
             uid,
             self.settings,
-            on_decision=self.on_event,
             metrics=self.metrics,
         )
         while True:

@@ -114,7 +114,6 @@ class StudyReconciler:
     written_at: float = 0.0
     last_problem: str | None = None
     events: list[Event] = field(default_factory=list)
-    on_decision: Callable[[str, str, Event], None] = lambda namespace, name, event: None
     metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
     trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
 
@@ -291,7 +290,6 @@ class StudyReconciler:
         self.events.clear()  # the engine appends to this very list
         self.metrics.observe_events(self.namespace, self.name, pending, self.trials_seen)
         for event in pending:
-            self.on_decision(self.namespace, self.name, event)
             post_event(self.kube, body, event)
 
 
