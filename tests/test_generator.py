@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ftstudy.task.attributes import DEFAULT_ATTRIBUTES, normalise
 from ftstudy.task.dataset import load_jsonl
 from ftstudy.task.generator import (
@@ -73,3 +75,25 @@ def test_written_files_follow_the_documented_schema(tmp_path: Path) -> None:
     assert set(row) == {"id", "html", "attributes", "meta"}
     assert set(row["attributes"]) == set(DEFAULT_ATTRIBUTES)
     assert len(load_jsonl(paths["train"], DEFAULT_ATTRIBUTES)) == 5
+
+
+def test_locales_choose_the_shops_and_their_language() -> None:
+    rows = generate_dataset(0, SIZES, ["de", "fr"])
+    metas = [r["meta"] for split in rows.values() for r in split]
+    assert {m["locale"] for m in metas if isinstance(m, dict)} == {"de", "fr"}
+    for row in rows["train"][:40]:
+        text = html_to_text(str(row["html"]))
+        gold = row["attributes"]
+        assert isinstance(gold, dict) and gold["currency"] == "EUR"
+        assert not any(label in text for label in ("Colour |", "Brand |", "Colour:", "Brand:")), "no English labels"
+        for attribute in ("colour", "material"):
+            if gold[attribute] is not None:
+                assert gold[attribute].casefold() in text.casefold(), (attribute, gold[attribute])
+    english = generate_dataset(0, SIZES, ["us", "uk"])["train"]
+    assert {r["attributes"]["currency"] for r in english if isinstance(r["attributes"], dict)} == {"USD", "GBP"}
+
+
+def test_the_same_locales_in_another_order_give_the_same_pages() -> None:
+    assert generate_dataset(2, SIZES, ["fr", "de"]) == generate_dataset(2, SIZES, ["de", "fr"])
+    with pytest.raises(ValueError, match="unknown locale"):
+        generate_dataset(2, SIZES, ["xx"])

@@ -15,9 +15,11 @@ import hashlib
 import html
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ftstudy.task.wording import WORDINGS, Wording
 
 Gold = dict[str, str | None]
 
@@ -123,12 +125,7 @@ ADJECTIVES = (
     "Compact",
     "Studio",
 )
-AVAILABILITY_TEXT = {
-    "in_stock": ("In stock", "Available now", "In Stock – ships today", "In stock online"),
-    "out_of_stock": ("Out of stock", "Sold out", "Currently unavailable"),
-    "preorder": ("Pre-order", "Available for pre-order"),
-    "limited_stock": ("Only a few left", "Low stock"),
-}
+AVAILABILITY_CODES = ("in_stock", "out_of_stock", "preorder", "limited_stock")
 SCHEMA_AVAILABILITY = {
     "in_stock": "InStock",
     "out_of_stock": "OutOfStock",
@@ -139,19 +136,37 @@ SCHEMA_AVAILABILITY = {
 
 @dataclass(frozen=True)
 class Locale:
+    code: str
     currency: str
     symbol: str
     european: bool  # decimal comma, symbol after the number
     shop: str
+    language: str  # the shop's language: its labels, stock phrases and colour names (ftstudy.task.wording)
+
+    @property
+    def words(self) -> Wording:
+        return WORDINGS[self.language]
 
 
 LOCALES = (
-    Locale("USD", "$", False, "Cartwheel Market"),
-    Locale("EUR", "€", True, "Kaufhaus Nord"),
-    Locale("GBP", "£", False, "Highstreet Goods"),
-    Locale("EUR", "€", True, "Le Comptoir"),
-    Locale("CHF", "CHF", True, "Alpenladen"),
+    Locale("us", "USD", "$", False, "Cartwheel Market", "en"),
+    Locale("de", "EUR", "€", True, "Kaufhaus Nord", "de"),
+    Locale("uk", "GBP", "£", False, "Highstreet Goods", "en"),
+    Locale("fr", "EUR", "€", True, "Le Comptoir", "fr"),
+    Locale("ch", "CHF", "CHF", True, "Alpenladen", "de"),
 )
+LOCALE_CODES = tuple(locale.code for locale in LOCALES)
+ENGLISH_LOCALES = ("us", "uk")  # the demonstration model's pretraining shops (the "source" distribution)
+EUROPEAN_LOCALES = ("de", "fr", "ch")  # the shops its example study fine-tunes for (the "target")
+
+
+def locales_named(codes: Sequence[str]) -> tuple[Locale, ...]:
+    """The shops to generate pages for, in the canonical order (so the same set always gives the same pages)."""
+    unknown = sorted(set(codes) - set(LOCALE_CODES))
+    if unknown or not codes:
+        given = ", ".join(unknown) or "(none given)"
+        raise ValueError(f"unknown locale(s) {given}; choose from {', '.join(LOCALE_CODES)}")
+    return tuple(locale for locale in LOCALES if locale.code in set(codes))
 
 
 def format_price(amount: float, locale: Locale) -> str:
@@ -191,7 +206,7 @@ class Product:
         }
 
 
-def _product(rng: random.Random, category: Category) -> Product:
+def _product(rng: random.Random, category: Category, locales: tuple[Locale, ...]) -> Product:
     brand = rng.choice(category.brands)
     noun = rng.choice(category.nouns)
     title = f"{brand} {rng.choice(ADJECTIVES)} {noun}"
@@ -205,16 +220,20 @@ def _product(rng: random.Random, category: Category) -> Product:
     def maybe(value: str, p_missing: float) -> str | None:
         return None if rng.random() < p_missing else value
 
+    locale = rng.choice(locales)
+    words = locale.words
+    colour = rng.choice(COLOURS)
+    material = rng.choice(category.materials)
     return Product(
         category=category,
-        locale=rng.choice(LOCALES),
+        locale=locale,
         title=title,
         brand=maybe(brand, 0.12),
         price=price,
-        colour=maybe(rng.choice(COLOURS), 0.2),
-        material=maybe(rng.choice(category.materials), 0.25),
+        colour=maybe(words.colours.get(colour, colour), 0.2),
+        material=maybe(words.materials.get(material, material), 0.25),
         size=maybe(category.sizes(rng), 0.2),
-        availability=maybe(rng.choice(list(AVAILABILITY_TEXT)), 0.15),
+        availability=maybe(rng.choice(AVAILABILITY_CODES), 0.15),
         rating=round(rng.uniform(2.5, 5.0), 1),
         reviews=rng.randint(0, 4800),
         sku=f"{rng.choice('ABCDEFGHJK')}{rng.randint(10000, 99999)}",
@@ -253,39 +272,33 @@ def _json_ld(p: Product) -> str:
 
 
 def _nav(rng: random.Random, p: Product) -> str:
-    items = ["Home", "New in", "Sale", p.category.name.title(), "Gift cards", "Stores", "Help"]
+    items = [*p.locale.words.nav, p.category.name.title()]
     rng.shuffle(items)
     return "<nav><ul>" + "".join(f'<li><a href="/{_esc(i.lower())}">{_esc(i)}</a></li>' for i in items) + "</ul></nav>"
 
 
 def _specs(p: Product, rng: random.Random) -> list[tuple[str, str]]:
+    words = p.locale.words
     rows: list[tuple[str, str]] = [("SKU", p.sku)]
-    labels = {
-        "brand": rng.choice(["Brand", "Manufacturer", "Made by"]),
-        "colour": rng.choice(["Colour", "Color", "Shade", "Finish"]),
-        "material": rng.choice(["Material", "Fabric", "Made of", "Composition"]),
-        "size": rng.choice(["Size", "Dimensions", "Capacity", "Fit"]),
-    }
+    labels = {key: rng.choice(words.labels[key]) for key in ("brand", "colour", "material", "size")}
     for key in ("brand", "colour", "material", "size"):
         value = getattr(p, key)
         if value is not None:
             rows.append((labels[key], value))
-    rows.append(("Weight", f"{rng.randint(80, 4000)} g"))
-    rows.append(("Warranty", f"{rng.choice([1, 2, 3, 5])} years"))
+    rows.append((words.weight, f"{rng.randint(80, 4000)} g"))
+    rows.append((words.warranty, words.years.format(n=rng.choice([1, 2, 3, 5]))))
     rng.shuffle(rows)
     return rows
 
 
 def _prose(p: Product, rng: random.Random) -> str:
-    sentences = [
-        f"Meet the {p.title}: designed for the way you live, built to last for {rng.randint(2, 10)} years and more.",
-        f"Over {rng.randint(2, 90)},000 customers already love it.",
-        f"Order before {rng.randint(12, 18)}:00 for next-day delivery.",
-    ]
+    words = p.locale.words
+    values = {"title": p.title, "years": rng.randint(2, 10), "count": rng.randint(2, 90), "hour": rng.randint(12, 18)}
+    sentences = [template.format(**values) for template in words.prose]
     if p.material and rng.random() < 0.6:
-        sentences.append(f"Crafted from premium {p.material} for everyday comfort.")
+        sentences.append(words.prose_material.format(material=p.material))
     if p.colour and rng.random() < 0.5:
-        sentences.append(f"This one comes in a timeless {p.colour} that goes with everything.")
+        sentences.append(words.prose_colour.format(colour=p.colour))
     rng.shuffle(sentences)
     return "<p>" + " ".join(_esc(s) for s in sentences) + "</p>"
 
@@ -294,48 +307,44 @@ def _distractor_prices(p: Product, rng: random.Random) -> list[str]:
     old = format_price(round(p.price * rng.uniform(1.1, 1.6), 2), p.locale)
     shipping = format_price(rng.choice([3.99, 4.95, 5.5, 9.99]), p.locale)
     instalment = format_price(round(p.price / rng.choice([3, 4, 6, 12]), 2), p.locale)
+    words = p.locale.words
+    shipping_text = words.shipping.format(cost=shipping, free=format_price(50, p.locale))
     return [
-        f'<span class="was">Was <s>{_esc(old)}</s></span>' if rng.random() < 0.5 else "",
-        f'<p class="shipping">Shipping: {_esc(shipping)} (free over {_esc(format_price(50, p.locale))})</p>',
-        f"<p>Or {rng.choice([3, 4, 6, 12])} payments of {_esc(instalment)}</p>" if rng.random() < 0.4 else "",
+        f'<span class="was">{_esc(words.was)} <s>{_esc(old)}</s></span>' if rng.random() < 0.5 else "",
+        f'<p class="shipping">{_esc(shipping_text)}</p>',
+        f"<p>{_esc(words.instalments.format(n=rng.choice([3, 4, 6, 12]), amount=instalment))}</p>"
+        if rng.random() < 0.4
+        else "",
     ]
 
 
 def _reviews(p: Product, rng: random.Random) -> str:
-    quotes = [
-        "Exactly as described, would buy again.",
-        "Runs a bit small, order one size up.",
-        "Great value for the price.",
-        "Arrived in 3 days, well packed.",
-        "Colour is darker than on the photos.",
-        "Second one I bought this year!",
-    ]
+    words = p.locale.words
     items = "".join(
-        f"<li><b>{rng.randint(1, 5)}/5</b> {_esc(rng.choice(quotes))} <small>{rng.randint(1, 28)} days ago</small></li>"
+        f"<li><b>{rng.randint(1, 5)}/5</b> {_esc(rng.choice(words.quotes))} "
+        f"<small>{_esc(words.days_ago.format(days=rng.randint(1, 28)))}</small></li>"
         for _ in range(rng.randint(1, 4))
     )
-    return (
-        f'<section class="reviews"><h2>Reviews</h2><p>{p.rating} out of 5 ({p.reviews} reviews)</p>'
-        f"<ul>{items}</ul></section>"
-    )
+    rating = words.rating.format(rating=p.rating, count=p.reviews)
+    return f'<section class="reviews"><h2>{_esc(words.reviews)}</h2><p>{_esc(rating)}</p><ul>{items}</ul></section>'
 
 
 def _related(p: Product, rng: random.Random) -> str:
     items = []
     for _ in range(rng.randint(2, 4)):
-        other = _product(rng, p.category)
+        other = _product(rng, p.category, (p.locale,))
         items.append(
             f'<li><a href="/p/{_esc(other.sku)}">{_esc(other.title)}</a> '
             f"<span>{_esc(format_price(other.price, p.locale))}</span></li>"
         )
-    heading = rng.choice(["You may also like", "Customers also bought", "Related products"])
+    heading = _esc(rng.choice(p.locale.words.related))
     return f'<aside class="related"><h2>{heading}</h2><ul>{"".join(items)}</ul></aside>'
 
 
 def _availability_html(p: Product, rng: random.Random) -> str:
     if p.availability is None:
         return ""
-    return f'<p class="stock">{_esc(rng.choice(AVAILABILITY_TEXT[p.availability]))}</p>'
+    return f'<p class="stock">{_esc(rng.choice(p.locale.words.stock[p.availability]))}</p>'
 
 
 def _head(p: Product, rng: random.Random, with_json_ld: bool) -> str:
@@ -352,55 +361,60 @@ def _head(p: Product, rng: random.Random, with_json_ld: bool) -> str:
 
 
 def _layout_storefront(p: Product, rng: random.Random) -> str:
+    words = p.locale.words
     table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _specs(p, rng))
     return (
-        f'{_nav(rng, p)}<main><div class="crumbs">Home / {_esc(p.category.name.title())}</div>'
+        f'{_nav(rng, p)}<main><div class="crumbs">{_esc(words.nav[0])} / {_esc(p.category.name.title())}</div>'
         f"<h1>{_esc(p.title)}</h1>"
         f'<div class="price"><span class="now">{_esc(format_price(p.price, p.locale))}</span>'
         f"{''.join(_distractor_prices(p, rng))}</div>{_availability_html(p, rng)}"
-        f"<button>Add to basket</button>{_prose(p, rng)}<h2>Specifications</h2><table>{table}</table>"
+        f"<button>{_esc(words.add_to_basket)}</button>{_prose(p, rng)}<h2>{_esc(words.specifications)}</h2>"
+        f"<table>{table}</table>"
         f"{_reviews(p, rng)}</main>{_related(p, rng)}<footer>© {_esc(p.locale.shop)} 2024</footer>"
     )
 
 
 def _layout_boutique(p: Product, rng: random.Random) -> str:
+    words = p.locale.words
     specs = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in _specs(p, rng))
     brand = f'<p class="brand">{_esc(p.brand)}</p>' if p.brand else ""
     return (
         f"{_nav(rng, p)}<article>{brand}<h1>{_esc(p.title)}</h1>{_prose(p, rng)}"
-        f"<dl>{specs}</dl><div>{_esc(format_price(p.price, p.locale))} incl. VAT</div>"
+        f"<dl>{specs}</dl><div>{_esc(format_price(p.price, p.locale))} {_esc(words.incl_vat)}</div>"
         f"{''.join(_distractor_prices(p, rng))}{_availability_html(p, rng)}</article>"
-        f"{_related(p, rng)}{_reviews(p, rng)}<footer>Newsletter · Returns · Imprint</footer>"
+        f"{_related(p, rng)}{_reviews(p, rng)}<footer>{_esc(words.footer)}</footer>"
     )
 
 
 def _layout_marketplace(p: Product, rng: random.Random) -> str:
+    words = p.locale.words
     sellers = "".join(
-        f"<li>Seller {rng.choice(['A', 'B', 'C', 'D'])}{rng.randint(1, 99)}: "
+        f"<li>{_esc(words.seller)} {rng.choice(['A', 'B', 'C', 'D'])}{rng.randint(1, 99)}: "
         f"{_esc(format_price(round(p.price * rng.uniform(1.02, 1.3), 2), p.locale))}</li>"
         for _ in range(rng.randint(1, 3))
     )
     bullets = "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in _specs(p, rng))
     return (
         f'{_nav(rng, p)}<div id="app"><h1>{_esc(p.title)}</h1>'
-        f"<p>{_esc(p.rating)} stars · {_esc(p.reviews)} ratings</p>"
-        f'<div class="buybox"><b>Price: {_esc(format_price(p.price, p.locale))}</b>'
+        f"<p>{_esc(words.stars.format(rating=p.rating, count=p.reviews))}</p>"
+        f'<div class="buybox"><b>{_esc(words.price)} {_esc(format_price(p.price, p.locale))}</b>'
         f"{_availability_html(p, rng)}{''.join(_distractor_prices(p, rng))}</div>"
-        f"<h2>About this item</h2><ul>{bullets}</ul><h3>Other sellers</h3><ul>{sellers}</ul>"
+        f"<h2>{_esc(words.about)}</h2><ul>{bullets}</ul><h3>{_esc(words.other_sellers)}</h3><ul>{sellers}</ul>"
         f"{_prose(p, rng)}{_related(p, rng)}{_reviews(p, rng)}</div>"
     )
 
 
 def _layout_minimal(p: Product, rng: random.Random) -> str:
+    words = p.locale.words
     facts = []
     if p.brand:
-        facts.append(f"by {p.brand}")
+        facts.append(words.by.format(brand=p.brand))
     if p.size:
-        facts.append(f"size {p.size}")
+        facts.append(words.size.format(size=p.size))
     if p.colour:
-        facts.append(f"in {p.colour}")
+        facts.append(words.in_colour.format(colour=p.colour))
     if p.material:
-        facts.append(f"made of {p.material}")
+        facts.append(words.made_of.format(material=p.material))
     return (
         f"<header><h1>{_esc(p.title)}</h1></header><section><p>{_esc(', '.join(facts))}</p>"
         f"<p>{_esc(format_price(p.price, p.locale))}</p>{_availability_html(p, rng)}"
@@ -417,7 +431,8 @@ def _layout_legacy(p: Product, rng: random.Random) -> str:
     stock = _availability_html(p, rng)
     return (
         f'<table width="100%"><tr><td><font size="5"><b>{_esc(p.title)}</b></font></td></tr>'
-        f'<tr><td>Our price: <font color="red">{_esc(format_price(p.price, p.locale))}</font></td></tr>'
+        f'<tr><td>{_esc(p.locale.words.our_price)} <font color="red">{_esc(format_price(p.price, p.locale))}</font>'
+        "</td></tr>"
         f"<tr><td>{stock}</td></tr></table><table>{cells}</table>"
         f"{''.join(_distractor_prices(p, rng))}{_prose(p, rng)}{_related(p, rng)}"
     )
@@ -445,9 +460,11 @@ IN_DISTRIBUTION_LAYOUTS = ("storefront", "boutique", "marketplace", "minimal")
 INDEPENDENT_LAYOUTS = ("legacy", "catalog")
 
 
-def generate_page(rng: random.Random, categories: tuple[str, ...], layouts: tuple[str, ...]) -> dict[str, object]:
+def generate_page(
+    rng: random.Random, categories: tuple[str, ...], layouts: tuple[str, ...], locales: tuple[Locale, ...] = LOCALES
+) -> dict[str, object]:
     """One example in the dataset's JSONL schema (docs/task.md)."""
-    product = _product(rng, CATEGORIES[rng.choice(categories)])
+    product = _product(rng, CATEGORIES[rng.choice(categories)], locales)
     layout = rng.choice(layouts)
     with_json_ld = rng.random() < 0.35
     body = LAYOUTS[layout](product, rng)
@@ -455,17 +472,28 @@ def generate_page(rng: random.Random, categories: tuple[str, ...], layouts: tupl
     return {
         "html": page,
         "attributes": product.gold(),
-        "meta": {"category": product.category.name, "layout": layout, "json_ld": with_json_ld},
+        "meta": {
+            "category": product.category.name,
+            "layout": layout,
+            "locale": product.locale.code,
+            "json_ld": with_json_ld,
+        },
     }
 
 
-def _unique_pages(
-    seed: int, categories: tuple[str, ...], layouts: tuple[str, ...], prefix: str, seen: set[str]
+def unique_pages(
+    seed: int,
+    categories: tuple[str, ...],
+    layouts: tuple[str, ...],
+    prefix: str,
+    seen: set[str],
+    locales: tuple[Locale, ...] = LOCALES,
 ) -> Iterator[dict[str, object]]:
+    """An endless stream of distinct pages (none whose HTML is in ``seen``, which it extends)."""
     rng = random.Random(seed)
     index = 0
     while True:
-        page = generate_page(rng, categories, layouts)
+        page = generate_page(rng, categories, layouts, locales)
         digest = hashlib.sha256(str(page["html"]).encode()).hexdigest()
         if digest in seen:
             continue
@@ -485,23 +513,29 @@ class SplitSizes:
 SPLITS = ("train", "validation", "test", "independent_test")
 
 
-def generate_dataset(seed: int, sizes: SplitSizes) -> dict[str, list[dict[str, object]]]:
-    """Disjoint splits: no page appears twice, and independent_test shares no layout or category with the rest."""
+def generate_dataset(
+    seed: int, sizes: SplitSizes, locales: Sequence[str] = LOCALE_CODES
+) -> dict[str, list[dict[str, object]]]:
+    """Disjoint splits: no page appears twice, and independent_test shares no layout or category with the rest.
+    Every split comes from the shops of ``locales``."""
+    shops = locales_named(locales)
     seen: set[str] = set()
-    stream = _unique_pages(seed, IN_DISTRIBUTION_CATEGORIES, IN_DISTRIBUTION_LAYOUTS, "p", seen)
+    stream = unique_pages(seed, IN_DISTRIBUTION_CATEGORIES, IN_DISTRIBUTION_LAYOUTS, "p", seen, shops)
     splits: dict[str, list[dict[str, object]]] = {}
     for split in ("train", "validation", "test"):
         splits[split] = [next(stream) for _ in range(getattr(sizes, split))]
-    independent = _unique_pages(seed + 7919, INDEPENDENT_CATEGORIES, INDEPENDENT_LAYOUTS, "ind", seen)
+    independent = unique_pages(seed + 7919, INDEPENDENT_CATEGORIES, INDEPENDENT_LAYOUTS, "ind", seen, shops)
     splits["independent_test"] = [next(independent) for _ in range(sizes.independent_test)]
     return splits
 
 
-def write_dataset(directory: Path, seed: int, sizes: SplitSizes) -> dict[str, Path]:
+def write_dataset(
+    directory: Path, seed: int, sizes: SplitSizes, locales: Sequence[str] = LOCALE_CODES
+) -> dict[str, Path]:
     """Write one JSONL file per split (atomically, so a reader never sees half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, rows in generate_dataset(seed, sizes).items():
+    for split, rows in generate_dataset(seed, sizes, locales).items():
         path = directory / f"{split}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as out:
