@@ -50,6 +50,39 @@ def test_defaults_are_the_papers() -> None:
         ({"budget": {"maxTrails": 3}}, "spec.budget.maxTrails: unknown field"),
         ({"dataset": {}}, "give exactly one of dataset.path"),
         ({"baseline": {"params": {"batch_size": 4}}}, "baseline.params names batch_size, which searchSpace does not"),
+        ({"dataset": {"generate": {"locales": ["de", "es"]}}}, "spec.dataset.generate.locales[1]: Input should be"),
+        ({"dataset": {"generate": {"locales": ["de", "de"]}}}, "locales must not repeat"),
+        ({"dataset": {"generate": {"locales": []}}}, "spec.dataset.generate.locales: List should have at least 1"),
+        (
+            {"searchSpace": {"train_samples": {"type": "float", "low": 0, "high": 100}}},
+            "searchSpace.train_samples must be whole numbers >= 0",
+        ),
+        (
+            {"searchSpace": {"train_samples": {"type": "categorical", "choices": [0, 12.5]}}},
+            "searchSpace.train_samples must be whole numbers >= 0",
+        ),
+        (
+            {"sampler": {"type": "grid"}, "searchSpace": {"learning_rate": {"type": "float", "low": 0.1, "high": 1}}},
+            "sampler grid needs a finite list of values: give searchSpace.learning_rate choices or a step",
+        ),
+        (
+            {
+                "sampler": {"type": "grid"},
+                "searchSpace": {"train_samples": {"type": "categorical", "choices": [0, 50, 100]}},
+                "budget": {"maxTrials": 4},
+            },
+            "the grid has 3 points but budget.maxTrials is 4; set maxTrials to at most 3",
+        ),
+        (
+            {
+                "sampler": {"type": "grid"},
+                "searchSpace": {"lora_r": {"type": "int", "low": 2, "high": 8, "step": 2}},
+                "budget": {"maxTrials": 4},
+                "baseline": {"params": {"lora_r": 4}},
+            },
+            "sampler grid runs every point of the grid; put the baseline's values in it instead",
+        ),
+        ({"training": {"extraEvalFractions": [0.1, 1.0]}}, "spec.training.extraEvalFractions[1]: Input should be less"),
     ],
 )
 def test_invalid_specs_name_the_field_and_the_fix(fields: dict[str, Any], message: str) -> None:
@@ -69,3 +102,17 @@ def test_bad_files(tmp_path: Path) -> None:
         spec.load(tmp_path / "wrong.yaml")
     assert "apiVersion: required field is missing" in str(error.value)
     assert "kind: Input should be 'FineTuneStudy'" in str(error.value)
+
+
+def test_a_data_efficiency_sweep_is_a_grid_over_train_samples() -> None:
+    sweep = spec.load(ROOT / "examples" / "data-efficiency.yaml").spec
+    assert sweep.sampler.type == "grid" and sweep.promotion.policy == "none"
+    values = spec.grid_values(sweep.search_space["train_samples"])
+    assert values is not None and values[0] == 0, "the untrained model is the curve's first point"
+    assert sweep.budget.max_trials == len(values)
+
+
+def test_grid_values_enumerate_ints_and_stepped_floats() -> None:
+    assert spec.grid_values(spec.IntParam(type="int", low=2, high=8, step=3)) == [2, 5, 8]
+    assert spec.grid_values(spec.FloatParam(low=0.1, high=0.3, step=0.1)) == [0.1, 0.2, 0.3]
+    assert spec.grid_values(spec.FloatParam(low=0.1, high=0.3)) is None

@@ -3,6 +3,7 @@ PostgreSQL; killed and resumed; through a database outage."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -143,3 +144,39 @@ def test_trainers_that_refuse_their_input_fail_the_study_with_the_reason(tmp_pat
     assert all(t.system_attrs["ftstudy:attempts"] == 1 for t in found), "bad input is never retried"
     reasons = [t.user_attrs["failure_reason"] for t in found]
     assert sum("missing.gguf' not found" in r for r in reasons) >= 2, reasons
+
+
+def test_a_data_efficiency_sweep_runs_as_a_study_and_names_its_saturation_point(
+    postgres_url: str, study_name: str, tmp_path: Path
+) -> None:
+    document = tiny_study(study_name)
+    spec = document["spec"]
+    spec.pop("baseline")
+    spec["training"] = {**spec["training"], "epochs": 1, "minSteps": 4, "extraEvalFractions": [0.5]}
+    del spec["training"]["maxSteps"]
+    spec["training"]["hyperparameters"] = {"learning_rate": 1e-3, "lora_r": 4}
+    spec["searchSpace"] = {"train_samples": {"type": "categorical", "choices": [0, 8, 32]}}
+    spec["sampler"] = {"type": "grid", "seed": 0}
+    spec["promotion"] = {"policy": "none"}
+    spec["budget"] = {"maxTrials": 3, "parallelism": 2, "maxFailedTrials": 1, "retriesPerTrial": 0}
+    study = tmp_path / "sweep.yaml"
+    study.write_text(yaml.safe_dump(document))
+
+    result = run(study, postgres_url, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = assert_finished_without_duplicates(postgres_url, study_name, 3)
+    assert sorted(t.params["train_samples"] for t in found) == [0, 8, 32], "the grid, each point once"
+    by_size = {t.params["train_samples"]: t for t in found}
+    assert by_size[0].user_attrs["total_steps"] == 0 and by_size[0].intermediate_values == {0: by_size[0].value}
+    assert by_size[8].user_attrs["total_steps"] == 4, "8 samples repeated up to minSteps"
+    assert by_size[32].user_attrs["total_steps"] == 8 and "4" in by_size[32].user_attrs["accuracy_at_step"]
+    assert all(t.state == TrialState.COMPLETE for t in found), "policy none: every trial to the end"
+
+    report = subprocess.run([*FTSTUDY, "report", study_name, "--storage", postgres_url, "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert "accuracy by training samples: 0: " in report.stdout and "saturation:" in report.stdout
+    assert (tmp_path / "r" / "data_efficiency.png").is_file()
+    curve = json.loads((tmp_path / "r" / "summary.json").read_text())["data_efficiency"]
+    assert [p["samples"] for p in curve["points"]] == [0, 8, 32]
+    assert "within 0.01 of the best accuracy" in curve["rule"]

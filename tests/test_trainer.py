@@ -287,3 +287,44 @@ def test_database_outage_mid_run_is_ridden_out(
     [trial] = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials(deepcopy=False)
     assert list(trial.intermediate_values) == [12]
     assert trial.user_attrs[UserAttr.OUTCOME] == "completed"
+
+
+def test_total_steps_repeat_a_small_training_set_up_to_min_steps() -> None:
+    from ftstudy.trainer.config import Hyperparameters, RunSettings, total_steps
+
+    hp = Hyperparameters(batch_size=8)
+    settings = RunSettings(model="tiny", data_dir=Path("d"), output_dir=Path("o"), epochs=2, min_steps=40)
+    assert total_steps(settings, hp, 25) == 40, "25 samples are seen 13 times rather than 7 steps' worth"
+    assert total_steps(settings, hp, 3200) == 800
+    assert total_steps(settings, hp, 0) == 0, "no samples: the base model is scored, nothing trains"
+
+
+def test_zero_samples_score_the_base_model_and_extra_points_are_recorded(
+    dataset_dir: Path, tmp_path: Path, trainer_cmd: list[str]
+) -> None:
+    def run(out: str, params: dict[str, Any], *extra: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [*trainer_cmd, *FAST, "--data", str(dataset_dir), "--output", str(tmp_path / out),
+             "--params", json.dumps(params), *extra],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        reported: dict[str, Any] = json.loads((tmp_path / out / "reported.json").read_text())
+        return reported
+
+    untrained = run("zero", {**PARAMS, "train_samples": 0})
+    attrs = untrained["user_attrs"]
+    assert untrained["intermediate"] == {"0": attrs[UserAttr.FINAL_ACCURACY]}, "reported at step 0, once"
+    assert attrs[UserAttr.TOTAL_STEPS] == 0 and attrs[UserAttr.TRAIN_EXAMPLES] == 0
+    assert attrs[UserAttr.ZERO_SHOT_ACCURACY] == attrs[UserAttr.FINAL_ACCURACY]
+    assert attrs[UserAttr.OUTCOME] == "completed" and not (tmp_path / "zero" / "final_adapter").exists()
+
+    trained = run("ten", PARAMS, "--max-steps", "10", "--extra-eval-fractions", "0.1,0.5", "--score-base-model")
+    attrs = trained["user_attrs"]
+    assert attrs[UserAttr.ZERO_SHOT_ACCURACY] == untrained["user_attrs"][UserAttr.ZERO_SHOT_ACCURACY], (
+        "the same untrained model scores the same"
+    )
+    assert list(trained["intermediate"]) == ["2"], "the objective is still the early step alone"
+    assert set(attrs[UserAttr.ACCURACY_AT_STEP]) == {"1", "5"}
+    assert 0 < attrs[UserAttr.EVAL_SECONDS] < attrs[UserAttr.TRAIN_SECONDS]
+    assert attrs[UserAttr.TRAIN_EXAMPLES] == 64

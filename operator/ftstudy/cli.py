@@ -11,7 +11,12 @@ def _generate(args: argparse.Namespace) -> int:
     from ftstudy.task.generator import SplitSizes, write_dataset
 
     sizes = SplitSizes(args.train, args.validation, args.test, args.independent_test)
-    for split, path in write_dataset(args.out, args.seed, sizes).items():
+    try:
+        paths = write_dataset(args.out, args.seed, sizes, args.locales.split(","))
+    except ValueError as error:
+        print(f"ftstudy: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for split, path in paths.items():
         print(f"{split:>17}: {getattr(sizes, split):>6} pages -> {path}")
     return 0
 
@@ -31,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
     from ftstudy import core, spec
     from ftstudy.executor import LocalExecutor
     from ftstudy.progress import Progress
-    from ftstudy.report import leaderboard, rows, summary
+    from ftstudy.report import leaderboard, rows, summary, summary_text
     from ftstudy.retry import RetryPolicy, StorageUnavailable
     from ftstudy.runner import Engine, prepare_data
     from ftstudy.study_store import StudyConflict, StudyStore
@@ -68,17 +73,10 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     print()
     print(leaderboard(table))
-    info = summary(table)
-    best = info["best"]
-    if best:
-        print(f"\nbest trial {best['number']}: final {best['final']:.3f}, test {best['test']:.3f}; "
-              f"adapter {best['final_adapter']}")  # fmt: skip
-    if info["test_gain_over_baseline"] is not None:
-        print(f"gain over the baseline on the test set: {info['test_gain_over_baseline']:+.3f}")
-    s = info["steps"]
-    if s["without_early_stopping"]:
-        print(f"training steps: {s['spent']} spent, {s['saved']} saved "
-              f"({s['saved'] / s['without_early_stopping']:.0%} of running every trial to the end)")  # fmt: skip
+    promotion = study.spec.promotion
+    print()
+    print(summary_text(summary(table, promotion.k if promotion.policy == "topK" else 5)))
+    print(f"\nplots and summary.json: .venv/bin/ftstudy report {name}")
     return EXIT_OK if isinstance(outcome, core.StudyDone) else EXIT_STUDY_FAILED
 
 
@@ -87,21 +85,27 @@ def _report(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from ftstudy.report import leaderboard, plots, rows, summary
+    from ftstudy.report import leaderboard, plots, rows, summary, summary_text
+    from ftstudy.study_store import TOP_K
 
     workdir = (args.workdir / args.study).resolve()
     url = args.storage or _default_storage(workdir)
+    storage = optuna.storages.RDBStorage(url)
     try:
-        trials = optuna.load_study(study_name=args.study, storage=url).get_trials(deepcopy=False)
+        study_id = storage.get_study_id_from_name(args.study)
     except KeyError:
         print(f"ftstudy: no study {args.study!r} in {url}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    table = rows(trials)
+    table = rows(storage.get_all_trials(study_id, deepcopy=False))
+    k = int(storage.get_study_system_attrs(study_id).get(TOP_K, 5))
     print(leaderboard(table, limit=args.limit))
+    info = summary(table, k)
+    print()
+    print(summary_text(info))
     out = args.out or workdir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary(table), indent=2, sort_keys=True))
-    written = plots(table, out)
+    (out / "summary.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    written = plots(table, out, k)
     print(f"\nsummary: {out / 'summary.json'}")
     for path in written:
         print(f"plot: {path}")
@@ -130,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--validation", type=int, default=200)
     gen.add_argument("--test", type=int, default=200)
     gen.add_argument("--independent-test", type=int, default=200)
+    gen.add_argument(
+        "--locales", default="us,uk,de,fr,ch", help="comma-separated shops: us,uk (English), de,fr,ch (European)"
+    )
     gen.set_defaults(handler=_generate)
 
     run = commands.add_parser("run", help="run a FineTuneStudy on this machine, trials as local processes")

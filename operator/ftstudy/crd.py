@@ -34,7 +34,7 @@ import yaml
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema, to_jsonable_python
 
-from ftstudy.spec import API_VERSION, HYPERPARAMETERS, KIND, Metadata, StudySpec
+from ftstudy.spec import API_VERSION, KIND, SEARCHABLE, Metadata, StudySpec
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL, SINGULAR = "finetunestudies", "finetunestudy"
@@ -119,7 +119,7 @@ _CONSTRAINTS: dict[str, Schema] = {
     "spec.attributes[]": {"pattern": _ATTRIBUTE_NAME, "maxLength": 40},
     # keys must be hyperparameter names (rules below), so there are at most that many; the bound also keeps the
     # estimated cost of the CEL rules per entry within the API server's budget
-    "spec.searchSpace": {"minProperties": 1, "maxProperties": len(HYPERPARAMETERS)},
+    "spec.searchSpace": {"minProperties": 1, "maxProperties": len(SEARCHABLE)},
     # CEL cannot see `choices` (see the module docstring), so "categorical needs choices" is said with anyOf. This
     # shape makes the API server report the missing field itself ("spec.searchSpace.x.choices: Required value"),
     # and an unknown type only as the enum error, not as a failed branch.
@@ -141,8 +141,8 @@ def _rule(rule: str, message: str, message_expression: str | None = None) -> Sch
     return out
 
 
-_KNOWN = "[" + ", ".join(f"'{name}'" for name in HYPERPARAMETERS) + "]"
-_SUPPORTED = ", ".join(HYPERPARAMETERS)
+_KNOWN = "[" + ", ".join(f"'{name}'" for name in SEARCHABLE) + "]"
+_SUPPORTED = ", ".join(SEARCHABLE)
 
 
 def _names_rule(field: str) -> Schema:
@@ -161,6 +161,21 @@ _RULES: dict[str, list[Schema]] = {
         _rule(
             "self.searchSpace == oldSelf.searchSpace",
             "searchSpace is immutable once the study exists; create a new FineTuneStudy to search another space",
+        ),
+        _rule(
+            "self.sampler.type != 'grid' || !has(self.baseline)",
+            "sampler grid runs every point of the grid; put the baseline's values in it instead",
+        ),
+        _rule(
+            "self.sampler.type != 'grid' || self.searchSpace.all(name, self.searchSpace[name].type != 'float' || "
+            "has(self.searchSpace[name].step))",
+            "sampler grid needs a finite list of values: give every float parameter of searchSpace a step",
+        ),
+        _rule(
+            "!('train_samples' in self.searchSpace) || (self.searchSpace.train_samples.type != 'float' && "
+            "(!has(self.searchSpace.train_samples.low) || self.searchSpace.train_samples.low >= 0.0))",
+            "searchSpace.train_samples must be whole numbers >= 0 (an int parameter or integer choices; 0 scores "
+            "the base model untrained)",
         ),
     ],
     "spec.dataset": [

@@ -77,7 +77,7 @@ def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
     directory = workdir / generated_data_name(spec)
     if not (directory / ".complete").exists():
         sizes = SplitSizes(settings.train, settings.validation, settings.test, settings.independent_test)
-        write_dataset(directory, settings.seed, sizes)
+        write_dataset(directory, settings.seed, sizes, settings.locales)
         (directory / ".complete").write_text(settings.model_dump_json())
     return directory
 

@@ -22,6 +22,12 @@ HYPERPARAMETERS = (
     "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "weight_decay", "warmup_ratio",
     "lr_scheduler", "batch_size", "grad_accum", "max_grad_norm",
 )  # fmt: skip
+# Names a searchSpace may use besides the hyperparameters: run settings (the data-efficiency sweep searches the
+# number of training samples; 0 scores the base model untrained). As ftstudy.trainer.config.SEARCHABLE_SETTINGS.
+SEARCHABLE_SETTINGS = ("train_samples",)
+SEARCHABLE = HYPERPARAMETERS + SEARCHABLE_SETTINGS
+LocaleCode = Literal["us", "uk", "de", "fr", "ch"]
+LOCALES: tuple[LocaleCode, ...] = ("us", "uk", "de", "fr", "ch")  # the generator's shops (task.generator.LOCALES)
 
 
 class SpecError(ValueError):
@@ -103,6 +109,18 @@ class DatasetGenerate(_Model):
     validation: int = Field(default=200, ge=1)
     test: int = Field(default=200, ge=1)
     independent_test: int = Field(default=200, ge=0)
+    locales: list[LocaleCode] = Field(
+        default_factory=lambda: list(LOCALES),
+        min_length=1,
+        description="the shops pages come from: us and uk write English; de, fr and ch write German, French and "
+        "Swiss German, with their own labels, stock phrases, colour names, price formats and currencies",
+    )
+
+    @model_validator(mode="after")
+    def _unique_locales(self) -> DatasetGenerate:
+        if len(set(self.locales)) != len(self.locales):
+            raise ValueError("locales must not repeat")
+        return self
 
 
 class DatasetRef(_Model):
@@ -124,8 +142,17 @@ class Training(_Model):
     train_samples: int | None = Field(default=None, ge=1, description="first N training examples; all if unset")
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs")
+    min_steps: int | None = Field(
+        default=None, ge=1, description="train at least this many steps: a small training set is repeated"
+    )
     max_seq_len: int = Field(default=1024, ge=64)
     early_fraction: float = Field(default=0.2, gt=0, lt=1)
+    extra_eval_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="more points of training where validation accuracy is measured and recorded (not acted on): "
+        "to see how well an earlier or later point would have predicted the final accuracy",
+    )
     eval_samples: int = Field(default=100, ge=1)
     test_samples: int = Field(default=100, ge=1)
     eval_batch_size: int = Field(default=16, ge=1)
@@ -137,9 +164,26 @@ class Training(_Model):
 
 
 class Sampler(_Model):
-    type: Literal["tpe", "random"] = "tpe"
+    type: Literal["tpe", "random", "grid"] = "tpe"
     n_startup_trials: int = Field(default=5, ge=0, description="random trials before TPE models the space")
     seed: int = 0
+
+
+GRID_LIMIT = 10_000
+
+
+def grid_values(param: FloatParam | IntParam | CategoricalParam) -> list[str | int | float] | None:
+    """Every value a grid visits for this parameter; None when it has no finite list (a float without a step)."""
+    if isinstance(param, CategoricalParam):
+        return list(param.choices)
+    if isinstance(param, IntParam):
+        if (param.high - param.low) // param.step >= GRID_LIMIT:
+            return None
+        return list(range(param.low, param.high + 1, param.step))
+    if param.step is None or (param.high - param.low) / param.step >= GRID_LIMIT:
+        return None
+    count = int(round((param.high - param.low) / param.step, 9)) + 1
+    return [round(param.low + i * param.step, 12) for i in range(count)]
 
 
 class Promotion(_Model):
@@ -245,14 +289,17 @@ class StudySpec(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         validate_attribute_names(self.attributes)
-        unknown = sorted(set(self.search_space) - set(HYPERPARAMETERS))
+        unknown = sorted(set(self.search_space) - set(SEARCHABLE))
         if unknown:
             raise ValueError(
                 f"searchSpace names unknown hyperparameter(s) {', '.join(unknown)}; "
-                f"the trainer supports {', '.join(HYPERPARAMETERS)}"
+                f"the trainer supports {', '.join(SEARCHABLE)}"
             )
         if not self.search_space:
             raise ValueError("searchSpace is empty: give at least one hyperparameter to search")
+        self._check_train_samples()
+        if self.sampler.type == "grid":
+            self._check_grid()
         unknown = sorted(set(self.training.hyperparameters) - set(HYPERPARAMETERS))
         if unknown:
             raise ValueError(f"training.hyperparameters names unknown hyperparameter(s) {', '.join(unknown)}")
@@ -264,6 +311,34 @@ class StudySpec(_Model):
                     "sets searched hyperparameters only (fix the others in training.hyperparameters)"
                 )
         return self
+
+    def _check_train_samples(self) -> None:
+        param = self.search_space.get("train_samples")
+        if param is None:
+            return
+        values = param.choices if isinstance(param, CategoricalParam) else [param.low]
+        if isinstance(param, FloatParam) or not all(isinstance(v, int) and v >= 0 for v in values):
+            raise ValueError(
+                "searchSpace.train_samples must be whole numbers >= 0 (an int parameter or integer choices; "
+                "0 scores the base model untrained)"
+            )
+
+    def _check_grid(self) -> None:
+        size = 1
+        for name, param in self.search_space.items():
+            values = grid_values(param)
+            if values is None:
+                raise ValueError(
+                    f"sampler grid needs a finite list of values: give searchSpace.{name} choices or a step"
+                )
+            size *= len(values)
+        if self.baseline is not None:
+            raise ValueError("sampler grid runs every point of the grid; put the baseline's values in it instead")
+        if self.budget.max_trials > size:
+            raise ValueError(
+                f"the grid has {size} points but budget.maxTrials is {self.budget.max_trials}; "
+                f"set maxTrials to at most {size}"
+            )
 
 
 class Metadata(_Model):

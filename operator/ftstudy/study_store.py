@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ftstudy.core import Decision, Phase
 from ftstudy.db import engine_kwargs
 from ftstudy.retry import RetryPolicy
-from ftstudy.spec import CategoricalParam, FloatParam, IntParam, StudySpec
+from ftstudy.spec import CategoricalParam, FloatParam, IntParam, StudySpec, grid_values
 from ftstudy.trainer.reporting import UserAttr
 
 T = TypeVar("T")
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ATTEMPTS = "ftstudy:attempts"
 DECISION = "ftstudy:decision"
 SPEC = "ftstudy:search_space"
+TOP_K = "ftstudy:top_k"  # the K of the report's top-K overlap: the topK policy's K, else the paper's 5
 FIXED_PARAMS = "fixed_params"  # Optuna's own mark on an enqueued trial: ours is the baseline
 
 _PHASES = {
@@ -62,9 +63,21 @@ def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
     return result
 
 
+class _EngineEndedGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid, without its ``study.stop()`` once the grid is used up: that call only works inside
+    ``study.optimize`` and raises under ask/tell. The engine ends the study itself, at ``maxTrials``, which the spec
+    keeps within the grid's size; each of the first trials gets its own grid point by number, parallel or not."""
+
+    def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        return None
+
+
 def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if spec.sampler.type == "random":
         return optuna.samplers.RandomSampler(seed=spec.sampler.seed)
+    if spec.sampler.type == "grid":  # the spec checked that every parameter has a finite list of values
+        grid = {name: grid_values(param) or [] for name, param in spec.search_space.items()}
+        return _EngineEndedGridSampler(grid, seed=spec.sampler.seed)
     # constant_liar: trials still running count as bad guesses, so parallel asks do not all pick the same point.
     return optuna.samplers.TPESampler(
         n_startup_trials=spec.sampler.n_startup_trials, seed=spec.sampler.seed, constant_liar=True, multivariate=True
@@ -108,6 +121,9 @@ class StudyStore:
         attrs = self._call("read the study", lambda: self.storage.get_study_system_attrs(study_id))
         if SPEC not in attrs:
             self._call("record the search space", lambda: self.storage.set_study_system_attr(study_id, SPEC, wanted))
+        if TOP_K not in attrs:
+            k = self.spec.promotion.k if self.spec.promotion.policy == "topK" else 5
+            self._call("record the report's K", lambda: self.storage.set_study_system_attr(study_id, TOP_K, k))
         elif attrs[SPEC] != wanted:
             raise StudyConflict(
                 f"study {self.name!r} already exists in the storage with a different searchSpace; "

@@ -19,7 +19,8 @@ def trainer_args(
 ) -> list[str]:
     """``storage_url`` None leaves it to the trainer's environment (a Job's Secret); ``generate_data`` has the
     trainer write a ``dataset.generate`` study's pages into ``data_dir`` itself (a pod cannot see the operator's
-    disk)."""
+    disk). Trial 0 (the baseline, when the study has one) also scores the untrained model: the study's zero-shot
+    accuracy, measured once."""
     t = spec.training
     args = [
         "--model", spec.model,
@@ -42,12 +43,18 @@ def trainer_args(
     if generate_data and spec.dataset.generate is not None:
         g = spec.dataset.generate
         sizes = {"seed": g.seed, "train": g.train, "validation": g.validation, "test": g.test,
-                 "independent_test": g.independent_test}  # fmt: skip
+                 "independent_test": g.independent_test, "locales": list(g.locales)}  # fmt: skip
         args += ["--generate-data", json.dumps(sizes, sort_keys=True)]
     if t.train_samples is not None:
         args += ["--train-samples", str(t.train_samples)]
     if t.max_steps is not None:
         args += ["--max-steps", str(t.max_steps)]
+    if t.min_steps is not None:
+        args += ["--min-steps", str(t.min_steps)]
+    if t.extra_eval_fractions:
+        args += ["--extra-eval-fractions", ",".join(str(f) for f in t.extra_eval_fractions)]
+    if number == 0:
+        args += ["--score-base-model"]
     if t.hyperparameters:
         args += ["--params", json.dumps(t.hyperparameters, sort_keys=True)]
     return args

@@ -79,8 +79,8 @@ def parse_line(line: str, attributes: Sequence[str], where: str) -> Example:
 
 
 def load_jsonl(path: Path, attributes: Sequence[str], limit: int | None = None) -> list[Example]:
-    """Read a split, keeping the first ``limit`` examples; every line is validated, kept or not, so a broken file
-    fails at the start of a run rather than hours later when a larger limit is used."""
+    """Read a split, keeping the first ``limit`` examples (0 keeps none: a zero-shot run); every line is validated,
+    kept or not, so a broken file fails at the start of a run rather than hours later when a larger limit is used."""
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file not found")
     examples: list[Example] = []
@@ -95,7 +95,7 @@ def load_jsonl(path: Path, attributes: Sequence[str], limit: int | None = None) 
             ids.add(example.id)
             if limit is None or len(examples) < limit:
                 examples.append(example)
-    if not examples:
+    if not ids:
         raise DatasetError(f"{path}: no examples")
     return examples
 

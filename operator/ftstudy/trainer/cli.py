@@ -35,15 +35,31 @@ def parser() -> argparse.ArgumentParser:
         description="LoRA-fine-tune a causal LM for product-attribute extraction; score it at the early step and "
         "at the end, reporting to an Optuna trial.",
     )
-    p.add_argument("--model", default="tiny", help="'tiny', 'smollm2', a .gguf file or a Hugging Face directory")
+    p.add_argument(
+        "--model", default="tiny", help="'tiny', 'mini', 'smollm2', a .gguf file or a Hugging Face directory"
+    )
     p.add_argument("--data", type=Path, required=True, help="directory with train/validation/test(.jsonl)")
     p.add_argument("--output", type=Path, required=True, help="run directory: adapters and result.json")
     p.add_argument("--attributes", default=None, help="comma-separated attribute names (default: the eight)")
-    p.add_argument("--train-samples", type=int, default=None, help="use the first N training examples")
+    p.add_argument(
+        "--train-samples", type=int, default=None, help="use the first N training examples (0: score the base model)"
+    )
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=None, help="overrides --epochs")
+    p.add_argument("--min-steps", type=int, default=None, help="train at least this many steps (small sets repeat)")
     p.add_argument("--max-seq-len", type=int, default=1024)
     p.add_argument("--early-fraction", type=float, default=0.2, help="where the early evaluation happens")
+    p.add_argument(
+        "--extra-eval-fractions",
+        default="",
+        help="comma-separated fractions of training where validation accuracy is also measured (recorded, not "
+        "acted on)",
+    )
+    p.add_argument(
+        "--score-base-model",
+        action="store_true",
+        help="score the model before training too: the study's zero-shot accuracy (the engine asks trial 0)",
+    )
     p.add_argument("--eval-samples", type=int, default=100, help="validation examples scored")
     p.add_argument("--test-samples", type=int, default=100, help="test and independent-test examples scored")
     p.add_argument("--eval-batch-size", type=int, default=16)
@@ -75,7 +91,8 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="JSON",
         help="write the synthetic dataset into --data first, unless it is already there: "
-        '{"seed": 0, "train": 2000, "validation": 200, "test": 200, "independent_test": 200} '
+        '{"seed": 0, "train": 2000, "validation": 200, "test": 200, "independent_test": 200, '
+        '"locales": ["de", "fr", "ch"]} '
         "(how a trial in a cluster gets a dataset.generate study's data; every trial writes the same pages)",
     )
     p.add_argument("--log-level", default="INFO")
@@ -99,8 +116,11 @@ def _settings(args: argparse.Namespace) -> Any:
         train_samples=args.train_samples,
         epochs=args.epochs,
         max_steps=args.max_steps,
+        min_steps=args.min_steps,
         max_seq_len=args.max_seq_len,
         early_fraction=args.early_fraction,
+        extra_eval_fractions=_fractions(args.extra_eval_fractions),
+        score_base_model=args.score_base_model,
         eval_samples=args.eval_samples,
         test_samples=args.test_samples,
         eval_batch_size=args.eval_batch_size,
@@ -108,6 +128,13 @@ def _settings(args: argparse.Namespace) -> Any:
         seed=args.seed,
         device=args.device,
     )
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--extra-eval-fractions must be comma-separated numbers, got {text!r}") from None
 
 
 def _reporter(args: argparse.Namespace) -> Any:
@@ -136,7 +163,7 @@ def _generate_data(directory: Path, settings_json: str) -> None:
     import shutil
     import tempfile
 
-    from ftstudy.task.generator import SplitSizes, write_dataset
+    from ftstudy.task.generator import LOCALE_CODES, SplitSizes, write_dataset
 
     if (directory / ".complete").exists():
         return
@@ -149,12 +176,13 @@ def _generate_data(directory: Path, settings_json: str) -> None:
             int(settings.get("independent_test", 0)),
         )
         seed = int(settings.get("seed", 0))
+        locales = [str(code) for code in settings.get("locales", LOCALE_CODES)]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"--generate-data needs JSON with seed, train, validation and test sizes ({error})") from None
     directory.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        write_dataset(scratch, seed, sizes)
+        write_dataset(scratch, seed, sizes, locales)
         (scratch / ".complete").write_text(settings_json)
         try:
             os.rename(scratch, directory)

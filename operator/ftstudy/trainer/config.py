@@ -8,7 +8,7 @@ silently ignored typo would make a whole study search nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ TARGET_MODULES = {
     "qv": ["q_proj", "v_proj"],
 }
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+# Run settings a study may search like hyperparameters: the data-efficiency sweep searches the training set's size.
+SEARCHABLE_SETTINGS = ("train_samples",)
 
 
 class ConfigError(ValueError):
@@ -82,6 +84,12 @@ class Hyperparameters:
                 raise ConfigError(message)
 
 
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A trial's parameters as (hyperparameters, run-setting overrides such as ``train_samples``)."""
+    settings = {k: v for k, v in params.items() if k in SEARCHABLE_SETTINGS}
+    return {k: v for k, v in params.items() if k not in SEARCHABLE_SETTINGS}, settings
+
+
 @dataclass(frozen=True)
 class RunSettings:
     model: str
@@ -91,8 +99,10 @@ class RunSettings:
     train_samples: int | None = None
     epochs: float = 1.0
     max_steps: int | None = None
+    min_steps: int | None = None
     max_seq_len: int = 1024
     early_fraction: float = 0.2
+    extra_eval_fractions: tuple[float, ...] = ()
     eval_samples: int | None = 100
     test_samples: int | None = 100
     eval_batch_size: int = 16
@@ -100,27 +110,48 @@ class RunSettings:
     check_every: int = 5
     seed: int = 0
     device: str = "auto"
+    score_base_model: bool = False  # also score the model before any training (the study's zero-shot accuracy)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RunSettings:
+        """The settings with a trial's searched ones applied (``train_samples``), checked."""
+        values: dict[str, Any] = {}
+        for name, value in overrides.items():
+            try:
+                values[name] = int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}={value!r} is not an integer") from None
+        changed = replace(self, **values)
+        changed.check()
+        return changed
 
     def check(self) -> None:
         if not 0 < self.early_fraction < 1:
             raise ConfigError(f"early_fraction must be in (0, 1), got {self.early_fraction}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError("max_steps must be >= 1")
+        if any(not 0 < f < 1 for f in self.extra_eval_fractions):
+            raise ConfigError(f"extra evaluation fractions must be in (0, 1), got {list(self.extra_eval_fractions)}")
+        for name in ("max_steps", "min_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1")
         if self.epochs <= 0:
             raise ConfigError("epochs must be > 0")
-        if self.train_samples is not None and self.train_samples < 1:
-            raise ConfigError("train_samples must be >= 1")
+        if self.train_samples is not None and self.train_samples < 0:
+            raise ConfigError("train_samples must be >= 0 (0 scores the base model without training)")
         if self.check_every < 1 or self.eval_loss_points < 1 or self.eval_batch_size < 1:
             raise ConfigError("check_every, eval_loss_points and eval_batch_size must be >= 1")
 
 
 def total_steps(settings: RunSettings, hp: Hyperparameters, train_examples: int) -> int:
-    """Known before training starts, so the early step is known too."""
+    """Known before training starts, so the early step is known too. ``max_steps`` wins; otherwise the epochs'
+    steps, raised to ``min_steps`` so a small training set is repeated rather than barely seen; 0 with no
+    training examples (the base model is only scored)."""
+    if train_examples == 0:
+        return 0
     if settings.max_steps is not None:
         return settings.max_steps
     per_step = hp.batch_size * hp.grad_accum
-    return max(1, math.ceil(train_examples * settings.epochs / per_step))
+    return max(1, settings.min_steps or 1, math.ceil(train_examples * settings.epochs / per_step))
 
 
 def early_step(total: int, fraction: float) -> int:

