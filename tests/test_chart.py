@@ -29,7 +29,15 @@ import yaml
 from ftstudy.kube import rbac
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.test_operator import SECRET, Operators, apply, study_manifest, wait_for, wait_for_phase
+from tests.test_operator import (
+    SECRET,
+    Operators,
+    apply,
+    provision_artifacts,
+    study_manifest,
+    wait_for,
+    wait_for_phase,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "ftstudy"
@@ -467,6 +475,7 @@ def run_a_study(
 ) -> None:
     """The operator as the chart's ServiceAccount, exactly as the chart's Deployment runs it (less the ports)."""
     plane.kubectl("create", "secret", "generic", SECRET, "-n", watched, f"--from-literal=url={postgres_url}")
+    volume = provision_artifacts(plane, watched, tmp_path / "artifacts")
     nodes = gpu_nodes_factory({"gpu-a": 2})
     operators = start_operator(plane, kubeconfig, release_ns, watched, ["--namespace", watched], tmp_path)
     try:
@@ -481,6 +490,7 @@ def run_a_study(
         assert "Forbidden" not in log_text, log_text[-3000:]
     finally:
         operators.stop_all()
+        plane.kubectl("delete", "persistentvolume", volume, "--wait=false", check=False)
 
 
 def assert_refused_the_rest(plane: ControlPlane, release_ns: str, watched: str, kubeconfig: Path) -> None:

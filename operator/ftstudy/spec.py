@@ -216,6 +216,12 @@ class TrialTemplate(_Model):
         "trial writes <outputDir>/<namespace>/<study>/trial-NNNN",
     )
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="a trial running longer fails")
+    fs_group: int | None = Field(
+        default=None,
+        ge=1,
+        description="the trial pods' fsGroup: volumes that support it (a fresh PersistentVolumeClaim at outputDir) "
+        "are made writable by this group, which the non-root trainer belongs to (the trainer image's is 10001)",
+    )
 
 
 class Cleanup(_Model):

@@ -49,6 +49,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on this port at /metrics (0: none); docs/observability.md",
     )
     p.add_argument("--metrics-address", default="0.0.0.0", help="the address the metrics port listens on")
+    policy = p.add_argument_group("trial policy (what a study's trialTemplate may ask for; docs/operator.md)")
+    policy.add_argument(
+        "--trial-service-account",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a ServiceAccount trials may run as, besides each namespace's default (repeat for several)",
+    )
+    policy.add_argument(
+        "--trial-volume-type",
+        action="append",
+        default=None,
+        metavar="TYPE",
+        help="a volume type trials may use (repeat; default: persistentVolumeClaim, emptyDir, ephemeral, configMap, "
+        "downwardAPI; never hostPath)",
+    )
+    policy.add_argument(
+        "--storage-secret",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Secret that studies may name as spec.storage.secretRef (repeat; default: ftstudy-db); the operator "
+        "reads no other",
+    )
 
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
@@ -83,8 +107,14 @@ def run(args: argparse.Namespace) -> int:
     from ftstudy.kube.handlers import Workers, register
     from ftstudy.kube.leader import LeaderElector
     from ftstudy.kube.metrics import METRICS
+    from ftstudy.kube.policy import TrialPolicy
     from ftstudy.kube.reconciler import Settings
 
+    try:
+        policy = TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret)
+    except ValueError as error:
+        print(f"ftstudy operator: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
@@ -116,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         METRICS.leader.set(1)
 
-    settings = Settings(poll_seconds=args.poll_seconds, stuck_seconds=args.stuck_seconds)
+    settings = Settings(poll_seconds=args.poll_seconds, stuck_seconds=args.stuck_seconds, policy=policy)
     workers = Workers(kube, settings)
     register(workers)
 
