@@ -155,6 +155,16 @@ def _names_rule(field: str) -> Schema:
     )
 
 
+def _frozen(field: str) -> Schema:
+    """What an early accuracy means must not change under a running study: its history would mislead both the
+    sampler and the promotion. (The operator checks the same, for what CEL cannot see: ftstudy.kube.identity.)"""
+    return _rule(
+        f"self.{field} == oldSelf.{field}",
+        f"{field} is immutable once the study exists: it defines what the trials' early accuracies mean; create a new "
+        "FineTuneStudy instead (budget, sampler, baseline and trialTemplate may change)",
+    )
+
+
 # The model validators of spec.py, in CEL, with pydantic's messages where they fit.
 _RULES: dict[str, list[Schema]] = {
     "spec": [
@@ -162,6 +172,7 @@ _RULES: dict[str, list[Schema]] = {
             "self.searchSpace == oldSelf.searchSpace",
             "searchSpace is immutable once the study exists; create a new FineTuneStudy to search another space",
         ),
+        *(_frozen(field) for field in ("model", "dataset", "attributes", "training", "promotion")),
     ],
     "spec.dataset": [
         _rule(
