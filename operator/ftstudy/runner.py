@@ -20,7 +20,7 @@ from pathlib import Path, PurePath
 
 from optuna.trial import FrozenTrial
 
-from ftstudy import core
+from ftstudy import core, faults
 from ftstudy.core import Decision, Phase, Plan, Process, TrialView
 from ftstudy.executor import Executor, TrialProcess, trial_dir
 from ftstudy.spec import FineTuneStudy, StudySpec
@@ -147,7 +147,9 @@ class Engine:
         output = trial_dir(self.trials_root, number)
         args = trainer_args(self.spec, None, self.study_name, number, str(self.data_dir), str(output),
                             generate_data=self.generate_data)  # fmt: skip
+        faults.point("launch.before")
         self.executor.launch(number, attempt, args)
+        faults.point("launch.between")
         # Counted once it runs: a crash before the launch launches this same attempt again (no retry spent), and a
         # crash after it finds the attempt on the process or Job (``observe``).
         self.store.record_attempt(number, attempt)
@@ -167,11 +169,13 @@ class Engine:
                     self.on_event(Event(number, f"relaunched (attempt {attempt})", "TrialRelaunched"))
             case core.Continue(number=number):
                 self.store.record_decision(number, Decision.CONTINUE)
+                faults.point("continue.between")
                 self.executor.record_decision(number, Decision.CONTINUE.value)
                 text = f"early accuracy {early_accuracy(trials[number]):.3f} -> continue"
                 self.on_event(Event(number, text, "TrialContinued"))
             case core.Cancel(number=number):
-                self.store.prune(number)
+                self.store.prune(number)  # first: a trainer that sees PRUNED stops by itself, Job or no Job
+                faults.point("cancel.between")
                 self.executor.cancel(number)
                 text = f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"
                 self.on_event(Event(number, text, "TrialCancelled"))
@@ -182,8 +186,11 @@ class Engine:
                 text = f"finished: final {final:.3f}" if final is not None else "finished: diverged (accuracy 0)"
                 self.on_event(Event(number, text, "TrialFinished"))
             case core.Fail(number=number, reason=reason):
-                self.executor.cancel(number)
+                # Recorded first: stopped first, a crash in between would leave a RUNNING trial with no process,
+                # which the next pass would retry, spending a retry the failure did not allow.
                 self.store.fail(number, reason)
+                faults.point("fail.between")
+                self.executor.cancel(number)
                 self.on_event(Event(number, f"failed: {reason}", "TrialFailed"))
             case core.StudyDone() | core.StudyFailed():
                 self.outcome = action

@@ -284,7 +284,10 @@ class StudyReconciler:
         )
         outcome = built.engine.outcome
         old = body.get("status") or {}
-        conditions = [condition("StorageReady", True, "Connected", "the study's database answers", generation, now)]
+        conditions = [
+            condition("StorageReady", True, "Connected", "the study's database answers", generation, now),
+            condition("Ready", True, "Reconciled", "the operator acts on the study", generation, now),
+        ]
         if isinstance(outcome, core.StudyDone):
             phase, message = SUCCEEDED, "every trial has ended"
             conditions.append(condition("Complete", True, "AllTrialsEnded", message, generation, now))
