@@ -520,15 +520,23 @@ def test_a_real_scrape_of_a_running_operator_matches_the_study_and_serves_every_
     assert "Traceback" not in ops.log(), ops.log()[-3000:]
 
 
-def test_a_port_in_use_does_not_stop_the_operator() -> None:
-    """The operator's work does not depend on being watched: a metrics port that cannot be bound is logged."""
+def test_a_port_in_use_does_not_stop_the_operator(caplog: pytest.LogCaptureFixture) -> None:
+    """The operator's work does not depend on being watched: a metrics port that cannot be bound is logged as an
+    error, and the operator goes on; port 0 serves nothing and says nothing."""
     import socket
 
     from ftstudy.kube import main
 
+    caplog.set_level("INFO", logger="ftstudy.operator")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
         main._serve_metrics("127.0.0.1", port)  # logs an error, raises nothing
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1, caplog.text
+        assert f"cannot serve metrics on 127.0.0.1:{port}" in errors[0].getMessage()
+        assert "running without them" in errors[0].getMessage()
+    caplog.clear()
     main._serve_metrics("127.0.0.1", 0)  # disabled
+    assert caplog.records == []
