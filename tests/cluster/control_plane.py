@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -86,6 +88,7 @@ class ControlPlane:
         self.logs = self.dir / "logs"
         self.kubeconfig = self.dir / "admin.kubeconfig"
         self.port = 0
+        self.etcd_port = 0
         self.server = ""
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[IO[bytes]] = []
@@ -100,7 +103,7 @@ class ControlPlane:
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         try:
-            etcd_port = self._start_etcd()
+            etcd_port = self.etcd_port = self._start_etcd()
             self._make_pki()
             self.port = free_port()
             self.server = f"https://127.0.0.1:{self.port}"
@@ -138,6 +141,32 @@ class ControlPlane:
             log.close()
         self._log_files.clear()
         atexit.unregister(self.stop)
+
+    @contextlib.contextmanager
+    def frozen(self, component: str = "kube-apiserver") -> Iterator[None]:
+        """The component stopped (SIGSTOP) for the duration: it holds its connections and answers nothing, as a
+        hung or partitioned server does. Resumed (SIGCONT) on leaving, whatever happened."""
+        proc = self._procs[component]
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver (SIGTERM, as a rolling restart does), wait ``down_seconds``, start it again on the
+        same port and etcd, and return once it is ready. Clients see connection errors meanwhile."""
+        proc = self._procs["kube-apiserver"]
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        time.sleep(down_seconds)
+        self._start_apiserver(self.etcd_port)
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: self._http_ok(f"{self.server}/readyz", tls=True), "kube-apiserver /readyz", deadline)
 
     def __enter__(self) -> ControlPlane:
         return self.start()

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import kubernetes
+import urllib3
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -80,9 +81,14 @@ class Kube:
             self.api.update_params_for_auth(headers, None, ["BearerToken"], resource_path, method, body)
         url = self.api.configuration.host + resource_path + (f"?{urlencode(query)}" if query else "")
         payload = None if body is None else json.dumps(body).encode()
+        # An explicit timeout bounds the whole request: urllib3 would otherwise retry a read timeout three times,
+        # and split the time between connecting and reading (a Lease renewal must end by its deadline).
+        bounded: dict[str, Any] = {"timeout": self.timeout}
+        if timeout:
+            bounded = {"timeout": urllib3.Timeout(total=timeout), "retries": False}
         try:
             response = self.api.rest_client.pool_manager.request(
-                method, url, body=payload, headers=headers, timeout=timeout or self.timeout, preload_content=True
+                method, url, body=payload, headers=headers, preload_content=True, **bounded
             )
         except Exception as error:  # urllib3 raises its own hierarchy; all of it means "no answer"
             raise Unreachable(f"Kubernetes API unreachable ({type(error).__name__}: {error})") from error
