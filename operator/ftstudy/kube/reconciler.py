@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
@@ -46,7 +47,7 @@ _storages: dict[str, tuple[RDBStorage, int]] = {}  # url -> (its storage, how ma
 _storages_lock = threading.Lock()
 
 STATUS_REFRESH_SECONDS = 30.0  # GPU seconds tick up all the time; other changes are written at once
-STORAGE_REASONS = ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden")
+STORAGE_REASONS = ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden", "StorageURLInvalid")
 
 
 @dataclass
@@ -214,7 +215,16 @@ class StudyReconciler:
             return self.built
         retry = RetryPolicy(deadline_seconds=self.settings.storage_retry_seconds)
         optuna_name = names.optuna_study_name(self.namespace, self.name)
-        storage = shared_storage(url, retry)
+        try:
+            storage = shared_storage(url, retry)
+        except (ValueError, ImportError, sqlalchemy.exc.ArgumentError) as error:  # NoSuchModuleError: an ArgumentError
+            ref = study.spec.storage.secret_ref
+            raise Problem(
+                "StorageURLInvalid",
+                f"the storage URL in Secret {self.namespace}/{ref.name} (key {ref.key!r}) is not one SQLAlchemy can "
+                f"use ({type(error).__name__}: {redact(str(error), url)}); it should look like "
+                "postgresql+psycopg2://user:password@host:5432/db",
+            ) from None
         try:
             store = StudyStore(url, optuna_name, study.spec, retry, storage=storage)
             identity = study_identity(store)
@@ -375,7 +385,8 @@ class StudyReconciler:
             post_event(self.kube, body, event)
 
 
-WARNINGS = {"TrialFailed", "StudyFailed", "TrialRelaunched"}
+# What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
+NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded"}
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
@@ -383,7 +394,7 @@ def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
     metadata = body["metadata"]
     now = api_time(datetime.now(UTC))
     reason = event.reason or "StudyEvent"
-    warning = reason in WARNINGS or not (reason.startswith("Trial") or reason.startswith("Study"))
+    warning = reason not in NORMAL
     text = redact(f"trial {event.trial}: {event.text}" if event.trial is not None else event.text)
     manifest = {
         "apiVersion": "v1",
