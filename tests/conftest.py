@@ -73,3 +73,7 @@ def postgres_outage(seconds: float) -> None:
         time.sleep(seconds)
     finally:
         subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True)
+
+
+# The operator harness's fixtures, for every module that runs operators (tests/test_operator.py defines them).
+from tests.test_operator import crd_installed, operators  # noqa: E402, F401
