@@ -26,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 
+from ftstudy.kube.api import Kube, load_config
+from ftstudy.kube.reconciler import StudyReconciler
+from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.conftest import PrivateDatabase
 from tests.test_operator import (
@@ -343,3 +347,40 @@ def test_no_storage_password_in_anything_a_study_leaves(
     leaking = [str(p) for p in files if password.encode() in p.read_bytes()]
     assert not leaking, leaking
     no_tracebacks(ops)
+
+
+def connections(url: str, application: str) -> int:
+    """Sessions of ``application`` in PostgreSQL, counted over a connection of its own (no pool)."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+            return int(connection.execute(sqlalchemy.text(query), {"name": application}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_rotated_secrets_old_connection_pool_is_closed(
+    control_plane: ControlPlane, cluster_namespace: str, crd_installed: None, private_database: PrivateDatabase
+) -> None:
+    """One reconcile loop (in this process, as the admin), its Secret's URL rotated between two passes: the pool of
+    the old URL is closed, not left holding connections with the old password."""
+    plane, ns, name = control_plane, cluster_namespace, "rotated"
+    old, new = (f"{private_database.url}?application_name=ftstudy-{which}" for which in ("old", "new"))
+    plane.kubectl("create", "secret", "generic", "ftstudy-db", "-n", ns, f"--from-literal=url={old}")
+    apply(plane, ns, study_manifest(name))
+    body = get_study(plane, ns, name)
+    reconciler = StudyReconciler(Kube(load_config(str(plane.kubeconfig))), ns, name, body["metadata"]["uid"])
+    try:
+        reconciler.reconcile(body)
+        assert reconciler.built is not None and connections(private_database.url, "ftstudy-old") >= 1
+        data = base64.b64encode(new.encode()).decode()
+        plane.kubectl(
+            "patch", "secret", "ftstudy-db", "-n", ns, "--type=merge", "-p", json.dumps({"data": {"url": data}})
+        )
+        reconciler.reconcile(get_study(plane, ns, name))
+        assert connections(private_database.url, "ftstudy-new") >= 1
+        assert connections(private_database.url, "ftstudy-old") == 0
+    finally:
+        reconciler.close()
+    assert connections(private_database.url, "ftstudy-new") == 0, "the last user of a pool closes it"

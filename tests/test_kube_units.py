@@ -18,6 +18,7 @@ from ftstudy.core import Process
 from ftstudy.executor import TrialProcess
 from ftstudy.kube import jobs, names
 from ftstudy.kube.executor import JobExecutor, job_process
+from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity
 from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
 from ftstudy.kube.status import merge_conditions, study_status
 from ftstudy.retry import RetryPolicy
@@ -115,6 +116,22 @@ def test_the_jobs_the_engine_launches_carry_no_storage_url(private_database: Pri
         assert private_database.password not in text and "postgresql" not in text, text
         env = job["spec"]["template"]["spec"]["containers"][0]["env"]
         assert env[0]["valueFrom"]["secretKeyRef"] == {"name": "ftstudy-db", "key": "url"}
+
+
+def test_the_optuna_study_has_one_identity_and_a_frozen_meaning(private_database: PrivateDatabase) -> None:
+    """Recorded the first time the operator opens the study; a frozen field changed where the CRD's rules cannot
+    see (a hyperparameter's value) is refused, a budget change is not."""
+    first = study(training={"hyperparameters": {"weight_decay": 0.0}})
+    retry = RetryPolicy(deadline_seconds=10)
+    store = StudyStore(private_database.url, "ml.frozen", first.spec, retry)
+    identity = study_identity(store)
+    check_unchanged(store, first.spec)
+    again = StudyStore(private_database.url, "ml.frozen", first.spec, retry)
+    assert study_identity(again) == identity and len(identity) == 32
+    check_unchanged(again, study(training={"hyperparameters": {"weight_decay": 0.0}}, budget={"maxTrials": 40}).spec)
+    changed = study(training={"hyperparameters": {"weight_decay": 0.1}}, model="smollm2")
+    with pytest.raises(SpecChanged, match=r"spec.model, spec.training changed after the study started"):
+        check_unchanged(again, changed.spec)
 
 
 def pod_spec_of(s: spec.StudySpec) -> dict[str, Any]:
