@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import optuna
@@ -132,6 +132,14 @@ def test_the_optuna_study_has_one_identity_and_a_frozen_meaning(private_database
     changed = study(training={"hyperparameters": {"weight_decay": 0.1}}, model="smollm2")
     with pytest.raises(SpecChanged, match=r"spec.model, spec.training changed after the study started"):
         check_unchanged(again, changed.spec)
+
+
+def test_the_cluster_example_passes_the_default_trial_policy() -> None:
+    example = spec.load(Path(__file__).resolve().parents[1] / "examples" / "cluster-study.yaml").spec
+    assert (
+        check_spec(example, TrialPolicy()) == [] and check_pod(pod_spec_of(example), TrialPolicy(), "ftstudy-db") == []
+    )
+    assert pod_spec_of(example)["securityContext"]["fsGroup"] == 10001
 
 
 def pod_spec_of(s: spec.StudySpec) -> dict[str, Any]:
