@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="namespace of the leader-election Lease (default: $POD_NAMESPACE, else the first watched namespace)",
     )
     p.add_argument("--lease-name", default="ftstudy-operator")
+    p.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=15,
+        help="the Lease's duration: a standby takes over this long after the leader stopped renewing; the leader "
+        "renews every third of it and stops acting after two thirds without a renewal",
+    )
     p.add_argument("--identity", default=None, help="this replica's name in the Lease (default: hostname-pid)")
     p.add_argument("--liveness", default=None, help="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--poll-seconds", type=float, default=2.0, help="how often each study is reconciled")
@@ -133,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
-        elector = LeaderElector(kube, lease_namespace, args.lease_name, identity)
+        seconds = max(3, args.lease_seconds)
+        elector = LeaderElector(kube, lease_namespace, args.lease_name, identity, lease_seconds=seconds,
+                                renew_seconds=seconds / 3, renew_deadline=seconds * 2 / 3)  # fmt: skip
         if not elector.wait_until_leader(stop):
             return 0
         METRICS.leader.set(1)
