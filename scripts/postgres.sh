@@ -11,6 +11,7 @@
 #                                (the password is set either way); prints its URL. Tests use it for a password
 #                                that appears nowhere else, and for one database per tenant.
 #   scripts/postgres.sh drop NAME   drop that database and role (their sessions are ended first)
+#   scripts/postgres.sh crash    SIGKILL the server (a crash, not a shutdown), then start it again: crash recovery
 #
 # Settings (environment): FTSTUDY_PG_PORT (55432), FTSTUDY_PG_DIR (/var/tmp/ftstudy-postgres-$PORT: a place
 # the `postgres` account can reach when we run as root, which a home directory is not).
@@ -96,6 +97,19 @@ drop() {
         -c "DROP DATABASE IF EXISTS \"$name\"" -c "DROP ROLE IF EXISTS \"$name\"" postgres >/dev/null
 }
 
+crash() {
+    [ -s "$DIR/postmaster.pid" ] || { echo "postgres.sh: not running" >&2; exit 1; }
+    local pid; pid=$(head -n 1 "$DIR/postmaster.pid")
+    kill -9 "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    # Its backends notice the postmaster's death and exit; until they have, a new server cannot start.
+    for _ in $(seq 1 60); do
+        if start >/dev/null 2>&1; then url; return 0; fi
+        sleep 0.5
+    done
+    echo "postgres.sh: the server did not come back after the crash" >&2; exit 1
+}
+
 stop() {
     local bin; bin=$(bindir)
     [ -n "$bin" ] || return 0
@@ -107,7 +121,8 @@ case "${1:-}" in
     stop) stop ;;
     url) url ;;
     status) ready ;;
+    crash) crash ;;
     drop) [ $# -eq 2 ] || { echo "usage: $0 drop NAME" >&2; exit 2; }; drop "$2" ;;
     database) [ $# -eq 3 ] || { echo "usage: $0 database NAME PASSWORD" >&2; exit 2; }; database "$2" "$3" ;;
-    *) echo "usage: $0 start|stop|url|status|database NAME PASSWORD|drop NAME" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|url|status|crash|database NAME PASSWORD|drop NAME" >&2; exit 2 ;;
 esac
