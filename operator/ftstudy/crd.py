@@ -115,7 +115,7 @@ _ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,39}$"  # as ftstudy.task.attributes.valida
 
 # Schema keywords the models' validators imply; the API server then checks them without CEL.
 _CONSTRAINTS: dict[str, Schema] = {
-    "spec.attributes": {"minItems": 1},
+    "spec.attributes": {"minItems": 1, "x-kubernetes-list-type": "set"},  # set: the API server refuses duplicates
     "spec.attributes[]": {"pattern": _ATTRIBUTE_NAME, "maxLength": 40},
     # keys must be hyperparameter names (rules below), so there are at most that many; the bound also keeps the
     # estimated cost of the CEL rules per entry within the API server's budget
