@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -87,6 +88,7 @@ class ControlPlane:
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
         self.kubeconfig = self.dir / "admin.kubeconfig"
+        self.audit_log = self.logs / "audit.log"
         self.port = 0
         self.etcd_port = 0
         self.server = ""
@@ -274,8 +276,43 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
+                # On in many distributions: setting blockOwnerDeletion needs update on the owner's finalizers.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                # Every request a ServiceAccount outside kube-system makes, with its verb and resource: what the
+                # operator's RBAC is derived from (tests/test_rbac.py).
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=500",
+                "--audit-log-maxbackup=1",
             ],
         )
+
+    def _audit_policy(self) -> Path:
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
+            "rules": [
+                {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+                {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+                {"level": "None"},
+            ],
+        }
+        path = self.dir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return path
+
+    def requests_by(self, user: str) -> list[dict[str, Any]]:
+        """The audit log's record of every request ``user`` (a ServiceAccount's full name) made, answered or not."""
+        found = []
+        for log in sorted(self.logs.glob("audit*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if f'"{user}"' in line:
+                    event = json.loads(line)
+                    if event.get("user", {}).get("username") == user:
+                        found.append(event)
+        return found
 
     def _start_controller_manager(self) -> None:
         pki = self.pki
