@@ -248,8 +248,9 @@ class JobExecutor:
         existing = self.kube.get(path("batch", "v1", "jobs", self.namespace, name))
         wanted = manifest["metadata"]["labels"]
         found = existing["metadata"].get("labels") or {}
-        differ = [key for key in (names.STUDY_UID, names.TRIAL, names.ATTEMPT, names.OPTUNA_STUDY, names.TRIAL_KEY)
-                  if found.get(key) != wanted[key]]  # fmt: skip
+        differ = [key for key in (names.STUDY_UID, names.TRIAL, names.ATTEMPT) if found.get(key) != wanted[key]]
+        # a Job made before Jobs carried these two labels is judged by the three above
+        differ += [key for key in (names.OPTUNA_STUDY, names.TRIAL_KEY) if key in found and found[key] != wanted[key]]
         if differ:
             shown = ", ".join(f"{key}={found.get(key)!r} (expected {wanted[key]!r})" for key in differ)
             raise JobConflict(
