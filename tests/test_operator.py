@@ -128,27 +128,8 @@ def prepare_namespace(plane: ControlPlane, ns: str, postgres_url: str, tmp_path:
 
 
 def provision_artifacts(plane: ControlPlane, namespace: str, host_dir: Path) -> str:
-    """The claim ``artifacts`` in ``namespace``, bound to a PersistentVolume (returned) whose hostPath is ``host_dir``:
-    what a platform team provides. A study may not mount a hostPath itself (the trial policy refuses it)."""
-    volume = f"artifacts-{namespace}"
-    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-             "metadata": {"name": ARTIFACTS, "namespace": namespace},
-             "spec": {"storageClassName": "", "volumeName": volume, "accessModes": ["ReadWriteMany"],
-                      "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
-          "spec": {"storageClassName": "", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-                   "persistentVolumeReclaimPolicy": "Retain",
-                   "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"},
-                   "claimRef": {"namespace": namespace, "name": ARTIFACTS}}}  # fmt: skip
-    plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in (pv, claim)))
-    wait_for(
-        f"the claim {namespace}/{ARTIFACTS} to be bound",
-        lambda: (
-            plane.kubectl("get", "pvc", ARTIFACTS, "-n", namespace, "-o", "jsonpath={.status.phase}").stdout == "Bound"
-        ),
-        60,
-    )
-    return volume
+    """The claim ``artifacts`` in ``namespace`` on a hostPath PersistentVolume (returned) at ``host_dir``."""
+    return plane.host_path_claim(namespace, ARTIFACTS, host_dir)
 
 
 def study_manifest(name: str, artifacts: Path | None = None, **spec: Any) -> dict[str, Any]:

@@ -219,6 +219,28 @@ class ControlPlane:
         self._write_kubeconfig(path, user, {"token": str(result.status.token)}, namespace=namespace)
         return path
 
+    def host_path_claim(self, namespace: str, claim: str, host_dir: Path, timeout: float = 60.0) -> str:
+        """A PersistentVolumeClaim ``claim`` in ``namespace``, bound to a new PersistentVolume (its name returned, to
+        delete afterwards) whose hostPath is ``host_dir``: what a platform team provides, since a pod that meets the
+        `restricted` standard may not mount a hostPath itself. The simulated kubelet resolves the claim."""
+        volume = f"{claim}-{namespace}"
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+              "spec": {"storageClassName": "", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                       "persistentVolumeReclaimPolicy": "Retain",
+                       "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"},
+                       "claimRef": {"namespace": namespace, "name": claim}}}  # fmt: skip
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+               "spec": {"storageClassName": "", "volumeName": volume, "accessModes": ["ReadWriteMany"],
+                        "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
+        self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in (pv, pvc)))
+        deadline = time.monotonic() + timeout
+        phase = ("get", "pvc", claim, "-n", namespace, "-o", "jsonpath={.status.phase}")
+        while self.kubectl(*phase).stdout != "Bound":
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"the claim {namespace}/{claim} was not bound within {timeout:.0f} s")
+            time.sleep(0.2)
+        return volume
+
     # --- components ------------------------------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str]) -> None:
