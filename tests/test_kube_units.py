@@ -350,6 +350,11 @@ def test_status_names_the_best_trial_the_baseline_gain_and_gpu_time() -> None:
     assert status["testGainOverBaseline"] == pytest.approx(0.2)
     # spent: (100 + 120 + 20 + 5) s x 2 GPUs; saved: median full run (110 s) - 20 s, x 2 GPUs
     assert status["gpuSeconds"] == {"spent": 490.0, "saved": 180.0}
+    assert status["lastFailure"] == {"trial": 3, "reason": "unknown"}
+    failed_later = frozen(4, TrialState.FAIL, None, None, 50)
+    failed_later.user_attrs = {"failure_reason": "the API server refused its Job demo-t4-a1: invalid"}
+    later = study_status([*trials, failed_later], max_trials=5, gpus=2, early_fraction=0.2, now=NOW)
+    assert later["lastFailure"] == {"trial": 4, "reason": "the API server refused its Job demo-t4-a1: invalid"}
 
 
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:

@@ -494,6 +494,11 @@ def _status_schema() -> Schema:
                     ),
                 },
             ),
+            "lastFailure": _s(
+                "object",
+                "The trial that failed last, and why (as its TrialFailed Event says).",
+                properties={"trial": trial, "reason": _s("string", "why it failed")},
+            ),
             "conditions": _s(
                 "array",
                 "The study's conditions, one per type.",
