@@ -247,6 +247,7 @@ def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
         assert words in trial.user_attrs["failure_reason"], trial.user_attrs
         assert trial.system_attrs["ftstudy:attempts"] == 1, "not retried: it would fail the same way"
         assert any(words in e["message"] for e in study_events(ops, name, "TrialFailed"))
+        assert words in study["status"]["lastFailure"]["reason"], study["status"]
 
     # late-gpu waited for a GPU far longer than --stuck-seconds; scheduled, it fails to pull: stuck from then on
     time.sleep(max(0.0, applied + 12 - time.monotonic()))  # twice --stuck-seconds without a GPU
@@ -267,6 +268,37 @@ def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
     assert study["status"]["phase"] == "Failed" and time.monotonic() - failing_since >= 4
     (trial,) = optuna_trials(postgres_url, ns, "late-gpu")
     assert "its pod cannot start: ErrImagePull" in trial.user_attrs["failure_reason"], trial.user_attrs
+    no_tracebacks(ops)
+
+
+def test_a_job_refused_by_a_resource_quota_waits_until_the_quota_allows_it(
+    operators: Operators, postgres_url: str
+) -> None:
+    """Not a failure of the trial (it would succeed later) nor a spent retry: a condition, and the Job is created once
+    the quota is raised."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "jobs"},
+             "spec": {"hard": {"count/jobs.batch": "1"}}}  # fmt: skip
+    apply(plane, ns, quota)
+    wait_for("the quota counted", lambda: plane.kubectl("get", "resourcequota", "jobs", "-n", ns, "-o",
+                                                         "jsonpath={.status.hard}").stdout, 30)  # fmt: skip
+    ops.start()
+    name = "quota"
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 2, "parallelism": 2, "retriesPerTrial": 0}))
+    waiting = wait_for_condition(ops, name, "Ready", "JobQuotaExceeded")
+    assert f"trial 1 waits for its Job {name}-t1-a1: " in waiting["message"] and "exceeded quota" in waiting["message"]
+    time.sleep(3)
+    assert job_names(ops, name) == {f"{name}-t0-a1"}
+    trials = optuna_trials(postgres_url, ns, name)
+    assert [t.system_attrs.get("ftstudy:attempts") for t in trials] == [1, None], "the refused launch is not counted"
+    assert len(study_events(ops, name, "JobQuotaExceeded")) == 1
+    quota["spec"]["hard"]["count/jobs.batch"] = "2"
+    apply(plane, ns, quota)
+    wait_for("the second Job", lambda: len(job_names(ops, name)) == 2, 60, diagnosis(ops, name))
+    wait_for_condition(ops, name, "Ready", "Reconciled")
+    trials = optuna_trials(postgres_url, ns, name)
+    assert [t.system_attrs.get("ftstudy:attempts") for t in trials] == [1, 1]
+    assert all(t.state == optuna.trial.TrialState.RUNNING for t in trials)
     no_tracebacks(ops)
 
 
