@@ -11,6 +11,7 @@ exactly one attempt). The seed is printed on failure; $FTSTUDY_CHAOS_SEED replay
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import signal
@@ -44,7 +45,7 @@ SEED = int(os.environ.get("FTSTUDY_CHAOS_SEED", "20261201"))
 FAULTS = ("launch.before=1", "launch.between=1", "continue.between=1", "cancel.between=1", "launch.between=2",
           "cancel.between=1", "continue.between=1", "launch.before=2")  # fmt: skip
 LEASE_SECONDS = 3
-TRIALS = 10
+TRIALS = 8  # at first: raised while the kills go on, if the study would otherwise end before them
 
 
 def assert_each_attempt_ran_once_and_none_overlapped(nodes: GpuNodes, ns: str, name: str, trials: list[Any]) -> None:
@@ -70,7 +71,7 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     nodes = gpu_nodes_factory({"gpu-a": 2})
     name = "chaos"
     apply(plane, ns, study_manifest(name, budget={"maxTrials": TRIALS, "parallelism": 2, "retriesPerTrial": 1}))
-    identity, kills, hit = "chaos-0", [], []
+    max_trials, identity, kills, hit = TRIALS, "chaos-0", [], []
     faults: list[str | None] = [*FAULTS, *[None] * (20 - len(FAULTS))]
     rng.shuffle(faults)
     for i, fault in enumerate(faults):
@@ -91,19 +92,26 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
             how = f"SIGKILL after {life:.1f}s" + (f" ({fault} not reached)" if fault else "")
         assert proc.returncode == -signal.SIGKILL, (proc.returncode, ops.log(identity)[-3000:])
         kills.append(f"{i}: {identity}: {how}")
+        # However fast this machine, the study must outlast the kills: its budget is raised as it nears the end (a
+        # budget edit, allowed while it runs), so that every kill lands while trials remain to be created.
+        if len(optuna_trials(postgres_url, ns, name)) >= max_trials - 2:
+            max_trials += 2
+            patch = json.dumps({"spec": {"budget": {"maxTrials": max_trials}}})
+            plane.kubectl("patch", "fts", name, "-n", ns, "--type=merge", "-p", patch)
     unfinished = [t for t in optuna_trials(postgres_url, ns, name) if not t.state.is_finished()]
     print(f"seed {SEED}; kills: {kills}; unfinished after them: {len(unfinished)}")
     assert any(f and ".between" in f for f in hit), ("no kill inside a multi-write sequence", kills)
     assert get_study(plane, ns, name)["status"]["phase"] != "Succeeded", "the kills landed across the study"
+    assert len(optuna_trials(postgres_url, ns, name)) < max_trials, "trials were still to be created"
     ops.env = {}
     ops.start("chaos-final")
     study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 600, nodes)
     assert study["status"]["phase"] == "Succeeded", (SEED, kills, study["status"])
 
     trials = optuna_trials(postgres_url, ns, name)
-    assert sorted(t.number for t in trials) == list(range(TRIALS)), "one trial per number, none lost, none extra"
+    assert sorted(t.number for t in trials) == list(range(max_trials)), "one trial per number, none lost, none extra"
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
-    assert [t.system_attrs["ftstudy:attempts"] for t in trials] == [1] * TRIALS, ("no retry needed", SEED, kills)
+    assert [t.system_attrs["ftstudy:attempts"] for t in trials] == [1] * max_trials, ("no retry", SEED, kills)
     assert_each_attempt_ran_once_and_none_overlapped(nodes, ns, name, trials)
     for log in ops.logs.glob("operator-chaos-*.log"):
         assert "Traceback" not in log.read_text(errors="replace"), (log.name, SEED, kills)
