@@ -17,8 +17,8 @@ from ftstudy import spec
 from ftstudy.core import Process
 from ftstudy.executor import TrialProcess
 from ftstudy.kube import jobs, names
-from ftstudy.kube.executor import JobExecutor, job_process
-from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity
+from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
+from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity, trial_key
 from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
 from ftstudy.kube.status import merge_conditions, study_status
 from ftstudy.retry import RetryPolicy
@@ -300,6 +300,34 @@ def test_a_job_whose_pod_is_never_created_fails_with_the_job_controllers_reason(
     failed = job_process(old, [], NOW, 120, refused)
     assert (failed.state, failed.retryable, failed.attempt) == (Process.FAILED, False, 2)
     assert failed.reason == f"its pod could not be created: {refused}"
+
+
+def test_jobs_that_a_restored_database_no_longer_knows_are_a_conflict() -> None:
+    """The Jobs of trials 0-3 against the records of a backup taken when trials 0-1 existed, after which trial 2 was
+    asked for again: trial 2's Job is an earlier trial 2's (another creation time), trial 3's has no trial at all."""
+
+    def asked(number: int, second: int) -> optuna.trial.FrozenTrial:
+        trial = frozen(number, TrialState.RUNNING, None, None, 0)
+        trial.datetime_start = datetime(2026, 11, 25, 11, 0, second, 123456)
+        return trial
+
+    before = [asked(0, 1), asked(1, 2), asked(2, 3), asked(3, 4)]
+    restored = [asked(0, 1), asked(1, 2), asked(2, 9)]
+    executor = JobExecutor(None, "ml", "demo", "uid-1", study().spec, identity="a" * 32)  # type: ignore[arg-type]
+    listed = [
+        jobs.job_manifest(study().spec, "ml", "demo", "uid-1", t.number, 1, [], "a" * 32, trial_key("a" * 32, t))
+        for t in before
+    ]
+    executor._check(listed[:2], restored)  # the Jobs of the trials the backup has: ours
+    with pytest.raises(JobConflict) as conflict:
+        executor._check(listed, restored)
+    message = conflict.value.message
+    assert "Job demo-t2-a1 was made for an earlier trial 2" in message
+    assert "Job demo-t3-a1 runs trial 3, which the study's records do not have" in message
+    assert "Nothing is launched or changed until these Jobs are gone" in message
+    other = JobExecutor(None, "ml", "demo", "uid-1", study().spec, identity="b" * 32)  # type: ignore[arg-type]
+    with pytest.raises(JobConflict, match="Job demo-t0-a1 was made for another Optuna study"):
+        other._check(listed[:1], restored)
 
 
 def test_a_retry_waits_until_no_pod_of_the_trial_runs() -> None:
