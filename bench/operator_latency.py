@@ -33,7 +33,8 @@ shared 2-core machine decides much of the latency.
     .venv/bin/python bench/operator_latency.py --optuna-trainer    # trainers write through Optuna's RDBStorage
 
 Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end. API request
-counts are not measured: the control plane keeps no per-client count (no audit log).
+counts are not measured (the control plane's audit log records ServiceAccounts' requests now, for tests/test_rbac.py;
+this bench does not read it).
 """
 
 from __future__ import annotations
@@ -257,9 +258,7 @@ def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> list[str]:
 # --- the cluster ---------------------------------------------------------------------------------------------------
 
 
-def study_manifest(
-    name: str, artifacts: Path, max_trials: int, parallelism: int, seed: int, writer: str
-) -> dict[str, Any]:
+def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, writer: str) -> dict[str, Any]:
     return {
         "apiVersion": "ftstudy.io/v1alpha1",
         "kind": "FineTuneStudy",
@@ -280,7 +279,8 @@ def study_manifest(
                 "image": "ftstudy/bench:scripted",
                 "command": ["python", str(TRAINER), "--writer", writer],
                 "resources": {"limits": {"nvidia.com/gpu": 1}},
-                "volumes": [{"name": "artifacts", "hostPath": {"path": str(artifacts), "type": "DirectoryOrCreate"}}],
+                # a claim on a hostPath volume (Cluster.setup): the trial policy refuses a study's own hostPath
+                "volumes": [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}}],
                 "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
                 "outputDir": "/artifacts",
             },
@@ -327,6 +327,7 @@ class Cluster:
             manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
             self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         self.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={self.storage}")
+        self.plane.host_path_claim(ns, "artifacts", self.workdir / "artifacts")
         # A CRD just established answers 429 "storage is (re)initializing" for a moment: let that pass before the
         # operator starts, so that its log shows only what happens during the runs.
         deadline = time.monotonic() + 30
@@ -465,10 +466,7 @@ def run_studies(
     writer: str,
 ) -> RunResult:
     assert cluster.operator is not None
-    artifacts = cluster.workdir / "artifacts"
-    manifests = [
-        study_manifest(n, artifacts, max_trials, parallelism, seed=i, writer=writer) for i, n in enumerate(study_names)
-    ]
+    manifests = [study_manifest(n, max_trials, parallelism, seed=i, writer=writer) for i, n in enumerate(study_names)]
     cpu_before = cpu_snapshot(cluster.operator.pid, bin_dir)
     started = time.monotonic()
     cluster.kubectl("apply", "-n", cluster.namespace, "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))

@@ -6,6 +6,12 @@
 #   scripts/postgres.sh stop     stop the server (the data stays; tests use this to simulate an outage)
 #   scripts/postgres.sh url      print the SQLAlchemy URL to use
 #   scripts/postgres.sh status   exit 0 when the server accepts connections
+#   scripts/postgres.sh database NAME PASSWORD
+#                                a login role NAME (password PASSWORD) owning a database NAME, created if missing
+#                                (the password is set either way); prints its URL. Tests use it for a password
+#                                that appears nowhere else, and for one database per tenant.
+#   scripts/postgres.sh drop NAME   drop that database and role (their sessions are ended first)
+#   scripts/postgres.sh crash    SIGKILL the server (a crash, not a shutdown), then start it again: crash recovery
 #
 # Settings (environment): FTSTUDY_PG_PORT (55432), FTSTUDY_PG_DIR (/var/tmp/ftstudy-postgres-$PORT: a place
 # the `postgres` account can reach when we run as root, which a home directory is not).
@@ -65,6 +71,45 @@ start() {
     url
 }
 
+database() {
+    local name="$1" password="$2" bin; bin=$(bindir)
+    case "$name$password" in *[!A-Za-z0-9_-]*) echo "postgres.sh: NAME and PASSWORD: letters, digits, _ and - only" >&2; exit 2 ;; esac
+    ready || { echo "postgres.sh: the server is not running (postgres.sh start)" >&2; exit 1; }
+    local role="\"$name\""
+    if ! as_owner "$bin/psql" -h "$DIR" -p "$PORT" -U postgres -tAc \
+            "SELECT 1 FROM pg_roles WHERE rolname='$name'" postgres | grep -q 1; then
+        as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c "CREATE ROLE $role LOGIN" postgres
+    fi
+    as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c "ALTER ROLE $role PASSWORD '$password'" postgres
+    if ! as_owner "$bin/psql" -h "$DIR" -p "$PORT" -U postgres -tAc \
+            "SELECT 1 FROM pg_database WHERE datname='$name'" postgres | grep -q 1; then
+        as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c "CREATE DATABASE $role OWNER $role" postgres
+        as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c "REVOKE ALL ON DATABASE $role FROM PUBLIC" postgres
+    fi
+    echo "postgresql+psycopg2://$name:$password@127.0.0.1:$PORT/$name"
+}
+
+drop() {
+    local name="$1" bin; bin=$(bindir)
+    case "$name" in *[!A-Za-z0-9_-]*|ftstudy|postgres) echo "postgres.sh: will not drop $name" >&2; exit 2 ;; esac
+    as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres \
+        -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename='$name' OR datname='$name'" \
+        -c "DROP DATABASE IF EXISTS \"$name\"" -c "DROP ROLE IF EXISTS \"$name\"" postgres >/dev/null
+}
+
+crash() {
+    [ -s "$DIR/postmaster.pid" ] || { echo "postgres.sh: not running" >&2; exit 1; }
+    local pid; pid=$(head -n 1 "$DIR/postmaster.pid")
+    kill -9 "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    # Its backends notice the postmaster's death and exit; until they have, a new server cannot start.
+    for _ in $(seq 1 60); do
+        if start >/dev/null 2>&1; then url; return 0; fi
+        sleep 0.5
+    done
+    echo "postgres.sh: the server did not come back after the crash" >&2; exit 1
+}
+
 stop() {
     local bin; bin=$(bindir)
     [ -n "$bin" ] || return 0
@@ -76,5 +121,8 @@ case "${1:-}" in
     stop) stop ;;
     url) url ;;
     status) ready ;;
-    *) echo "usage: $0 start|stop|url|status" >&2; exit 2 ;;
+    crash) crash ;;
+    drop) [ $# -eq 2 ] || { echo "usage: $0 drop NAME" >&2; exit 2; }; drop "$2" ;;
+    database) [ $# -eq 3 ] || { echo "usage: $0 database NAME PASSWORD" >&2; exit 2; }; database "$2" "$3" ;;
+    *) echo "usage: $0 start|stop|url|status|crash|database NAME PASSWORD|drop NAME" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,26 @@ def postgres_url() -> str:
     if url:
         return url
     return subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@dataclass(frozen=True)
+class PrivateDatabase:
+    """A database and login role of its own, whose password appears nowhere else (to look for it in what a study
+    leaves behind)."""
+
+    name: str
+    password: str
+    url: str
+
+
+@pytest.fixture
+def private_database(postgres_url: str) -> Iterator[PrivateDatabase]:
+    name, password = f"t_{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+    url = subprocess.run(
+        [str(PG_SCRIPT), "database", name, password], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    yield PrivateDatabase(name, password, url)
+    subprocess.run([str(PG_SCRIPT), "drop", name], check=False, capture_output=True)
 
 
 @pytest.fixture
@@ -52,3 +73,7 @@ def postgres_outage(seconds: float) -> None:
         time.sleep(seconds)
     finally:
         subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True)
+
+
+# The operator harness's fixtures, for every module that runs operators (tests/test_operator.py defines them).
+from tests.test_operator import crd_installed, operators  # noqa: E402, F401

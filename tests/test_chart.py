@@ -29,7 +29,15 @@ import yaml
 from ftstudy.kube import rbac
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.test_operator import SECRET, Operators, apply, study_manifest, wait_for, wait_for_phase
+from tests.test_operator import (
+    SECRET,
+    Operators,
+    apply,
+    provision_artifacts,
+    study_manifest,
+    wait_for,
+    wait_for_phase,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "ftstudy"
@@ -186,6 +194,21 @@ def test_cluster_wide_mode_binds_the_same_rules_in_a_cluster_role(helm: Helm) ->
     assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
 
 
+def test_the_trial_policy_reaches_the_operator_as_flags_it_accepts(helm: Helm) -> None:
+    from ftstudy.cli import parser
+    from ftstudy.kube.policy import DEFAULT_VOLUME_TYPES, TrialPolicy
+
+    def policy(*values: str) -> TrialPolicy:
+        args = parser().parse_args(["operator", *operator_container(helm.template(*values))["args"]])
+        return TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret)
+
+    assert policy() == TrialPolicy(frozenset(), DEFAULT_VOLUME_TYPES, frozenset({"ftstudy-db"}))
+    assert policy("--set", "database.secretName=optuna").storage_secrets == {"optuna"}
+    widened = policy("--set", "trialPolicy.serviceAccounts={trainer}", "--set", "trialPolicy.volumeTypes={csi}",
+                     "--set", "trialPolicy.storageSecrets={team-a-db,team-b-db}")  # fmt: skip
+    assert widened == TrialPolicy(frozenset({"trainer"}), frozenset({"csi"}), frozenset({"team-a-db", "team-b-db"}))
+
+
 def test_a_pod_disruption_budget_only_with_several_replicas(helm: Helm) -> None:
     single = helm.template()
     assert not only(single, "PodDisruptionBudget")
@@ -331,9 +354,11 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_e
          "podDisruptionBudget.minAvailable (2) must be below replicaCount (2), or no node could ever be drained"),
         (["--set", "metrics.serviceMonitor.enabled=true"],
          "the cluster has no ServiceMonitor kind (monitoring.coreos.com/v1): install the Prometheus Operator's CRDs"),
+        (["--set", "trialPolicy.volumeTypes={persistentVolumeClaim,hostPath}"],
+         "- at '/trialPolicy/volumeTypes/1': value must be one of 'persistentVolumeClaim'"),
     ],
     ids=["negative-replicas", "namespaces-string", "unknown-key", "log-level", "namespace-name", "not-a-boolean",
-         "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator"],
+         "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator", "host-path-for-trials"],
 )  # fmt: skip
 def test_bad_values_are_refused_with_a_message_that_names_the_field(
     helm: Helm, values: list[str], message: str
@@ -467,6 +492,7 @@ def run_a_study(
 ) -> None:
     """The operator as the chart's ServiceAccount, exactly as the chart's Deployment runs it (less the ports)."""
     plane.kubectl("create", "secret", "generic", SECRET, "-n", watched, f"--from-literal=url={postgres_url}")
+    volume = provision_artifacts(plane, watched, tmp_path / "artifacts")
     nodes = gpu_nodes_factory({"gpu-a": 2})
     operators = start_operator(plane, kubeconfig, release_ns, watched, ["--namespace", watched], tmp_path)
     try:
@@ -481,6 +507,7 @@ def run_a_study(
         assert "Forbidden" not in log_text, log_text[-3000:]
     finally:
         operators.stop_all()
+        plane.kubectl("delete", "persistentvolume", volume, "--wait=false", check=False)
 
 
 def assert_refused_the_rest(plane: ControlPlane, release_ns: str, watched: str, kubeconfig: Path) -> None:

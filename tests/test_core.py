@@ -84,6 +84,19 @@ def test_ended_trials_finish_retry_or_fail() -> None:
     assert Relaunch(4, 1) in actions
 
 
+def test_a_trial_never_launched_gets_its_first_attempt_whatever_the_retry_budget() -> None:
+    never = TrialView(0, Phase.RUNNING, Process.ABSENT, attempts=0, retryable=False)
+    assert decide(replace(PLAN, retries_per_trial=0), [never])[:1] == [Relaunch(0, 1)]
+
+
+def test_a_malformed_report_fails_its_trial_and_counts_as_a_failure() -> None:
+    bad = running(0, 0.5, report_error="the trainer reported malformed results: final_accuracy = 'abc'")
+    actions = decide(replace(PLAN, max_failed_trials=1), [bad, running(1)])
+    assert actions[0] == Fail(0, "the trainer reported malformed results: final_accuracy = 'abc'")
+    assert Fail(1, "stopped: the study failed") in actions and isinstance(actions[-1], StudyFailed)
+    assert len([a for a in actions if isinstance(a, Fail) and a.number == 0]) == 1
+
+
 def test_too_many_failures_fail_the_study_and_stop_running_trials() -> None:
     trials = [TrialView(0, Phase.FAILED), TrialView(1, Phase.FAILED), running(2), TrialView(3, Phase.RUNNING,
               Process.FAILED, attempts=2)]  # fmt: skip
@@ -134,6 +147,7 @@ def observations(draw: st.DrawFn) -> tuple[Plan, list[TrialView]]:
                 attempts=draw(st.integers(0, 3)),
                 is_baseline=plan.has_baseline and number == 0,
                 retryable=draw(st.booleans()),
+                report_error=draw(st.sampled_from([None, None, None, "malformed"])),
             )
         )
     return plan, trials
@@ -180,10 +194,38 @@ def test_the_baseline_is_never_cancelled(case: tuple[Plan, list[TrialView]]) -> 
     assert not any(isinstance(a, Cancel) and a.number in baseline for a in decide(plan, trials))
 
 
-@settings(max_examples=200, deadline=None)
-@given(observations(), st.randoms())
-def test_same_observations_same_decisions_in_any_order(case: tuple[Plan, list[TrialView]], rng: object) -> None:
+def applied(trials: list[TrialView], actions: list[object]) -> list[TrialView]:
+    """The observations after the actions took effect, as the engine applies them."""
+    by_number = {t.number: t for t in trials}
+    for action in actions:
+        match action:
+            case Continue(number=n):
+                by_number[n] = replace(by_number[n], decision=Decision.CONTINUE)
+            case Cancel(number=n):
+                by_number[n] = replace(by_number[n], phase=Phase.PRUNED)
+            case Finish(number=n):
+                by_number[n] = replace(by_number[n], phase=Phase.COMPLETE)
+            case Fail(number=n):
+                by_number[n] = replace(by_number[n], phase=Phase.FAILED)
+            case Relaunch(number=n, attempt=attempt):
+                relaunched = replace(by_number[n], process=Process.RUNNING, attempts=attempt, retryable=True)
+                by_number[n] = replace(relaunched, failure_reason=None)
+            case LaunchNew(baseline=baseline):
+                n = max(by_number, default=-1) + 1
+                by_number[n] = TrialView(n, Phase.RUNNING, Process.RUNNING, attempts=1, is_baseline=baseline)
+    return sorted(by_number.values(), key=lambda t: t.number)
+
+
+@settings(max_examples=400, deadline=None)
+@given(observations())
+def test_deciding_again_after_applying_never_repeats_an_action(case: tuple[Plan, list[TrialView]]) -> None:
+    """What ``decide`` promises: applying its actions and deciding again converges and never repeats work (the
+    engine decides every few seconds from what it observes, so a repeated action would be done twice)."""
     plan, trials = case
-    shuffled = list(trials)
-    rng.shuffle(shuffled)  # type: ignore[attr-defined]
-    assert decide(plan, trials) == decide(plan, shuffled)
+    first = decide(plan, trials)
+    second = decide(plan, applied(trials, first))
+    done = {(type(a), a.number) for a in first if hasattr(a, "number")}  # type: ignore[attr-defined]
+    again = {(type(a), a.number) for a in second if hasattr(a, "number")}  # type: ignore[attr-defined]
+    assert not done & again, (first, second)
+    if any(isinstance(a, StudyDone | StudyFailed) for a in first):
+        assert not any(isinstance(a, LaunchNew | Relaunch) for a in second), second

@@ -220,7 +220,7 @@ def test_the_bundled_example_is_accepted_without_warnings(plane: ControlPlane, c
     assert spec.parse(stored(plane, cluster_namespace, "example")).spec == spec.parse(document).spec
 
 
-def test_search_space_is_immutable_the_budget_is_not(plane: ControlPlane, cluster_namespace: str) -> None:
+def test_what_early_accuracy_means_is_immutable_the_budget_is_not(plane: ControlPlane, cluster_namespace: str) -> None:
     assert apply(plane, cluster_namespace, study("imm")).returncode == 0
 
     def patch(change: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -237,7 +237,19 @@ def test_search_space_is_immutable_the_budget_is_not(plane: ControlPlane, cluste
     # choices are invisible to CEL field access (untyped), but the comparison of the whole map still sees them
     refused = patch({"searchSpace": {"target_modules": {"choices": ["attention"]}}})
     assert "searchSpace is immutable" in refused.stderr
-    accepted = patch({"budget": {"maxTrials": 8}})
+    # what an early accuracy means cannot change either; each refusal names the field
+    for field, change in (
+        ("model", "smollm2"),
+        ("dataset", {"generate": {"train": 41}}),
+        ("attributes", ["brand", "color"]),
+        ("training", {"earlyFraction": 0.3}),
+        ("training", {"hyperparameters": {"weight_decay": 0.1}}),  # untyped values: the map comparison sees them
+        ("promotion", {"policy": "median"}),
+    ):
+        refused = patch({field: change})
+        assert refused.returncode != 0, (field, change)
+        assert f"{field} is immutable once the study exists: it defines what the trials' early" in refused.stderr
+    accepted = patch({"budget": {"maxTrials": 8}, "trialTemplate": {"image": "ftstudy/trainer:0.1.1"}})
     assert accepted.returncode == 0, accepted.stderr
     after = stored(plane, cluster_namespace, "imm")["spec"]
     assert after["budget"]["maxTrials"] == 8

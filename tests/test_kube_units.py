@@ -3,7 +3,9 @@ against the real control plane in test_operator.py; these pin the rules down cas
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import optuna
@@ -13,9 +15,16 @@ from optuna.trial import TrialState, create_trial
 
 from ftstudy import spec
 from ftstudy.core import Process
+from ftstudy.executor import TrialProcess
 from ftstudy.kube import jobs, names
-from ftstudy.kube.executor import job_process
+from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
+from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity, trial_key
+from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
 from ftstudy.kube.status import merge_conditions, study_status
+from ftstudy.retry import RetryPolicy
+from ftstudy.runner import Engine
+from ftstudy.study_store import StudyStore
+from tests.conftest import PrivateDatabase
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -69,8 +78,154 @@ def test_the_job_runs_the_trainer_with_the_secret_and_the_template() -> None:
     storage = container["env"][0]
     assert storage["name"] == "FTSTUDY_STORAGE_URL"
     assert storage["valueFrom"]["secretKeyRef"] == {"name": "db", "key": "url"}
-    assert not any("postgresql" in str(v) for v in container["args"]), "the URL never travels in the manifest"
     assert jobs.gpus_per_trial(s) == 2
+
+
+class Recorder:
+    """An executor that only records what the engine asks it to launch (and says it runs)."""
+
+    def __init__(self) -> None:
+        self.launches: list[tuple[int, int, list[str]]] = []
+
+    def launch(self, number: int, attempt: int, args: list[str]) -> None:
+        self.launches.append((number, attempt, args))
+
+    def observe(self, trials: object = ()) -> dict[int, TrialProcess]:
+        return {n: TrialProcess(Process.RUNNING, attempt=a) for n, a, _ in self.launches}
+
+    def cancel(self, number: int) -> None:
+        pass
+
+    def record_decision(self, number: int, decision: str) -> None:
+        pass
+
+
+def test_the_jobs_the_engine_launches_carry_no_storage_url(private_database: PrivateDatabase) -> None:
+    """The Job made from what the real engine launches (through a real Optuna study on PostgreSQL) holds neither
+    the storage URL nor its password: the trainer gets it from the Secret, by reference."""
+    s = study(storage={"secretRef": {"name": "ftstudy-db"}}, budget={"maxTrials": 2, "parallelism": 2})
+    store = StudyStore(private_database.url, "ml.demo", s.spec, RetryPolicy(deadline_seconds=10))
+    recorder = Recorder()
+    root = PurePosixPath("/artifacts/ml/demo")
+    engine = Engine(s, store, recorder, root / "data", root, study_name="ml.demo", generate_data=True)
+    engine.step()
+    assert [(n, a) for n, a, _ in recorder.launches] == [(0, 1), (1, 1)]
+    for number, attempt, args in recorder.launches:
+        job = jobs.job_manifest(s.spec, "ml", "demo", "uid-1", number, attempt, args, identity="i", key="k")
+        text = json.dumps(job)
+        assert private_database.password not in text and "postgresql" not in text, text
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert env[0]["valueFrom"]["secretKeyRef"] == {"name": "ftstudy-db", "key": "url"}
+
+
+def test_the_optuna_study_has_one_identity_and_a_frozen_meaning(private_database: PrivateDatabase) -> None:
+    """Recorded the first time the operator opens the study; a frozen field changed where the CRD's rules cannot
+    see (a hyperparameter's value) is refused, a budget change is not."""
+    first = study(training={"hyperparameters": {"weight_decay": 0.0}})
+    retry = RetryPolicy(deadline_seconds=10)
+    store = StudyStore(private_database.url, "ml.frozen", first.spec, retry)
+    identity = study_identity(store)
+    check_unchanged(store, first.spec)
+    again = StudyStore(private_database.url, "ml.frozen", first.spec, retry)
+    assert study_identity(again) == identity and len(identity) == 32
+    check_unchanged(again, study(training={"hyperparameters": {"weight_decay": 0.0}}, budget={"maxTrials": 40}).spec)
+    changed = study(training={"hyperparameters": {"weight_decay": 0.1}}, model="smollm2")
+    with pytest.raises(SpecChanged, match=r"spec.model, spec.training changed after the study started"):
+        check_unchanged(again, changed.spec)
+
+
+def test_the_cluster_example_passes_the_default_trial_policy() -> None:
+    example = spec.load(Path(__file__).resolve().parents[1] / "examples" / "cluster-study.yaml").spec
+    assert (
+        check_spec(example, TrialPolicy()) == [] and check_pod(pod_spec_of(example), TrialPolicy(), "ftstudy-db") == []
+    )
+    assert pod_spec_of(example)["securityContext"]["fsGroup"] == 10001
+
+
+def pod_spec_of(s: spec.StudySpec) -> dict[str, Any]:
+    pod: dict[str, Any] = jobs.job_manifest(s, "ml", "demo", "uid", 0, 1, ["--trial", "0"])["spec"]["template"]["spec"]
+    return pod
+
+
+def test_the_trial_pod_meets_the_restricted_standard_and_more() -> None:
+    s = study(trialTemplate={"fsGroup": 10001}).spec
+    pod = pod_spec_of(s)
+    policy = TrialPolicy.of(storage_secrets=["db"])
+    assert check_spec(s, policy) == [] and check_pod(pod, policy, "db") == []
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "ftstudy-scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+    assert pod["securityContext"]["fsGroup"] == 10001 and pod["securityContext"]["runAsNonRoot"] is True
+    assert "fsGroup" not in pod_spec_of(study().spec)["securityContext"]
+
+
+@pytest.mark.parametrize(
+    ("template", "storage", "field", "words"),
+    [
+        ({"volumes": [{"name": "host", "hostPath": {"path": "/"}}]}, "ftstudy-db",
+         "spec.trialTemplate.volumes[0]", "hostPath volumes are never allowed"),
+        ({"volumes": [{"name": "s", "secret": {"secretName": "cloud-keys"}}]}, "ftstudy-db",
+         "spec.trialTemplate.volumes[0]", "volume type secret is not allowed"),
+        ({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]},
+         "ftstudy-db", "spec.trialTemplate.volumes[0]", "volume type projected is not allowed"),
+        ({"serviceAccountName": "deployer"}, "ftstudy-db", "spec.trialTemplate.serviceAccountName",
+         "'deployer' is not allowed for trials"),
+        ({"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "cloud-keys", "key": "k"}}}]},
+         "ftstudy-db", "spec.trialTemplate.env[0].valueFrom.secretKeyRef", "Secret 'cloud-keys'"),
+        ({"env": [{"name": "FTSTUDY_STORAGE_URL", "value": "sqlite:///x"}]}, "ftstudy-db",
+         "spec.trialTemplate.env[0].name", "set by the operator"),
+        ({"volumes": [{"name": "ftstudy-scratch", "emptyDir": {}}]}, "ftstudy-db",
+         "spec.trialTemplate.volumes[0].name", "the operator's own scratch volume"),
+        ({"volumeMounts": [{"name": "x", "mountPath": "/tmp/"}]}, "ftstudy-db",
+         "spec.trialTemplate.volumeMounts[0].mountPath", "scratch space"),
+        ({}, "cloud-keys", "spec.storage.secretRef.name", "Secret 'cloud-keys' is not one the platform team allows"),
+    ],
+)  # fmt: skip
+def test_the_trial_policy_refuses_what_would_reach_beyond_the_study(
+    template: dict[str, Any], storage: str, field: str, words: str
+) -> None:
+    s = study(trialTemplate=template, storage={"secretRef": {"name": storage}}).spec
+    refused = check_spec(s, TrialPolicy())
+    assert len(refused) == 1 and refused[0].startswith(f"{field}: ") and words in refused[0], refused
+
+
+def test_the_platform_team_widens_the_policy_but_never_to_host_paths() -> None:
+    s = study(
+        trialTemplate={"serviceAccountName": "trainer", "volumes": [{"name": "s", "secret": {"secretName": "k"}}]},
+        storage={"secretRef": {"name": "team-db"}},
+    ).spec
+    policy = TrialPolicy.of(["trainer"], ["persistentVolumeClaim", "secret"], ["team-db"])
+    assert check_spec(s, policy) == [] and check_pod(pod_spec_of(s), policy, "team-db") == []
+    with pytest.raises(ValueError, match=r"volume type\(s\) hostPath cannot be allowed"):
+        TrialPolicy.of(volume_types=["hostPath", "emptyDir"])
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "privileged"),
+        (lambda p: p.update(hostNetwork=True), "hostNetwork"),
+        (lambda p: p.update(hostPID=True), "hostPID"),
+        (lambda p: p["containers"][0]["securityContext"].update(capabilities={"add": ["SYS_ADMIN"], "drop": ["ALL"]}),
+         "no capabilities may be added"),
+        (lambda p: p["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True),
+         "allowPrivilegeEscalation"),
+        (lambda p: p["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False),
+         "readOnlyRootFilesystem"),
+        (lambda p: p["securityContext"].update(runAsUser=0), "must not be 0"),
+        (lambda p: p.update(automountServiceAccountToken=True), "no Kubernetes API token"),
+        (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
+        (lambda p: p["containers"][0]["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "other"}}}),
+         "reads Secret 'other'"),
+    ],
+)  # fmt: skip
+def test_a_built_job_outside_the_policy_is_never_created(change: Any, words: str) -> None:
+    """The last check before a create: whatever a future template field or a bug put into the pod."""
+    pod = pod_spec_of(study().spec)
+    change(pod)
+    refused = check_pod(pod, TrialPolicy(), "db")
+    assert any(words in problem for problem in refused), refused
 
 
 def job(conditions: list[dict[str, str]] | None = None, deleting: bool = False) -> dict[str, Any]:
@@ -80,11 +235,19 @@ def job(conditions: list[dict[str, str]] | None = None, deleting: bool = False) 
     return {"metadata": metadata, "status": {"conditions": conditions or []}}
 
 
-def pod(state: dict[str, Any], age_seconds: float = 0, **status: Any) -> dict[str, Any]:
-    created = (NOW - timedelta(seconds=age_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def ago(seconds: float) -> str:
+    return (NOW - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod(state: dict[str, Any], age_seconds: float = 0, scheduled_seconds: float | None = None, **status: Any
+        ) -> dict[str, Any]:  # fmt: skip
+    """``scheduled_seconds``: how long ago the pod was scheduled (its newest condition), else at its creation."""
+    conditions = []
+    if scheduled_seconds is not None:
+        conditions = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": ago(scheduled_seconds)}]
     return {
-        "metadata": {"name": "p", "creationTimestamp": created},
-        "status": {"containerStatuses": [{"state": state}], **status},
+        "metadata": {"name": "p", "creationTimestamp": ago(age_seconds)},
+        "status": {"containerStatuses": [{"state": state}], "conditions": conditions, **status},
     }
 
 
@@ -114,6 +277,11 @@ FAILED = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
                      age_seconds=600)], Process.FAILED, False,
          'its pod cannot start: CreateContainerConfigError: secret "db" not found'),
         (job(deleting=True), [], Process.FAILED, True, "its Job was deleted while the trial was running"),
+        # waited ten minutes for a GPU, scheduled a moment ago, now failing to pull: not stuck yet
+        (job(), [pod({"waiting": {"reason": "ErrImagePull", "message": "x"}}, age_seconds=600, scheduled_seconds=10)],
+         Process.RUNNING, True, None),
+        (job(), [pod({"waiting": {"reason": "ErrImagePull", "message": "x"}}, age_seconds=900, scheduled_seconds=300)],
+         Process.FAILED, False, "its pod cannot start: ErrImagePull: x"),
     ],
 )  # fmt: skip
 def test_how_a_job_reads_to_the_core(
@@ -121,6 +289,55 @@ def test_how_a_job_reads_to_the_core(
 ) -> None:
     seen = job_process(the_job, pods, NOW, stuck_seconds=120)
     assert (seen.state, seen.retryable, seen.reason) == (state, retryable, reason)
+
+
+def test_a_job_whose_pod_is_never_created_fails_with_the_job_controllers_reason() -> None:
+    refused = 'pods "demo-t0-a1-x" is forbidden: no PriorityClass with name gold was found'
+    young = {"metadata": {"name": "demo-t0-a1", "creationTimestamp": ago(10), "labels": {names.ATTEMPT: "2"}}}
+    old = {"metadata": {**young["metadata"], "creationTimestamp": ago(600)}}
+    assert job_process(young, [], NOW, 120, refused) == TrialProcess(Process.RUNNING, attempt=2)
+    assert job_process(old, [], NOW, 120, None) == TrialProcess(Process.RUNNING, attempt=2), "no reason: keep waiting"
+    failed = job_process(old, [], NOW, 120, refused)
+    assert (failed.state, failed.retryable, failed.attempt) == (Process.FAILED, False, 2)
+    assert failed.reason == f"its pod could not be created: {refused}"
+
+
+def test_jobs_that_a_restored_database_no_longer_knows_are_a_conflict() -> None:
+    """The Jobs of trials 0-3 against the records of a backup taken when trials 0-1 existed, after which trial 2 was
+    asked for again: trial 2's Job is an earlier trial 2's (another creation time), trial 3's has no trial at all."""
+
+    def asked(number: int, second: int) -> optuna.trial.FrozenTrial:
+        trial = frozen(number, TrialState.RUNNING, None, None, 0)
+        trial.datetime_start = datetime(2026, 11, 25, 11, 0, second, 123456)
+        return trial
+
+    before = [asked(0, 1), asked(1, 2), asked(2, 3), asked(3, 4)]
+    restored = [asked(0, 1), asked(1, 2), asked(2, 9)]
+    executor = JobExecutor(None, "ml", "demo", "uid-1", study().spec, identity="a" * 32)  # type: ignore[arg-type]
+    listed = [
+        jobs.job_manifest(study().spec, "ml", "demo", "uid-1", t.number, 1, [], "a" * 32, trial_key("a" * 32, t))
+        for t in before
+    ]
+    executor._check(listed[:2], restored)  # the Jobs of the trials the backup has: ours
+    with pytest.raises(JobConflict) as conflict:
+        executor._check(listed, restored)
+    message = conflict.value.message
+    assert "Job demo-t2-a1 was made for an earlier trial 2" in message
+    assert "Job demo-t3-a1 runs trial 3, which the study's records do not have" in message
+    assert "Nothing is launched or changed until these Jobs are gone" in message
+    other = JobExecutor(None, "ml", "demo", "uid-1", study().spec, identity="b" * 32)  # type: ignore[arg-type]
+    with pytest.raises(JobConflict, match="Job demo-t0-a1 was made for another Optuna study"):
+        other._check(listed[:1], restored)
+
+
+def test_a_retry_waits_until_no_pod_of_the_trial_runs() -> None:
+    running_pod = {"status": {"phase": "Running"}}
+    ended_pod = {"status": {"phase": "Failed"}}
+    crashed = TrialProcess(Process.FAILED, reason="its Job was deleted while the trial was running", attempt=1)
+    assert JobExecutor._drained(crashed, [running_pod]).state is Process.RUNNING
+    assert JobExecutor._drained(crashed, [ended_pod]) == crashed
+    final = TrialProcess(Process.FAILED, retryable=False, reason="its pod cannot start", attempt=1)
+    assert JobExecutor._drained(final, [running_pod]) == final, "no retry follows: its Job is deleted at once"
 
 
 def frozen(number: int, state: TrialState, early: float | None, final: float | None, seconds: float,
@@ -161,6 +378,11 @@ def test_status_names_the_best_trial_the_baseline_gain_and_gpu_time() -> None:
     assert status["testGainOverBaseline"] == pytest.approx(0.2)
     # spent: (100 + 120 + 20 + 5) s x 2 GPUs; saved: median full run (110 s) - 20 s, x 2 GPUs
     assert status["gpuSeconds"] == {"spent": 490.0, "saved": 180.0}
+    assert status["lastFailure"] == {"trial": 3, "reason": "unknown"}
+    failed_later = frozen(4, TrialState.FAIL, None, None, 50)
+    failed_later.user_attrs = {"failure_reason": "the API server refused its Job demo-t4-a1: invalid"}
+    later = study_status([*trials, failed_later], max_trials=5, gpus=2, early_fraction=0.2, now=NOW)
+    assert later["lastFailure"] == {"trial": 4, "reason": "the API server refused its Job demo-t4-a1: invalid"}
 
 
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:

@@ -33,18 +33,16 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ftstudy.kube import rbac
 from ftstudy.kube.metrics import OperatorMetrics
 from ftstudy.runner import Event
 from tests.cluster.control_plane import ControlPlane, free_port
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_operator import (
-    SA,
-    SECRET,
     Operators,
     apply,
     crd_installed,  # noqa: F401  (a fixture)
     optuna_trials,
+    prepare_namespace,
     study_manifest,
     wait_for,
     wait_for_phase,
@@ -391,15 +389,11 @@ def metered_operators(
     postgres_url: str,
     tmp_path: Path,
 ) -> Iterator[MeteredOperators]:
-    ns, plane = cluster_namespace, control_plane
-    plane.kubectl("create", "serviceaccount", SA, "-n", ns)
-    for name, rules in (("ftstudy-operator", rbac.RULES), ("ftstudy-operator-leader", rbac.LEADER_ELECTION_RULES)):
-        manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
-        plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
-    plane.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={postgres_url}")
-    harness = MeteredOperators(plane, ns, plane.service_account_kubeconfig(ns, SA), tmp_path, metrics_port=free_port())
+    kubeconfig, volume = prepare_namespace(control_plane, cluster_namespace, postgres_url, tmp_path)
+    harness = MeteredOperators(control_plane, cluster_namespace, kubeconfig, tmp_path, metrics_port=free_port())
     yield harness
     harness.stop_all()
+    control_plane.kubectl("delete", "persistentvolume", volume, "--wait=false", check=False)
 
 
 def samples_of(text: str) -> list[Sample]:
@@ -526,15 +520,23 @@ def test_a_real_scrape_of_a_running_operator_matches_the_study_and_serves_every_
     assert "Traceback" not in ops.log(), ops.log()[-3000:]
 
 
-def test_a_port_in_use_does_not_stop_the_operator() -> None:
-    """The operator's work does not depend on being watched: a metrics port that cannot be bound is logged."""
+def test_a_port_in_use_does_not_stop_the_operator(caplog: pytest.LogCaptureFixture) -> None:
+    """The operator's work does not depend on being watched: a metrics port that cannot be bound is logged as an
+    error, and the operator goes on; port 0 serves nothing and says nothing."""
     import socket
 
     from ftstudy.kube import main
 
+    caplog.set_level("INFO", logger="ftstudy.operator")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
         main._serve_metrics("127.0.0.1", port)  # logs an error, raises nothing
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1, caplog.text
+        assert f"cannot serve metrics on 127.0.0.1:{port}" in errors[0].getMessage()
+        assert "running without them" in errors[0].getMessage()
+    caplog.clear()
     main._serve_metrics("127.0.0.1", 0)  # disabled
+    assert caplog.records == []

@@ -2,17 +2,19 @@
 with simulated GPU nodes, real PostgreSQL and the real trainer on the tiny model.
 
 The operator runs as its own process (`ftstudy operator`), as a namespaced ServiceAccount bound to exactly the
-rules of ``ftstudy.kube.rbac``: what it can do here is what it can do in a cluster.
+rules of ``ftstudy.kube.rbac``: what it can do here is what it can do in a cluster. Every test namespace enforces the
+`restricted` Pod Security Standard, so every trial pod the operator makes is admitted under it; trials write to a
+PersistentVolumeClaim (bound to a hostPath PersistentVolume that the platform team, here the test, created).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,10 @@ from .studies import tiny_study
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "finetunestudies.ftstudy.io.yaml"
 SECRET = "ftstudy-db"
+LATER_SECRET = "ftstudy-db-later"  # allowed by the operators' trial policy, created by a test when it wants
 SA = "ftstudy-operator"
+ARTIFACTS = "artifacts"  # the PersistentVolumeClaim every test study writes to
+RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +71,17 @@ class Operators:
     kubeconfig: Path
     logs: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self, identity: str = "replica-a") -> subprocess.Popen[bytes]:
         log = (self.logs / f"operator-{identity}.log").open("ab")
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
                    "--kubeconfig", str(self.kubeconfig), "--identity", identity, "--poll-seconds", "0.5",
-                   "--stuck-seconds", "30", "--metrics-port", "0"]  # fmt: skip
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                   "--stuck-seconds", "30", "--metrics-port", "0", "--storage-secret", SECRET,
+                   "--storage-secret", LATER_SECRET, *self.extra_args]  # fmt: skip
+        env = {**os.environ, **self.env} if self.env else None
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         self.procs.append(proc)
         return proc
@@ -97,26 +106,42 @@ class Operators:
 def operators(
     control_plane: ControlPlane, cluster_namespace: str, crd_installed: None, postgres_url: str, tmp_path: Path
 ) -> Iterator[Operators]:
-    ns = cluster_namespace
-    plane = control_plane
+    kubeconfig, volume = prepare_namespace(control_plane, cluster_namespace, postgres_url, tmp_path)
+    harness = Operators(control_plane, cluster_namespace, kubeconfig, tmp_path)
+    yield harness
+    harness.stop_all()
+    control_plane.kubectl("delete", "persistentvolume", volume, "--wait=false", check=False)
+
+
+def prepare_namespace(plane: ControlPlane, ns: str, postgres_url: str, tmp_path: Path) -> tuple[Path, str]:
+    """A namespace as the operator's tests need it: `restricted` enforced, the operator's ServiceAccount bound to
+    exactly its rules, the storage Secret and the artifacts claim. The ServiceAccount's kubeconfig and the claim's
+    PersistentVolume (to delete afterwards)."""
+    plane.kubectl("label", "namespace", ns, RESTRICTED)
     plane.kubectl("create", "serviceaccount", SA, "-n", ns)
     for name, rules in (("ftstudy-operator", rbac.RULES), ("ftstudy-operator-leader", rbac.LEADER_ELECTION_RULES)):
         manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
         plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
     plane.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={postgres_url}")
-    harness = Operators(plane, ns, plane.service_account_kubeconfig(ns, SA), tmp_path)
-    yield harness
-    harness.stop_all()
+    volume = provision_artifacts(plane, ns, tmp_path / "artifacts")
+    return plane.service_account_kubeconfig(ns, SA), volume
 
 
-def study_manifest(name: str, artifacts: Path, **spec: Any) -> dict[str, Any]:
-    """The tiny study (K=2), with the storage Secret and a trial template whose volume is ``artifacts``."""
+def provision_artifacts(plane: ControlPlane, namespace: str, host_dir: Path) -> str:
+    """The claim ``artifacts`` in ``namespace`` on a hostPath PersistentVolume (returned) at ``host_dir``."""
+    return plane.host_path_claim(namespace, ARTIFACTS, host_dir)
+
+
+def study_manifest(name: str, artifacts: Path | None = None, **spec: Any) -> dict[str, Any]:
+    """The tiny study (K=2), with the storage Secret and a trial template that writes to the claim ``artifacts``
+    (``provision_artifacts``; the ``artifacts`` argument is that volume's host directory, kept for readability)."""
     template = {
         "image": "ftstudy/trainer:test",
         "resources": {"limits": {"nvidia.com/gpu": 1}},
-        "volumes": [{"name": "artifacts", "hostPath": {"path": str(artifacts), "type": "DirectoryOrCreate"}}],
+        "volumes": [{"name": "artifacts", "persistentVolumeClaim": {"claimName": ARTIFACTS}}],
         "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
         "outputDir": "/artifacts",
+        "fsGroup": 10001,
         # The simulated nodes share this machine's cores: one thread per trainer, as a CPU request would give it.
         "env": [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"}],
         **spec.pop("trialTemplate", {}),
@@ -331,7 +356,7 @@ def test_a_missing_secret_is_reported_and_deleting_the_study_removes_its_jobs(
     nodes = gpu_nodes_factory({"gpu-a": 2})
     operators.start()
     name = "needs-secret"
-    secret = f"db-{uuid.uuid4().hex[:6]}"
+    secret = LATER_SECRET
     manifest = study_manifest(name, tmp_path / "artifacts")
     manifest["spec"]["storage"] = {"secretRef": {"name": secret}}
     apply(plane, ns, manifest)

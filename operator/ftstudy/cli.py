@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     from ftstudy import core, spec
     from ftstudy.executor import LocalExecutor
     from ftstudy.progress import Progress
+    from ftstudy.redact import redact
     from ftstudy.report import leaderboard, rows, summary, summary_text
     from ftstudy.retry import RetryPolicy, StorageUnavailable
     from ftstudy.runner import Engine, prepare_data
@@ -57,16 +59,18 @@ def _run(args: argparse.Namespace) -> int:
     try:
         store = StudyStore(url, name, study.spec, retry)
         data_dir = prepare_data(study.spec, workdir, args.study_file.resolve().parent)
-        executor = LocalExecutor(workdir / "trials", study.spec.budget.parallelism)
-        engine = Engine(study, store, executor, url, data_dir, workdir / "trials", on_event=progress.event)
-        print(f"study {name}: storage {url}, trials in {workdir / 'trials'}")
+        # The trainers get the URL in their environment: a command line is visible to every user (ps).
+        executor = LocalExecutor(workdir / "trials", study.spec.budget.parallelism, storage_url=url)
+        engine = Engine(study, store, executor, data_dir, workdir / "trials", on_event=progress.event)
+        print(f"study {name}: storage {redact(url)}, trials in {workdir / 'trials'}")
         outcome = engine.run(args.poll_seconds, after_step=lambda: progress.tick(store.trials()))
         table = rows(store.trials())
     except StorageUnavailable as error:
-        print(f"ftstudy: {error}. Running trials continue; run the same command again to resume.", file=sys.stderr)
+        print(f"ftstudy: {redact(str(error), url)}. Running trials continue; run the same command again to resume.",
+              file=sys.stderr)  # fmt: skip
         return EXIT_STORAGE
     except StudyConflict as error:
-        print(f"ftstudy: {error}", file=sys.stderr)
+        print(f"ftstudy: {redact(str(error), url)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("\nstopped: trials already running keep running; run the same command again to resume and adopt them.")
@@ -85,6 +89,7 @@ def _report(args: argparse.Namespace) -> int:
 
     import optuna
 
+    from ftstudy.redact import redact
     from ftstudy.report import leaderboard, plots, rows, summary, summary_text
     from ftstudy.study_store import TOP_K
 
@@ -94,7 +99,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         study_id = storage.get_study_id_from_name(args.study)
     except KeyError:
-        print(f"ftstudy: no study {args.study!r} in {url}", file=sys.stderr)
+        print(f"ftstudy: no study {args.study!r} in {redact(url)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     table = rows(storage.get_all_trials(study_id, deepcopy=False))
     k = int(storage.get_study_system_attrs(study_id).get(TOP_K, 5))
@@ -123,6 +128,13 @@ def _crd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+STORAGE_ENV = "FTSTUDY_STORAGE_URL"
+STORAGE_HELP = (
+    f"Optuna storage URL; default: ${STORAGE_ENV}, else SQLite in the work directory. Prefer the variable for a URL "
+    "with a password: a command line is visible to every user of the machine (ps)"
+)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ftstudy", description=__doc__)
     commands = p.add_subparsers(dest="command", required=True)
@@ -141,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a FineTuneStudy on this machine, trials as local processes")
     run.add_argument("study_file", type=Path, help="a FineTuneStudy YAML file")
-    run.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in the work directory)")
+    run.add_argument("--storage", default=os.environ.get(STORAGE_ENV) or None, help=STORAGE_HELP)
     run.add_argument("--workdir", type=Path, default=Path("runs"), help="where trials write (default: runs/)")
     run.add_argument("--poll-seconds", type=float, default=1.0)
     run.add_argument("--storage-retry-seconds", type=float, default=120.0)
@@ -149,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="leaderboard, JSON summary and plots of a study")
     report.add_argument("study", help="the study's name (metadata.name)")
-    report.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in the work directory)")
+    report.add_argument("--storage", default=os.environ.get(STORAGE_ENV) or None, help=STORAGE_HELP)
     report.add_argument("--workdir", type=Path, default=Path("runs"))
     report.add_argument("--out", type=Path, default=None, help="directory for summary.json and plots")
     report.add_argument("--limit", type=int, default=20)

@@ -10,9 +10,11 @@ Rules, in order:
 1. A running trial whose early accuracy is in and not yet decided is continued or cancelled by the promotion policy
    (the baseline always continues). ``topK`` continues it when fewer than K trials rank ahead of it so far.
 2. A trial whose process ended is finished (the trainer recorded a result), retried (a crash, while retries remain),
-   or failed. Bad input is never retried: it would fail the same way.
+   or failed. Bad input is never retried: it would fail the same way. Nor is a malformed report (a string where a
+   number belongs): the trial fails with the reason, whatever its process is doing.
 3. A RUNNING trial with no process (the runner or operator died) is relaunched the same way: it is matched against
-   what actually runs, so no trial stays RUNNING forever.
+   what actually runs, so no trial stays RUNNING forever. One that was never launched at all (asked for, then the
+   launcher died) is launched as its first attempt: no retry is spent on what never ran.
 4. ``maxFailedTrials`` failures end the study as failed; otherwise new trials start while fewer than
    ``parallelism`` run and fewer than ``maxTrials`` exist (the baseline first). With every trial created and none
    running, the study is done.
@@ -73,6 +75,7 @@ class TrialView:
     is_baseline: bool = False
     retryable: bool = True  # False when the process failed on bad input
     failure_reason: str | None = None
+    report_error: str | None = None  # what was malformed in what the trainer reported
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ def _ended(plan: Plan, trial: TrialView) -> Action:
     """A RUNNING trial whose process is gone: finish it, retry it, or fail it."""
     if trial.has_result:
         return Finish(trial.number)
+    if trial.attempts == 0 and trial.process is Process.ABSENT:
+        return Relaunch(trial.number, 1)  # asked for, never launched: its first attempt, not a retry
     reason = (
         trial.failure_reason
         or {
@@ -177,6 +182,10 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
     for trial in ordered:
         if trial.phase is not Phase.RUNNING:
             continue
+        if trial.report_error is not None:
+            actions.append(Fail(trial.number, trial.report_error))
+            failed += 1
+            continue
         if trial.process is Process.RUNNING:
             running += 1
             if trial.early_accuracy is not None and trial.decision is None:
@@ -196,9 +205,10 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
     if failed >= plan.max_failed_trials:
         relaunched = {a.number for a in actions if isinstance(a, Relaunch)}
         actions = [a for a in actions if not isinstance(a, Relaunch | Continue)]
+        ending = {a.number for a in actions if isinstance(a, Cancel | Fail)}
         for trial in ordered:
             still_running = trial.process is Process.RUNNING or trial.number in relaunched
-            if trial.phase is Phase.RUNNING and still_running and Cancel(trial.number) not in actions:
+            if trial.phase is Phase.RUNNING and still_running and trial.number not in ending:
                 actions.append(Fail(trial.number, "stopped: the study failed"))
         actions.append(StudyFailed(f"{failed} trials failed; maxFailedTrials is {plan.max_failed_trials}"))
         return actions

@@ -115,7 +115,7 @@ _ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,39}$"  # as ftstudy.task.attributes.valida
 
 # Schema keywords the models' validators imply; the API server then checks them without CEL.
 _CONSTRAINTS: dict[str, Schema] = {
-    "spec.attributes": {"minItems": 1},
+    "spec.attributes": {"minItems": 1, "x-kubernetes-list-type": "set"},  # set: the API server refuses duplicates
     "spec.attributes[]": {"pattern": _ATTRIBUTE_NAME, "maxLength": 40},
     # keys must be hyperparameter names (rules below), so there are at most that many; the bound also keeps the
     # estimated cost of the CEL rules per entry within the API server's budget
@@ -155,6 +155,16 @@ def _names_rule(field: str) -> Schema:
     )
 
 
+def _frozen(field: str) -> Schema:
+    """What an early accuracy means must not change under a running study: its history would mislead both the
+    sampler and the promotion. (The operator checks the same, for what CEL cannot see: ftstudy.kube.identity.)"""
+    return _rule(
+        f"self.{field} == oldSelf.{field}",
+        f"{field} is immutable once the study exists: it defines what the trials' early accuracies mean; create a new "
+        "FineTuneStudy instead (budget, sampler, baseline and trialTemplate may change)",
+    )
+
+
 # The model validators of spec.py, in CEL, with pydantic's messages where they fit.
 _RULES: dict[str, list[Schema]] = {
     "spec": [
@@ -162,6 +172,7 @@ _RULES: dict[str, list[Schema]] = {
             "self.searchSpace == oldSelf.searchSpace",
             "searchSpace is immutable once the study exists; create a new FineTuneStudy to search another space",
         ),
+        *(_frozen(field) for field in ("model", "dataset", "attributes", "training", "promotion")),
         _rule(
             "self.sampler.type != 'grid' || !has(self.baseline)",
             "sampler grid runs every point of the grid; put the baseline's values in it instead",
@@ -497,6 +508,11 @@ def _status_schema() -> Schema:
                         "typical full trial's duration, times its GPUs)",
                     ),
                 },
+            ),
+            "lastFailure": _s(
+                "object",
+                "The trial that failed last, and why (as its TrialFailed Event says).",
+                properties={"trial": trial, "reason": _s("string", "why it failed")},
             ),
             "conditions": _s(
                 "array",

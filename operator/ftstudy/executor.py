@@ -3,6 +3,8 @@
 ``LocalExecutor`` runs each trial as a subprocess of the trainer (``ftstudy-trainer``) in its own process group,
 bounded by the study's parallelism (the core never asks for more). It writes ``process.json`` beside each trial's
 run directory, so a runner restarted after a crash adopts trainers that outlived it instead of starting them twice.
+The storage URL reaches the trainers through their environment (``FTSTUDY_STORAGE_URL``), never their command line,
+which any user of the machine can read (``ps``), nor ``process.json``.
 The Kubernetes executor (one Job per trial) implements the same interface in the operator.
 """
 
@@ -15,11 +17,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Protocol, TypeVar
 
+from optuna.trial import FrozenTrial
+
 from ftstudy.core import Process
+from ftstudy.trainer.cli import STORAGE_ENV
 
 P = TypeVar("P", bound=PurePath)
 EXIT_BAD_INPUT = 2
@@ -32,12 +38,16 @@ class TrialProcess:
     exit_code: int | None = None
     retryable: bool = True
     reason: str | None = None
+    attempt: int | None = None  # the attempt this is (a Job's label, process.json): a launch the count lost is found
 
 
 class Executor(Protocol):
     def launch(self, number: int, attempt: int, args: list[str]) -> None: ...
 
-    def observe(self) -> dict[int, TrialProcess]: ...
+    def observe(self, trials: Sequence[FrozenTrial]) -> dict[int, TrialProcess]:
+        """What runs for each trial; ``trials`` are the study's records, against which an executor may check that
+        what it finds belongs to them (the operator's Jobs)."""
+        ...
 
     def cancel(self, number: int) -> None: ...
 
@@ -75,14 +85,18 @@ def _alive(pid: int, marker: str) -> bool:
 class LocalExecutor:
     """Trials as local processes; ``root`` holds one directory per trial (logs, adapters, result.json)."""
 
-    def __init__(self, root: Path, parallelism: int = 1, python: str = sys.executable) -> None:
+    def __init__(
+        self, root: Path, parallelism: int = 1, python: str = sys.executable, storage_url: str | None = None
+    ) -> None:
         self.root = root
         self.python = python
+        self.storage_url = storage_url
         # Trials share this machine's cores: without a cap every trainer starts one thread per core and, run side
         # by side, they thrash (measured: ten times slower steps with two trainers on two cores).
         self.threads = max(1, (os.cpu_count() or 1) // max(1, parallelism))
         self.root.mkdir(parents=True, exist_ok=True)
         self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.attempts: dict[int, int] = {}
         self.cancelled: dict[int, float] = {}
 
     def launch(self, number: int, attempt: int, args: list[str]) -> None:
@@ -92,11 +106,14 @@ class LocalExecutor:
         command = [self.python, "-m", "ftstudy.trainer.cli", *args]
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        if self.storage_url is not None:
+            env[STORAGE_ENV] = self.storage_url
         child = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
         )
         log.close()
         self.children[number] = child
+        self.attempts[number] = attempt
         self.cancelled.pop(number, None)
         record = {"pid": child.pid, "attempt": attempt, "started": time.time(), "command": command}
         tmp = directory / ".process.json.tmp"
@@ -110,28 +127,31 @@ class LocalExecutor:
             record = json.loads((directory / "process.json").read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        attempt = int(record.get("attempt", 1))
         if _alive(int(record["pid"]), str(directory)):
-            return TrialProcess(Process.RUNNING)
+            return TrialProcess(Process.RUNNING, attempt=attempt)
         try:
             outcome = json.loads((directory / "result.json").read_text()).get("outcome")
         except (OSError, json.JSONDecodeError):
             outcome = None
         if outcome in {"completed", "diverged", "pruned"}:
-            return TrialProcess(Process.SUCCEEDED, exit_code=0)
-        return TrialProcess(Process.FAILED, reason="the trainer ended while no runner was watching it")
+            return TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt)
+        return TrialProcess(Process.FAILED, reason="the trainer ended while no runner was watching it", attempt=attempt)
 
-    def observe(self) -> dict[int, TrialProcess]:
+    def observe(self, trials: Sequence[FrozenTrial] = ()) -> dict[int, TrialProcess]:
         seen: dict[int, TrialProcess] = {}
         for number, child in self.children.items():
             code = child.poll()
+            attempt = self.attempts.get(number)
             if code is None:
                 self._escalate(number, child.pid)
-                seen[number] = TrialProcess(Process.RUNNING)
+                seen[number] = TrialProcess(Process.RUNNING, attempt=attempt)
             elif code == 0:
-                seen[number] = TrialProcess(Process.SUCCEEDED, exit_code=0)
+                seen[number] = TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt)
             else:
+                reason = exit_reason(code)
                 seen[number] = TrialProcess(
-                    Process.FAILED, exit_code=code, retryable=code != EXIT_BAD_INPUT, reason=exit_reason(code)
+                    Process.FAILED, exit_code=code, retryable=code != EXIT_BAD_INPUT, reason=reason, attempt=attempt
                 )
         for directory in sorted(self.root.glob("trial-*")):
             number = int(directory.name.removeprefix("trial-"))

@@ -1,10 +1,12 @@
 """The study loop: observe the storage and the executor, ask the core what to do, do it, repeat.
 
 This is the engine's one shell loop; the local command (``ftstudy run``) drives it with the local executor and the
-operator will drive the same ``Engine.step`` from its handlers. Every action is written to the database before it
-takes effect outside (a trial is asked for before its process starts, a launch is counted before it happens), so a
-loop killed at any point and started again finds every trial either running, finished, or visibly orphaned, and
-the core relaunches orphans instead of creating duplicates.
+operator will drive the same ``Engine.step`` from its handlers. A trial is asked for (written to the database)
+before its process starts; a launch is counted right after its process (or Job) exists, and that process carries its
+attempt number (process.json, the Job's labels), so a count lost in a crash is recovered from what runs, and a crash
+before the launch launches the same attempt again. A loop killed at any point and started again therefore finds
+every trial either running, finished, or visibly orphaned; the core relaunches orphans instead of creating
+duplicates, and no retry is spent on a launch that never happened.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from pathlib import Path, PurePath
 
 from optuna.trial import FrozenTrial
 
-from ftstudy import core
+from ftstudy import core, faults
 from ftstudy.core import Decision, Phase, Plan, Process, TrialView
 from ftstudy.executor import Executor, TrialProcess, trial_dir
 from ftstudy.spec import FineTuneStudy, StudySpec
 from ftstudy.study_store import StudyStore, attempts, decision, early_accuracy, has_result, is_baseline, phase
 from ftstudy.trainer.reporting import UserAttr
 from ftstudy.trial_command import trainer_args
+from ftstudy.trial_reports import check_all
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,8 @@ def plan_for(spec: StudySpec) -> Plan:
     )
 
 
-def view(trial: FrozenTrial, process: TrialProcess | None) -> TrialView:
+def view(trial: FrozenTrial, process: TrialProcess | None, report_error: str | None = None) -> TrialView:
+    """``report_error``: what ``ftstudy.trial_reports`` found malformed in the trial's results."""
     process = process or TrialProcess(Process.ABSENT)
     return TrialView(
         number=trial.number,
@@ -51,10 +55,11 @@ def view(trial: FrozenTrial, process: TrialProcess | None) -> TrialView:
         early_accuracy=early_accuracy(trial),
         decision=decision(trial),
         has_result=has_result(trial),
-        attempts=attempts(trial),
+        attempts=max(attempts(trial), process.attempt or 0),
         is_baseline=is_baseline(trial),
         retryable=process.retryable,
         failure_reason=trial.user_attrs.get(UserAttr.FAILURE_REASON.value) or process.reason,
+        report_error=report_error,
     )
 
 
@@ -98,22 +103,20 @@ class Engine:
         study: FineTuneStudy,
         store: StudyStore,
         executor: Executor,
-        storage_url: str | None,
         data_dir: PurePath,
         trials_root: PurePath,
         on_event: Callable[[Event], None] = lambda e: None,
         study_name: str | None = None,
         generate_data: bool = False,
     ) -> None:
-        """``storage_url`` None: trials read it from their environment. ``study_name`` is the Optuna study's name
-        when it differs from the manifest's (a cluster namespaces it). ``generate_data``: trials write a generated
-        dataset themselves, into ``data_dir``."""
+        """Trials read the storage URL from their environment, which the executor sets (never their command line).
+        ``study_name`` is the Optuna study's name when it differs from the manifest's (a cluster namespaces it).
+        ``generate_data``: trials write a generated dataset themselves, into ``data_dir``."""
         self.study = study
         self.spec = study.spec
         self.plan = plan_for(study.spec)
         self.store = store
         self.executor = executor
-        self.storage_url = storage_url
         self.data_dir = data_dir
         self.trials_root = trials_root
         self.on_event = on_event
@@ -122,9 +125,15 @@ class Engine:
         self.outcome: core.StudyDone | core.StudyFailed | None = None
 
     def observe(self) -> tuple[list[FrozenTrial], list[TrialView]]:
-        trials = self.store.trials()
-        processes = self.executor.observe()
-        return trials, [view(t, processes.get(t.number)) for t in trials]
+        """The trials (malformed results removed, see ``ftstudy.trial_reports``) and how they read to the core. A
+        launch whose count a crash lost is counted now, from the attempt its process carries."""
+        trials, malformed = check_all(self.store.trials())
+        processes = self.executor.observe(trials)
+        views = [view(t, processes.get(t.number), malformed.get(t.number)) for t in trials]
+        for trial, seen in zip(trials, views, strict=True):
+            if seen.phase is Phase.RUNNING and seen.attempts > attempts(trial):
+                self.store.record_attempt(trial.number, seen.attempts)
+        return trials, views
 
     def step(self) -> list[core.Action]:
         trials, views = self.observe()
@@ -135,11 +144,15 @@ class Engine:
         return actions
 
     def _launch(self, number: int, attempt: int) -> None:
-        self.store.record_attempt(number, attempt)  # counted before it happens: a crash here costs one retry
         output = trial_dir(self.trials_root, number)
-        args = trainer_args(self.spec, self.storage_url, self.study_name, number, str(self.data_dir), str(output),
+        args = trainer_args(self.spec, None, self.study_name, number, str(self.data_dir), str(output),
                             generate_data=self.generate_data)  # fmt: skip
+        faults.point("launch.before")
         self.executor.launch(number, attempt, args)
+        faults.point("launch.between")
+        # Counted once it runs: a crash before the launch launches this same attempt again (no retry spent), and a
+        # crash after it finds the attempt on the process or Job (``observe``).
+        self.store.record_attempt(number, attempt)
 
     def apply(self, action: core.Action, trials: dict[int, FrozenTrial]) -> None:
         match action:
@@ -150,14 +163,19 @@ class Engine:
                 self.on_event(Event(number, f"{label} {format_params(params)}", "TrialLaunched"))
             case core.Relaunch(number=number, attempt=attempt):
                 self._launch(number, attempt)
-                self.on_event(Event(number, f"relaunched (attempt {attempt})", "TrialRelaunched"))
+                if attempt == 1:  # its first launch was interrupted (the launcher died): not a retry
+                    self.on_event(Event(number, "launched (its first launch had been interrupted)", "TrialLaunched"))
+                else:
+                    self.on_event(Event(number, f"relaunched (attempt {attempt})", "TrialRelaunched"))
             case core.Continue(number=number):
                 self.store.record_decision(number, Decision.CONTINUE)
+                faults.point("continue.between")
                 self.executor.record_decision(number, Decision.CONTINUE.value)
                 text = f"early accuracy {early_accuracy(trials[number]):.3f} -> continue"
                 self.on_event(Event(number, text, "TrialContinued"))
             case core.Cancel(number=number):
-                self.store.prune(number)
+                self.store.prune(number)  # first: a trainer that sees PRUNED stops by itself, Job or no Job
+                faults.point("cancel.between")
                 self.executor.cancel(number)
                 text = f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"
                 self.on_event(Event(number, text, "TrialCancelled"))
@@ -168,8 +186,11 @@ class Engine:
                 text = f"finished: final {final:.3f}" if final is not None else "finished: diverged (accuracy 0)"
                 self.on_event(Event(number, text, "TrialFinished"))
             case core.Fail(number=number, reason=reason):
-                self.executor.cancel(number)
+                # Recorded first: stopped first, a crash in between would leave a RUNNING trial with no process,
+                # which the next pass would retry, spending a retry the failure did not allow.
                 self.store.fail(number, reason)
+                faults.point("fail.between")
+                self.executor.cancel(number)
                 self.on_event(Event(number, f"failed: {reason}", "TrialFailed"))
             case core.StudyDone() | core.StudyFailed():
                 self.outcome = action

@@ -7,11 +7,12 @@ name the field and the fix (``SpecError``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from ftstudy.task.attributes import DEFAULT_ATTRIBUTES, validate_attribute_names
@@ -35,7 +36,10 @@ class SpecError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    """Strict: a string is not a number, nor 1 a boolean, exactly as the API server judges the same JSON (the CRD is
+    generated from these types, and both must agree on every manifest; tests/test_fuzz.py). Integers are numbers."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True)
 
 
 class FloatParam(_Model):
@@ -260,6 +264,12 @@ class TrialTemplate(_Model):
         "trial writes <outputDir>/<namespace>/<study>/trial-NNNN",
     )
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="a trial running longer fails")
+    fs_group: int | None = Field(
+        default=None,
+        ge=1,
+        description="the trial pods' fsGroup: volumes that support it (a fresh PersistentVolumeClaim at outputDir) "
+        "are made writable by this group, which the non-root trainer belongs to (the trainer image's is 10001)",
+    )
 
 
 class Cleanup(_Model):
@@ -286,9 +296,14 @@ class StudySpec(_Model):
     trial_template: TrialTemplate = Field(default_factory=TrialTemplate)
     cleanup: Cleanup = Field(default_factory=Cleanup)
 
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, names: list[str]) -> list[str]:
+        validate_attribute_names(names)  # here, not in _consistent, so that the error names spec.attributes
+        return names
+
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        validate_attribute_names(self.attributes)
         unknown = sorted(set(self.search_space) - set(SEARCHABLE))
         if unknown:
             raise ValueError(
@@ -383,9 +398,21 @@ def parse(document: Any, source: str = "spec") -> FineTuneStudy:
         raise SpecError(f"{source} is not a valid FineTuneStudy:\n  " + "\n  ".join(lines)) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's numbers, as kubectl reads them: ``1e-4`` is a float (YAML 1.1 makes it a string), so that a file
+    means the same to ``ftstudy run`` as to ``kubectl apply``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)$"),
+    list("-+0123456789."),
+)
+
+
 def load(path: Path) -> FineTuneStudy:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=_Loader)  # _Loader is a SafeLoader
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
     except yaml.YAMLError as error:

@@ -170,6 +170,11 @@ class StudyStore:
         self._trial_ids[trial.number] = trial._trial_id
         return int(trial.number), dict(trial.params)
 
+    def trial(self, number: int) -> FrozenTrial:
+        """One trial as stored now (the operator labels its Jobs with the trial's creation time)."""
+        trial_id = self._trial_id(number)
+        return self._call("read a trial", lambda: self.storage.get_trial(trial_id))
+
     def record_attempt(self, number: int, attempt: int) -> None:
         trial_id = self._trial_id(number)
         self._call("record a launch", lambda: self.storage.set_trial_system_attr(trial_id, ATTEMPTS, attempt))

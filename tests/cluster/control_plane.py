@@ -11,9 +11,11 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,7 +88,9 @@ class ControlPlane:
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
         self.kubeconfig = self.dir / "admin.kubeconfig"
+        self.audit_log = self.logs / "audit.log"
         self.port = 0
+        self.etcd_port = 0
         self.server = ""
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[IO[bytes]] = []
@@ -100,7 +105,7 @@ class ControlPlane:
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         try:
-            etcd_port = self._start_etcd()
+            etcd_port = self.etcd_port = self._start_etcd()
             self._make_pki()
             self.port = free_port()
             self.server = f"https://127.0.0.1:{self.port}"
@@ -138,6 +143,32 @@ class ControlPlane:
             log.close()
         self._log_files.clear()
         atexit.unregister(self.stop)
+
+    @contextlib.contextmanager
+    def frozen(self, component: str = "kube-apiserver") -> Iterator[None]:
+        """The component stopped (SIGSTOP) for the duration: it holds its connections and answers nothing, as a
+        hung or partitioned server does. Resumed (SIGCONT) on leaving, whatever happened."""
+        proc = self._procs[component]
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver (SIGTERM, as a rolling restart does), wait ``down_seconds``, start it again on the
+        same port and etcd, and return once it is ready. Clients see connection errors meanwhile."""
+        proc = self._procs["kube-apiserver"]
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        time.sleep(down_seconds)
+        self._start_apiserver(self.etcd_port)
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: self._http_ok(f"{self.server}/readyz", tls=True), "kube-apiserver /readyz", deadline)
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -187,6 +218,28 @@ class ControlPlane:
         user = f"system:serviceaccount:{namespace}:{name}"
         self._write_kubeconfig(path, user, {"token": str(result.status.token)}, namespace=namespace)
         return path
+
+    def host_path_claim(self, namespace: str, claim: str, host_dir: Path, timeout: float = 60.0) -> str:
+        """A PersistentVolumeClaim ``claim`` in ``namespace``, bound to a new PersistentVolume (its name returned, to
+        delete afterwards) whose hostPath is ``host_dir``: what a platform team provides, since a pod that meets the
+        `restricted` standard may not mount a hostPath itself. The simulated kubelet resolves the claim."""
+        volume = f"{claim}-{namespace}"
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+              "spec": {"storageClassName": "", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                       "persistentVolumeReclaimPolicy": "Retain",
+                       "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"},
+                       "claimRef": {"namespace": namespace, "name": claim}}}  # fmt: skip
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+               "spec": {"storageClassName": "", "volumeName": volume, "accessModes": ["ReadWriteMany"],
+                        "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
+        self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in (pv, pvc)))
+        deadline = time.monotonic() + timeout
+        phase = ("get", "pvc", claim, "-n", namespace, "-o", "jsonpath={.status.phase}")
+        while self.kubectl(*phase).stdout != "Bound":
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"the claim {namespace}/{claim} was not bound within {timeout:.0f} s")
+            time.sleep(0.2)
+        return volume
 
     # --- components ------------------------------------------------------------------------------------------
 
@@ -245,8 +298,43 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
+                # On in many distributions: setting blockOwnerDeletion needs update on the owner's finalizers.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                # Every request a ServiceAccount outside kube-system makes, with its verb and resource: what the
+                # operator's RBAC is derived from (tests/test_rbac.py).
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=500",
+                "--audit-log-maxbackup=1",
             ],
         )
+
+    def _audit_policy(self) -> Path:
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
+            "rules": [
+                {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+                {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+                {"level": "None"},
+            ],
+        }
+        path = self.dir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return path
+
+    def requests_by(self, user: str) -> list[dict[str, Any]]:
+        """The audit log's record of every request ``user`` (a ServiceAccount's full name) made, answered or not."""
+        found = []
+        for log in sorted(self.logs.glob("audit*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if f'"{user}"' in line:
+                    event = json.loads(line)
+                    if event.get("user", {}).get("username") == user:
+                        found.append(event)
+        return found
 
     def _start_controller_manager(self) -> None:
         pki = self.pki

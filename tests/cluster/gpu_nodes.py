@@ -9,11 +9,13 @@ tail as the termination message). Deleting a pod SIGTERMs the group, SIGKILLs it
 ``MAX_GRACE_S``) and then removes the pod with grace period 0.
 
 Stand-in for mounts: processes cannot get mount namespaces here, so for each volumeMount whose volume is
-``hostPath``, ``emptyDir`` (a fresh per-pod directory under ``workdir``), ``configMap`` or ``secret`` (its keys
-written as files under ``workdir``), every command/arg and container env value that is the mountPath or starts with
-``mountPath/`` (also after a ``--flag=``) is rewritten to the host directory instead. Paths the program builds
-itself are not rewritten, nor is the container's image filesystem anything but this machine's. Projected,
-service-account and other volumes are ignored.
+``hostPath``, ``persistentVolumeClaim`` (bound to a PersistentVolume with a ``hostPath`` or ``local`` path; an
+unbound claim keeps the container waiting), ``emptyDir`` (a fresh per-pod directory under ``workdir``),
+``configMap`` or ``secret`` (its keys written as files under ``workdir``), every command/arg and container env value
+that is the mountPath or starts with ``mountPath/`` (also after a ``--flag=``) is rewritten to the host directory
+instead. Paths the program builds itself are not rewritten, nor is the container's image filesystem anything but
+this machine's (``readOnlyRootFilesystem``, ``fsGroup`` and users are not simulated: processes run as this user).
+Projected, service-account and other volumes are ignored.
 
 Also simulated: an image whose tag is ``missing`` never pulls (waiting ``ErrImagePull``); a missing Secret,
 ConfigMap or key in ``env``/``envFrom`` keeps the container waiting in ``CreateContainerConfigError`` with the
@@ -566,6 +568,8 @@ class GpuNodes:
         return sorted(result, key=lambda m: len(m[0]), reverse=True)
 
     def _volume_dir(self, pod: _Pod, volume: Json) -> Path | None:
+        if "persistentVolumeClaim" in volume:
+            return self._claim_dir(pod, volume["persistentVolumeClaim"]["claimName"])
         if "hostPath" in volume:
             host = Path(volume["hostPath"]["path"])
             if volume["hostPath"].get("type", "") in ("", "DirectoryOrCreate"):
@@ -589,6 +593,26 @@ class GpuNodes:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_text(data[entry["key"]])
         return path
+
+    def _claim_dir(self, pod: _Pod, claim: str) -> Path | None:
+        """The host directory of the PersistentVolume a claim is bound to (hostPath or local volumes only)."""
+        try:
+            pvc = self._call("GET", f"/api/v1/namespaces/{pod.namespace}/persistentvolumeclaims/{claim}")
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ConfigError("ContainerCreating", f'persistentvolumeclaim "{claim}" not found') from None
+            raise
+        volume_name = pvc.get("spec", {}).get("volumeName")
+        if not volume_name or pvc.get("status", {}).get("phase") != "Bound":
+            raise ConfigError("ContainerCreating", f'persistentvolumeclaim "{claim}" is not bound')
+        pv = self._call("GET", f"/api/v1/persistentvolumes/{volume_name}")
+        source = pv["spec"].get("hostPath") or pv["spec"].get("local")
+        if not source:
+            return None
+        host = Path(source["path"])
+        with contextlib.suppress(OSError):
+            host.mkdir(parents=True, exist_ok=True)
+        return host
 
     # --- status ----------------------------------------------------------------------------------------------
 

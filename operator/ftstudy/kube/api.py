@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import kubernetes
+import urllib3
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -72,15 +73,22 @@ class Kube:
         query: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        timeout: float | None = None,
     ) -> Any:
+        """``timeout``: seconds for this request instead of the client's (leader election needs short ones)."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         with self._lock:  # the client refreshes expiring tokens (bound service-account tokens) in place
             self.api.update_params_for_auth(headers, None, ["BearerToken"], resource_path, method, body)
         url = self.api.configuration.host + resource_path + (f"?{urlencode(query)}" if query else "")
         payload = None if body is None else json.dumps(body).encode()
+        # An explicit timeout bounds the whole request: urllib3 would otherwise retry a read timeout three times,
+        # and split the time between connecting and reading (a Lease renewal must end by its deadline).
+        bounded: dict[str, Any] = {"timeout": self.timeout}
+        if timeout:
+            bounded = {"timeout": urllib3.Timeout(total=timeout), "retries": False}
         try:
             response = self.api.rest_client.pool_manager.request(
-                method, url, body=payload, headers=headers, timeout=self.timeout, preload_content=True
+                method, url, body=payload, headers=headers, preload_content=True, **bounded
             )
         except Exception as error:  # urllib3 raises its own hierarchy; all of it means "no answer"
             raise Unreachable(f"Kubernetes API unreachable ({type(error).__name__}: {error})") from error
@@ -92,22 +100,26 @@ class Kube:
             raise ApiError(response.status, str(response.reason), message)
         return json.loads(data) if data else None
 
-    def get(self, resource_path: str) -> Any:
-        return self.request("GET", resource_path)
+    def get(self, resource_path: str, timeout: float | None = None) -> Any:
+        return self.request("GET", resource_path, timeout=timeout)
 
-    def list(self, resource_path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        items: list[dict[str, Any]] = self.request("GET", resource_path, query=query)["items"]
+    def list(
+        self, resource_path: str, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else {}
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        items: list[dict[str, Any]] = self.request("GET", resource_path, query=query or None)["items"]
         return items
 
-    def create(self, resource_path: str, body: dict[str, Any]) -> Any:
-        return self.request("POST", resource_path, body=body)
+    def create(self, resource_path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+        return self.request("POST", resource_path, body=body, timeout=timeout)
 
     def merge_patch(self, resource_path: str, body: dict[str, Any]) -> Any:
         return self.request("PATCH", resource_path, body=body, content_type=MERGE_PATCH)
 
-    def replace(self, resource_path: str, body: dict[str, Any]) -> Any:
-        return self.request("PUT", resource_path, body=body)
+    def replace(self, resource_path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+        return self.request("PUT", resource_path, body=body, timeout=timeout)
 
     def delete(self, resource_path: str, propagation: str = "Background") -> None:
         """Deleting what is already gone is fine: the caller wanted it gone."""

@@ -1,29 +1,47 @@
 """The Kubernetes executor: one Job per trial attempt, observed through the API server.
 
 Implements the same small interface as the local executor (launch, observe, cancel), so the study engine and its
-decision core run unchanged. What it observes comes from the cluster only (Jobs and their pods, found by label), so
-an operator restarted at any moment adopts every Job its predecessor started.
+decision core run unchanged. What it observes comes from the cluster only (Jobs, their pods and Events, found by
+label), so an operator restarted at any moment adopts every Job its predecessor started: after checking that the
+Job is this study's, for this very trial (``ftstudy.kube.identity``). A Job that is not (a stale one, from a
+deleted and re-created Optuna study, another database or a restored one) is a ``JobConflict``: the study gets a
+condition that says which Job and why, and nothing is acted on until a person has looked.
 
 How a Job reads to the core:
 - active or pending (waiting for a GPU) -> running;
 - Complete -> the trainer exited 0; Failed -> failed, with the reason from the Job and its pod (exit code, eviction,
   deadline); exit code 2 is bad input, which a retry would only repeat;
-- a pod that cannot start (image pull errors, a missing Secret key) for longer than ``stuck_seconds`` -> failed,
-  without retries, since waiting longer costs a GPU slot and fixes nothing by itself.
+- a pod that cannot start (image pull errors, a missing Secret key) for longer than ``stuck_seconds``, counted from
+  the pod's last change of state (not its age: a pod that waited an hour for a GPU has not been stuck for an hour),
+  and a Job whose pod is never created (admission refused it, a missing PriorityClass; the Job's FailedCreate
+  Events say why) for as long -> failed, without retries, since waiting longer costs a GPU slot and fixes nothing
+  by itself. A pod refused by a ResourceQuota waits instead: capacity, like a GPU, frees up;
+- an attempt that ended (failed, or its Job deleted by hand) while a pod of the trial still runs -> still running,
+  until that pod is gone: a retry never overlaps the attempt it replaces.
+
+Creating a Job that the API server refuses is not a crash loop: an invalid Job (422) fails its trial with the
+server's message, a ResourceQuota (403) leaves the trial waiting and retried, other refusals (RBAC) are a condition.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from optuna.trial import FrozenTrial
 
 from ftstudy.core import Process
 from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, path
+from ftstudy.kube.identity import trial_key
+from ftstudy.kube.policy import TrialPolicy, check_pod
+from ftstudy.kube.problems import Problem
 from ftstudy.kube.times import parse_api_time
 from ftstudy.spec import StudySpec
+from ftstudy.study_store import StudyStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +53,14 @@ CANNOT_START = {
     "CreateContainerConfigError",
     "CreateContainerError",
 }
+ENDED = ("Succeeded", "Failed")
+
+
+class JobConflict(Problem):
+    """A Job of this study that does not belong to its records: act on nothing, say what was found."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("JobConflict", message)
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -60,37 +86,70 @@ def _waiting(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _live(pod: dict[str, Any]) -> bool:
+    """A pod whose container may still run (or start): what a new attempt must not overlap."""
+    return pod.get("status", {}).get("phase") not in ENDED
+
+
+def _last_change(obj: dict[str, Any]) -> datetime | None:
+    """When the pod last changed state, as the API shows it: its newest condition transition (scheduled,
+    initialised, containers not ready...), else its creation."""
+    moments = [parse_api_time(obj["metadata"].get("creationTimestamp"))]
+    moments += [parse_api_time(c.get("lastTransitionTime")) for c in obj.get("status", {}).get("conditions") or []]
+    known = [m for m in moments if m is not None]
+    return max(known) if known else None
+
+
+def _attempt(obj: dict[str, Any]) -> int | None:
+    value = (obj["metadata"].get("labels") or {}).get(names.ATTEMPT)
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def _last_line(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
 
-def job_process(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, stuck_seconds: float) -> TrialProcess:
-    """What one trial attempt's Job and pods mean to the core (pure: the tests feed it API objects)."""
+def job_process(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    stuck_seconds: float,
+    failed_create: str | None = None,
+) -> TrialProcess:
+    """What one trial attempt's Job and pods mean to the core (pure: the tests feed it API objects).
+    ``failed_create``: the Job's latest FailedCreate Event message, when its pod could not be created."""
+    attempt = _attempt(job)
     if job["metadata"].get("deletionTimestamp"):
-        return TrialProcess(Process.FAILED, reason="its Job was deleted while the trial was running")
+        return TrialProcess(Process.FAILED, reason="its Job was deleted while the trial was running", attempt=attempt)
     if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
-        return TrialProcess(Process.SUCCEEDED, exit_code=0)
+        return TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt)
     failed = _condition(job, "Failed")
     if failed:
-        return _failure(failed, pods)
+        return _failure(failed, pods, attempt)
     for pod in pods:
         waiting = _waiting(pod)
-        created = parse_api_time(pod["metadata"].get("creationTimestamp"))
-        if waiting and created and (now - created).total_seconds() >= stuck_seconds:
+        since = _last_change(pod)
+        if waiting and since and (now - since).total_seconds() >= stuck_seconds:
             reason = f"its pod cannot start: {waiting.get('reason')}: {waiting.get('message', '').strip()}"
-            return TrialProcess(Process.FAILED, retryable=False, reason=reason.rstrip(": "))
-    return TrialProcess(Process.RUNNING)
+            return TrialProcess(Process.FAILED, retryable=False, reason=reason.rstrip(": "), attempt=attempt)
+    created = parse_api_time(job["metadata"].get("creationTimestamp"))
+    if not pods and failed_create and created and (now - created).total_seconds() >= stuck_seconds:
+        reason = f"its pod could not be created: {failed_create.strip()}"
+        return TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt)
+    return TrialProcess(Process.RUNNING, attempt=attempt)
 
 
-def _failure(condition: dict[str, Any], pods: list[dict[str, Any]]) -> TrialProcess:
+def _failure(condition: dict[str, Any], pods: list[dict[str, Any]], attempt: int | None) -> TrialProcess:
     job_reason = condition.get("reason") or "Failed"
     if job_reason == "DeadlineExceeded":
-        return TrialProcess(Process.FAILED, reason="the trial ran past trialTemplate.activeDeadlineSeconds")
+        reason = "the trial ran past trialTemplate.activeDeadlineSeconds"
+        return TrialProcess(Process.FAILED, reason=reason, attempt=attempt)
     for pod in pods:
         status = pod.get("status", {})
         if status.get("reason") == "Evicted":
-            return TrialProcess(Process.FAILED, reason=f"its pod was evicted: {status.get('message', '').strip()}")
+            reason = f"its pod was evicted: {status.get('message', '').strip()}"
+            return TrialProcess(Process.FAILED, reason=reason, attempt=attempt)
         terminated = _terminated(pod)
         if terminated is None:
             continue
@@ -104,16 +163,30 @@ def _failure(condition: dict[str, Any], pods: list[dict[str, Any]]) -> TrialProc
             exit_code=code,
             retryable=code != EXIT_BAD_INPUT,
             reason=f"{reason}: {detail}" if detail else reason,
+            attempt=attempt,
         )
     message = (condition.get("message") or "").strip()
-    return TrialProcess(Process.FAILED, reason=f"its Job failed ({job_reason}){': ' + message if message else ''}")
+    reason = f"its Job failed ({job_reason}){': ' + message if message else ''}"
+    return TrialProcess(Process.FAILED, reason=reason, attempt=attempt)
 
 
 class JobExecutor:
-    """Trials of one FineTuneStudy as Jobs in its namespace."""
+    """Trials of one FineTuneStudy as Jobs in its namespace.
+
+    ``store`` and ``identity``: the study's records and the Optuna study's identity, which every Job is labelled
+    with and checked against (``ftstudy.kube.identity``)."""
 
     def __init__(
-        self, kube: Kube, namespace: str, study: str, uid: str, spec: StudySpec, stuck_seconds: float = 120.0
+        self,
+        kube: Kube,
+        namespace: str,
+        study: str,
+        uid: str,
+        spec: StudySpec,
+        stuck_seconds: float = 120.0,
+        policy: TrialPolicy | None = None,
+        store: StudyStore | None = None,
+        identity: str = "",
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -121,43 +194,163 @@ class JobExecutor:
         self.uid = uid
         self.spec = spec
         self.stuck_seconds = stuck_seconds
+        self.policy = policy or TrialPolicy()
+        self.store = store
+        self.identity = identity
         self.jobs_path = path("batch", "v1", "jobs", namespace)
         self.latest: dict[int, dict[str, Any]] = {}  # trial number -> its newest attempt's Job, as last observed
-        self.started: dict[int, datetime] = {}
+        self.keys: dict[int, str] = {}  # trial number -> its key, from the study's records
+        self.refused: dict[int, TrialProcess] = {}  # attempts whose Job the API server refused as invalid
+
+    def _key(self, number: int) -> str:
+        if number not in self.keys and self.store is not None:
+            self.keys[number] = trial_key(self.identity, self.store.trial(number))
+        return self.keys.get(number, "")
 
     def launch(self, number: int, attempt: int, args: list[str]) -> None:
-        manifest = jobs.job_manifest(self.spec, self.namespace, self.study, self.uid, number, attempt, args)
+        manifest = jobs.job_manifest(self.spec, self.namespace, self.study, self.uid, number, attempt, args,
+                                     identity=self.identity, key=self._key(number))  # fmt: skip
+        secret = self.spec.storage.secret_ref.name if self.spec.storage is not None else None
+        refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, secret)
+        if refused:
+            raise Problem("TrialPolicyViolation", "the trial policy refuses the trial's Job: " + "; ".join(refused))
+        name = manifest["metadata"]["name"]
         try:
             self.kube.create(self.jobs_path, manifest)
         except ApiError as error:
-            if error.status != 409:  # AlreadyExists: an earlier operator created this very attempt; adopt it
+            if error.status == 409:  # AlreadyExists: an earlier operator created this very attempt, or did it?
+                self._adopt(manifest)
+            elif error.status in (400, 422):  # the Job itself is invalid: it will be refused every time
+                reason = f"the API server refused its Job {name}: {error.message}"
+                self.refused[number] = TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt)
+                log.warning("%s/%s: trial %d: %s", self.namespace, self.study, number, reason)
+                return
+            elif error.status == 403 and "exceeded quota" in error.message:
+                raise Problem(
+                    "JobQuotaExceeded",
+                    f"trial {number} waits for its Job {name}: {error.message}; it is created once the namespace's "
+                    "ResourceQuota allows",
+                ) from None
+            elif error.status == 403:
+                raise Problem(
+                    "JobForbidden",
+                    f"the operator may not create Job {name}: {error.message}; grant it create on jobs in this "
+                    "namespace (the Helm chart's watchNamespaces)",
+                ) from None
+            else:
                 raise
-            log.info("adopting existing Job %s", manifest["metadata"]["name"])
+        self.refused.pop(number, None)
         self.latest[number] = manifest
 
-    def observe(self) -> dict[int, TrialProcess]:
+    def _adopt(self, manifest: dict[str, Any]) -> None:
+        """Adopt the existing Job of this name only if it is this study's, for this very trial and attempt."""
+        name = manifest["metadata"]["name"]
+        existing = self.kube.get(path("batch", "v1", "jobs", self.namespace, name))
+        wanted = manifest["metadata"]["labels"]
+        found = existing["metadata"].get("labels") or {}
+        differ = [key for key in (names.STUDY_UID, names.TRIAL, names.ATTEMPT) if found.get(key) != wanted[key]]
+        # a Job made before Jobs carried these two labels is judged by the three above
+        differ += [key for key in (names.OPTUNA_STUDY, names.TRIAL_KEY) if key in found and found[key] != wanted[key]]
+        if differ:
+            shown = ", ".join(f"{key}={found.get(key)!r} (expected {wanted[key]!r})" for key in differ)
+            raise JobConflict(
+                f"Job {name} already exists but is not this trial's: {shown}. It is left alone and nothing is "
+                f"launched until it is gone: delete it (kubectl delete job {name} -n {self.namespace}) if it is stale"
+            )
+        log.info("adopting existing Job %s", name)
+
+    def _check(self, listed: list[dict[str, Any]], trials: Sequence[FrozenTrial]) -> None:
+        """Every Job of this study must belong to one of its recorded trials."""
+        known = {t.number for t in trials}
+        for trial in trials:
+            if trial.number not in self.keys:
+                self.keys[trial.number] = trial_key(self.identity, trial)
+        problems = []
+        for job in listed:
+            name, labels = job["metadata"]["name"], job["metadata"].get("labels") or {}
+            number = int(labels[names.TRIAL])
+            identity, key = labels.get(names.OPTUNA_STUDY), labels.get(names.TRIAL_KEY)
+            if identity and self.identity and identity != self.identity:
+                problems.append(f"Job {name} was made for another Optuna study ({identity}, this one is "
+                                f"{self.identity}: deleted and created again, or another database)")  # fmt: skip
+            elif number not in known:
+                problems.append(f"Job {name} runs trial {number}, which the study's records do not have (a "
+                                "database restored from an earlier backup?)")  # fmt: skip
+            elif key and self.identity and key != self.keys[number]:
+                problems.append(f"Job {name} was made for an earlier trial {number} (key {key}, the records' is "
+                                f"{self.keys[number]})")  # fmt: skip
+        if problems:
+            selector = names.study_selector(self.uid)
+            raise JobConflict(
+                "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "") + ". "
+                "Nothing is launched or changed until these Jobs are gone: delete the stale ones (kubectl get jobs "
+                f"-n {self.namespace} -l {selector} -L {names.TRIAL},{names.ATTEMPT}) or restore the database they "
+                "belong to"
+            )
+
+    def _failed_create(self, job: dict[str, Any]) -> str | None:
+        """Why the Job controller could not create the Job's pod, from its FailedCreate Events; None if it did not
+        say, or if only a ResourceQuota stands in the way (waiting is right then)."""
+        events = self.kube.list(
+            path("", "v1", "events", self.namespace),
+            field_selector=f"involvedObject.uid={job['metadata']['uid']},reason=FailedCreate",
+        )
+        if not events:
+            return None
+        latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        message = str(latest.get("message") or "")
+        return None if "exceeded quota" in message else message
+
+    def observe(self, trials: Sequence[FrozenTrial] = ()) -> dict[int, TrialProcess]:
         selector = names.study_selector(self.uid)
         listed = self.kube.list(self.jobs_path, selector)
         pods = self.kube.list(path("", "v1", "pods", self.namespace), selector)
+        self._check(listed, trials)
         newest: dict[int, dict[str, Any]] = {}
         for job in listed:
-            labels = job["metadata"].get("labels", {})
-            number, attempt = int(labels[names.TRIAL]), int(labels[names.ATTEMPT])
+            number, attempt = int(job["metadata"]["labels"][names.TRIAL]), _attempt(job) or 0
             current = newest.get(number)
-            if current is None or attempt > int(current["metadata"]["labels"][names.ATTEMPT]):
+            if current is None or attempt > (_attempt(current) or 0):
                 newest[number] = job
         self.latest = newest
         by_job: dict[str, list[dict[str, Any]]] = {}
+        by_trial: dict[int, list[dict[str, Any]]] = {}
         for pod in pods:
-            job_name = pod["metadata"].get("labels", {}).get("job-name") or pod["metadata"].get("labels", {}).get(
-                "batch.kubernetes.io/job-name", ""
-            )
+            labels = pod["metadata"].get("labels", {})
+            job_name = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name", "")
             by_job.setdefault(job_name, []).append(pod)
+            if str(labels.get(names.TRIAL, "")).isdigit():
+                by_trial.setdefault(int(labels[names.TRIAL]), []).append(pod)
         now = datetime.now(UTC)
-        return {
-            number: job_process(job, by_job.get(job["metadata"]["name"], []), now, self.stuck_seconds)
-            for number, job in newest.items()
-        }
+        seen: dict[int, TrialProcess] = {}
+        for number, job in newest.items():
+            own = by_job.get(job["metadata"]["name"], [])
+            created = parse_api_time(job["metadata"].get("creationTimestamp"))
+            failed_create = None
+            unfinished = not (_condition(job, "Complete") or _condition(job, "Failed"))
+            if not own and unfinished and created and (now - created).total_seconds() >= self.stuck_seconds:
+                failed_create = self._failed_create(job)
+            seen[number] = self._drained(
+                job_process(job, own, now, self.stuck_seconds, failed_create), by_trial.get(number, [])
+            )
+        for number, trial_pods in by_trial.items():  # pods whose Job is gone (deleted by hand): until they end
+            live = [pod for pod in trial_pods if _live(pod)]
+            if number not in seen and live:
+                seen[number] = TrialProcess(Process.RUNNING, attempt=max(_attempt(pod) or 0 for pod in live) or None)
+        for number, refused in self.refused.items():  # an attempt whose Job was never created, newer than any Job
+            shown = seen.get(number)
+            if shown is None or (shown.attempt or 0) < (refused.attempt or 0):
+                seen[number] = refused
+        return seen
+
+    @staticmethod
+    def _drained(process: TrialProcess, trial_pods: list[dict[str, Any]]) -> TrialProcess:
+        """An attempt that ended in a way that may be retried has not ended while a pod of the trial still runs:
+        the next attempt must not overlap it (a deleted Job's pod lives on until the garbage collector and its
+        grace period are done)."""
+        if process.state is Process.FAILED and process.retryable and any(_live(pod) for pod in trial_pods):
+            return TrialProcess(Process.RUNNING, attempt=process.attempt, reason="stopping: " + (process.reason or ""))
+        return process
 
     def cancel(self, number: int) -> None:
         """Delete every attempt's Job of the trial; the garbage collector deletes their pods (SIGTERM, grace)."""

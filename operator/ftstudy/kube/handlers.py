@@ -97,6 +97,7 @@ class Workers:
             with self.lock:
                 worker = self.workers.get(uid)
             if worker is None or worker.stop.is_set():
+                reconciler.close()
                 self._forget_metrics(uid, metadata["namespace"], metadata["name"])
                 return
             try:

@@ -6,7 +6,10 @@ Choices a platform team would ask about:
 - The storage URL reaches the trainer as ``FTSTUDY_STORAGE_URL`` from the study's Secret: never in the manifest,
   the pod's command line or the operator's logs.
 - The trainer needs no Kubernetes API access, so no service-account token is mounted, and it runs as non-root
-  without privilege escalation (the ``restricted`` Pod Security Standard).
+  without privilege escalation, with no capabilities and a read-only root file system (the ``restricted`` Pod
+  Security Standard, and more): an emptyDir at /tmp is its scratch space (``HOME`` points there too, for the caches
+  of Python libraries), and ``trialTemplate.fsGroup`` makes a fresh volume at ``outputDir`` writable.
+  ``ftstudy.kube.policy`` checks every Job built here before it is created.
 - Owner reference to the study: deleting the study deletes its Jobs (and their pods) through the garbage
   collector, even while the operator is down.
 """
@@ -17,6 +20,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ftstudy.kube import names
+from ftstudy.kube.policy import SCRATCH_PATH, SCRATCH_VOLUME
 from ftstudy.spec import StudySpec
 from ftstudy.trainer.cli import STORAGE_ENV
 
@@ -49,11 +53,20 @@ def owner_reference(study: str, uid: str) -> dict[str, Any]:
 
 
 def job_manifest(
-    spec: StudySpec, namespace: str, study: str, uid: str, number: int, attempt: int, args: list[str]
+    spec: StudySpec,
+    namespace: str,
+    study: str,
+    uid: str,
+    number: int,
+    attempt: int,
+    args: list[str],
+    identity: str = "",
+    key: str = "",
 ) -> dict[str, Any]:
+    """``identity`` and ``key``: the Optuna study's and the trial's (``ftstudy.kube.identity``), as labels."""
     t = spec.trial_template
     assert spec.storage is not None, "the operator refuses studies without spec.storage before launching"
-    labels = names.labels(study, uid, number, attempt)
+    labels = names.labels(study, uid, number, attempt, identity, key)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": t.image,
@@ -67,13 +80,16 @@ def job_manifest(
                 },
             },
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": SCRATCH_PATH},
             *t.env,
         ],
         "resources": {kind: dict(values) for kind, values in t.resources.items()},
-        "volumeMounts": list(t.volume_mounts),
+        "volumeMounts": [*t.volume_mounts, {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
@@ -88,8 +104,11 @@ def job_manifest(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": list(t.volumes),
+        "volumes": [*t.volumes, {"name": SCRATCH_VOLUME, "emptyDir": {}}],
     }
+    if t.fs_group is not None:
+        # OnRootMismatch: a volume already owned by the group is not walked again at every trial's start
+        pod_spec["securityContext"] |= {"fsGroup": t.fs_group, "fsGroupChangePolicy": "OnRootMismatch"}
     if t.node_selector:
         pod_spec["nodeSelector"] = dict(t.node_selector)
     if t.tolerations:

@@ -4,6 +4,14 @@ The standard protocol (client-go's leaderelection): a replica becomes leader by 
 while the lease is free or expired, renews it well within its duration, and steps down by exiting when it cannot
 renew in time; the API server's optimistic concurrency (resourceVersion) decides every race. A standby replica
 waits, so a Deployment with two replicas fails over within about one lease duration.
+
+Two rules keep the guarantee when clocks and networks misbehave:
+- Expiry is judged by this replica's own monotonic clock, never by the timestamps another machine wrote: a standby
+  takes over only once the Lease record has stayed unchanged for a whole lease duration *as it observed it* (a
+  holder whose clock runs an hour ahead cannot keep the lease forever, nor one an hour behind lose it at once).
+- The leader stops acting (exits) once it has not renewed for ``renew_deadline`` seconds, less than the lease
+  duration, and every renewal request is cut off at that deadline: a request that hangs cannot keep a leader acting
+  past the moment a standby may start.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
-from ftstudy.kube.times import api_micro_time, parse_api_time
+from ftstudy.kube.times import api_micro_time
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +38,49 @@ class LeaderElector:
         identity: str,
         lease_seconds: int = 15,
         renew_seconds: float = 5.0,
+        renew_deadline: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` only stamps what this replica writes (people read it); ``monotonic`` decides."""
+        if not renew_seconds < renew_deadline < lease_seconds:
+            raise ValueError("leader election needs renew_seconds < renew_deadline < lease_seconds")
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.lease_seconds = lease_seconds
         self.renew_seconds = renew_seconds
+        self.renew_deadline = renew_deadline
         self.clock = clock
+        self.monotonic = monotonic
         self.leases = path("coordination.k8s.io", "v1", "leases", namespace)
+        self.observed: tuple[Any, ...] | None = None  # the Lease record as last read or written
+        self.observed_at = 0.0  # when (monotonic) that record was first seen
 
-    def _lease(self) -> dict[str, Any] | None:
+    def _timeout(self, deadline: float) -> float:
+        return max(0.1, deadline - self.monotonic())
+
+    def _lease(self, deadline: float) -> dict[str, Any] | None:
         try:
-            lease: dict[str, Any] = self.kube.get(f"{self.leases}/{self.name}")
+            lease: dict[str, Any] = self.kube.get(f"{self.leases}/{self.name}", timeout=self._timeout(deadline))
             return lease
         except ApiError as error:
             if error.status == 404:
                 return None
             raise
 
-    def try_acquire(self) -> bool:
-        """One attempt to become (or stay) leader; False when another replica holds a live lease or won a race."""
+    def _observe(self, spec: dict[str, Any]) -> None:
+        record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
+        if record != self.observed:
+            self.observed, self.observed_at = record, self.monotonic()
+
+    def try_acquire(self, deadline: float | None = None) -> bool:
+        """One attempt to become (or stay) leader; False when another replica holds a live lease or won a race.
+        ``deadline`` (monotonic): no request runs past it."""
+        deadline = deadline if deadline is not None else self.monotonic() + self.renew_seconds
         now = self.clock()
-        lease = self._lease()
+        lease = self._lease(deadline)
         spec = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": self.lease_seconds,
@@ -63,13 +90,15 @@ class LeaderElector:
             if lease is None:
                 spec |= {"acquireTime": api_micro_time(now), "leaseTransitions": 0}
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": spec}
-                self.kube.create(self.leases, body | {"metadata": {"name": self.name, "namespace": self.namespace}})
+                body |= {"metadata": {"name": self.name, "namespace": self.namespace}}
+                self.kube.create(self.leases, body, timeout=self._timeout(deadline))
+                self._observe(spec)
                 return True
             current = lease.get("spec") or {}
+            self._observe(current)
             holder = current.get("holderIdentity")
-            renewed = parse_api_time(current.get("renewTime")) or parse_api_time(current.get("acquireTime"))
             duration = int(current.get("leaseDurationSeconds") or self.lease_seconds)
-            expired = renewed is None or (now - renewed).total_seconds() > duration
+            expired = self.monotonic() - self.observed_at > duration
             if holder and holder != self.identity and not expired:
                 return False
             if holder != self.identity:
@@ -80,7 +109,9 @@ class LeaderElector:
             else:
                 spec |= {k: current[k] for k in ("acquireTime", "leaseTransitions") if k in current}
             lease["spec"] = spec
-            self.kube.replace(f"{self.leases}/{self.name}", lease)  # carries resourceVersion: a lost race is a 409
+            # carries resourceVersion: a lost race is a 409
+            self.kube.replace(f"{self.leases}/{self.name}", lease, timeout=self._timeout(deadline))
+            self._observe(spec)
             return True
         except ApiError as error:
             if error.status == 409:
@@ -104,20 +135,22 @@ class LeaderElector:
         return False
 
     def keep_leading(self, on_lost: Callable[[], None], stop: threading.Event) -> threading.Thread:
-        """Renew in the background; call ``on_lost`` once renewal has failed for longer than the lease lasts (by
-        then another replica may lead, so this one must stop acting at once)."""
+        """Renew in the background; call ``on_lost`` once renewal has failed for ``renew_deadline`` seconds,
+        counted from the start of the last renewal that succeeded (by then a standby may soon lead, so this
+        replica must stop acting at once)."""
 
         def renew() -> None:
-            last = time.monotonic()
+            last = self.monotonic()
             while not stop.wait(self.renew_seconds):
+                sent = self.monotonic()
                 try:
-                    if self.try_acquire():
-                        last = time.monotonic()
+                    if self.try_acquire(deadline=last + self.renew_deadline):
+                        last = sent
                         continue
                     log.error("lost the Lease %s/%s to another replica", self.namespace, self.name)
                 except (ApiError, Unreachable) as error:
                     log.warning("could not renew the Lease: %s", error)
-                    if time.monotonic() - last < self.lease_seconds - self.renew_seconds:
+                    if self.monotonic() - last < self.renew_deadline:
                         continue
                 on_lost()
                 return
@@ -129,10 +162,11 @@ class LeaderElector:
     def release(self) -> None:
         """Hand the lease over at once on a clean shutdown, instead of making the standby wait for it to expire."""
         try:
-            lease = self._lease()
+            deadline = self.monotonic() + self.renew_seconds
+            lease = self._lease(deadline)
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 lease["spec"]["renewTime"] = None
-                self.kube.replace(f"{self.leases}/{self.name}", lease)
+                self.kube.replace(f"{self.leases}/{self.name}", lease, timeout=self._timeout(deadline))
         except (ApiError, Unreachable) as error:
             log.warning("could not release the Lease: %s", error)

@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="namespace of the leader-election Lease (default: $POD_NAMESPACE, else the first watched namespace)",
     )
     p.add_argument("--lease-name", default="ftstudy-operator")
+    p.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=15,
+        help="the Lease's duration: a standby takes over this long after the leader stopped renewing; the leader "
+        "renews every third of it and stops acting after two thirds without a renewal",
+    )
     p.add_argument("--identity", default=None, help="this replica's name in the Lease (default: hostname-pid)")
     p.add_argument("--liveness", default=None, help="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--poll-seconds", type=float, default=2.0, help="how often each study is reconciled")
@@ -49,6 +56,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on this port at /metrics (0: none); docs/observability.md",
     )
     p.add_argument("--metrics-address", default="0.0.0.0", help="the address the metrics port listens on")
+    policy = p.add_argument_group("trial policy (what a study's trialTemplate may ask for; docs/operator.md)")
+    policy.add_argument(
+        "--trial-service-account",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a ServiceAccount trials may run as, besides each namespace's default (repeat for several)",
+    )
+    policy.add_argument(
+        "--trial-volume-type",
+        action="append",
+        default=None,
+        metavar="TYPE",
+        help="a volume type trials may use (repeat; default: persistentVolumeClaim, emptyDir, ephemeral, configMap, "
+        "downwardAPI; never hostPath)",
+    )
+    policy.add_argument(
+        "--storage-secret",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Secret that studies may name as spec.storage.secretRef (repeat; default: ftstudy-db); the operator "
+        "reads no other",
+    )
 
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
@@ -83,8 +114,14 @@ def run(args: argparse.Namespace) -> int:
     from ftstudy.kube.handlers import Workers, register
     from ftstudy.kube.leader import LeaderElector
     from ftstudy.kube.metrics import METRICS
+    from ftstudy.kube.policy import TrialPolicy
     from ftstudy.kube.reconciler import Settings
 
+    try:
+        policy = TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret)
+    except ValueError as error:
+        print(f"ftstudy operator: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
@@ -103,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
-        elector = LeaderElector(kube, lease_namespace, args.lease_name, identity)
+        seconds = max(3, args.lease_seconds)
+        elector = LeaderElector(kube, lease_namespace, args.lease_name, identity, lease_seconds=seconds,
+                                renew_seconds=seconds / 3, renew_deadline=seconds * 2 / 3)  # fmt: skip
         if not elector.wait_until_leader(stop):
             return 0
         METRICS.leader.set(1)
@@ -116,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         METRICS.leader.set(1)
 
-    settings = Settings(poll_seconds=args.poll_seconds, stuck_seconds=args.stuck_seconds)
+    settings = Settings(poll_seconds=args.poll_seconds, stuck_seconds=args.stuck_seconds, policy=policy)
     workers = Workers(kube, settings)
     register(workers)
 

@@ -1,7 +1,8 @@
 """Names and labels of what the operator creates, so that a restarted operator finds and adopts all of it.
 
-Every Job carries the study's name and uid and the trial's number and attempt as labels: the labels are the
-operator's whole memory of which Jobs it started (no in-process state has to survive a restart).
+Every Job carries the study's name and uid, the trial's number and attempt, the Optuna study's identity and the
+trial's key (``ftstudy.kube.identity``) as labels: the labels are the operator's whole memory of which Jobs it
+started (no in-process state has to survive a restart), and what it checks before it adopts one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ STUDY = "ftstudy.io/study"
 STUDY_UID = "ftstudy.io/study-uid"
 TRIAL = "ftstudy.io/trial"
 ATTEMPT = "ftstudy.io/attempt"
+OPTUNA_STUDY = "ftstudy.io/optuna-study"
+TRIAL_KEY = "ftstudy.io/trial-key"
 DECISION = "ftstudy.io/decision"
 OPERATOR = "ftstudy-operator"
 
@@ -40,7 +43,7 @@ def job_name(study: str, number: int, attempt: int) -> str:
     return f"{study[:keep].rstrip('-')}-{digest}{suffix}"
 
 
-def labels(study: str, study_uid: str, number: int, attempt: int) -> dict[str, str]:
+def labels(study: str, study_uid: str, number: int, attempt: int, identity: str, key: str) -> dict[str, str]:
     return {
         MANAGED_BY: OPERATOR,
         COMPONENT: "trial",
@@ -48,6 +51,8 @@ def labels(study: str, study_uid: str, number: int, attempt: int) -> dict[str, s
         STUDY_UID: study_uid,
         TRIAL: str(number),
         ATTEMPT: str(attempt),
+        OPTUNA_STUDY: identity,
+        TRIAL_KEY: key,
     }
 
 

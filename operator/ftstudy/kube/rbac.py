@@ -1,7 +1,9 @@
 """What the operator may do, and nothing more: the rules of its Role in each watched namespace.
 
 One list, used by the tests (the operator runs under a ServiceAccount bound to exactly these rules) and checked
-against the Helm chart's Role, so the chart cannot drift into granting more, or less, than the code needs.
+against the Helm chart's Role, so the chart cannot drift into granting more, or less, than the code needs. Each rule
+is one the operator was seen to use: tests/test_rbac.py compares them with the API server's audit log of every
+request the operator makes on all its paths.
 """
 
 from __future__ import annotations
@@ -9,19 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 RULES: list[dict[str, Any]] = [
-    # the studies: watched by kopf, status written by the reconcile loop, the cleanup finalizer patched by kopf
-    {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies/status"], "verbs": ["get", "patch"]},
-    # owner references with blockOwnerDeletion need update on the owner's finalizers subresource
+    # the studies: listed and watched by kopf, which patches the cleanup finalizer in and out
+    {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies"], "verbs": ["list", "watch", "patch"]},
+    # the status, written by the reconcile loop
+    {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies/status"], "verbs": ["patch"]},
+    # owner references with blockOwnerDeletion need update on the owner's finalizers subresource (an authorization
+    # check of the OwnerReferencesPermissionEnforcement admission plugin, not a request)
     {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies/finalizers"], "verbs": ["update"]},
-    # one Job per trial attempt: created, observed, annotated with the decision, deleted on cancel
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    # pods are only read, for exit codes and for why a pod cannot start
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    # the study's storage URL; read-only, and only in the namespaces the operator watches
+    # one Job per trial attempt: created, listed, read before adopting one that exists, annotated with the decision,
+    # deleted on cancel
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    # pods are only listed, for exit codes and for why a pod cannot start
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    # the study's storage URL; read-only, one named Secret at a time (the trial policy's storageSecrets)
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    # Events on the studies (ours and kopf's); the Job controller's FailedCreate Events, when a pod never appears
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list"]},
 ]
 
 # In the operator's own namespace: leader election.

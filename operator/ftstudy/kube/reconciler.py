@@ -3,7 +3,10 @@
 The same ``Engine.step`` as ``ftstudy run`` (observe, ``core.decide``, apply), with the Job executor. Every step
 starts from what the database and the API server say, so a reconcile interrupted anywhere (operator killed, database
 down, API server gone) is simply repeated by the next one. Problems a person can fix (a missing Secret, an
-unreachable database) become a condition and a Warning Event on the study; nothing is lost while they last.
+unreachable database, a template the trial policy refuses, a Job that is not the study's) become a condition and a
+Warning Event on the study; nothing is lost while they last. Bad data cannot wedge the loop either: a malformed
+trainer report fails its trial (``ftstudy.trial_reports``), Optuna records deleted under a running study fail the
+study with a condition. Nothing written here shows a storage password (``ftstudy.redact``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
@@ -24,30 +28,26 @@ from ftstudy import core, spec
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.executor import JobExecutor
+from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
+from ftstudy.kube.policy import TrialPolicy, check_spec
+from ftstudy.kube.problems import Problem
 from ftstudy.kube.status import FAILED, PENDING, RUNNING, SUCCEEDED, condition, merge_conditions, study_status
 from ftstudy.kube.times import api_time
+from ftstudy.redact import redact
 from ftstudy.retry import RetryPolicy, StorageUnavailable
 from ftstudy.runner import Engine, Event, generated_data_name
 from ftstudy.study_store import StudyConflict, StudyStore, open_storage
+from ftstudy.trial_reports import check_all
 
 log = logging.getLogger(__name__)
 
 STORAGE_POOL_SIZE = 8  # connections per database for all the studies of one operator (plus 2 overflow)
-_storages: dict[str, RDBStorage] = {}
+_storages: dict[str, tuple[RDBStorage, int]] = {}  # url -> (its storage, how many reconcilers use it)
 _storages_lock = threading.Lock()
 
 STATUS_REFRESH_SECONDS = 30.0  # GPU seconds tick up all the time; other changes are written at once
-
-
-class Problem(Exception):
-    """Something about the study a person must fix; ``reason`` is a CamelCase word for conditions and Events."""
-
-    def __init__(self, reason: str, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.permanent = permanent
+STORAGE_REASONS = ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden", "StorageURLInvalid")
 
 
 @dataclass
@@ -56,6 +56,7 @@ class Settings:
     idle_seconds: float = 30.0  # a finished study is looked at this often (a raised maxTrials resumes it)
     storage_retry_seconds: float = 15.0  # per call; past it the reconcile ends and the next one tries again
     stuck_seconds: float = 120.0
+    policy: TrialPolicy = field(default_factory=TrialPolicy)
 
 
 @dataclass
@@ -92,13 +93,37 @@ def _secret_url(kube: Kube, namespace: str, ref: spec.SecretKeyRef) -> str:
 
 def shared_storage(url: str, retry: RetryPolicy) -> RDBStorage:
     """One connection pool per database, shared by every study the operator reconciles: twenty studies must not hold
-    eighty connections (PostgreSQL's default limit is a hundred, for everything that uses the server)."""
+    eighty connections (PostgreSQL's default limit is a hundred, for everything that uses the server). Each call
+    counts a user of the pool; ``release_storage`` ends that use."""
     with _storages_lock:
         if url in _storages:
-            return _storages[url]
+            storage, users = _storages[url]
+            _storages[url] = (storage, users + 1)
+            return storage
     storage = open_storage(url, retry, pool_size=STORAGE_POOL_SIZE)  # outside the lock: it may retry for a while
     with _storages_lock:
-        return _storages.setdefault(url, storage)
+        if url in _storages:  # opened meanwhile by another study's loop: use that one
+            shared, users = _storages[url]
+            _storages[url] = (shared, users + 1)
+        else:
+            shared, _storages[url] = storage, (storage, 1)
+    if shared is not storage:
+        storage.engine.dispose()
+    return shared
+
+
+def release_storage(url: str) -> None:
+    """One user of ``url``'s pool is done with it; the last one closes its connections. A rotated Secret's old URL
+    (an old password) must not keep connections open, nor stay usable from this process."""
+    with _storages_lock:
+        if url not in _storages:
+            return
+        storage, users = _storages[url]
+        if users > 1:
+            _storages[url] = (storage, users - 1)
+            return
+        del _storages[url]
+    storage.engine.dispose()
 
 
 @dataclass
@@ -113,6 +138,7 @@ class StudyReconciler:
     written: dict[str, Any] = field(default_factory=dict)
     written_at: float = 0.0
     last_problem: str | None = None
+    url: str | None = None  # the storage URL last read from the Secret: what must never be shown
     events: list[Event] = field(default_factory=list)
     metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
     trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
@@ -143,14 +169,28 @@ class StudyReconciler:
             self._problem(body, generation, Problem("InvalidSpec", str(error), permanent=True))
         except StudyConflict as error:
             self._problem(body, generation, Problem("StudyConflict", str(error), permanent=True))
+        except SpecChanged as error:
+            self._problem(body, generation, Problem("SpecChanged", str(error)))
         except Problem as problem:
             self._problem(body, generation, problem)
         except StorageUnavailable as error:
-            self.built = None  # reopen once the database is back
+            self.close()  # reopen once the database is back
             self.metrics.database_reached(self.namespace, self.name, False)
             self._problem(body, generation, Problem("DatabaseUnreachable", f"{error}; running trials continue"))
+        except KeyError as error:
+            if not self._records_deleted():
+                raise
+            name = names.optuna_study_name(self.namespace, self.name)
+            message = (
+                f"the study's Optuna records ({name!r}) were deleted from its database while it ran, so its history "
+                "is gone and its trials cannot report; delete and create the FineTuneStudy again to start over"
+            )
+            self._problem(body, generation, Problem("StudyRecordsDeleted", message, permanent=True))
+            log.debug("%s/%s: %r", self.namespace, self.name, error)
         except Unreachable as error:
             log.warning("%s/%s: %s; retrying", self.namespace, self.name, error)
+        except ApiError as error:  # the API server answered with an error (overloaded, restarting): try again
+            log.warning("%s/%s: %s; retrying", self.namespace, self.name, redact(str(error), self.url))
         finally:
             self._post_events(body)
             self.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
@@ -163,14 +203,45 @@ class StudyReconciler:
                 "spec.storage.secretRef is required in a cluster: name a Secret holding the storage URL",
                 permanent=True,
             )
+        refused = check_spec(study.spec, self.settings.policy)
+        if refused:  # before the Secret is read: a study may name only Secrets the platform team allows
+            raise Problem(
+                "TrialPolicyViolation",
+                "the trial policy refuses this study, so no trial is launched; fix the spec: " + "; ".join(refused),
+            )
         url = _secret_url(self.kube, self.namespace, study.spec.storage.secret_ref)
+        self.url = url
         if self.built is not None and self.built.generation == generation and self.built.url == url:
             return self.built
         retry = RetryPolicy(deadline_seconds=self.settings.storage_retry_seconds)
         optuna_name = names.optuna_study_name(self.namespace, self.name)
-        store = StudyStore(url, optuna_name, study.spec, retry, storage=shared_storage(url, retry))
+        try:
+            storage = shared_storage(url, retry)
+        except (ValueError, ImportError, sqlalchemy.exc.ArgumentError) as error:  # NoSuchModuleError: an ArgumentError
+            ref = study.spec.storage.secret_ref
+            raise Problem(
+                "StorageURLInvalid",
+                f"the storage URL in Secret {self.namespace}/{ref.name} (key {ref.key!r}) is not one SQLAlchemy can "
+                f"use ({type(error).__name__}: {redact(str(error), url)}); it should look like "
+                "postgresql+psycopg2://user:password@host:5432/db",
+            ) from None
+        try:
+            store = StudyStore(url, optuna_name, study.spec, retry, storage=storage)
+            identity = study_identity(store)
+            check_unchanged(store, study.spec)
+        except BaseException:
+            release_storage(url)
+            raise
         executor = JobExecutor(
-            self.kube, self.namespace, self.name, self.uid, study.spec, stuck_seconds=self.settings.stuck_seconds
+            self.kube,
+            self.namespace,
+            self.name,
+            self.uid,
+            study.spec,
+            stuck_seconds=self.settings.stuck_seconds,
+            policy=self.settings.policy,
+            store=store,
+            identity=identity,
         )
         root = jobs.trials_root(study.spec, self.namespace, self.name)
         if study.spec.dataset.generate is not None:
@@ -182,20 +253,37 @@ class StudyReconciler:
         engine = Engine(
             study,
             store,
-            executor,
-            None,  # trials read the URL from the Secret, through their environment
+            executor,  # trials read the URL from the Secret, through their environment
             data_dir,
             root,
             on_event=self.events.append,
             study_name=optuna_name,
             generate_data=generate,
         )
+        self.close()  # the previous generation's, or another URL's (a rotated Secret)
         self.built = _Built(generation, url, engine, store)
         return self.built
 
+    def close(self) -> None:
+        """Forget the built engine and release its connection pool (the study ended, or its URL changed)."""
+        if self.built is not None:
+            release_storage(self.built.url)
+            self.built = None
+
+    def _records_deleted(self) -> bool:
+        """After a KeyError: are the study's Optuna records gone (or replaced) from under the built store?"""
+        if self.built is None:
+            return False
+        store = self.built.store
+        try:
+            found = store.retry.call("find the study", lambda: store.storage.get_study_id_from_name(store.name))
+        except KeyError:
+            return True
+        return bool(found != store.study._study_id)
+
     def _write(self, built: _Built, generation: int, body: dict[str, Any]) -> None:
         now = self.clock()
-        trials = built.store.trials()
+        trials, _malformed = check_all(built.store.trials())  # the engine fails those trials; the status skips them
         study_spec = built.engine.spec
         status = study_status(
             trials,
@@ -206,7 +294,10 @@ class StudyReconciler:
         )
         outcome = built.engine.outcome
         old = body.get("status") or {}
-        conditions = [condition("StorageReady", True, "Connected", "the study's database answers", generation, now)]
+        conditions = [
+            condition("StorageReady", True, "Connected", "the study's database answers", generation, now),
+            condition("Ready", True, "Reconciled", "the operator acts on the study", generation, now),
+        ]
         if isinstance(outcome, core.StudyDone):
             phase, message = SUCCEEDED, "every trial has ended"
             conditions.append(condition("Complete", True, "AllTrialsEnded", message, generation, now))
@@ -258,27 +349,28 @@ class StudyReconciler:
     def _problem(self, body: dict[str, Any], generation: int, problem: Problem) -> None:
         now = self.clock()
         old = body.get("status") or {}
-        if problem.reason in ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden"):
+        text = redact(problem.message, self.url)
+        if problem.reason in STORAGE_REASONS:
             kind = "StorageReady"
         else:
             kind = "Failed" if problem.permanent else "Ready"
-        conditions = [condition(kind, kind == "Failed", problem.reason, problem.message, generation, now)]
+        conditions = [condition(kind, kind == "Failed", problem.reason, text, generation, now)]
         phase = FAILED if problem.permanent else (old.get("phase") or PENDING)
         if phase in (SUCCEEDED, FAILED) and not problem.permanent:
             phase = RUNNING
         status = {
             "phase": phase,
-            "message": problem.message,
+            "message": text,
             "observedGeneration": generation if problem.permanent else old.get("observedGeneration"),
             "conditions": merge_conditions(old.get("conditions") or [], conditions),
         }
         if problem.permanent:
             status["completionTime"] = old.get("completionTime") or api_time(now)
         self.metrics.set_phase(self.namespace, self.name, phase)
-        if self.last_problem != problem.message:
-            log.warning("%s/%s: %s: %s", self.namespace, self.name, problem.reason, problem.message)
-            self.events.append(Event(None, problem.message, problem.reason))
-            self.last_problem = problem.message
+        if self.last_problem != text:
+            log.warning("%s/%s: %s: %s", self.namespace, self.name, problem.reason, text)
+            self.events.append(Event(None, text, problem.reason))
+            self.last_problem = text
             self.written = {}
         try:
             self._patch_status(status | {"gpuSeconds": None})
@@ -293,7 +385,8 @@ class StudyReconciler:
             post_event(self.kube, body, event)
 
 
-WARNINGS = {"TrialFailed", "StudyFailed", "TrialRelaunched"}
+# What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
+NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded"}
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
@@ -301,8 +394,8 @@ def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
     metadata = body["metadata"]
     now = api_time(datetime.now(UTC))
     reason = event.reason or "StudyEvent"
-    warning = reason in WARNINGS or not (reason.startswith("Trial") or reason.startswith("Study"))
-    text = f"trial {event.trial}: {event.text}" if event.trial is not None else event.text
+    warning = reason not in NORMAL
+    text = redact(f"trial {event.trial}: {event.text}" if event.trial is not None else event.text)
     manifest = {
         "apiVersion": "v1",
         "kind": "Event",

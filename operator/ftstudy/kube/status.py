@@ -17,11 +17,12 @@ from datetime import datetime
 from statistics import median
 from typing import Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from ftstudy.kube.times import api_time
 from ftstudy.report import Row, rows, spearman, top_k_overlap
 from ftstudy.report import best as best_row
+from ftstudy.trainer.reporting import UserAttr
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 
@@ -103,7 +104,19 @@ def study_status(
     rho = spearman([p[1] for p in pairs], [p[2] for p in pairs])
     status["earlyFinalSpearman"] = round(rho, 4) if rho is not None else None
     status["top5Overlap"] = top_k_overlap(pairs, 5)
+    status["lastFailure"] = last_failure(trials)
     return status
+
+
+def last_failure(trials: Sequence[FrozenTrial]) -> dict[str, Any] | None:
+    """The trial that failed last and why (the same reason as its TrialFailed Event): what ``kubectl get fts -o yaml``
+    shows of failures without reading Events, which expire after an hour."""
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if not failed:
+        return None
+    latest = max(failed, key=lambda t: (t.datetime_complete or t.datetime_start or datetime.min, t.number))
+    reason = latest.user_attrs.get(UserAttr.FAILURE_REASON.value)
+    return {"trial": latest.number, "reason": str(reason)[:1000] if reason is not None else "unknown"}
 
 
 def condition(kind: str, ok: bool, reason: str, message: str, generation: int, now: datetime) -> dict[str, Any]:

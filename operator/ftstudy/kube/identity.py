@@ -1,0 +1,77 @@
+"""Which Optuna study, and which trial of it, a Job belongs to; and what a study's early accuracy means.
+
+Job names depend only on the study, the trial number and the attempt, so a name alone cannot tell this study's
+trial 3 from the trial 3 of an Optuna study that was deleted and created again, of another database (a changed
+``storage.secretRef``), or of a database restored from a backup. Each Job therefore carries two more labels:
+
+- the Optuna study's identity, a random id recorded in the study's system attributes when the operator first opens
+  it (a new study, in whatever database, gets a new one);
+- the trial's key, a hash of that identity, the trial's number and the moment Optuna created the trial (to the
+  microsecond): a trial asked for again after a restore has the same number but not the same creation time.
+
+A Job whose labels do not match the records is not ours to act on (``ftstudy.kube.executor``).
+
+The fields that define what an early accuracy means (model, dataset, attributes, training, searchSpace, promotion)
+are recorded beside the identity: the CRD refuses changes to them, and this catches what CEL cannot see (values
+that may be strings or numbers) and edits made while no admission rule was installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from ftstudy.spec import StudySpec
+from ftstudy.study_store import StudyStore
+
+IDENTITY = "ftstudy:identity"
+MEANING = "ftstudy:meaning"
+# What an early accuracy means; a change makes the study's history mislead both the sampler and the promotion.
+FROZEN_FIELDS = ("model", "dataset", "attributes", "training", "searchSpace", "promotion")
+
+
+class SpecChanged(ValueError):
+    """A field of ``FROZEN_FIELDS`` differs from the one the study's records were made with."""
+
+
+def _recorded(store: StudyStore, key: str, value: str) -> str:
+    """The study's value of ``key``, recording ``value`` first if it has none. Read again after writing, so that two
+    writers (a replica that lost its lease an instant ago) end up agreeing on whichever was stored."""
+    study_id = store.study._study_id
+    attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(study_id))
+    if key not in attrs:
+        store.retry.call("record the study", lambda: store.storage.set_study_system_attr(study_id, key, value))
+        attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(study_id))
+    return str(attrs[key])
+
+
+def study_identity(store: StudyStore) -> str:
+    return _recorded(store, IDENTITY, uuid.uuid4().hex)
+
+
+def meaning(spec: StudySpec) -> dict[str, Any]:
+    document = spec.model_dump(mode="json", by_alias=True)
+    return {name: document[name] for name in FROZEN_FIELDS}
+
+
+def check_unchanged(store: StudyStore, spec: StudySpec) -> None:
+    """Raise ``SpecChanged`` naming each frozen field that differs from the recorded one."""
+    wanted = meaning(spec)
+    recorded = json.loads(_recorded(store, MEANING, json.dumps(wanted, sort_keys=True)))
+    changed = [name for name in FROZEN_FIELDS if name in recorded and recorded[name] != wanted[name]]
+    if changed:
+        fields = ", ".join(f"spec.{name}" for name in changed)
+        raise SpecChanged(
+            f"{fields} changed after the study started, so its trials' early accuracies would no longer compare: "
+            f"put back the earlier value ({json.dumps({n: recorded[n] for n in changed}, sort_keys=True)[:400]}), "
+            "or create a new FineTuneStudy for the new settings; budget and parallelism may change"
+        )
+
+
+def trial_key(identity: str, trial: FrozenTrial) -> str:
+    started = trial.datetime_start.isoformat() if trial.datetime_start is not None else ""
+    return hashlib.sha256(f"{identity}/{trial.number}/{started}".encode()).hexdigest()[:16]

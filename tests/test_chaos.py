@@ -1,0 +1,168 @@
+"""Chaos at random moments, on the real control plane with the real trainer: the operator SIGKILLed twenty times
+across a study (inside its multi-write sequences too, through fault-injection points, and restarted under new
+identities that must wait for the Lease to expire); PostgreSQL crashed three times and the API server restarted once.
+
+What must hold afterwards, read from the simulated kubelet's record of every process it ran and from the study's
+Optuna records: the study completes; every trial ran exactly once per recorded attempt; no two attempts of a trial
+overlapped in time; no trial used a retry it did not need (nothing here makes a trainer fail, so every trial has
+exactly one attempt). The seed is printed on failure; $FTSTUDY_CHAOS_SEED replays a run's moments.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.cluster.control_plane import ControlPlane
+from tests.cluster.gpu_nodes import GpuNodes
+from tests.test_operator import (
+    Operators,
+    apply,
+    diagnosis,
+    get_study,
+    optuna_trials,
+    study_manifest,
+    wait_for,
+    wait_for_phase,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = int(os.environ.get("FTSTUDY_CHAOS_SEED", "20261201"))
+# Inside the multi-write sequences: asked for, Job not yet created; Job created, launch not yet counted; decision
+# recorded, Job not yet annotated; trial told PRUNED, Job not yet deleted. (fail.between needs a failing trial.)
+FAULTS = ("launch.before=1", "launch.between=1", "continue.between=1", "cancel.between=1", "launch.between=2",
+          "cancel.between=1", "continue.between=1", "launch.before=2")  # fmt: skip
+LEASE_SECONDS = 3
+TRIALS = 8  # at first: raised while the kills go on, if the study would otherwise end before them
+
+
+def assert_each_attempt_ran_once_and_none_overlapped(nodes: GpuNodes, ns: str, name: str, trials: list[Any]) -> None:
+    runs = [r for r in nodes.runs if r["namespace"] == ns and r["pod"].startswith(f"{name}-t")]
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_job.setdefault(run["pod"].rsplit("-", 1)[0], []).append(run)
+    recorded = {f"{name}-t{t.number}-a{a}" for t in trials for a in range(1, t.system_attrs["ftstudy:attempts"] + 1)}
+    assert set(by_job) == recorded, "every recorded attempt ran, and nothing else"
+    assert all(len(found) == 1 for found in by_job.values()), {j: len(r) for j, r in by_job.items() if len(r) > 1}
+    for trial in trials:
+        own = sorted((r for r in runs if r["pod"].startswith(f"{name}-t{trial.number}-a")), key=lambda r: r["started"])
+        for earlier, later in itertools.pairwise(own):
+            assert earlier["ended"] is not None and later["started"] >= earlier["ended"], (earlier, later)
+
+
+def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    rng = random.Random(SEED)
+    ops.extra_args = ["--lease-seconds", str(LEASE_SECONDS)]
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    name = "chaos"
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": TRIALS, "parallelism": 2, "retriesPerTrial": 1}))
+    max_trials, identity, kills, hit = TRIALS, "chaos-0", [], []
+    faults: list[str | None] = [*FAULTS, *[None] * (20 - len(FAULTS))]
+    rng.shuffle(faults)
+    for i, fault in enumerate(faults):
+        changed = i % 4 == 3  # a new identity: it may lead only once the killed one's Lease has expired
+        if changed:
+            identity = f"chaos-{i}"
+        ops.env = {"FTSTUDY_FAULTS": fault} if fault else {}
+        proc = ops.start(identity)
+        # a life with a fault point runs until it gets there (or 6 s), the others are killed at a random moment
+        life = (6.0 if fault else rng.uniform(1.0, 3.5)) + (LEASE_SECONDS + 1 if changed else 0)
+        try:
+            proc.wait(life)
+            how = f"fault {fault}"
+            hit.append(fault)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            how = f"SIGKILL after {life:.1f}s" + (f" ({fault} not reached)" if fault else "")
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, ops.log(identity)[-3000:])
+        kills.append(f"{i}: {identity}: {how}")
+        # However fast this machine, the study must outlast the kills: its budget is raised as it nears the end (a
+        # budget edit, allowed while it runs), so that every kill lands while trials remain to be created.
+        if len(optuna_trials(postgres_url, ns, name)) >= max_trials - 2:
+            max_trials += 2
+            patch = json.dumps({"spec": {"budget": {"maxTrials": max_trials}}})
+            plane.kubectl("patch", "fts", name, "-n", ns, "--type=merge", "-p", patch)
+    unfinished = [t for t in optuna_trials(postgres_url, ns, name) if not t.state.is_finished()]
+    print(f"seed {SEED}; kills: {kills}; unfinished after them: {len(unfinished)}")
+    assert any(f and ".between" in f for f in hit), ("no kill inside a multi-write sequence", kills)
+    assert get_study(plane, ns, name)["status"]["phase"] != "Succeeded", "the kills landed across the study"
+    assert len(optuna_trials(postgres_url, ns, name)) < max_trials, "trials were still to be created"
+    ops.env = {}
+    ops.start("chaos-final")
+    study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 600, nodes)
+    assert study["status"]["phase"] == "Succeeded", (SEED, kills, study["status"])
+
+    trials = optuna_trials(postgres_url, ns, name)
+    assert sorted(t.number for t in trials) == list(range(max_trials)), "one trial per number, none lost, none extra"
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    assert [t.system_attrs["ftstudy:attempts"] for t in trials] == [1] * max_trials, ("no retry", SEED, kills)
+    assert_each_attempt_ran_once_and_none_overlapped(nodes, ns, name, trials)
+    for log in ops.logs.glob("operator-chaos-*.log"):
+        assert "Traceback" not in log.read_text(errors="replace"), (log.name, SEED, kills)
+
+
+@pytest.fixture
+def supervised(operators: Operators) -> Iterator[Operators]:
+    """The operator restarted whenever it exits, as its Deployment would (a leader that could not renew its Lease
+    through an outage exits by design)."""
+    stop = threading.Event()
+    ops = operators
+
+    def supervise() -> None:
+        proc = ops.start()
+        while not stop.wait(0.5):
+            if proc.poll() is not None:
+                proc = ops.start()
+
+    thread = threading.Thread(target=supervise, daemon=True)
+    thread.start()
+    yield ops
+    stop.set()
+    thread.join()
+
+
+def test_the_study_completes_through_postgresql_crashes_and_an_apiserver_restart(
+    supervised: Operators,
+    control_plane: ControlPlane,
+    gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
+    postgres_url: str,
+) -> None:
+    ops, plane, ns = supervised, supervised.plane, supervised.namespace
+    rng = random.Random(SEED + 1)
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    name = "storms"
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 6, "parallelism": 2}))
+    wait_for("a running trial", lambda: nodes.running() > 0, 120, diagnosis(ops, name, nodes), every=0.2)
+    events = ["postgresql", "postgresql", "postgresql", "kube-apiserver"]
+    rng.shuffle(events)
+    done = []
+    for event in events:
+        time.sleep(rng.uniform(1.0, 6.0))
+        if event == "postgresql":
+            subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "crash"], check=True, capture_output=True)
+        else:
+            control_plane.restart_apiserver()
+        done.append(f"{event} at {time.monotonic():.0f}")
+    study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 600, nodes)
+    assert study["status"]["phase"] == "Succeeded", (SEED + 1, done, study["status"])
+    trials = optuna_trials(postgres_url, ns, name)
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    assert [t.system_attrs["ftstudy:attempts"] for t in trials] == [1] * 6, (SEED + 1, done)
+    assert_each_attempt_ran_once_and_none_overlapped(nodes, ns, name, trials)

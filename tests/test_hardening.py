@@ -1,0 +1,418 @@
+"""The operator where it could reach too far, mix Jobs up, or wedge: on the real control plane, as a least-privilege
+ServiceAccount, in namespaces that enforce the `restricted` Pod Security Standard.
+
+- a study whose template asks for more than the trial policy allows gets a condition and an Event, and no Job;
+  fixed, its trial pods are admitted under `restricted`;
+- a Job of the study's name that is not the study's (another owner, a deleted and re-created Optuna study) is never
+  adopted: a JobConflict condition says which and why, and nothing is launched or changed; Optuna records deleted
+  under a running study fail it with a condition and one Event;
+- an operator killed right after asking for a trial, and again right after creating its Job, spends no retry;
+- a Job whose pod is never created (a missing PriorityClass), a Job the API server refuses (422), and a pod that
+  waited for a GPU before failing to pull its image: each fails its trial with the reason, at the right time;
+- a malformed trainer report fails its trial, not the study; a Job deleted by hand is retried only once its pod has
+  stopped (no two attempts overlap);
+- no storage password in anything a study leaves: outputs, Events, status, Jobs, pods, logs, files.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+
+from ftstudy.kube.api import Kube, load_config
+from ftstudy.kube.reconciler import StudyReconciler
+from tests.cluster.control_plane import ControlPlane
+from tests.cluster.gpu_nodes import GpuNodes
+from tests.conftest import PrivateDatabase
+from tests.test_operator import (
+    LATER_SECRET,
+    Operators,
+    apply,
+    diagnosis,
+    events,
+    get_study,
+    jobs,
+    optuna_trials,
+    study_manifest,
+    wait_for,
+    wait_for_phase,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+# The `operators` fixture (tests/test_operator.py) comes through tests/conftest.py.
+FAKE_TRAINER = [sys.executable, str(ROOT / "tests" / "fake_trainer.py")]
+
+
+def condition(ops: Operators, name: str, kind: str) -> dict[str, Any] | None:
+    conditions = (get_study(ops.plane, ops.namespace, name).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), None)
+
+
+def wait_for_condition(ops: Operators, name: str, kind: str, reason: str, timeout: float = 60) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        seen = condition(ops, name, kind)
+        return seen if seen is not None and seen.get("reason") == reason else None
+
+    result: dict[str, Any] = wait_for(f"{name}: {kind} {reason}", found, timeout, diagnosis(ops, name))
+    return result
+
+
+def study_events(ops: Operators, name: str, reason: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in events(ops.plane, ops.namespace)
+        if e["involvedObject"].get("name") == name and e["involvedObject"].get("kind") == "FineTuneStudy"
+        and (reason is None or e["reason"] == reason)
+    ]  # fmt: skip
+
+
+def job_names(ops: Operators, study: str) -> set[str]:
+    return {j["metadata"]["name"] for j in jobs(ops.plane, ops.namespace) if j["metadata"]["name"].startswith(study)}
+
+
+def no_tracebacks(ops: Operators, identity: str = "replica-a") -> None:
+    assert "Traceback" not in ops.log(identity), ops.log(identity)[-4000:]
+
+
+def test_a_study_asking_for_more_than_the_trial_policy_allows_gets_no_job(operators: Operators) -> None:
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    ops.start()
+    name = "greedy"
+    greedy = {
+        "volumes": [
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}},
+            {"name": "node", "hostPath": {"path": "/"}},
+        ],
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "ftstudy-db", "key": "url"}}}],
+        "serviceAccountName": "deployer",
+    }
+    apply(plane, ns, study_manifest(name, trialTemplate=greedy))
+    refused = wait_for_condition(ops, name, "Ready", "TrialPolicyViolation")
+    message = refused["message"]
+    for words in (
+        "spec.trialTemplate.volumes[1]: hostPath volumes are never allowed",
+        "spec.trialTemplate.env[0].valueFrom.secretKeyRef: trials may not read Secrets through env",
+        "spec.trialTemplate.serviceAccountName: 'deployer' is not allowed for trials",
+    ):
+        assert words in message, message
+    assert get_study(plane, ns, name)["status"]["phase"] == "Pending"
+    warning = study_events(ops, name, "TrialPolicyViolation")
+    assert len(warning) == 1 and warning[0]["type"] == "Warning" and "hostPath" in warning[0]["message"]
+    time.sleep(3)  # several passes: still nothing
+    assert not jobs(plane, ns), "no Job for a refused study"
+    assert len(study_events(ops, name, "TrialPolicyViolation")) == 1, "one Event, not one per pass"
+
+    apply(plane, ns, study_manifest(name))  # the template is editable: fixed, the study starts
+    wait_for_condition(ops, name, "Ready", "Reconciled")
+
+    def pods() -> list[dict[str, Any]]:
+        listed = json.loads(plane.kubectl("get", "pods", "-n", ns, "-l", "ftstudy.io/trial", "-o", "json").stdout)
+        return list(listed["items"])
+
+    created = wait_for("the trial pods admitted under restricted", lambda: len(pods()) == 2, 60, diagnosis(ops, name))
+    assert created
+    for pod in pods():
+        spec = pod["spec"]
+        assert spec["securityContext"]["fsGroup"] == 10001 and spec["automountServiceAccountToken"] is False
+        container = spec["containers"][0]["securityContext"]
+        assert container["readOnlyRootFilesystem"] is True and container["allowPrivilegeEscalation"] is False
+    failed_creates = [e for e in events(plane, ns) if e["reason"] == "FailedCreate"]
+    assert not failed_creates, failed_creates
+    no_tracebacks(ops)
+
+
+def test_jobs_that_are_not_the_studys_are_never_adopted(operators: Operators, postgres_url: str) -> None:
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    name = "adopt"
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{name}-t0-a1", "labels": {"team": "someone-else"}},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+                }
+            },
+        },
+    }  # fmt: skip
+    apply(plane, ns, foreign)
+    foreign_uid = jobs(plane, ns)[0]["metadata"]["uid"]
+    ops.start()
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 3, "parallelism": 2}))
+    conflict = wait_for_condition(ops, name, "Ready", "JobConflict")
+    assert f"Job {name}-t0-a1 already exists but is not this trial's" in conflict["message"], conflict
+    time.sleep(3)
+    assert [j["metadata"]["uid"] for j in jobs(plane, ns)] == [foreign_uid], "the foreign Job alone, untouched"
+    assert len(study_events(ops, name, "JobConflict")) == 1
+
+    plane.kubectl("delete", "job", f"{name}-t0-a1", "-n", ns, "--wait=true")
+    wait_for("the study's own Jobs", lambda: job_names(ops, name) == {f"{name}-t0-a1", f"{name}-t1-a1"}, 60,
+             diagnosis(ops, name))  # fmt: skip
+    wait_for_condition(ops, name, "Ready", "Reconciled")
+    ours = {j["metadata"]["name"]: j["metadata"]["uid"] for j in jobs(plane, ns)}
+
+    # The Optuna study deleted and created again while no operator ran: the Jobs belong to the old one.
+    ops.stop_all()
+    optuna.delete_study(study_name=f"{ns}.{name}", storage=postgres_url)
+    ops.start("replica-b")
+    conflict = wait_for_condition(ops, name, "Ready", "JobConflict")
+    assert "was made for another Optuna study" in conflict["message"], conflict
+    time.sleep(3)
+    assert {j["metadata"]["name"]: j["metadata"]["uid"] for j in jobs(plane, ns)} == ours, "nothing acted on"
+    assert len(optuna_trials(postgres_url, ns, name)) == 0, "no trial asked for in the new Optuna study"
+    no_tracebacks(ops, "replica-b")
+
+
+def test_optuna_records_deleted_under_a_running_study_fail_it_with_one_event(
+    operators: Operators, postgres_url: str
+) -> None:
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    ops.start()
+    name = "vanish"
+    apply(plane, ns, study_manifest(name))
+    wait_for("two trials launched", lambda: len(job_names(ops, name)) == 2, 60, diagnosis(ops, name))
+    optuna.delete_study(study_name=f"{ns}.{name}", storage=postgres_url)
+    failed = wait_for_condition(ops, name, "Failed", "StudyRecordsDeleted")
+    assert failed["status"] == "True" and "were deleted from its database while it ran" in failed["message"]
+    assert get_study(plane, ns, name)["status"]["phase"] == "Failed"
+    time.sleep(4)
+    assert len(study_events(ops, name, "StudyRecordsDeleted")) == 1
+    no_tracebacks(ops)
+
+
+def test_an_operator_killed_inside_a_launch_spends_no_retry(operators: Operators, postgres_url: str) -> None:
+    """Killed (fault points) right after asking Optuna for trial 0, then right after creating its Job and before
+    counting it: trial 0 runs as attempt 1, once."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    name = "faulty"
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 3, "parallelism": 3, "retriesPerTrial": 0}))
+    for fault in ("launch.before=1", "launch.between=1"):
+        ops.env = {"FTSTUDY_FAULTS": fault}
+        proc = ops.start()
+        assert proc.wait(60) == -signal.SIGKILL, ops.log()[-3000:]
+    assert job_names(ops, name) == {f"{name}-t0-a1"}, "killed after the create: the Job exists, its count does not"
+    assert optuna_trials(postgres_url, ns, name)[0].system_attrs.get("ftstudy:attempts") is None
+    ops.env = {}
+    ops.start()
+    wanted = {f"{name}-t{n}-a1" for n in range(3)}
+    wait_for("every trial launched once", lambda: job_names(ops, name) == wanted, 60, diagnosis(ops, name))
+    time.sleep(2)
+    assert job_names(ops, name) == wanted
+    trials = optuna_trials(postgres_url, ns, name)
+    assert [t.system_attrs.get("ftstudy:attempts") for t in trials] == [1, 1, 1]
+    assert all(t.state == optuna.trial.TrialState.RUNNING for t in trials), "retriesPerTrial 0, yet nothing failed"
+
+
+def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    ops.extra_args = ["--stuck-seconds", "6"]
+    ops.start()
+    one = {"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1, "retriesPerTrial": 1}
+    apply(plane, ns, study_manifest("no-class", trialTemplate={"priorityClassName": "no-such-class"}, budget=one))
+    apply(
+        plane,
+        ns,
+        study_manifest(
+            "invalid", budget=one, trialTemplate={"resources": {"limits": {"nvidia.com/gpu": 1, "memory": "lots"}}}
+        ),
+    )
+    apply(plane, ns, study_manifest("late-gpu", trialTemplate={"image": "ftstudy/trainer:missing"}, budget=one))
+    applied = time.monotonic()
+
+    for name, words in (
+        ("no-class", "its pod could not be created: "),
+        ("no-class", "no PriorityClass with name no-such-class was found"),
+        ("invalid", "the API server refused its Job invalid-t0-a1: "),
+        ("invalid", "quantities must match the regular expression"),
+    ):
+        study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 90)
+        assert study["status"]["phase"] == "Failed", study["status"]
+        (trial,) = optuna_trials(postgres_url, ns, name)
+        assert words in trial.user_attrs["failure_reason"], trial.user_attrs
+        assert trial.system_attrs["ftstudy:attempts"] == 1, "not retried: it would fail the same way"
+        assert any(words in e["message"] for e in study_events(ops, name, "TrialFailed"))
+        assert words in study["status"]["lastFailure"]["reason"], study["status"]
+
+    # late-gpu waited for a GPU far longer than --stuck-seconds; scheduled, it fails to pull: stuck from then on
+    time.sleep(max(0.0, applied + 12 - time.monotonic()))  # twice --stuck-seconds without a GPU
+    assert get_study(plane, ns, "late-gpu")["status"]["phase"] == "Running"
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+
+    def pulling() -> bool:
+        listed = json.loads(plane.kubectl("get", "pods", "-n", ns, "-l", "ftstudy.io/study=late-gpu",
+                                          "-o", "json").stdout)["items"]  # fmt: skip
+        states = [s.get("state", {}) for p in listed for s in p.get("status", {}).get("containerStatuses") or []]
+        return any(s.get("waiting", {}).get("reason") == "ErrImagePull" for s in states)
+
+    wait_for("the image pull to fail", pulling, 60, diagnosis(ops, "late-gpu", nodes), every=0.2)
+    failing_since = time.monotonic()
+    time.sleep(3)
+    assert get_study(plane, ns, "late-gpu")["status"]["phase"] == "Running", "not stuck yet: it just got its GPU"
+    study = wait_for_phase(ops, "late-gpu", ("Succeeded", "Failed"), 60, nodes)
+    assert study["status"]["phase"] == "Failed" and time.monotonic() - failing_since >= 4
+    (trial,) = optuna_trials(postgres_url, ns, "late-gpu")
+    assert "its pod cannot start: ErrImagePull" in trial.user_attrs["failure_reason"], trial.user_attrs
+    no_tracebacks(ops)
+
+
+def test_a_job_refused_by_a_resource_quota_waits_until_the_quota_allows_it(
+    operators: Operators, postgres_url: str
+) -> None:
+    """Not a failure of the trial (it would succeed later) nor a spent retry: a condition, and the Job is created once
+    the quota is raised."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "jobs"},
+             "spec": {"hard": {"count/jobs.batch": "1"}}}  # fmt: skip
+    apply(plane, ns, quota)
+    wait_for("the quota counted", lambda: plane.kubectl("get", "resourcequota", "jobs", "-n", ns, "-o",
+                                                         "jsonpath={.status.hard}").stdout, 30)  # fmt: skip
+    ops.start()
+    name = "quota"
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 2, "parallelism": 2, "retriesPerTrial": 0}))
+    waiting = wait_for_condition(ops, name, "Ready", "JobQuotaExceeded")
+    assert f"trial 1 waits for its Job {name}-t1-a1: " in waiting["message"] and "exceeded quota" in waiting["message"]
+    time.sleep(3)
+    assert job_names(ops, name) == {f"{name}-t0-a1"}
+    trials = optuna_trials(postgres_url, ns, name)
+    assert [t.system_attrs.get("ftstudy:attempts") for t in trials] == [1, None], "the refused launch is not counted"
+    assert len(study_events(ops, name, "JobQuotaExceeded")) == 1
+    quota["spec"]["hard"]["count/jobs.batch"] = "2"
+    apply(plane, ns, quota)
+    wait_for("the second Job", lambda: len(job_names(ops, name)) == 2, 60, diagnosis(ops, name))
+    wait_for_condition(ops, name, "Ready", "Reconciled")
+    trials = optuna_trials(postgres_url, ns, name)
+    assert [t.system_attrs.get("ftstudy:attempts") for t in trials] == [1, 1]
+    assert all(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    no_tracebacks(ops)
+
+
+def test_a_malformed_report_fails_its_trial_and_a_deleted_job_is_retried_only_once_its_pod_is_gone(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    ops.start()
+    apply(plane, ns, study_manifest("garbage", trialTemplate={"command": [*FAKE_TRAINER, "malformed"]},
+                                    budget={"maxTrials": 2, "parallelism": 1, "maxFailedTrials": 2}))  # fmt: skip
+    apply(plane, ns, study_manifest("handdelete", trialTemplate={"command": [*FAKE_TRAINER, "linger"]},
+                                    budget={"maxTrials": 1, "parallelism": 1}))  # fmt: skip
+
+    study = wait_for_phase(ops, "garbage", ("Succeeded", "Failed"), 120, nodes)
+    assert study["status"]["phase"] == "Failed" and study["status"]["trials"]["failed"] == 2, study["status"]
+    for trial in optuna_trials(postgres_url, ns, "garbage"):
+        reason = trial.user_attrs["failure_reason"]
+        assert "the trainer reported malformed results: final_accuracy = 'abc' (str)" in reason, reason
+        assert trial.system_attrs["ftstudy:attempts"] == 1
+
+    def lingerers() -> list[dict[str, Any]]:
+        return [r for r in nodes.runs if r["pod"].startswith("handdelete-")]
+
+    wait_for("the lingering trainer", lambda: len(lingerers()) == 1, 60, diagnosis(ops, "handdelete", nodes))
+    time.sleep(1)
+    plane.kubectl("delete", "job", "handdelete-t0-a1", "-n", ns, "--wait=false")  # background, as kubectl does
+    wait_for("the retry", lambda: len(lingerers()) == 2, 90, diagnosis(ops, "handdelete", nodes), every=0.2)
+    first, second = lingerers()
+    assert first["ended"] is not None and second["started"] >= first["ended"], (first, second)
+    assert second["pod"].startswith("handdelete-t0-a2-")
+    (trial,) = optuna_trials(postgres_url, ns, "handdelete")
+    assert trial.system_attrs["ftstudy:attempts"] == 2
+    plane.kubectl("delete", "fts", "handdelete", "-n", ns, "--wait=true", "--timeout=60s")
+    no_tracebacks(ops)
+
+
+def test_no_storage_password_in_anything_a_study_leaves(
+    operators: Operators,
+    gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
+    private_database: PrivateDatabase,
+    tmp_path: Path,
+) -> None:
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    password = private_database.password
+    plane.kubectl("create", "secret", "generic", LATER_SECRET, "-n", ns, f"--from-literal=url={private_database.url}")
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    ops.start()
+    name = "discreet"
+    manifest = study_manifest(name, budget={"maxTrials": 3, "parallelism": 2})
+    manifest["spec"]["storage"] = {"secretRef": {"name": LATER_SECRET}}
+    apply(plane, ns, manifest)
+    study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 420, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+
+    # And a Secret whose URL cannot be used, password and all: the condition explains without quoting it.
+    broken = f"postgresql+psycopg2://{private_database.name}:{password}@127.0.0.1:notaport/x"
+    plane.kubectl("delete", "secret", "ftstudy-db", "-n", ns)
+    plane.kubectl("create", "secret", "generic", "ftstudy-db", "-n", ns, f"--from-literal=url={broken}")
+    apply(plane, ns, study_manifest("broken"))
+    invalid = wait_for_condition(ops, "broken", "StorageReady", "StorageURLInvalid")
+    assert "invalid literal for int()" in invalid["message"], invalid
+
+    secret = plane.kubectl("get", "secret", LATER_SECRET, "-n", ns, "-o", "jsonpath={.data.url}").stdout
+    assert password in base64.b64decode(secret).decode(), "the search below would find it"
+    shown = {
+        "the operator's log": ops.log(),
+        "Events": plane.kubectl("get", "events", "-n", ns, "-o", "yaml").stdout,
+        "the studies": plane.kubectl("get", "fts", "-n", ns, "-o", "yaml").stdout,
+        "Jobs and pods": plane.kubectl("get", "jobs,pods", "-n", ns, "-o", "yaml").stdout,
+        "describe": plane.kubectl("describe", "fts", "-n", ns).stdout,
+    }
+    for what, text in shown.items():
+        assert password not in text, what
+    assert nodes.workdir.is_relative_to(tmp_path)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]  # artifacts, trainer logs, operator logs
+    assert any(p.name == "result.json" for p in files) and any(p.suffix == ".log" for p in files)
+    leaking = [str(p) for p in files if password.encode() in p.read_bytes()]
+    assert not leaking, leaking
+    no_tracebacks(ops)
+
+
+def connections(url: str, application: str) -> int:
+    """Sessions of ``application`` in PostgreSQL, counted over a connection of its own (no pool)."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+            return int(connection.execute(sqlalchemy.text(query), {"name": application}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_rotated_secrets_old_connection_pool_is_closed(
+    control_plane: ControlPlane, cluster_namespace: str, crd_installed: None, private_database: PrivateDatabase
+) -> None:
+    """One reconcile loop (in this process, as the admin), its Secret's URL rotated between two passes: the pool of
+    the old URL is closed, not left holding connections with the old password."""
+    plane, ns, name = control_plane, cluster_namespace, "rotated"
+    old, new = (f"{private_database.url}?application_name=ftstudy-{which}" for which in ("old", "new"))
+    plane.kubectl("create", "secret", "generic", "ftstudy-db", "-n", ns, f"--from-literal=url={old}")
+    apply(plane, ns, study_manifest(name))
+    body = get_study(plane, ns, name)
+    reconciler = StudyReconciler(Kube(load_config(str(plane.kubeconfig))), ns, name, body["metadata"]["uid"])
+    try:
+        reconciler.reconcile(body)
+        assert reconciler.built is not None and connections(private_database.url, "ftstudy-old") >= 1
+        data = base64.b64encode(new.encode()).decode()
+        plane.kubectl(
+            "patch", "secret", "ftstudy-db", "-n", ns, "--type=merge", "-p", json.dumps({"data": {"url": data}})
+        )
+        reconciler.reconcile(get_study(plane, ns, name))
+        assert connections(private_database.url, "ftstudy-new") >= 1
+        assert connections(private_database.url, "ftstudy-old") == 0
+    finally:
+        reconciler.close()
+    assert connections(private_database.url, "ftstudy-new") == 0, "the last user of a pool closes it"
