@@ -60,6 +60,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "spec.dataset.generate.validation": "validation pages (early and final accuracy)",
     "spec.dataset.generate.test": "test pages (test accuracy of the trials that run to the end)",
     "spec.dataset.generate.independentTest": "pages of an independent test set, generated apart from the others",
+    "spec.dataset.generate.locales[]": "a shop: us, uk (English), de, fr (German, French) or ch (Swiss German)",
+    "spec.training.extraEvalFractions[]": "a fraction of training, strictly between 0 and 1",
     "spec.attributes": "the attribute names to extract from each product page (default: the task's eight)",
     "spec.attributes[]": "an attribute name: lower-case letters, digits and '_', starting with a letter",
     "spec.training.epochs": "training length in epochs; maxSteps overrides it",
