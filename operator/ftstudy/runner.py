@@ -145,7 +145,7 @@ class Engine:
 
     def _launch(self, number: int, attempt: int) -> None:
         output = trial_dir(self.trials_root, number)
-        args = trainer_args(self.spec, None, self.study_name, number, str(self.data_dir), str(output),
+        args = trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
                             generate_data=self.generate_data)  # fmt: skip
         faults.point("launch.before")
         self.executor.launch(number, attempt, args)

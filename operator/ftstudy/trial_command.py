@@ -10,15 +10,14 @@ from ftstudy.spec import StudySpec
 
 def trainer_args(
     spec: StudySpec,
-    storage_url: str | None,
     study_name: str,
     number: int,
     data_dir: str,
     output_dir: str,
     generate_data: bool = False,
 ) -> list[str]:
-    """``storage_url`` None leaves it to the trainer's environment (a Job's Secret); ``generate_data`` has the
-    trainer write a ``dataset.generate`` study's pages into ``data_dir`` itself (a pod cannot see the operator's
+    """The storage URL is never an argument: the trainer reads it from its environment (a Job's Secret, or the local
+    executor's environment), so it never shows in a process list. ``generate_data`` has the trainer write a ``dataset.generate`` study's pages into ``data_dir`` itself (a pod cannot see the operator's
     disk). Trial 0 (the baseline, when the study has one) also scores the untrained model: the study's zero-shot
     accuracy, measured once."""
     t = spec.training
@@ -38,8 +37,6 @@ def trainer_args(
         "--study", study_name,
         "--trial", str(number),
     ]  # fmt: skip
-    if storage_url is not None:
-        args += ["--storage", storage_url]
     if generate_data and spec.dataset.generate is not None:
         g = spec.dataset.generate
         sizes = {"seed": g.seed, "train": g.train, "validation": g.validation, "test": g.test,
