@@ -5,8 +5,11 @@ the baseline) can only be seen on a model that learns, and the real model (SmolL
 step on two CPU cores. ``mini`` is small enough that a LoRA trial takes a minute or two on one core, and it is
 pretrained so that fine-tuning it is genuine transfer, as with a real LLM:
 
-- pretraining sees only *English-language* shops (``us``, ``uk``: every category and layout), with the loss on the
-  answer tokens, until it extracts well there;
+- it *reads* pages of every shop, English and European (every ``reading_every``-th step is next-token loss on a
+  page's text), as an LLM has read text in many languages: every token it will meet has a trained embedding,
+  which LoRA could never give it;
+- it is taught to *extract* only on English-language shops (``us``, ``uk``: every category and layout), with the
+  loss on the answer tokens, until it extracts well there;
 - the example study fine-tunes it for *European* shops (``de``, ``fr``, ``ch``): other labels (``Farbe``,
   ``Couleur``), stock phrases (``Auf Lager``), colour and material names, price formats and currencies. Zero-shot it
   gets the language-independent attributes (title, price) and little else; LoRA has to teach it the rest.
@@ -68,7 +71,9 @@ class Recipe:
     heads: int = 6
     max_seq_len: int = 512
     tokenizer_pages: int = 4000  # of every locale: the vocabulary covers the European shops too
-    train_pages: int = 40000  # English shops only
+    train_pages: int = 40000  # English shops only, with answers
+    reading_pages: int = 12000  # every shop, read without answers
+    reading_every: int = 4  # every 4th step reads (next-token loss on the page text) instead of extracting
     steps: int = 6000
     batch_size: int = 16
     learning_rate: float = 3e-3
@@ -86,6 +91,11 @@ def _examples(rows: Sequence[dict[str, Any]]) -> list[Example]:
 def _pages(seed: int, locales: Sequence[str], count: int, prefix: str, seen: set[str]) -> list[Example]:
     stream = unique_pages(seed, ALL_CATEGORIES, ALL_LAYOUTS, prefix, seen, locales_named(locales))
     return _examples([next(stream) for _ in range(count)])
+
+
+def _as_reading(prompt: list[int]) -> Encoded:
+    """A page to read: next-token loss on the whole prompt (the page text and the instruction), no answer."""
+    return Encoded(prompt=prompt[:1], answer=prompt[1:])
 
 
 def length_grouped_batches(items: list[Encoded], batch_size: int, seed: int) -> Iterator[list[Encoded]]:
@@ -170,7 +180,11 @@ def build(out: Path, recipe: Recipe, snapshots: Path | None = None) -> dict[str,
         preprocess,
     )
     items = [encoder.encode(e) for e in train]
-    log.info("%d pretraining pages encoded (%.0f s)", len(items), time.monotonic() - started)
+    reading = [
+        _as_reading(encoder.prompt(e))
+        for e in _pages(recipe.seed + 4, ENGLISH_LOCALES + EUROPEAN_LOCALES, recipe.reading_pages, "read", seen)
+    ]
+    log.info("%d pages to extract from, %d to read (%.0f s)", len(items), len(reading), time.monotonic() - started)
 
     model = _model(recipe, tokenizer)
     model.train()
@@ -182,25 +196,29 @@ def build(out: Path, recipe: Recipe, snapshots: Path | None = None) -> dict[str,
         betas=(0.9, 0.95),
     )
     batches = length_grouped_batches(items, recipe.batch_size, recipe.seed)
+    reading_batches = length_grouped_batches(reading, recipe.batch_size, recipe.seed + 1)
     curve: list[dict[str, float]] = []
-    window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
+    window_loss, window_tokens, window_start, extracting_steps = 0.0, 0, time.monotonic(), 0
     for step in range(recipe.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, recipe)
-        batch = training_batch(next(batches), tokenizer.pad_token_id)
+        reads = recipe.reading_every > 0 and step % recipe.reading_every == recipe.reading_every - 1
+        batch = training_batch(next(reading_batches if reads else batches), tokenizer.pad_token_id)
         loss = answer_loss(model, batch)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        window_loss += float(loss.detach())
+        if not reads:
+            window_loss += float(loss.detach())
+            extracting_steps += 1
         window_tokens += int(batch["attention_mask"].sum())
         done = step + 1
         if done % recipe.eval_every == 0 or done == recipe.steps:
             elapsed = time.monotonic() - window_start
             point = {
                 "step": done,
-                "loss": round(window_loss / min(recipe.eval_every, done), 4),
+                "answer_loss": round(window_loss / max(1, extracting_steps), 4),
                 "source_accuracy": round(_accuracy(model, encoder, source_eval), 4),
                 "target_accuracy": round(_accuracy(model, encoder, target_eval), 4),
                 "tokens_per_second": round(window_tokens / elapsed),
@@ -211,7 +229,7 @@ def build(out: Path, recipe: Recipe, snapshots: Path | None = None) -> dict[str,
             if snapshots is not None:
                 model.save_pretrained(str(snapshots / f"step-{done:05d}"))
                 tokenizer.save_pretrained(str(snapshots / f"step-{done:05d}"))
-            window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
+            window_loss, window_tokens, window_start, extracting_steps = 0.0, 0, time.monotonic(), 0
 
     out.mkdir(parents=True, exist_ok=True)
     # fp16 on disk halves the file; the figures below are measured on the saved weights, as users load them.
