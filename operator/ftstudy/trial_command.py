@@ -17,9 +17,10 @@ def trainer_args(
     generate_data: bool = False,
 ) -> list[str]:
     """The storage URL is never an argument: the trainer reads it from its environment (a Job's Secret, or the local
-    executor's environment), so it never shows in a process list. ``generate_data`` has the trainer write a ``dataset.generate`` study's pages into ``data_dir`` itself (a pod cannot see the operator's
-    disk). Trial 0 (the baseline, when the study has one) also scores the untrained model: the study's zero-shot
-    accuracy, measured once."""
+    executor's environment), so it never shows in a process list. ``generate_data`` has the trainer write a
+    ``dataset.generate`` study's pages into ``data_dir`` itself (a pod cannot see the operator's disk). Trial 0 (the
+    baseline, when the study has one) also scores the untrained model: the study's zero-shot accuracy, measured
+    once."""
     t = spec.training
     args = [
         "--model", spec.model,
