@@ -74,7 +74,7 @@ class Recipe:
     train_pages: int = 40000  # English shops only, with answers
     reading_pages: int = 12000  # every shop, read without answers
     reading_every: int = 4  # every 4th step reads (next-token loss on the page text) instead of extracting
-    steps: int = 6000
+    steps: int = 3600
     batch_size: int = 16
     learning_rate: float = 3e-3
     warmup_steps: int = 200
