@@ -13,8 +13,9 @@ Stand-in for mounts: processes cannot get mount namespaces here, so for each vol
 unbound claim keeps the container waiting), ``emptyDir`` (a fresh per-pod directory under ``workdir``),
 ``configMap`` or ``secret`` (its keys written as files under ``workdir``), every command/arg and container env value
 that is the mountPath or starts with ``mountPath/`` (also after a ``--flag=``) is rewritten to the host directory
-instead. Paths the program builds itself are not rewritten, nor is the container's image filesystem anything but
-this machine's (``readOnlyRootFilesystem``, ``fsGroup`` and users are not simulated: processes run as this user).
+instead, except the image's own files (the project and its Python environment, ``IMAGE_ROOTS``). Paths the program
+builds itself are not rewritten, nor is the container's image filesystem anything but this machine's
+(``readOnlyRootFilesystem``, ``fsGroup`` and users are not simulated: processes run as this user).
 Projected, service-account and other volumes are ignored.
 
 Also simulated: an image whose tag is ``missing`` never pulls (waiting ``ErrImagePull``); a missing Secret,
@@ -34,6 +35,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +67,9 @@ CONDITION_TAINTS = frozenset(
 )
 MY_POD_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
 
+# The harness's image filesystem is this machine's: the project and its Python environment are the image's own
+# files, never a volume's, even when a clone lives under a path that pods mount over (/tmp, the trial's scratch).
+IMAGE_ROOTS = tuple(dict.fromkeys(str(p) for p in (Path(__file__).resolve().parents[2], Path(sys.prefix))))
 _EXPANSION = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 Json = dict[str, Any]
@@ -790,7 +795,10 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def _rewrite(value: str, mounts: list[tuple[str, str]]) -> str:
-    """The mount stand-in: a path under a mountPath, alone or after ``--flag=``, becomes the host path."""
+    """The mount stand-in: a path under a mountPath, alone or after ``--flag=``, becomes the host path (unless it
+    is one of the image's own files, under ``IMAGE_ROOTS``)."""
+    if any(value.partition("=")[2 if "=" in value else 0].startswith(root + "/") for root in IMAGE_ROOTS):
+        return value
     for mount_path, host in mounts:
         if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
             return host + value[len(mount_path) :]
