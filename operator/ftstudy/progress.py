@@ -12,9 +12,10 @@ from ftstudy.runner import Event, summary_line
 
 
 class Progress:
-    def __init__(self, max_trials: int, out: TextIO = sys.stdout, every_seconds: float = 30.0) -> None:
+    def __init__(self, max_trials: int, out: TextIO | None = None, every_seconds: float = 30.0) -> None:
         self.max_trials = max_trials
-        self.out = out
+        # sys.stdout as it is now, not as it was when this module was imported (a caller may have redirected it)
+        self.out = out if out is not None else sys.stdout
         self.every = every_seconds
         self.last_line = ""
         self.last_time = 0.0
