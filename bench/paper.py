@@ -95,13 +95,13 @@ def efficiency(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     document["spec"]["dataset"]["generate"]["train"] = sizes[-1]
     document["spec"]["searchSpace"]["train_samples"]["choices"] = sizes
     document["spec"]["budget"]["maxTrials"] = len(sizes)
-    table, seconds = _run_study(document, args.workdir, out / "efficiency.log")
+    table, _ = _run_study(document, args.workdir, out / "efficiency.log")
     curve = data_efficiency(table)
     assert curve is not None, "the sweep produced fewer than three points"
     paper_curve = [(0, PAPER["zero_shot"]), (200, PAPER["at_200"]), (PAPER["saturation"], 0.90)]
     data_efficiency_plot(curve, out / "data_efficiency.png", paper=paper_curve if args.plot_paper else ())
     at_200 = next((p["accuracy"] for p in curve["points"] if p["samples"] == 200), None)
-    return {"curve": curve, "at_200": at_200, "zero_shot": curve["points"][0]["accuracy"], "minutes": seconds / 60}
+    return {"curve": curve, "at_200": at_200, "zero_shot": curve["points"][0]["accuracy"]}
 
 
 # ---- 2. is 20% trustworthy -------------------------------------------------------------------------------------
@@ -132,8 +132,8 @@ def trust(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     spec["budget"] = {"maxTrials": args.trust_trials, "parallelism": 2, "maxFailedTrials": 3, "retriesPerTrial": 1}
     spec.pop("baseline", None)
     spec["training"]["extraEvalFractions"] = [f for f in FRACTIONS if f != spec["training"]["earlyFraction"]]
-    table, seconds = _run_study(document, args.workdir, out / "trust.log")
-    results: dict[str, Any] = {"trials": len(table), "minutes": seconds / 60, "fractions": {}}
+    table, _ = _run_study(document, args.workdir, out / "trust.log")
+    results: dict[str, Any] = {"trials": len(table), "fractions": {}}
     for fraction in FRACTIONS:
         pairs = []
         for r in table:
