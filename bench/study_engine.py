@@ -4,12 +4,14 @@
 2. Storage: SQL statements per trial for a whole trial lifecycle (ask, launch, the trainer's writes, the engine's
    polls, decision, finish), at 50 and at 200 trials: bounded means the per-trial count does not grow with N; and
    the engine's incremental poll against Optuna's read of every trial.
-3. Training steps for a 200-trial study with a scripted accuracy curve: ``topK`` (early decision at 20%) against
-   ``none`` (every trial to the end) and Optuna's own SuccessiveHalvingPruner, with the best final accuracy each
-   finds.
+3. GPU-steps for a study with a scripted accuracy curve, driven by the real decision core: every trial to the end
+   (policy ``none``), online top-K, screen-then-promote (``promotion.mode: screen``), and Optuna's own
+   SuccessiveHalving and Hyperband pruners on the same sampler and trial budget, with the best final accuracy each
+   finds and the ratios.
 
     .venv/bin/python bench/study_engine.py                       # SQLite in a temporary directory
     .venv/bin/python bench/study_engine.py --storage "$(scripts/postgres.sh url)"
+    .venv/bin/python bench/study_engine.py --only-steps --trials 20 --k 3 --parallelism 2   # the example's shape
 """
 
 from __future__ import annotations
@@ -23,15 +25,30 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 from sqlalchemy import event
 
-from ftstudy.core import Decision, Phase, Plan, Process, TrialView, decide, promote
+from ftstudy.core import (
+    Cancel,
+    Continue,
+    Decision,
+    Finish,
+    LaunchNew,
+    Phase,
+    Plan,
+    Process,
+    Resume,
+    StudyDone,
+    TrialView,
+    decide,
+)
+from ftstudy.promotion import EveryTrial, TopK
 from ftstudy.retry import RetryPolicy
 from ftstudy.spec import parse
-from ftstudy.study_store import StudyStore
+from ftstudy.study_store import EarlyScoreTPESampler, StudyStore
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TOTAL_STEPS = 100
@@ -156,33 +173,93 @@ def space() -> dict[str, optuna.distributions.BaseDistribution]:
     }
 
 
-def simulate_engine(policy: str, trials: int, seed: int) -> tuple[int, float]:
-    """Sequential study with ftstudy's rule: objective = early accuracy, promote() decides who continues."""
-    plan = Plan(max_trials=trials, parallelism=1, max_failed_trials=trials, retries_per_trial=0, policy=policy, k=5)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed,
-                                n_startup_trials=10))  # fmt: skip
+@dataclass
+class SimTrial:
+    """One trial of the simulated study, as the executor and the trainer would leave it."""
+
+    params: dict[str, Any]
+    trial_id: int
+    steps: int = 0  # steps trained so far
+    phase: Phase = Phase.RUNNING
+    process: Process = Process.RUNNING
+    early: float | None = None
+    decision: Decision | None = None
+    screened: bool = False
+    resumes: int = 0
+    final: float | None = None
+
+
+def simulate_core(plan: Plan, seed: int) -> tuple[int, float, int]:
+    """A study driven by ftstudy's own decision core (``decide``) and sampler, trials advancing one step per tick
+    on ``plan.parallelism`` GPUs. Returns (GPU-steps spent, best final accuracy, ticks to the end).
+
+    Online, a trial keeps training while its decision waits; screening, it stops at the early step and holds no
+    GPU until it is resumed. GPU-steps are what the study pays for; ticks are its wall-clock time."""
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=EarlyScoreTPESampler(seed=seed, n_startup_trials=10, constant_liar=True, multivariate=True),
+    )
     noise = random.Random(seed)
-    steps, best_final, scored = 0, 0.0, []
-    for _ in range(trials):
-        trial = study.ask(space())
-        early = curve(trial.params, EARLY_STEP / TOTAL_STEPS, noise)
-        view = TrialView(trial.number, Phase.RUNNING, Process.RUNNING, early)
-        scored.append((trial.number, early))
-        trial.report(early, EARLY_STEP)
-        if promote(plan, view, scored):
-            steps += TOTAL_STEPS
-            best_final = max(best_final, curve(trial.params, 1.0, noise))
-            study.tell(trial, early)
-        else:
-            steps += EARLY_STEP
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    return steps, best_final
+    trials: list[SimTrial] = []
+    spent = ticks = 0
+    while True:
+        views = [
+            TrialView(
+                n,
+                t.phase,
+                t.process,
+                t.early,
+                t.decision,
+                t.final is not None,
+                1,
+                False,
+                True,
+                screened=t.screened,
+                resumes=t.resumes,
+            )
+            for n, t in enumerate(trials)
+        ]
+        actions = decide(plan, views)
+        for action in actions:
+            match action:
+                case LaunchNew():
+                    asked = study.ask(space())
+                    trials.append(SimTrial(asked.params, asked._trial_id))
+                case Continue(number=n):
+                    trials[n].decision = Decision.CONTINUE
+                case Cancel(number=n):
+                    study.tell(n, state=optuna.trial.TrialState.PRUNED)
+                    trials[n].process, trials[n].phase = Process.SUCCEEDED, Phase.PRUNED
+                case Resume(number=n):
+                    trials[n].process, trials[n].resumes = Process.RUNNING, trials[n].resumes + 1
+                case Finish(number=n):
+                    study.tell(n, trials[n].early)
+                    trials[n].phase = Phase.COMPLETE
+        if any(isinstance(a, StudyDone) for a in actions):
+            break
+        for trial in trials:
+            if trial.process is not Process.RUNNING or trial.phase is not Phase.RUNNING:
+                continue
+            trial.steps += 1
+            spent += 1
+            if trial.steps == EARLY_STEP:
+                trial.early = curve(trial.params, EARLY_STEP / TOTAL_STEPS, noise)
+                study._storage.set_trial_intermediate_value(trial.trial_id, EARLY_STEP, trial.early)
+                if plan.screening:
+                    trial.screened, trial.process = True, Process.SUCCEEDED
+            elif trial.steps == TOTAL_STEPS:
+                trial.final, trial.process = curve(trial.params, 1.0, noise), Process.SUCCEEDED
+        ticks += 1
+    return spent, max((t.final for t in trials if t.final is not None), default=0.0), ticks
 
 
-def simulate_sha(trials: int, seed: int) -> tuple[int, float]:
-    """Optuna's SuccessiveHalvingPruner, reporting every 10% of training; objective = final accuracy."""
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed,
-                                n_startup_trials=10), pruner=optuna.pruners.SuccessiveHalvingPruner())  # fmt: skip
+def simulate_pruner(pruner: optuna.pruners.BasePruner, trials: int, seed: int) -> tuple[int, float, int]:
+    """Optuna's own pruners (SuccessiveHalving, Hyperband) with the same sampler and trial budget, reporting every
+    10% of training; their objective is the final accuracy (they must train a trial to the end to know it).
+    Sequential: Optuna has no scheduler of its own, so GPU-steps and ticks are the same."""
+    study = optuna.create_study(direction="maximize", pruner=pruner, study_name=f"bench-{seed}",  # Hyperband's
+                                # brackets hash the study's name: fixed, so a seed gives the same run
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10))  # fmt: skip
     noise = random.Random(seed)
     steps, best_final = 0, 0.0
     for _ in range(trials):
@@ -201,32 +278,56 @@ def simulate_sha(trials: int, seed: int) -> tuple[int, float]:
         final = curve(trial.params, 1.0, noise)
         best_final = max(best_final, final)
         study.tell(trial, final)
-    return steps, best_final
+    return steps, best_final, steps
 
 
-def bench_steps(trials: int, seeds: int) -> None:
-    totals: dict[str, list[tuple[int, float]]] = {"topK": [], "none": [], "sha": []}
-    for seed in range(seeds):
-        totals["topK"].append(simulate_engine("topK", trials, seed))
-        totals["none"].append(simulate_engine("none", trials, seed))
-        totals["sha"].append(simulate_sha(trials, seed))
-    mean = {k: (statistics.mean(s for s, _ in v), statistics.mean(b for _, b in v)) for k, v in totals.items()}
-    for name, (steps, best) in mean.items():
-        print(f"steps: {name:>5}: {steps:>8.0f} trainer steps for {trials} trials, best final accuracy {best:.4f}")
-    print(f"steps: topK / none = {mean['topK'][0] / mean['none'][0]:.3f}   "
-          f"topK / SuccessiveHalving = {mean['topK'][0] / mean['sha'][0]:.3f}   (mean of {seeds} seeds)")  # fmt: skip
+def bench_steps(trials: int, seeds: int, parallelism: int, k: int) -> None:
+    """GPU-steps to the best final accuracy: every trial to the end, online top-K, screen-then-promote, and
+    Optuna's SuccessiveHalving and Hyperband pruners, same sampler and trial budget."""
+    base = Plan(max_trials=trials, parallelism=parallelism, max_failed_trials=trials, retries_per_trial=0)
+    contenders: dict[str, Any] = {
+        "every trial to the end": lambda seed: simulate_core(replace(base, promotion=EveryTrial()), seed),
+        f"online top-{k}": lambda seed: simulate_core(replace(base, promotion=TopK(k)), seed),
+        f"screen, promote top-{k}": lambda seed: simulate_core(replace(base, promotion=TopK(k), screening=True), seed),
+        "Optuna SuccessiveHalving": lambda seed: simulate_pruner(
+            optuna.pruners.SuccessiveHalvingPruner(), trials, seed
+        ),
+        "Optuna Hyperband": lambda seed: simulate_pruner(
+            optuna.pruners.HyperbandPruner(min_resource=10, max_resource=TOTAL_STEPS), trials, seed
+        ),
+    }
+    mean: dict[str, tuple[float, float, float]] = {}
+    for name, simulate in contenders.items():
+        runs = [simulate(seed) for seed in range(seeds)]
+        steps, best, ticks = (statistics.mean(r[i] for r in runs) for i in range(3))
+        mean[name] = (steps, best, ticks)
+    reference = mean["every trial to the end"]
+    print(f"steps: {trials} trials, {parallelism} GPUs (ftstudy) or 1 (Optuna's pruners), early step {EARLY_STEP} "
+          f"of {TOTAL_STEPS}, mean of {seeds} seeds")  # fmt: skip
+    for name, (steps, best, ticks) in mean.items():
+        print(f"steps: {name:>26}: {steps:>8.0f} GPU-steps ({steps / reference[0]:.3f} of every trial to the end), "
+              f"best final accuracy {best:.4f} ({best - reference[1]:+.4f}), {ticks:>6.0f} ticks")  # fmt: skip
+    online, screen = mean[f"online top-{k}"], mean[f"screen, promote top-{k}"]
+    print(f"steps: screen / every trial = {screen[0] / reference[0]:.3f}   screen / online = "
+          f"{screen[0] / online[0]:.3f}   screen / SuccessiveHalving = "
+          f"{screen[0] / mean['Optuna SuccessiveHalving'][0]:.3f}   screen / Hyperband = "
+          f"{screen[0] / mean['Optuna Hyperband'][0]:.3f}")  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--storage", default=None, help="SQLAlchemy URL (default: a temporary SQLite file)")
-    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--trials", type=int, default=100)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--parallelism", type=int, default=4)
+    p.add_argument("--k", type=int, default=5, help="topK's K")
+    p.add_argument("--only-steps", action="store_true", help="skip the core and storage parts")
     args = p.parse_args()
-    bench_core()
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_storage(args.storage or f"sqlite:///{tmp}/bench.db")
-    bench_steps(args.trials, args.seeds)
+    if not args.only_steps:
+        bench_core()
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_storage(args.storage or f"sqlite:///{tmp}/bench.db")
+    bench_steps(args.trials, args.seeds, args.parallelism, args.k)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def tiny_study(name: str, k: int = 1, **budget: Any) -> dict[str, Any]:
-    """``k``: topK's K; ``budget`` overrides fields of the default budget (4 trials, 2 at a time)."""
+def tiny_study(name: str, k: int = 1, mode: str = "online", **budget: Any) -> dict[str, Any]:
+    """``k``: topK's K; ``mode``: promotion.mode; ``budget`` overrides fields of the default budget (4 trials, 2 at
+    a time)."""
     return {
         "apiVersion": "ftstudy.io/v1alpha1",
         "kind": "FineTuneStudy",
@@ -23,7 +24,7 @@ def tiny_study(name: str, k: int = 1, **budget: Any) -> dict[str, Any]:
                 "lora_r": {"type": "int", "low": 2, "high": 8},
             },
             "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": 0},
-            "promotion": {"policy": "topK", "k": k},
+            "promotion": {"policy": "topK", "k": k, **({"mode": mode} if mode != "online" else {})},
             "budget": {"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 2, "retriesPerTrial": 1, **budget},
             "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
         },

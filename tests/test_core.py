@@ -18,13 +18,15 @@ from ftstudy.core import (
     Plan,
     Process,
     Relaunch,
+    Resume,
     StudyDone,
     StudyFailed,
     TrialView,
     decide,
 )
+from ftstudy.promotion import EveryTrial, Percentile, TopK
 
-PLAN = Plan(max_trials=10, parallelism=2, max_failed_trials=3, retries_per_trial=1, k=2)
+PLAN = Plan(max_trials=10, parallelism=2, max_failed_trials=3, retries_per_trial=1, promotion=TopK(2))
 
 
 def running(number: int, early: float | None = None, **kw: object) -> TrialView:
@@ -59,10 +61,10 @@ def test_the_baseline_always_runs_to_the_end() -> None:
 
 def test_policies() -> None:
     scores = [finished(0, 0.1), finished(1, 0.2), finished(2, 0.3), finished(3, 0.4)]
-    assert Continue(4) in decide(replace(PLAN, policy="none"), [*scores, running(4, 0.0)])
-    assert Cancel(4) in decide(replace(PLAN, policy="median"), [*scores, running(4, 0.15)])
-    assert Continue(4) in decide(replace(PLAN, policy="median"), [*scores, running(4, 0.3)])
-    assert Continue(4) in decide(replace(PLAN, policy="percentile", percentile=25), [*scores, running(4, 0.2)])
+    assert Continue(4) in decide(replace(PLAN, promotion=EveryTrial()), [*scores, running(4, 0.0)])
+    assert Cancel(4) in decide(replace(PLAN, promotion=Percentile(50)), [*scores, running(4, 0.15)])
+    assert Continue(4) in decide(replace(PLAN, promotion=Percentile(50)), [*scores, running(4, 0.3)])
+    assert Continue(4) in decide(replace(PLAN, promotion=Percentile(25)), [*scores, running(4, 0.2)])
 
 
 def test_a_decided_trial_is_not_decided_again() -> None:
@@ -112,6 +114,62 @@ def test_done_when_every_trial_exists_and_none_runs() -> None:
     assert decide(PLAN, trials) == [StudyDone()]
 
 
+def screened(number: int, early: float, **kw: object) -> TrialView:
+    """A trial that checkpointed at its early step and exited (promotion.mode screen)."""
+    fields: dict[str, object] = {"process": Process.SUCCEEDED, **kw}
+    return TrialView(number, Phase.RUNNING, early_accuracy=early, screened=True, **fields)  # type: ignore[arg-type]
+
+
+SCREEN = replace(PLAN, screening=True, max_trials=6, parallelism=2)
+
+
+def test_online_waits_for_k_plus_one_scores_and_ties_do_not_depend_on_arrival() -> None:
+    plan = replace(PLAN, promotion=TopK(1))
+    assert decide(plan, [running(0), running(1, 0.5)]) == [], "one score: nobody is compared yet, both train on"
+    for first, second in ((0, 1), (1, 0)):
+        trials = sorted([running(first, 0.5), running(second, 0.5)], key=lambda t: t.number)
+        actions = decide(plan, trials)
+        assert Continue(0) in actions and Cancel(1) in actions, "equal scores: the lower number, whoever came first"
+
+
+def test_screening_prunes_nobody_until_every_trial_is_scored_then_keeps_the_top_k() -> None:
+    field = [screened(0, 0.3), screened(1, 0.6), screened(2, 0.5), running(3)]
+    actions = decide(SCREEN, field)
+    assert not any(isinstance(a, Cancel) for a in actions), "waiting costs no GPU: no early pruning"
+    assert Continue(1) in actions, "3 of 6 scored with K 2: the best one is clearly among the best (top 1)"
+    assert LaunchNew() in actions
+    final = [screened(0, 0.3), screened(1, 0.6, decision=Decision.CONTINUE, resumes=1, process=Process.RUNNING),
+             screened(2, 0.5), screened(3, 0.1), screened(4, 0.55), screened(5, 0.2)]  # fmt: skip
+    actions = decide(SCREEN, final)
+    assert {a for a in actions if isinstance(a, Continue | Cancel)} == {Continue(4), Cancel(0), Cancel(2), Cancel(3),
+                                                                      Cancel(5)}  # fmt: skip
+    assert not any(isinstance(a, StudyDone) for a in actions), "trial 4 is still to be resumed"
+
+
+def test_a_continued_screened_trial_is_resumed_before_new_trials_start() -> None:
+    plan = replace(SCREEN, parallelism=1)
+    trials = [screened(0, 0.9, decision=Decision.CONTINUE), screened(1, 0.2), screened(2, 0.3)]
+    assert decide(plan, trials) == [Resume(0, 1)]
+    busy = [running(5), screened(0, 0.9, decision=Decision.CONTINUE)]
+    assert decide(plan, busy) == [], "no free slot: the resume waits, and the study is not done"
+
+
+def test_a_failed_resume_is_retried_then_fails_and_bad_input_is_not_retried() -> None:
+    crashed = screened(0, 0.9, decision=Decision.CONTINUE, resumes=1, process=Process.FAILED)
+    assert decide(SCREEN, [crashed])[0] == Resume(0, 2)
+    again = replace(crashed, resumes=2, failure_reason="the trainer crashed (exit code 1)")
+    assert decide(SCREEN, [again])[0] == Fail(0, "the trainer crashed (exit code 1) (after 2 resumes)")
+    corrupt = replace(crashed, retryable=False, failure_reason="checkpoint file /x/state.pt is corrupt")
+    assert decide(SCREEN, [corrupt])[0] == Fail(0, "checkpoint file /x/state.pt is corrupt")
+
+
+def test_screening_is_done_only_when_every_screened_trial_is_decided_and_finished() -> None:
+    done = [finished(n, 0.5, Phase.PRUNED if n % 2 else Phase.COMPLETE) for n in range(6)]
+    assert decide(SCREEN, done) == [StudyDone()]
+    resumed_and_finished = replace(screened(0, 0.9, decision=Decision.CONTINUE, resumes=1), has_result=True)
+    assert decide(SCREEN, [resumed_and_finished, *done[1:]]) == [Finish(0), StudyDone()]
+
+
 # --- properties -------------------------------------------------------------------------------------------------
 
 phases = st.sampled_from(list(Phase))
@@ -127,9 +185,14 @@ def observations(draw: st.DrawFn) -> tuple[Plan, list[TrialView]]:
         parallelism=draw(st.integers(1, max_trials)),
         max_failed_trials=draw(st.integers(1, 4)),
         retries_per_trial=draw(st.integers(0, 2)),
-        policy=draw(st.sampled_from(["topK", "percentile", "median", "none"])),
-        k=draw(st.integers(1, 5)),
-        percentile=draw(st.floats(1, 99)),
+        promotion=draw(
+            st.one_of(
+                st.builds(TopK, st.integers(1, 5), st.integers(0, 6)),
+                st.builds(Percentile, st.floats(1, 99), st.integers(0, 6)),
+                st.just(EveryTrial()),
+            )
+        ),
+        screening=draw(st.booleans()),
         has_baseline=draw(st.booleans()),
     )
     count = draw(st.integers(0, max_trials))
@@ -148,6 +211,8 @@ def observations(draw: st.DrawFn) -> tuple[Plan, list[TrialView]]:
                 is_baseline=plan.has_baseline and number == 0,
                 retryable=draw(st.booleans()),
                 report_error=draw(st.sampled_from([None, None, None, "malformed"])),
+                screened=plan.screening and draw(st.booleans()),
+                resumes=draw(st.integers(0, 2)),
             )
         )
     return plan, trials
@@ -157,7 +222,7 @@ def running_after(trials: list[TrialView], actions: list[object]) -> int:
     """Trials that will be running once the actions are applied."""
     stopped = {a.number for a in actions if isinstance(a, Cancel | Fail | Finish)}  # type: ignore[attr-defined]
     alive = {t.number for t in trials if t.phase is Phase.RUNNING and t.process is Process.RUNNING} - stopped
-    relaunched = {a.number for a in actions if isinstance(a, Relaunch)} - stopped
+    relaunched = {a.number for a in actions if isinstance(a, Relaunch | Resume)} - stopped
     return len(alive | relaunched) + sum(isinstance(a, LaunchNew) for a in actions)
 
 
@@ -207,6 +272,9 @@ def applied(trials: list[TrialView], actions: list[object]) -> list[TrialView]:
                 by_number[n] = replace(by_number[n], phase=Phase.COMPLETE)
             case Fail(number=n):
                 by_number[n] = replace(by_number[n], phase=Phase.FAILED)
+            case Resume(number=n, attempt=resume):
+                by_number[n] = replace(by_number[n], process=Process.RUNNING, resumes=resume, retryable=True,
+                                       failure_reason=None)  # fmt: skip
             case Relaunch(number=n, attempt=attempt):
                 relaunched = replace(by_number[n], process=Process.RUNNING, attempts=attempt, retryable=True)
                 by_number[n] = replace(relaunched, failure_reason=None)
@@ -228,4 +296,4 @@ def test_deciding_again_after_applying_never_repeats_an_action(case: tuple[Plan,
     again = {(type(a), a.number) for a in second if hasattr(a, "number")}  # type: ignore[attr-defined]
     assert not done & again, (first, second)
     if any(isinstance(a, StudyDone | StudyFailed) for a in first):
-        assert not any(isinstance(a, LaunchNew | Relaunch) for a in second), second
+        assert not any(isinstance(a, LaunchNew | Relaunch | Resume) for a in second), second

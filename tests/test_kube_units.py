@@ -20,7 +20,7 @@ from ftstudy.kube import jobs, names
 from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
 from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity, trial_key
 from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
-from ftstudy.kube.status import merge_conditions, study_status
+from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine
 from ftstudy.study_store import StudyStore
@@ -371,7 +371,8 @@ def test_status_names_the_best_trial_the_baseline_gain_and_gpu_time() -> None:
     ]
     status = study_status(trials, max_trials=5, gpus=2, early_fraction=0.2, now=NOW)
     assert status["progress"] == "4/5"
-    assert status["trials"] == {"created": 4, "running": 0, "completed": 2, "cancelled": 1, "failed": 1}
+    assert status["trials"] == {"created": 4, "running": 0, "completed": 2, "cancelled": 1, "failed": 1,
+                                "screened": 0, "suspended": 0, "promoted": 0}  # fmt: skip
     assert status["best"]["trial"] == 1 and status["best"]["finalAccuracy"] == 0.8
     assert status["best"]["adapter"] == "/artifacts/t1"
     assert status["baseline"]["trial"] == 0
@@ -383,6 +384,33 @@ def test_status_names_the_best_trial_the_baseline_gain_and_gpu_time() -> None:
     failed_later.user_attrs = {"failure_reason": "the API server refused its Job demo-t4-a1: invalid"}
     later = study_status([*trials, failed_later], max_trials=5, gpus=2, early_fraction=0.2, now=NOW)
     assert later["lastFailure"] == {"trial": 4, "reason": "the API server refused its Job demo-t4-a1: invalid"}
+
+
+def test_status_counts_screened_trials_and_their_gpu_time_without_the_wait() -> None:
+    """promotion.mode screen: a suspended trial holds no GPU, so it is neither running nor charged for its wait."""
+
+    def screened(number: int, state: TrialState, **system: Any) -> optuna.trial.FrozenTrial:
+        trial = frozen(number, state, 0.5, None, 1000)
+        if state == TrialState.RUNNING:
+            trial.datetime_complete = None
+        trial.user_attrs = {**trial.user_attrs, "checkpoint": f"/artifacts/t{number}/checkpoint", "outcome": "screened",
+                            "train_seconds": 30.0}  # fmt: skip
+        trial.system_attrs = system
+        return trial
+
+    waiting = screened(1, TrialState.RUNNING)
+    promoted_waiting = screened(2, TrialState.RUNNING, **{"ftstudy:decision": "continue"})
+    resumed = screened(3, TrialState.RUNNING, **{"ftstudy:decision": "continue", "ftstudy:resumes": 1})
+    pruned = screened(4, TrialState.PRUNED)
+    training = frozen(5, TrialState.RUNNING, None, None, 10)
+    training.datetime_complete = None
+    status = study_status([waiting, promoted_waiting, resumed, pruned, training], max_trials=6, gpus=1,
+                          early_fraction=0.2, now=NOW)  # fmt: skip
+    counts = status["trials"]
+    assert (counts["screened"], counts["suspended"], counts["promoted"]) == (4, 2, 2)
+    assert counts["running"] == 2, "the resumed trial and the one still screening"
+    assert counts["cancelled"] == 1
+    assert trial_seconds(pruned, NOW.timestamp()) == 30.0, "its trainer's time, not the 1000 s it existed"
 
 
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:

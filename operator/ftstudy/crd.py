@@ -467,8 +467,15 @@ def _status_schema() -> Schema:
                     "created": _s("integer", "trials created so far, running or not"),
                     "running": _s("integer", "trials running now"),
                     "completed": _s("integer", "trials that ran to the end"),
-                    "cancelled": _s("integer", "trials cancelled at the early evaluation"),
+                    "cancelled": _s("integer", "trials cancelled (pruned) at the early evaluation"),
                     "failed": _s("integer", "trials that failed"),
+                    "screened": _s(
+                        "integer", "promotion.mode screen: trials that paused at the early step (checkpointed)"
+                    ),
+                    "suspended": _s(
+                        "integer", "screened trials paused now, holding no GPU: waiting for a verdict or a free slot"
+                    ),
+                    "promoted": _s("integer", "screened trials continued: resumed from their checkpoints"),
                 },
             ),
             "best": _s(
@@ -553,6 +560,14 @@ def crd() -> dict[str, Any]:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Done", "type": "string", "jsonPath": ".status.progress", "description": "finished/maxTrials"},
         {"name": "Running", "type": "integer", "jsonPath": ".status.trials.running"},
+        {
+            "name": "Suspended",
+            "type": "integer",
+            "jsonPath": ".status.trials.suspended",
+            "priority": 1,
+            "description": "screened trials paused at the early step, holding no GPU",
+        },
+        {"name": "Promoted", "type": "integer", "jsonPath": ".status.trials.promoted", "priority": 1},
         {"name": "Best-Early", "type": "number", "jsonPath": ".status.best.earlyAccuracy"},
         {"name": "Best-Final", "type": "number", "jsonPath": ".status.best.finalAccuracy"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

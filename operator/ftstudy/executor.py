@@ -39,10 +39,14 @@ class TrialProcess:
     retryable: bool = True
     reason: str | None = None
     attempt: int | None = None  # the attempt this is (a Job's label, process.json): a launch the count lost is found
+    resume: bool = False  # the launch resumes a screened trial from its checkpoint
 
 
 class Executor(Protocol):
-    def launch(self, number: int, attempt: int, args: list[str]) -> None: ...
+    def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
+        """Start launch ``attempt`` of the trial; ``resume`` marks it as a screened trial's resume, which
+        ``observe`` reports back (``TrialProcess.resume``)."""
+        ...
 
     def observe(self, trials: Sequence[FrozenTrial]) -> dict[int, TrialProcess]:
         """What runs for each trial; ``trials`` are the study's records, against which an executor may check that
@@ -97,9 +101,10 @@ class LocalExecutor:
         self.root.mkdir(parents=True, exist_ok=True)
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.attempts: dict[int, int] = {}
+        self.resumes: set[int] = set()
         self.cancelled: dict[int, float] = {}
 
-    def launch(self, number: int, attempt: int, args: list[str]) -> None:
+    def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
         directory = trial_dir(self.root, number)
         directory.mkdir(parents=True, exist_ok=True)
         log = (directory / f"attempt-{attempt}.log").open("ab")
@@ -114,8 +119,12 @@ class LocalExecutor:
         log.close()
         self.children[number] = child
         self.attempts[number] = attempt
+        if resume:
+            self.resumes.add(number)
+        else:
+            self.resumes.discard(number)
         self.cancelled.pop(number, None)
-        record = {"pid": child.pid, "attempt": attempt, "started": time.time(), "command": command}
+        record = {"pid": child.pid, "attempt": attempt, "resume": resume, "started": time.time(), "command": command}
         tmp = directory / ".process.json.tmp"
         tmp.write_text(json.dumps(record))
         os.replace(tmp, directory / "process.json")
@@ -127,32 +136,32 @@ class LocalExecutor:
             record = json.loads((directory / "process.json").read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        attempt = int(record.get("attempt", 1))
+        attempt, resume = int(record.get("attempt", 1)), bool(record.get("resume", False))
         if _alive(int(record["pid"]), str(directory)):
-            return TrialProcess(Process.RUNNING, attempt=attempt)
+            return TrialProcess(Process.RUNNING, attempt=attempt, resume=resume)
         try:
             outcome = json.loads((directory / "result.json").read_text()).get("outcome")
         except (OSError, json.JSONDecodeError):
             outcome = None
-        if outcome in {"completed", "diverged", "pruned"}:
-            return TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt)
-        return TrialProcess(Process.FAILED, reason="the trainer ended while no runner was watching it", attempt=attempt)
+        if outcome in {"completed", "diverged", "pruned"} or (outcome == "screened" and not resume):
+            return TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt, resume=resume)
+        reason = "the trainer ended while no runner was watching it"
+        return TrialProcess(Process.FAILED, reason=reason, attempt=attempt, resume=resume)
 
     def observe(self, trials: Sequence[FrozenTrial] = ()) -> dict[int, TrialProcess]:
         seen: dict[int, TrialProcess] = {}
         for number, child in self.children.items():
             code = child.poll()
-            attempt = self.attempts.get(number)
+            attempt, resume = self.attempts.get(number), number in self.resumes
             if code is None:
                 self._escalate(number, child.pid)
-                seen[number] = TrialProcess(Process.RUNNING, attempt=attempt)
+                seen[number] = TrialProcess(Process.RUNNING, attempt=attempt, resume=resume)
             elif code == 0:
-                seen[number] = TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt)
+                seen[number] = TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt, resume=resume)
             else:
                 reason = exit_reason(code)
-                seen[number] = TrialProcess(
-                    Process.FAILED, exit_code=code, retryable=code != EXIT_BAD_INPUT, reason=reason, attempt=attempt
-                )
+                seen[number] = TrialProcess(Process.FAILED, exit_code=code, retryable=code != EXIT_BAD_INPUT,
+                                            reason=reason, attempt=attempt, resume=resume)  # fmt: skip
         for directory in sorted(self.root.glob("trial-*")):
             number = int(directory.name.removeprefix("trial-"))
             if number not in seen:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,43 +24,71 @@ from optuna.trial import FrozenTrial
 from ftstudy import core, faults
 from ftstudy.core import Decision, Phase, Plan, Process, TrialView
 from ftstudy.executor import Executor, TrialProcess, trial_dir
+from ftstudy.promotion import policy_for
 from ftstudy.spec import FineTuneStudy, StudySpec
-from ftstudy.study_store import StudyStore, attempts, decision, early_accuracy, has_result, is_baseline, phase
-from ftstudy.trainer.reporting import UserAttr
+from ftstudy.study_store import (
+    StudyStore,
+    attempts,
+    decision,
+    early_accuracy,
+    has_result,
+    is_baseline,
+    is_screened,
+    phase,
+    resumes,
+)
+from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY, UserAttr
 from ftstudy.trial_command import trainer_args
 from ftstudy.trial_reports import check_all
 
 log = logging.getLogger(__name__)
 
 
+def screening(spec: StudySpec) -> bool:
+    """Do the study's trials stop at the early step? (Not with policy ``none``: every trial trains to the end.)"""
+    return spec.promotion.mode == "screen" and spec.promotion.policy != "none"
+
+
 def plan_for(spec: StudySpec) -> Plan:
+    p = spec.promotion
     return Plan(
         max_trials=spec.budget.max_trials,
         parallelism=spec.budget.parallelism,
         max_failed_trials=spec.budget.max_failed_trials,
         retries_per_trial=spec.budget.retries_per_trial,
-        policy=spec.promotion.policy,
-        k=spec.promotion.k,
-        percentile=spec.promotion.percentile,
+        promotion=policy_for(p.policy, p.k, p.percentile, p.min_scored),
+        screening=screening(spec),
         has_baseline=spec.baseline is not None,
     )
 
 
 def view(trial: FrozenTrial, process: TrialProcess | None, report_error: str | None = None) -> TrialView:
-    """``report_error``: what ``ftstudy.trial_reports`` found malformed in the trial's results."""
+    """``report_error``: what ``ftstudy.trial_reports`` found malformed in the trial's results.
+
+    Launches are numbered through a trial's life: screening attempts first, then resumes (a resume launched as
+    launch ``attempts + r`` is resume ``r``), so a count that a crash lost is recovered from what runs."""
     process = process or TrialProcess(Process.ABSENT)
+    launched = attempts(trial)
+    resumed = resumes(trial)
+    if process.resume:
+        resumed = max(resumed, (process.attempt or 0) - launched)
+    else:
+        launched = max(launched, process.attempt or 0)
+    current = process if process.resume or resumed == 0 else TrialProcess(Process.ABSENT)
     return TrialView(
         number=trial.number,
         phase=phase(trial),
-        process=process.state,
+        process=current.state,
         early_accuracy=early_accuracy(trial),
         decision=decision(trial),
         has_result=has_result(trial),
-        attempts=max(attempts(trial), process.attempt or 0),
+        attempts=launched,
         is_baseline=is_baseline(trial),
-        retryable=process.retryable,
-        failure_reason=trial.user_attrs.get(UserAttr.FAILURE_REASON.value) or process.reason,
+        retryable=current.retryable,
+        failure_reason=trial.user_attrs.get(UserAttr.FAILURE_REASON.value) or current.reason,
         report_error=report_error,
+        screened=is_screened(trial),
+        resumes=resumed,
     )
 
 
@@ -133,6 +162,8 @@ class Engine:
         for trial, seen in zip(trials, views, strict=True):
             if seen.phase is Phase.RUNNING and seen.attempts > attempts(trial):
                 self.store.record_attempt(trial.number, seen.attempts)
+            if seen.phase is Phase.RUNNING and seen.resumes > resumes(trial):
+                self.store.record_resume(trial.number, seen.resumes)
         return trials, views
 
     def step(self) -> list[core.Action]:
@@ -143,10 +174,11 @@ class Engine:
             self.apply(action, by_number)
         return actions
 
-    def _launch(self, number: int, attempt: int) -> None:
+    def _launch(self, number: int, attempt: int, baseline: bool) -> None:
         output = trial_dir(self.trials_root, number)
+        stage = "screen" if self.plan.screening and not baseline else "full"
         args = trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
-                            generate_data=self.generate_data)  # fmt: skip
+                            generate_data=self.generate_data, stage=stage)  # fmt: skip
         faults.point("launch.before")
         self.executor.launch(number, attempt, args)
         faults.point("launch.between")
@@ -154,15 +186,26 @@ class Engine:
         # crash after it finds the attempt on the process or Job (``observe``).
         self.store.record_attempt(number, attempt)
 
+    def _resume(self, trial: FrozenTrial, resume: int) -> None:
+        """Launch ``attempts + resume``, marked as a resume: restart-safe like a first launch."""
+        number = trial.number
+        output = trial_dir(self.trials_root, number)
+        args = trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
+                            generate_data=self.generate_data, stage="resume")  # fmt: skip
+        faults.point("resume.before")
+        self.executor.launch(number, attempts(trial) + resume, args, resume=True)
+        faults.point("resume.between")
+        self.store.record_resume(number, resume)
+
     def apply(self, action: core.Action, trials: dict[int, FrozenTrial]) -> None:
         match action:
             case core.LaunchNew(baseline=baseline):
                 number, params = self.store.ask(baseline)
-                self._launch(number, 1)
+                self._launch(number, 1, baseline)
                 label = "launched (baseline)" if baseline else "launched"
                 self.on_event(Event(number, f"{label} {format_params(params)}", "TrialLaunched"))
             case core.Relaunch(number=number, attempt=attempt):
-                self._launch(number, attempt)
+                self._launch(number, attempt, is_baseline(trials[number]))
                 if attempt == 1:  # its first launch was interrupted (the launcher died): not a retry
                     self.on_event(Event(number, "launched (its first launch had been interrupted)", "TrialLaunched"))
                 else:
@@ -171,14 +214,31 @@ class Engine:
                 self.store.record_decision(number, Decision.CONTINUE)
                 faults.point("continue.between")
                 self.executor.record_decision(number, Decision.CONTINUE.value)
-                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> continue"
-                self.on_event(Event(number, text, "TrialContinued"))
+                screened = is_screened(trials[number])
+                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> " + (
+                    "promote" if screened else "continue"
+                )
+                self.on_event(Event(number, text, "TrialPromoted" if screened else "TrialContinued"))
+            case core.Resume(number=number, attempt=resume):
+                self._resume(trials[number], resume)
+                text = "resumed from its checkpoint" + (f" (resume {resume})" if resume > 1 else "")
+                self.on_event(Event(number, text, "TrialResumed"))
             case core.Cancel(number=number):
-                self.store.prune(number)  # first: a trainer that sees PRUNED stops by itself, Job or no Job
-                faults.point("cancel.between")
-                self.executor.cancel(number)
-                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"
-                self.on_event(Event(number, text, "TrialCancelled"))
+                if is_screened(trials[number]):
+                    # Nothing runs. The checkpoint goes first: a crash before the prune is followed by the same
+                    # verdict (a screened trial is pruned only once every trial is scored), so it leaks nothing.
+                    self._drop_checkpoint(number)
+                    self.store.prune(number)
+                    faults.point("cancel.between")
+                    self.executor.cancel(number)  # its screening Job, in a cluster
+                    text = f"early accuracy {early_accuracy(trials[number]):.3f} -> pruned (screened, not promoted)"
+                    self.on_event(Event(number, text, "TrialPruned"))
+                else:
+                    self.store.prune(number)  # first: a trainer that sees PRUNED stops by itself, Job or no Job
+                    faults.point("cancel.between")
+                    self.executor.cancel(number)
+                    text = f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"
+                    self.on_event(Event(number, text, "TrialCancelled"))
             case core.Finish(number=number):
                 trial = trials[number]
                 self.store.complete(number, early_accuracy(trial) or 0.0)
@@ -198,6 +258,12 @@ class Engine:
                 self.on_event(
                     Event(None, text, "StudySucceeded" if isinstance(action, core.StudyDone) else "StudyFailed")
                 )
+
+    def _drop_checkpoint(self, number: int) -> None:
+        """``cleanup.prunedCheckpoints``: a pruned trial's checkpoint is never resumed; free its disk. Only where
+        this process sees the trial's files (the local runner); in a cluster they live on the artifacts volume."""
+        if self.spec.cleanup.pruned_checkpoints and isinstance(self.trials_root, Path):
+            shutil.rmtree(trial_dir(self.trials_root, number) / CHECKPOINT_DIRECTORY, ignore_errors=True)
 
     def run(
         self,
@@ -225,9 +291,18 @@ def summary_line(trials: list[FrozenTrial], max_trials: int) -> str:
     counts = trial_phase_counts(trials)
     early = [e for e in (early_accuracy(t) for t in trials) if e is not None]
     best = f"{max(early):.3f}" if early else "-"
+    screened = [t for t in trials if UserAttr.CHECKPOINT.value in t.user_attrs]
+    suspended = sum(1 for t in screened if phase(t) is Phase.RUNNING and is_screened(t)
+                    and not (decision(t) is not None and resumes(t) > 0))  # fmt: skip
+    screening = (
+        f", screened {len(screened)} (suspended {suspended}, promoted {sum(decision(t) is not None for t in screened)})"
+        if screened
+        else ""
+    )
     return (
-        f"trials {len(trials)}/{max_trials}: running {counts['running']}, continued+finished {counts['complete']}, "
-        f"cancelled {counts['pruned']}, failed {counts['failed']}; best early accuracy {best}"
+        f"trials {len(trials)}/{max_trials}: running {counts['running'] - suspended}, continued+finished "
+        f"{counts['complete']}, cancelled {counts['pruned']}, failed {counts['failed']}{screening}; "
+        f"best early accuracy {best}"
     )
 
 

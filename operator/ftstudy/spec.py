@@ -194,8 +194,18 @@ class Promotion(_Model):
     """Which trials continue past the early evaluation; the others are cancelled there."""
 
     policy: Literal["topK", "percentile", "median", "none"] = "topK"
-    k: int = Field(default=5, ge=1, description="topK: continue if among the K best early accuracies so far")
+    k: int = Field(default=5, ge=1, description="topK: continue if among the K best early accuracies")
     percentile: float = Field(default=50.0, gt=0, lt=100, description="percentile: continue if at or above it")
+    mode: Literal["online", "screen"] = Field(
+        default="online",
+        description="online: a trial trains on while it waits for its decision; screen: it checkpoints at the "
+        "early step and exits (its GPU freed), and only the continued trials are resumed from their checkpoints",
+    )
+    min_scored: int = Field(
+        default=0,
+        ge=0,
+        description="early accuracies needed before any decision; 0: K+1 for topK, 3 for percentile and median",
+    )
 
 
 class Budget(_Model):
@@ -277,6 +287,11 @@ class Cleanup(_Model):
 
     delete_study_records: bool = Field(
         default=False, description="also delete the study's Optuna records from the database"
+    )
+    pruned_checkpoints: bool = Field(
+        default=True,
+        description="promotion.mode screen: delete a trial's checkpoint once the study prunes it (its early "
+        "adapter stays)",
     )
 
 

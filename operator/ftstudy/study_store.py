@@ -7,16 +7,18 @@ told PRUNED (TPE ranks pruned trials by the same early intermediate value), and 
 learns from failures instead of never hearing of them.
 
 What the engine must remember across restarts is kept in the trial's system attributes: the number of launches
-(``ftstudy:attempts``) and the continue decision (``ftstudy:decision``). Every call is retried through connection
+(``ftstudy:attempts``), of resumes of a screened trial (``ftstudy:resumes``) and the continue decision
+(``ftstudy:decision``). Every call is retried through connection
 failures; the connection pool is small and bounded.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -33,6 +35,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ATTEMPTS = "ftstudy:attempts"
+RESUMES = "ftstudy:resumes"  # screening: launches of a continued trial from its checkpoint
 DECISION = "ftstudy:decision"
 SPEC = "ftstudy:search_space"
 TOP_K = "ftstudy:top_k"  # the K of the report's top-K overlap: the topK policy's K, else the paper's 5
@@ -72,14 +75,60 @@ class _EngineEndedGridSampler(optuna.samplers.GridSampler):
         return None
 
 
+class _ScoredSoFar:
+    """A study as TPE should see it here: a RUNNING trial whose early accuracy is in already has its objective value
+    (the early accuracy is the objective), so it reads as COMPLETE with that value. Without this, a continued or
+    screened trial would teach TPE nothing until its trainer finished (or, with ``constant_liar``, count as a bad
+    guess), and screening, where every trial waits, would leave TPE blind for the whole study."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
+        shown = []
+        for trial in self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache):
+            if trial.state == TrialState.RUNNING and trial.intermediate_values:
+                trial = copy.copy(trial)
+                trial.state = TrialState.COMPLETE
+                trial.value = trial.intermediate_values[max(trial.intermediate_values)]
+            if states is None or trial.state in states:
+                shown.append(copy.deepcopy(trial) if deepcopy else trial)
+        return shown
+
+
+def _seen(study: optuna.Study) -> optuna.Study:
+    return cast(optuna.Study, _ScoredSoFar(study))
+
+
+class EarlyScoreTPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE, told every early accuracy as soon as it is reported (``_ScoredSoFar``)."""
+
+    def infer_relative_search_space(self, study: Any, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return super().infer_relative_search_space(_seen(study), trial)
+
+    def sample_relative(
+        self, study: Any, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return super().sample_relative(_seen(study), trial, search_space)
+
+    def sample_independent(
+        self, study: Any, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return super().sample_independent(_seen(study), trial, param_name, param_distribution)
+
+
 def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if spec.sampler.type == "random":
         return optuna.samplers.RandomSampler(seed=spec.sampler.seed)
     if spec.sampler.type == "grid":  # the spec checked that every parameter has a finite list of values
         grid = {name: grid_values(param) or [] for name, param in spec.search_space.items()}
         return _EngineEndedGridSampler(grid, seed=spec.sampler.seed)
-    # constant_liar: trials still running count as bad guesses, so parallel asks do not all pick the same point.
-    return optuna.samplers.TPESampler(
+    # constant_liar: trials still running (and not yet scored) count as bad guesses, so parallel asks do not all
+    # pick the same point.
+    return EarlyScoreTPESampler(
         n_startup_trials=spec.sampler.n_startup_trials, seed=spec.sampler.seed, constant_liar=True, multivariate=True
     )
 
@@ -179,6 +228,10 @@ class StudyStore:
         trial_id = self._trial_id(number)
         self._call("record a launch", lambda: self.storage.set_trial_system_attr(trial_id, ATTEMPTS, attempt))
 
+    def record_resume(self, number: int, resume: int) -> None:
+        trial_id = self._trial_id(number)
+        self._call("record a resume", lambda: self.storage.set_trial_system_attr(trial_id, RESUMES, resume))
+
     def record_decision(self, number: int, decision: Decision) -> None:
         trial_id = self._trial_id(number)
         self._call("record a decision", lambda: self.storage.set_trial_system_attr(trial_id, DECISION, decision.value))
@@ -219,6 +272,16 @@ def decision(trial: FrozenTrial) -> Decision | None:
 
 def attempts(trial: FrozenTrial) -> int:
     return int(trial.system_attrs.get(ATTEMPTS, 0))
+
+
+def resumes(trial: FrozenTrial) -> int:
+    return int(trial.system_attrs.get(RESUMES, 0))
+
+
+def is_screened(trial: FrozenTrial) -> bool:
+    """The trainer checkpointed at the early step and exited (``promotion.mode: screen``); until a resumed run
+    records its result, the trial stays so."""
+    return trial.user_attrs.get(UserAttr.OUTCOME.value) == "screened"
 
 
 def is_baseline(trial: FrozenTrial) -> bool:

@@ -15,12 +15,13 @@ def trainer_args(
     data_dir: str,
     output_dir: str,
     generate_data: bool = False,
+    stage: str = "full",
 ) -> list[str]:
     """The storage URL is never an argument: the trainer reads it from its environment (a Job's Secret, or the local
     executor's environment), so it never shows in a process list. ``generate_data`` has the trainer write a
     ``dataset.generate`` study's pages into ``data_dir`` itself (a pod cannot see the operator's disk). Trial 0 (the
     baseline, when the study has one) also scores the untrained model: the study's zero-shot accuracy, measured
-    once."""
+    once. ``stage``: ``full``, or ``screen``/``resume`` for a screened study's trials (the trainer's ``--stage``)."""
     t = spec.training
     args = [
         "--model", spec.model,
@@ -53,6 +54,8 @@ def trainer_args(
         args += ["--extra-eval-fractions", ",".join(str(f) for f in t.extra_eval_fractions)]
     if number == 0:
         args += ["--score-base-model"]
+    if stage != "full":
+        args += ["--stage", stage]
     if t.hyperparameters:
         args += ["--params", json.dumps(t.hyperparameters, sort_keys=True)]
     return args

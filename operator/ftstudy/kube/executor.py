@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +111,10 @@ def _last_line(text: str | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _resume(obj: dict[str, Any]) -> bool:
+    return (obj["metadata"].get("labels") or {}).get(names.RESUME) == "true"
+
+
 def job_process(
     job: dict[str, Any],
     pods: list[dict[str, Any]],
@@ -119,6 +124,16 @@ def job_process(
 ) -> TrialProcess:
     """What one trial attempt's Job and pods mean to the core (pure: the tests feed it API objects).
     ``failed_create``: the Job's latest FailedCreate Event message, when its pod could not be created."""
+    return replace(_job_process(job, pods, now, stuck_seconds, failed_create), resume=_resume(job))
+
+
+def _job_process(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    stuck_seconds: float,
+    failed_create: str | None,
+) -> TrialProcess:
     attempt = _attempt(job)
     if job["metadata"].get("deletionTimestamp"):
         return TrialProcess(Process.FAILED, reason="its Job was deleted while the trial was running", attempt=attempt)
@@ -207,9 +222,9 @@ class JobExecutor:
             self.keys[number] = trial_key(self.identity, self.store.trial(number))
         return self.keys.get(number, "")
 
-    def launch(self, number: int, attempt: int, args: list[str]) -> None:
+    def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
         manifest = jobs.job_manifest(self.spec, self.namespace, self.study, self.uid, number, attempt, args,
-                                     identity=self.identity, key=self._key(number))  # fmt: skip
+                                     identity=self.identity, key=self._key(number), resume=resume)  # fmt: skip
         secret = self.spec.storage.secret_ref.name if self.spec.storage is not None else None
         refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, secret)
         if refused:
@@ -222,7 +237,8 @@ class JobExecutor:
                 self._adopt(manifest)
             elif error.status in (400, 422):  # the Job itself is invalid: it will be refused every time
                 reason = f"the API server refused its Job {name}: {error.message}"
-                self.refused[number] = TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt)
+                self.refused[number] = TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt,
+                                                    resume=resume)  # fmt: skip
                 log.warning("%s/%s: trial %d: %s", self.namespace, self.study, number, reason)
                 return
             elif error.status == 403 and "exceeded quota" in error.message:
@@ -248,11 +264,14 @@ class JobExecutor:
         existing = self.kube.get(path("batch", "v1", "jobs", self.namespace, name))
         wanted = manifest["metadata"]["labels"]
         found = existing["metadata"].get("labels") or {}
-        differ = [key for key in (names.STUDY_UID, names.TRIAL, names.ATTEMPT) if found.get(key) != wanted[key]]
+        keys = (names.STUDY_UID, names.TRIAL, names.ATTEMPT)
+        differ = [key for key in keys if found.get(key) != wanted[key]]
+        if found.get(names.RESUME) != wanted.get(names.RESUME):
+            differ.append(names.RESUME)
         # a Job made before Jobs carried these two labels is judged by the three above
         differ += [key for key in (names.OPTUNA_STUDY, names.TRIAL_KEY) if key in found and found[key] != wanted[key]]
         if differ:
-            shown = ", ".join(f"{key}={found.get(key)!r} (expected {wanted[key]!r})" for key in differ)
+            shown = ", ".join(f"{key}={found.get(key)!r} (expected {wanted.get(key)!r})" for key in differ)
             raise JobConflict(
                 f"Job {name} already exists but is not this trial's: {shown}. It is left alone and nothing is "
                 f"launched until it is gone: delete it (kubectl delete job {name} -n {self.namespace}) if it is stale"
@@ -336,7 +355,8 @@ class JobExecutor:
         for number, trial_pods in by_trial.items():  # pods whose Job is gone (deleted by hand): until they end
             live = [pod for pod in trial_pods if _live(pod)]
             if number not in seen and live:
-                seen[number] = TrialProcess(Process.RUNNING, attempt=max(_attempt(pod) or 0 for pod in live) or None)
+                last = max(live, key=lambda pod: _attempt(pod) or 0)
+                seen[number] = TrialProcess(Process.RUNNING, attempt=_attempt(last), resume=_resume(last))
         for number, refused in self.refused.items():  # an attempt whose Job was never created, newer than any Job
             shown = seen.get(number)
             if shown is None or (shown.attempt or 0) < (refused.attempt or 0):
@@ -349,7 +369,7 @@ class JobExecutor:
         the next attempt must not overlap it (a deleted Job's pod lives on until the garbage collector and its
         grace period are done)."""
         if process.state is Process.FAILED and process.retryable and any(_live(pod) for pod in trial_pods):
-            return TrialProcess(Process.RUNNING, attempt=process.attempt, reason="stopping: " + (process.reason or ""))
+            return replace(process, state=Process.RUNNING, reason="stopping: " + (process.reason or ""))
         return process
 
     def cancel(self, number: int) -> None:

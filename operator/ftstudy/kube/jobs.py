@@ -62,11 +62,14 @@ def job_manifest(
     args: list[str],
     identity: str = "",
     key: str = "",
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """``identity`` and ``key``: the Optuna study's and the trial's (``ftstudy.kube.identity``), as labels."""
+    """``identity`` and ``key``: the Optuna study's and the trial's (``ftstudy.kube.identity``), as labels.
+    ``resume``: the Job resumes a screened trial (labelled so; launches are numbered through the trial's life, so
+    its name is new)."""
     t = spec.trial_template
     assert spec.storage is not None, "the operator refuses studies without spec.storage before launching"
-    labels = names.labels(study, uid, number, attempt, identity, key)
+    labels = names.labels(study, uid, number, attempt, identity, key, resume)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": t.image,

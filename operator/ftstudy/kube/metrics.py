@@ -46,7 +46,8 @@ from ftstudy.study_store import early_accuracy
 from ftstudy.trainer.reporting import UserAttr
 
 RECENT_TRIALS = 50
-TRIAL_STATES = ("running", "completed", "cancelled", "failed")  # the names of status.trials
+# the names of status.trials (screened, suspended and promoted: promotion.mode screen)
+TRIAL_STATES = ("running", "completed", "cancelled", "failed", "screened", "suspended", "promoted")
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 DECISIONS = {  # Event.reason -> kind
     "TrialLaunched": "launched",
@@ -55,8 +56,12 @@ DECISIONS = {  # Event.reason -> kind
     "TrialFinished": "finished",
     "TrialFailed": "failed",
     "TrialRelaunched": "relaunched",
+    "TrialPromoted": "promoted",
+    "TrialPruned": "pruned",
+    "TrialResumed": "resumed",
 }
-OUTCOMES = {"TrialFinished": "completed", "TrialCancelled": "cancelled", "TrialFailed": "failed"}
+OUTCOMES = {"TrialFinished": "completed", "TrialCancelled": "cancelled", "TrialPruned": "cancelled",
+            "TrialFailed": "failed"}  # fmt: skip
 SPLITS = {  # status.best key -> split
     "earlyAccuracy": "early",
     "finalAccuracy": "final",
@@ -113,7 +118,8 @@ class OperatorMetrics:
         )
         self.decisions = Counter(
             "ftstudy_decisions",
-            "Decisions applied to trials: launched, continued, cancelled, finished, failed, relaunched.",
+            "Decisions applied to trials: launched, continued, cancelled, finished, failed, relaunched; screening: "
+            "promoted, pruned, resumed.",
             [*STUDY, "kind"],
             registry=r,
         )
@@ -273,7 +279,7 @@ class OperatorMetrics:
             outcome = OUTCOMES.get(event.reason)
             if outcome is not None and trial.datetime_start is not None:
                 self.trial_duration.labels(namespace, study, outcome).observe(trial_seconds(trial, now))
-            if kind in ("continued", "cancelled"):
+            if kind in ("continued", "cancelled"):  # online only: a screened trial waits for its verdict on purpose
                 reported = _as_float(trial.user_attrs.get(UserAttr.EARLY_REPORTED_AT.value))
                 if reported is not None:
                     # ends when the decision was applied (the event's time), not when this pass posts its events

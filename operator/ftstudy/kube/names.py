@@ -20,6 +20,7 @@ STUDY = "ftstudy.io/study"
 STUDY_UID = "ftstudy.io/study-uid"
 TRIAL = "ftstudy.io/trial"
 ATTEMPT = "ftstudy.io/attempt"
+RESUME = "ftstudy.io/resume"  # "true" on the Job that resumes a screened trial from its checkpoint
 OPTUNA_STUDY = "ftstudy.io/optuna-study"
 TRIAL_KEY = "ftstudy.io/trial-key"
 DECISION = "ftstudy.io/decision"
@@ -43,7 +44,10 @@ def job_name(study: str, number: int, attempt: int) -> str:
     return f"{study[:keep].rstrip('-')}-{digest}{suffix}"
 
 
-def labels(study: str, study_uid: str, number: int, attempt: int, identity: str, key: str) -> dict[str, str]:
+def labels(
+    study: str, study_uid: str, number: int, attempt: int, identity: str, key: str, resume: bool = False
+) -> dict[str, str]:
+    """``resume`` is a label only where true, so a first launch's labels are what they were before screening."""
     return {
         MANAGED_BY: OPERATOR,
         COMPONENT: "trial",
@@ -53,6 +57,7 @@ def labels(study: str, study_uid: str, number: int, attempt: int, identity: str,
         ATTEMPT: str(attempt),
         OPTUNA_STUDY: identity,
         TRIAL_KEY: key,
+        **({RESUME: "true"} if resume else {}),
     }
 
 

@@ -5,9 +5,10 @@ the gain over it, how well the early accuracy predicted the final one, and GPU t
 study's database (``ftstudy report``).
 
 GPU seconds are wall time from a trial's creation to its end (cancellation, failure or finish) times the GPUs each
-trial asks for: what the trials held, waiting for a node included. A cancelled trial saved what a full run would
-have cost beyond what it used: the median duration of the trials that ran to the end (before any did, its own
-duration divided by the early fraction).
+trial asks for: what the trials held, waiting for a node included. A screened trial (``promotion.mode: screen``)
+holds no GPU while it waits for its verdict, so its seconds are its trainers' own (screening, then resume). A
+cancelled trial saved what a full run would have cost beyond what it used: the median duration of the trials that
+ran to the end (before any did, its own duration divided by the early fraction).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ftstudy.kube.times import api_time
 from ftstudy.report import Row, rows, spearman, top_k_overlap
 from ftstudy.report import best as best_row
+from ftstudy.study_store import decision, is_screened, resumes
 from ftstudy.trainer.reporting import UserAttr
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -29,7 +31,11 @@ PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed
 
 def trial_seconds(trial: FrozenTrial, now: float) -> float:
     """Wall time from the trial's creation to its end, or to ``now`` (unix seconds) while it runs. Optuna's datetimes
-    are naive local time, which is what ``timestamp()`` assumes."""
+    are naive local time, which is what ``timestamp()`` assumes. A screened trial: its trainers' time."""
+    if UserAttr.CHECKPOINT.value in trial.user_attrs:
+        seconds = trial.user_attrs.get(UserAttr.TRAIN_SECONDS.value)
+        if isinstance(seconds, int | float):
+            return float(seconds)
     if trial.datetime_start is None:
         return 0.0
     end = trial.datetime_complete.timestamp() if trial.datetime_complete is not None else now
@@ -63,15 +69,28 @@ def _trial_summary(row: Row) -> dict[str, Any]:
     return summary
 
 
-def trial_counts(table: Sequence[Row]) -> dict[str, int]:
+def trial_counts(table: Sequence[Row], trials: Sequence[FrozenTrial] = ()) -> dict[str, int]:
+    """By state; with ``trials``, also screening's: ``screened`` (reached the early step and paused there, whatever
+    came next), ``suspended`` (paused now: waiting for a verdict, or promoted and waiting for a slot), ``promoted``
+    (continued after screening). A suspended trial holds no GPU, so it is not counted as running."""
     count = {state: sum(1 for r in table if r.state == state) for state in ("running", "complete", "pruned", "failed")}
+    screened = [t for t in trials if UserAttr.CHECKPOINT.value in t.user_attrs]
+    suspended = sum(1 for t in screened if t.state == TrialState.RUNNING and is_screened(t) and not resumed_now(t))
     return {
         "created": len(table),
-        "running": count["running"],
+        "running": count["running"] - suspended,
         "completed": count["complete"],
         "cancelled": count["pruned"],
         "failed": count["failed"],
+        "screened": len(screened),
+        "suspended": suspended,
+        "promoted": sum(1 for t in screened if decision(t) is not None),
     }
+
+
+def resumed_now(trial: FrozenTrial) -> bool:
+    """A promoted trial whose resume was launched and has not recorded its result: training, not suspended."""
+    return decision(trial) is not None and resumes(trial) > 0
 
 
 def study_status(
@@ -79,7 +98,7 @@ def study_status(
 ) -> dict[str, Any]:
     """Everything in the status that follows from the trials (phase and conditions are the caller's)."""
     table = rows(trials)
-    counts = trial_counts(table)
+    counts = trial_counts(table, trials)
     finished = counts["completed"] + counts["cancelled"] + counts["failed"]
     status: dict[str, Any] = {
         "progress": f"{finished}/{max_trials}",

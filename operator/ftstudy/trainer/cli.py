@@ -3,8 +3,9 @@
 Exit codes tell the study engine what happened without parsing logs:
 
 ====  ==========================================================================================
-0     completed, pruned by the study, or diverged (a NaN loss is a result: accuracy 0 is reported)
-2     bad input: missing model or data file, malformed dataset line, unknown attribute or hyperparameter
+0     completed, screened (stage screen), pruned by the study, or diverged (a NaN loss is a result: accuracy 0)
+2     bad input: missing model or data file, malformed dataset line, unknown attribute or hyperparameter, a
+      missing or corrupt checkpoint (stage resume; the message names the file)
 3     the study's database stayed unreachable past the retry deadline
 143   stopped by SIGTERM (or SIGINT) before finishing; every file on disk is complete
 1     anything else (a bug): the traceback is printed
@@ -59,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
         "--score-base-model",
         action="store_true",
         help="score the model before training too: the study's zero-shot accuracy (the engine asks trial 0)",
+    )
+    p.add_argument(
+        "--stage",
+        choices=("full", "screen", "resume"),
+        default="full",
+        help="full: the whole trial; screen: train to the early step, write a checkpoint, report and exit; "
+        "resume: continue a screened trial from its checkpoint in --output to the end",
     )
     p.add_argument("--eval-samples", type=int, default=100, help="validation examples scored")
     p.add_argument("--test-samples", type=int, default=100, help="test and independent-test examples scored")
@@ -121,6 +129,7 @@ def _settings(args: argparse.Namespace) -> Any:
         early_fraction=args.early_fraction,
         extra_eval_fractions=_fractions(args.extra_eval_fractions),
         score_base_model=args.score_base_model,
+        stage=args.stage,
         eval_samples=args.eval_samples,
         test_samples=args.test_samples,
         eval_batch_size=args.eval_batch_size,

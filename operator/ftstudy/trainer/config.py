@@ -23,6 +23,9 @@ TARGET_MODULES = {
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 # Run settings a study may search like hyperparameters: the data-efficiency sweep searches the training set's size.
 SEARCHABLE_SETTINGS = ("train_samples",)
+# How much of a trial one trainer run does: all of it; up to the early step, then checkpoint and exit (screening);
+# or from that checkpoint to the end (a promoted trial).
+STAGES = ("full", "screen", "resume")
 
 
 class ConfigError(ValueError):
@@ -111,6 +114,7 @@ class RunSettings:
     seed: int = 0
     device: str = "auto"
     score_base_model: bool = False  # also score the model before any training (the study's zero-shot accuracy)
+    stage: str = "full"  # one of STAGES
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunSettings:
@@ -138,6 +142,8 @@ class RunSettings:
             raise ConfigError("epochs must be > 0")
         if self.train_samples is not None and self.train_samples < 0:
             raise ConfigError("train_samples must be >= 0 (0 scores the base model without training)")
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.check_every < 1 or self.eval_loss_points < 1 or self.eval_batch_size < 1:
             raise ConfigError("check_every, eval_loss_points and eval_batch_size must be >= 1")
 

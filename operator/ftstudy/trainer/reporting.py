@@ -23,6 +23,11 @@ from ftstudy.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 
+# A screened trial's checkpoint, inside its run directory (ftstudy.trainer.checkpoint writes it; the engine deletes a
+# pruned trial's).
+CHECKPOINT_DIRECTORY = "checkpoint"
+
+
 class UserAttr(StrEnum):
     """Names of the trial user attributes the trainer writes; the engine reads the same names."""
 
@@ -30,6 +35,7 @@ class UserAttr(StrEnum):
     EARLY_ACCURACY = "early_accuracy"
     EARLY_PER_ATTRIBUTE = "early_per_attribute"
     EARLY_ADAPTER = "early_adapter"
+    CHECKPOINT = "checkpoint"  # a screened trial's checkpoint directory (promotion.mode screen)
     EARLY_REPORTED_AT = "early_reported_at"  # unix seconds, written just before the early accuracy is reported
     TOTAL_STEPS = "total_steps"
     STEPS_DONE = "steps_done"

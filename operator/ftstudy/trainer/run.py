@@ -4,6 +4,10 @@ the end on validation, test and independent test, save adapters.
 The order of work at the early step matters: the adapter is saved *before* the accuracy is reported, so when the
 study reads an early accuracy, the checkpoint it refers to already exists. Every file is written to a temporary
 name and renamed, so a SIGTERM or a crash never leaves a half-written adapter or result.
+
+A run may do part of a trial (``RunSettings.stage``): ``screen`` stops at the early step, after writing a full
+checkpoint (``ftstudy.trainer.checkpoint``) and before reporting, and exits so its accelerator is free; ``resume``
+loads that checkpoint and trains from the next step to the end, exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from transformers import get_scheduler
 
 from ftstudy.task.dataset import Example, load_jsonl
 from ftstudy.task.scoring import Accuracy
+from ftstudy.trainer import checkpoint
+from ftstudy.trainer.atomic import replace_directory
 from ftstudy.trainer.config import (
     TARGET_MODULES,
     Hyperparameters,
@@ -50,6 +56,7 @@ class Outcome(StrEnum):
     DIVERGED = "diverged"  # the loss became NaN/inf: scored 0, as the paper's failed high-lr/high-alpha models
     TERMINATED = "terminated"  # SIGTERM: stopped promptly, nothing half-written
     FINISHED_ELSEWHERE = "finished_elsewhere"  # the study finished the trial while it was still training
+    SCREENED = "screened"  # stopped at the early step with a checkpoint (stage screen); the study may resume it
 
 
 @dataclass
@@ -72,26 +79,23 @@ def save_adapter(model: Any, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    replace_directory(tmp, target)
 
 
-def batch_stream(items: list[Encoded], batch_size: int, seed: int) -> Iterator[list[Encoded]]:
+def batch_stream(items: list[Encoded], batch_size: int, seed: int, skip: int = 0) -> Iterator[list[Encoded]]:
     """An endless stream of shuffled micro-batches, reshuffled each epoch, fixed by the seed.
 
     ``batch_size`` must not exceed ``len(items)``; a last partial batch of an epoch is dropped, so every step
-    sees the same number of examples.
+    sees the same number of examples. ``skip``: start after that many micro-batches (a resumed trial's data-order
+    position); the epochs' permutations are still drawn, so the order after the skip is the uninterrupted one.
     """
     generator = torch.Generator().manual_seed(seed)
     while True:
         order = torch.randperm(len(items), generator=generator).tolist()
         for start in range(0, len(order) - batch_size + 1, batch_size):
+            if skip:
+                skip -= 1
+                continue
             yield [items[i] for i in order[start : start + batch_size]]
 
 
@@ -117,6 +121,19 @@ def train_step(
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return step_loss
+
+
+@dataclass
+class Progress:
+    """Where a trial's training stands: what a screening run checkpoints and a resumed run continues from."""
+
+    step: int = 0
+    best_loss: float = math.inf
+    best_loss_step: int = 0
+    losses: list[float] = field(default_factory=list)  # the training loss of every step so far
+    accuracy_at: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
 
 
 @dataclass
@@ -197,7 +214,7 @@ class Trainer:
         )
         self.eval_seconds = 0.0
         started = time.monotonic()  # train_seconds: from here (the base model's scoring included) to the end
-        if s.score_base_model or not data.train:
+        if (s.score_base_model and s.stage != "resume") or not data.train:
             try:
                 base = self._score_base_model(loaded.model, encoder, data, device)
             except Interrupted:
@@ -232,6 +249,14 @@ class Trainer:
             num_warmup_steps=int(hp.warmup_ratio * total),
             num_training_steps=total,
         )
+        identity = {"hyperparameters": asdict(hp), "total_steps": total, "early_step": early, "model": s.model,
+                    "train_examples": len(train_items), "seed": s.seed}  # fmt: skip
+        progress = Progress()
+        if s.stage == "resume":
+            progress = self._resume(model, optimizer, scheduler, identity)
+            started -= progress.train_seconds  # train_seconds counts the screening run too, not the wait between
+            self.eval_seconds = progress.eval_seconds
+            accuracy_at = progress.accuracy_at
         self._record(
             {
                 UserAttr.TOTAL_STEPS: total,
@@ -245,22 +270,25 @@ class Trainer:
             {UserAttr.TOTAL_STEPS: total, UserAttr.EARLY_STEP: early, UserAttr.TRAIN_EXAMPLES: len(train_items)}
         )
         log.info(
-            "training %s for %d steps (early evaluation at step %d) on %s, %s",
+            "training %s for %d steps (early evaluation at step %d) on %s, %s%s",
             s.model,
             total,
             early,
             device,
             loaded.dtype,
+            f", resumed after step {progress.step}" if progress.step else "",
         )
 
-        batches = batch_stream(train_items, min(hp.batch_size, len(train_items)), s.seed)
-        best_loss, best_loss_step = math.inf, 0
-        early_reported = False
-        for step in range(1, total + 1):
+        micro = min(hp.batch_size, len(train_items))
+        batches = batch_stream(train_items, micro, s.seed, skip=progress.step * hp.grad_accum)
+        best_loss, best_loss_step = progress.best_loss, progress.best_loss_step
+        early_reported = progress.step >= early
+        for step in range(progress.step + 1, total + 1):
             if self.stop.is_set():
                 return self._terminated(result, step - 1)
             step_loss = train_step(model, batches, hp, optimizer, scheduler, tokenizer.pad_token_id, device)
             result.steps_done = step
+            progress.losses.append(step_loss)
 
             if not math.isfinite(step_loss):
                 return self._diverged(result, step, early_reported, started)
@@ -276,6 +304,11 @@ class Trainer:
                     best_loss, best_loss_step = current, step
                 log.info("step %d/%d train loss %.4f eval loss %.4f", step, total, step_loss, current)
             try:
+                if step == early and s.stage == "screen":
+                    progress.step, progress.best_loss, progress.best_loss_step = step, best_loss, best_loss_step
+                    progress.accuracy_at = accuracy_at
+                    return self._screen(model, encoder, data, device, (optimizer, scheduler), identity, progress,
+                                        result, started)  # fmt: skip
                 if step == early:
                     self._early(model, encoder, data, step, device)
                     early_reported = True
@@ -302,6 +335,7 @@ class Trainer:
             UserAttr.OUTCOME: Outcome.COMPLETED.value,
         }
         self._record(attrs)
+        _write_json_atomic(self.out / "loss_curve.json", {"train_loss": progress.losses})
         log.info(
             "finished: validation %.4f, test %.4f (%.0f%% of the time scoring)",
             final.validation.mean,
@@ -372,6 +406,78 @@ class Trainer:
         # The intermediate value is the signal the study acts on, so it goes last: everything it refers to exists.
         self.reporter.report_early(step, early.mean)
         log.info("early evaluation at step %d: accuracy %.4f (reported)", step, early.mean)
+
+    def _screen(
+        self,
+        model: Any,
+        encoder: Encoder,
+        data: Data,
+        device: torch.device,
+        optimiser: tuple[torch.optim.Optimizer, Any],
+        identity: dict[str, Any],
+        progress: Progress,
+        result: TrialResult,
+        started: float,
+    ) -> TrialResult:
+        """Stage ``screen`` at the early step: score, checkpoint, then report, and stop. The checkpoint is complete
+        before the study can read the early accuracy, so a trial it promotes can always be resumed."""
+        optimizer, scheduler = optimiser
+        early = self._accuracy(model, encoder, data.validation, device)
+        adapter = self.out / "early_adapter"
+        save_adapter(model, adapter)
+        progress.train_seconds = time.monotonic() - started
+        progress.eval_seconds = self.eval_seconds
+        state = {
+            "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "progress": asdict(progress),
+        }
+        hp_accum = identity["hyperparameters"]["grad_accum"]
+        where = checkpoint.save(
+            self.out, checkpoint.Checkpoint(progress.step, progress.step * hp_accum, identity, state)
+        )
+        self._record(
+            {
+                UserAttr.EARLY_ACCURACY: early.mean,
+                UserAttr.EARLY_PER_ATTRIBUTE: early.per_attribute,
+                UserAttr.EARLY_ADAPTER: str(adapter),
+                UserAttr.CHECKPOINT: str(where),
+                UserAttr.STEPS_DONE: progress.step,
+                UserAttr.TRAIN_SECONDS: round(progress.train_seconds, 3),
+                UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
+                UserAttr.OUTCOME: Outcome.SCREENED.value,
+                UserAttr.EARLY_REPORTED_AT: round(time.time(), 3),
+            }
+        )
+        self.reporter.report_early(progress.step, early.mean)
+        log.info("screened at step %d: accuracy %.4f (reported); checkpoint in %s", progress.step, early.mean, where)
+        result.outcome, result.steps_done, result.attrs = Outcome.SCREENED, progress.step, self.summary
+        return result
+
+    def _resume(
+        self, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, identity: dict[str, Any]
+    ) -> Progress:
+        """Stage ``resume``: the screened state back in place (adapter, optimiser, scheduler, random generators)."""
+        saved = checkpoint.load(self.out, identity)
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        tensors = saved.state["trainable"]
+        if set(tensors) != set(trainable):
+            raise checkpoint.CheckpointError(
+                f"checkpoint {self.out / checkpoint.DIRECTORY} holds other adapter tensors than this model's"
+            )
+        with torch.no_grad():
+            for name, parameter in trainable.items():
+                parameter.copy_(tensors[name])
+        optimizer.load_state_dict(saved.state["optimizer"])
+        scheduler.load_state_dict(saved.state["scheduler"])
+        checkpoint.restore_rng(saved.state["rng"])
+        try:  # the screening run's record (early accuracy, zero-shot scores): the final result.json extends it
+            self.summary = json.loads((self.out / "result.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            self.summary = {}
+        return Progress(**saved.state["progress"])
 
     def _terminated(self, result: TrialResult, step: int) -> TrialResult:
         log.warning("stop requested: ending at step %d", step)

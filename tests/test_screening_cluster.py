@@ -1,0 +1,103 @@
+"""Screening in a cluster (promotion.mode screen), on the real control plane with the real trainer: every trial's
+Job completes at the early step with a checkpoint on the artifacts volume, and only the promoted trials get a second
+Job, labelled as a resume, that trains them from that checkpoint to the end. An operator SIGKILLed while trials are
+suspended, and inside the launch of a resume, neither loses a trial nor resumes one twice.
+
+The tiny model scores every trial the same, so the ranking is by trial number: with K 2, the baseline (trial 0,
+never screened) and trial 1 train to the end; trials 2 to 4 are pruned once all are screened."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from tests.cluster.gpu_nodes import GpuNodes
+from tests.test_operator import (
+    Operators,
+    apply,
+    diagnosis,
+    events,
+    jobs,
+    optuna_trials,
+    runs_per_attempt,
+    study_manifest,
+    wait_for,
+    wait_for_phase,
+)
+
+SCREEN = {"policy": "topK", "k": 2, "mode": "screen"}
+
+
+def screening_manifest(name: str, tmp_path: Path) -> dict[str, Any]:
+    return study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 5, "parallelism": 2}, promotion=SCREEN)
+
+
+def check_outcome(operators: Operators, nodes: GpuNodes, postgres_url: str, name: str, study: dict[str, Any],
+                  expected_events: frozenset[str] = frozenset({"TrialPromoted", "TrialPruned", "TrialResumed"})
+                  ) -> None:  # fmt: skip
+    plane, ns = operators.plane, operators.namespace
+    status = study["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["trials"] | {"created": 5} == {"created": 5, "running": 0, "completed": 2, "cancelled": 3,
+                                                 "failed": 0, "screened": 4, "suspended": 0, "promoted": 1}  # fmt: skip
+    trials = optuna_trials(postgres_url, ns, name)
+    states = [t.state for t in sorted(trials, key=lambda t: t.number)]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, *[TrialState.PRUNED] * 3], states
+    by_number = {t.number: t for t in trials}
+    assert by_number[1].system_attrs["ftstudy:resumes"] == 1, "resumed once"
+    assert by_number[1].user_attrs["steps_done"] == 15 and by_number[1].user_attrs["outcome"] == "completed"
+    for number in (2, 3, 4):
+        assert by_number[number].user_attrs["steps_done"] == 3, "a screening Job stops at 20% of 15 steps"
+    ran = runs_per_attempt(nodes, ns)
+    assert all(count == 1 for count in ran.values()), ran
+    assert len(ran) == 6, "five first launches and one resume, each run once"
+    remaining = {j["metadata"]["name"]: j["metadata"]["labels"] for j in jobs(plane, ns)}
+    resumes = [n for n, labels in remaining.items() if labels.get("ftstudy.io/resume") == "true"]
+    assert resumes == [f"{name}-t1-a2"], remaining
+    reasons = {e["reason"] for e in events(plane, ns)}
+    assert expected_events | {"StudySucceeded"} <= reasons, reasons
+
+
+def test_screening_jobs_end_at_the_early_step_and_only_the_promoted_resume(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    operators.start()
+    name = "screen"
+    apply(operators.plane, operators.namespace, screening_manifest(name, tmp_path))
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
+    check_outcome(operators, nodes, postgres_url, name, study)
+
+
+def test_an_operator_killed_while_trials_are_suspended_and_inside_a_resume_loses_nothing(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    name = "screen-kills"
+    ns = operators.namespace
+    apply(operators.plane, ns, screening_manifest(name, tmp_path))
+
+    def suspended() -> bool:
+        try:
+            trials = optuna_trials(postgres_url, ns, name)
+        except KeyError:
+            return False
+        return sum(t.user_attrs.get("outcome") == "screened" for t in trials) >= 2
+
+    proc = operators.start()
+    wait_for("two suspended trials", suspended, 300, diagnosis(operators, name, nodes), every=0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    operators.env = {"FTSTUDY_FAULTS": "resume.between=1"}  # dies with the resume Job created, not yet counted
+    proc = operators.start()
+    assert proc.wait(timeout=300) == -signal.SIGKILL, diagnosis(operators, name, nodes)()
+    operators.env = {}
+    operators.start()
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
+    # The operator that created the resume Job died before its TrialResumed Event; the next one adopted the Job.
+    check_outcome(operators, nodes, postgres_url, name, study, frozenset({"TrialPromoted", "TrialPruned"}))
