@@ -24,7 +24,7 @@ def tiny_study(name: str, k: int = 1, mode: str = "online", **budget: Any) -> di
                 "lora_r": {"type": "int", "low": 2, "high": 8},
             },
             "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": 0},
-            "promotion": {"policy": "topK", "k": k, **({"mode": mode} if mode != "online" else {})},
+            "promotion": {"policy": "topK", "k": k, "mode": mode},
             "budget": {"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 2, "retriesPerTrial": 1, **budget},
             "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
         },
