@@ -293,8 +293,9 @@ def test_api_server_defaults_build_the_same_spec_as_pydantic(study: dict[str, An
     defaulted = _default(copy.deepcopy(document), _schema())
     assert _validate(defaulted, _schema()) == []
     assert spec.parse(defaulted) == spec.parse(document)
-    assert defaulted["spec"]["training"]["earlyFraction"] == 0.2
+    assert defaulted["spec"]["training"]["earlyFraction"] == study.get("training", {}).get("earlyFraction", 0.2)
     assert defaulted["spec"]["promotion"]["policy"] in ("topK",)
+    assert defaulted["spec"]["promotion"]["mode"] == study.get("promotion", {}).get("mode", "online")
 
 
 def test_printer_columns_point_into_the_status_schema() -> None:
