@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -391,15 +391,27 @@ class Trainer:
         result = TrialResult(outcome=Outcome.COMPLETED, total_steps=0, early_step=0, attrs=self.summary)
         return result
 
-    def _early(self, model: Any, encoder: Encoder, data: Data, step: int, device: torch.device) -> None:
+    def _early(
+        self,
+        model: Any,
+        encoder: Encoder,
+        data: Data,
+        step: int,
+        device: torch.device,
+        before_report: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        """``before_report``: more work that must be done before the study can see the early accuracy (screening's
+        checkpoint); it returns the attributes to record with it."""
         early = self._accuracy(model, encoder, data.validation, device)
         adapter = self.out / "early_adapter"
         save_adapter(model, adapter)
+        extra = before_report()
         self._record(
             {
                 UserAttr.EARLY_ACCURACY: early.mean,
                 UserAttr.EARLY_PER_ATTRIBUTE: early.per_attribute,
                 UserAttr.EARLY_ADAPTER: str(adapter),
+                **extra,
                 UserAttr.EARLY_REPORTED_AT: round(time.time(), 3),  # the operator times its decision from here
             }
         )
@@ -419,40 +431,33 @@ class Trainer:
         result: TrialResult,
         started: float,
     ) -> TrialResult:
-        """Stage ``screen`` at the early step: score, checkpoint, then report, and stop. The checkpoint is complete
-        before the study can read the early accuracy, so a trial it promotes can always be resumed."""
+        """Stage ``screen`` at the early step: score, checkpoint, then report (``_early``, which keeps that order),
+        and stop. The checkpoint is complete before the study can read the early accuracy, so a trial it promotes
+        can always be resumed."""
         optimizer, scheduler = optimiser
-        early = self._accuracy(model, encoder, data.validation, device)
-        adapter = self.out / "early_adapter"
-        save_adapter(model, adapter)
-        progress.train_seconds = time.monotonic() - started
-        progress.eval_seconds = self.eval_seconds
-        state = {
-            "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "progress": asdict(progress),
-        }
-        hp_accum = identity["hyperparameters"]["grad_accum"]
-        where = checkpoint.save(
-            self.out, checkpoint.Checkpoint(progress.step, progress.step * hp_accum, identity, state)
-        )
-        self._record(
-            {
-                UserAttr.EARLY_ACCURACY: early.mean,
-                UserAttr.EARLY_PER_ATTRIBUTE: early.per_attribute,
-                UserAttr.EARLY_ADAPTER: str(adapter),
+
+        def checkpointed() -> dict[str, Any]:
+            progress.train_seconds = time.monotonic() - started
+            progress.eval_seconds = self.eval_seconds
+            state = {
+                "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": checkpoint.rng_state(),
+                "progress": asdict(progress),
+            }
+            micro_batches = progress.step * identity["hyperparameters"]["grad_accum"]
+            where = checkpoint.save(self.out, checkpoint.Checkpoint(progress.step, micro_batches, identity, state))
+            log.info("screened at step %d: checkpoint in %s", progress.step, where)
+            return {
                 UserAttr.CHECKPOINT: str(where),
                 UserAttr.STEPS_DONE: progress.step,
                 UserAttr.TRAIN_SECONDS: round(progress.train_seconds, 3),
                 UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
                 UserAttr.OUTCOME: Outcome.SCREENED.value,
-                UserAttr.EARLY_REPORTED_AT: round(time.time(), 3),
             }
-        )
-        self.reporter.report_early(progress.step, early.mean)
-        log.info("screened at step %d: accuracy %.4f (reported); checkpoint in %s", progress.step, early.mean, where)
+
+        self._early(model, encoder, data, progress.step, device, checkpointed)
         result.outcome, result.steps_done, result.attrs = Outcome.SCREENED, progress.step, self.summary
         return result
 
