@@ -4,10 +4,8 @@ where the uninterrupted run of the same seed ends; a checkpoint that cannot be u
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -19,6 +17,7 @@ from safetensors.torch import load_file
 from ftstudy.study_store import EarlyScoreTPESampler
 
 from .studies import tiny_study
+from .test_study import run
 
 # lora_dropout > 0 and grad_accum 2: the random generators and the data-order position must both be restored.
 PARAMS = {"learning_rate": 3e-3, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "batch_size": 2, "grad_accum": 2}
@@ -95,21 +94,12 @@ def test_a_missing_or_corrupt_checkpoint_fails_naming_the_file(
 
 # --- the study engine in screening mode: `ftstudy run`, real trainer processes, real PostgreSQL -------------------
 
-FTSTUDY = [sys.executable, "-m", "ftstudy.cli"]
-
 
 def screening_study(path: Path, name: str) -> Path:
     """Four tiny trials, two at a time, K 2: the baseline trains through, trials 1-3 are screened. The tiny model
     scores every trial the same, so the ranking is by trial number: trial 1 is promoted, 2 and 3 pruned."""
     path.write_text(yaml.safe_dump(tiny_study(name, k=2, mode="screen")))
     return path
-
-
-def ftstudy_run(
-    study: Path, url: str, workdir: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    command = [*FTSTUDY, "run", str(study), "--storage", url, "--workdir", str(workdir), "--poll-seconds", "0.3"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
 def check_screened_study(url: str, name: str, workdir: Path) -> list[optuna.trial.FrozenTrial]:
@@ -134,7 +124,7 @@ def check_screened_study(url: str, name: str, workdir: Path) -> list[optuna.tria
 def test_a_screening_study_stops_trials_at_the_early_step_and_resumes_only_the_promoted(
     postgres_url: str, study_name: str, tmp_path: Path
 ) -> None:
-    result = ftstudy_run(screening_study(tmp_path / "s.yaml", study_name), postgres_url, tmp_path)
+    result = run(screening_study(tmp_path / "s.yaml", study_name), postgres_url, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     check_screened_study(postgres_url, study_name, tmp_path)
     assert "trial   1  early accuracy" in result.stdout and "-> promote" in result.stdout
@@ -146,9 +136,9 @@ def test_a_runner_killed_around_a_promotion_neither_loses_nor_doubles_a_trial(
     postgres_url: str, study_name: str, tmp_path: Path, fault: str
 ) -> None:
     study = screening_study(tmp_path / "s.yaml", study_name)
-    killed = ftstudy_run(study, postgres_url, tmp_path, env={"FTSTUDY_FAULTS": fault})
+    killed = run(study, postgres_url, tmp_path, env={"FTSTUDY_FAULTS": fault})
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    result = ftstudy_run(study, postgres_url, tmp_path)
+    result = run(study, postgres_url, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     check_screened_study(postgres_url, study_name, tmp_path)
 

@@ -30,9 +30,13 @@ def write_study(path: Path, name: str, **budget: Any) -> Path:
     return path
 
 
-def run(study: Path, url: str, workdir: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run(
+    study: Path, url: str, workdir: Path, *extra: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``env``: added to this process's environment (fault points, for one)."""
     command = [*FTSTUDY, "run", str(study), "--storage", url, "--workdir", str(workdir), "--poll-seconds", "0.3"]
-    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env} if env else None)  # fmt: skip
 
 
 def start_until_launched(study: Path, url: str, workdir: Path, launches: int) -> subprocess.Popen[str]:

@@ -36,6 +36,7 @@ from ftstudy.study_store import (
     is_screened,
     phase,
     resumes,
+    screening_counts,
 )
 from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY, UserAttr
 from ftstudy.trial_command import trainer_args
@@ -174,11 +175,13 @@ class Engine:
             self.apply(action, by_number)
         return actions
 
-    def _launch(self, number: int, attempt: int, baseline: bool) -> None:
+    def _args(self, number: int, stage: str) -> list[str]:
         output = trial_dir(self.trials_root, number)
-        stage = "screen" if self.plan.screening and not baseline else "full"
-        args = trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
+        return trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
                             generate_data=self.generate_data, stage=stage)  # fmt: skip
+
+    def _launch(self, number: int, attempt: int, baseline: bool) -> None:
+        args = self._args(number, "screen" if self.plan.screening and not baseline else "full")
         faults.point("launch.before")
         self.executor.launch(number, attempt, args)
         faults.point("launch.between")
@@ -189,11 +192,8 @@ class Engine:
     def _resume(self, trial: FrozenTrial, resume: int) -> None:
         """Launch ``attempts + resume``, marked as a resume: restart-safe like a first launch."""
         number = trial.number
-        output = trial_dir(self.trials_root, number)
-        args = trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
-                            generate_data=self.generate_data, stage="resume")  # fmt: skip
         faults.point("resume.before")
-        self.executor.launch(number, attempts(trial) + resume, args, resume=True)
+        self.executor.launch(number, attempts(trial) + resume, self._args(number, "resume"), resume=True)
         faults.point("resume.between")
         self.store.record_resume(number, resume)
 
@@ -224,21 +224,17 @@ class Engine:
                 text = "resumed from its checkpoint" + (f" (resume {resume})" if resume > 1 else "")
                 self.on_event(Event(number, text, "TrialResumed"))
             case core.Cancel(number=number):
-                if is_screened(trials[number]):
-                    # Nothing runs. The checkpoint goes first: a crash before the prune is followed by the same
-                    # verdict (a screened trial is pruned only once every trial is scored), so it leaks nothing.
+                screened = is_screened(trials[number])
+                if screened:
+                    # Nothing runs for it. Its checkpoint goes first: a crash before the prune is followed by the
+                    # same verdict (a screened trial is pruned only once every trial is scored): nothing leaks.
                     self._drop_checkpoint(number)
-                    self.store.prune(number)
-                    faults.point("cancel.between")
-                    self.executor.cancel(number)  # its screening Job, in a cluster
-                    text = f"early accuracy {early_accuracy(trials[number]):.3f} -> pruned (screened, not promoted)"
-                    self.on_event(Event(number, text, "TrialPruned"))
-                else:
-                    self.store.prune(number)  # first: a trainer that sees PRUNED stops by itself, Job or no Job
-                    faults.point("cancel.between")
-                    self.executor.cancel(number)
-                    text = f"early accuracy {early_accuracy(trials[number]):.3f} -> cancel"
-                    self.on_event(Event(number, text, "TrialCancelled"))
+                self.store.prune(number)  # before the stop: a trainer that sees PRUNED stops by itself, Job or no Job
+                faults.point("cancel.between")
+                self.executor.cancel(number)  # a screened trial's ended Job too, in a cluster
+                outcome = "pruned (screened, not promoted)" if screened else "cancel"
+                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> {outcome}"
+                self.on_event(Event(number, text, "TrialPruned" if screened else "TrialCancelled"))
             case core.Finish(number=number):
                 trial = trials[number]
                 self.store.complete(number, early_accuracy(trial) or 0.0)
@@ -291,12 +287,11 @@ def summary_line(trials: list[FrozenTrial], max_trials: int) -> str:
     counts = trial_phase_counts(trials)
     early = [e for e in (early_accuracy(t) for t in trials) if e is not None]
     best = f"{max(early):.3f}" if early else "-"
-    screened = [t for t in trials if UserAttr.CHECKPOINT.value in t.user_attrs]
-    suspended = sum(1 for t in screened if phase(t) is Phase.RUNNING and is_screened(t)
-                    and not (decision(t) is not None and resumes(t) > 0))  # fmt: skip
+    paused = screening_counts(trials)
+    suspended = paused["suspended"]
     screening = (
-        f", screened {len(screened)} (suspended {suspended}, promoted {sum(decision(t) is not None for t in screened)})"
-        if screened
+        f", screened {paused['screened']} (suspended {suspended}, promoted {paused['promoted']})"
+        if paused["screened"]
         else ""
     )
     return (

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import optuna
@@ -282,6 +282,17 @@ def is_screened(trial: FrozenTrial) -> bool:
     """The trainer checkpointed at the early step and exited (``promotion.mode: screen``); until a resumed run
     records its result, the trial stays so."""
     return trial.user_attrs.get(UserAttr.OUTCOME.value) == "screened"
+
+
+def screening_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """``screened``: trials that paused at the early step with a checkpoint, whatever came next; ``suspended``: paused
+    now, holding no GPU (waiting for a verdict, or promoted and waiting for a slot); ``promoted``: continued after
+    screening. The status, the metrics and ``ftstudy run``'s status line all count them so."""
+    screened = [t for t in trials if UserAttr.CHECKPOINT.value in t.user_attrs]
+    promoted = [t for t in screened if decision(t) is not None]
+    suspended = [t for t in screened if t.state == TrialState.RUNNING and is_screened(t)
+                 and not (decision(t) is not None and resumes(t) > 0)]  # fmt: skip
+    return {"screened": len(screened), "suspended": len(suspended), "promoted": len(promoted)}
 
 
 def is_baseline(trial: FrozenTrial) -> bool:

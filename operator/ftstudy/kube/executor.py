@@ -264,10 +264,8 @@ class JobExecutor:
         existing = self.kube.get(path("batch", "v1", "jobs", self.namespace, name))
         wanted = manifest["metadata"]["labels"]
         found = existing["metadata"].get("labels") or {}
-        keys = (names.STUDY_UID, names.TRIAL, names.ATTEMPT)
-        differ = [key for key in keys if found.get(key) != wanted[key]]
-        if found.get(names.RESUME) != wanted.get(names.RESUME):
-            differ.append(names.RESUME)
+        keys = (names.STUDY_UID, names.TRIAL, names.ATTEMPT, names.RESUME)  # RESUME: absent on a first launch
+        differ = [key for key in keys if found.get(key) != wanted.get(key)]
         # a Job made before Jobs carried these two labels is judged by the three above
         differ += [key for key in (names.OPTUNA_STUDY, names.TRIAL_KEY) if key in found and found[key] != wanted[key]]
         if differ:

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ftstudy.kube.times import api_time
 from ftstudy.report import Row, rows, spearman, top_k_overlap
 from ftstudy.report import best as best_row
-from ftstudy.study_store import decision, is_screened, resumes
+from ftstudy.study_store import screening_counts
 from ftstudy.trainer.reporting import UserAttr
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -70,27 +70,18 @@ def _trial_summary(row: Row) -> dict[str, Any]:
 
 
 def trial_counts(table: Sequence[Row], trials: Sequence[FrozenTrial] = ()) -> dict[str, int]:
-    """By state; with ``trials``, also screening's: ``screened`` (reached the early step and paused there, whatever
-    came next), ``suspended`` (paused now: waiting for a verdict, or promoted and waiting for a slot), ``promoted``
-    (continued after screening). A suspended trial holds no GPU, so it is not counted as running."""
+    """By state; with ``trials``, also screening's (``ftstudy.study_store.screening_counts``). A suspended trial
+    holds no GPU, so it is not counted as running."""
     count = {state: sum(1 for r in table if r.state == state) for state in ("running", "complete", "pruned", "failed")}
-    screened = [t for t in trials if UserAttr.CHECKPOINT.value in t.user_attrs]
-    suspended = sum(1 for t in screened if t.state == TrialState.RUNNING and is_screened(t) and not resumed_now(t))
+    screening = screening_counts(trials)
     return {
         "created": len(table),
-        "running": count["running"] - suspended,
+        "running": count["running"] - screening["suspended"],
         "completed": count["complete"],
         "cancelled": count["pruned"],
         "failed": count["failed"],
-        "screened": len(screened),
-        "suspended": suspended,
-        "promoted": sum(1 for t in screened if decision(t) is not None),
+        **screening,
     }
-
-
-def resumed_now(trial: FrozenTrial) -> bool:
-    """A promoted trial whose resume was launched and has not recorded its result: training, not suspended."""
-    return decision(trial) is not None and resumes(trial) > 0
 
 
 def study_status(
