@@ -295,7 +295,7 @@ def test_api_server_defaults_build_the_same_spec_as_pydantic(study: dict[str, An
     assert spec.parse(defaulted) == spec.parse(document)
     assert defaulted["spec"]["training"]["earlyFraction"] == study.get("training", {}).get("earlyFraction", 0.2)
     assert defaulted["spec"]["promotion"]["policy"] in ("topK",)
-    assert defaulted["spec"]["promotion"]["mode"] == study.get("promotion", {}).get("mode", "online")
+    assert defaulted["spec"]["promotion"]["mode"] == study.get("promotion", {}).get("mode", "screen")
 
 
 def test_printer_columns_point_into_the_status_schema() -> None:

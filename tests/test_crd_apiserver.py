@@ -267,7 +267,7 @@ def test_defaults_are_applied_by_the_api_server(plane: ControlPlane, cluster_nam
     document = stored(plane, cluster_namespace, "defaults")
     body = document["spec"]
     assert body["training"]["earlyFraction"] == 0.2
-    assert (body["promotion"]["policy"], body["promotion"]["k"]) == ("topK", 5)
+    assert (body["promotion"]["policy"], body["promotion"]["k"], body["promotion"]["mode"]) == ("topK", 5, "screen")
     assert body["budget"] == {"maxTrials": 20, "parallelism": 2, "maxFailedTrials": 3, "retriesPerTrial": 1}
     assert body["storage"]["secretRef"]["key"] == "url"
     assert body["trialTemplate"]["resources"] == {"limits": {"nvidia.com/gpu": 1}}

@@ -130,6 +130,22 @@ def test_a_study_asking_for_more_than_the_trial_policy_allows_gets_no_job(operat
     no_tracebacks(ops)
 
 
+def test_a_screening_study_without_a_volume_for_its_checkpoints_waits_with_the_reason(operators: Operators) -> None:
+    """Screening (the default mode) resumes trials from checkpoints under outputDir: without a volume there, every
+    trial would screen and then fail its resume. Refused before any Job; a fixed trialTemplate lets it start."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    ops.start()
+    name = "no-volume"
+    screen = {"policy": "topK", "k": 2, "mode": "screen"}
+    apply(plane, ns, study_manifest(name, promotion=screen, trialTemplate={"volumes": [], "volumeMounts": []}))
+    message = wait_for_condition(ops, name, "Ready", "CheckpointVolumeMissing")["message"]
+    assert "no volume is mounted there" in message and "promotion.mode: online" in message, message
+    assert get_study(plane, ns, name)["status"]["phase"] == "Pending" and not jobs(plane, ns)
+    apply(plane, ns, study_manifest(name, promotion=screen))
+    wait_for_condition(ops, name, "Ready", "Reconciled")
+    no_tracebacks(ops)
+
+
 def test_jobs_that_are_not_the_studys_are_never_adopted(operators: Operators, postgres_url: str) -> None:
     ops, plane, ns = operators, operators.plane, operators.namespace
     name = "adopt"

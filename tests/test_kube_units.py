@@ -23,7 +23,7 @@ from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
 from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine
-from ftstudy.study_store import StudyStore
+from ftstudy.study_store import StudyConflict, StudyStore
 from tests.conftest import PrivateDatabase
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -99,6 +99,9 @@ class Recorder:
     def record_decision(self, number: int, decision: str) -> None:
         pass
 
+    def forget_checkpoint(self, number: int) -> None:
+        pass
+
 
 def test_the_jobs_the_engine_launches_carry_no_storage_url(private_database: PrivateDatabase) -> None:
     """The Job made from what the real engine launches (through a real Optuna study on PostgreSQL) holds neither
@@ -132,6 +135,65 @@ def test_the_optuna_study_has_one_identity_and_a_frozen_meaning(private_database
     changed = study(training={"hyperparameters": {"weight_decay": 0.1}}, model="smollm2")
     with pytest.raises(SpecChanged, match=r"spec.model, spec.training changed after the study started"):
         check_unchanged(again, changed.spec)
+
+
+def test_a_study_keeps_the_promotion_mode_it_started_with(private_database: PrivateDatabase) -> None:
+    """The default mode changed (online, then screen): a spec that names none must not switch an older study."""
+    retry = RetryPolicy(deadline_seconds=10)
+    StudyStore(private_database.url, "ml.moded", study(promotion={"mode": "online"}).spec, retry)
+    StudyStore(private_database.url, "ml.moded", study(promotion={"mode": "online"}).spec, retry)
+    with pytest.raises(StudyConflict, match=r"started with promotion\.mode online, and this spec asks for screen"):
+        StudyStore(private_database.url, "ml.moded", study().spec, retry)
+
+
+PVC = {"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}}
+
+
+@pytest.mark.parametrize(
+    ("template", "promotion", "words"),
+    [
+        ({}, {}, "no volume is mounted there"),
+        ({"volumes": [{"name": "a", "emptyDir": {}}], "volumeMounts": [{"name": "a", "mountPath": "/artifacts"}]},
+         {}, "(a) is an emptyDir, which ends with its pod"),
+        ({"volumes": [PVC], "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts/other"}]}, {},
+         "no volume is mounted there"),
+        ({"volumes": [PVC], "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}]}, {}, None),
+        ({"volumes": [PVC], "volumeMounts": [{"name": "artifacts", "mountPath": "/"}], "outputDir": "/data/out"},
+         {}, None),
+        ({}, {"mode": "online"}, None),
+        ({}, {"policy": "none"}, None),
+    ],
+)  # fmt: skip
+def test_screening_needs_a_volume_that_outlives_the_pod_at_output_dir(
+    template: dict[str, Any], promotion: dict[str, Any], words: str | None
+) -> None:
+    """Refused before any trial starts: each would screen, then fail its resume for want of its checkpoint."""
+    missing = jobs.checkpoint_volume_missing(study(trialTemplate=template, promotion=promotion).spec)
+    if words is None:
+        assert missing is None
+    else:
+        assert missing is not None and words in missing and "promotion.mode: online" in missing, missing
+
+
+def test_a_pruned_trials_checkpoint_is_deleted_by_a_small_job_outside_the_trials() -> None:
+    """No GPU, no storage URL, the trials' volumes and security; labelled so that the study's trial selector does
+    not see it as an attempt, and named by the trial so that asking twice creates it once."""
+    s = study(trialTemplate={"volumes": [PVC], "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
+                             "fsGroup": 10001}).spec  # fmt: skip
+    job = jobs.checkpoint_cleanup_manifest(s, "ml", "demo", "uid-1", 3, PurePosixPath("/artifacts/ml/demo/trial-0003"))
+    assert job["metadata"]["name"] == "demo-t3-forget"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["--stage", "forget", "--output", "/artifacts/ml/demo/trial-0003"]
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert all(e["name"] != "FTSTUDY_STORAGE_URL" for e in container["env"])
+    assert PVC in pod["volumes"] and check_pod(pod, TrialPolicy(), None) == []
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    selected = dict(term.split("=") for term in names.study_selector("uid-1").split(","))
+    assert labels[names.STUDY_UID] == "uid-1" and not selected.items() <= labels.items()
+    trial_labels = jobs.job_manifest(s, "ml", "demo", "uid-1", 3, 1, [])["metadata"]["labels"]
+    assert selected.items() <= trial_labels.items()
 
 
 def test_the_cluster_example_passes_the_default_trial_policy() -> None:

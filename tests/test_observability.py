@@ -434,7 +434,7 @@ def test_a_real_scrape_of_a_running_operator_matches_the_study_and_serves_every_
 
     name = "observed"
     manifest = study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 3, "parallelism": 2},
-                              promotion={"policy": "topK", "k": 1})  # fmt: skip
+                              promotion={"policy": "topK", "k": 1, "mode": "online"})  # fmt: skip
     apply(plane, ns, manifest)
     study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 420, nodes)
     status = study["status"]

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from safetensors.torch import load_file
 
 from ftstudy.study_store import EarlyScoreTPESampler
+from ftstudy.trainer.cli import main as trainer_main
 
 from .studies import tiny_study
 from .test_study import run
@@ -90,6 +91,16 @@ def test_a_missing_or_corrupt_checkpoint_fails_naming_the_file(
     assert json.loads((run_dir / "reported.json").read_text())["user_attrs"]["failure_reason"].startswith(
         f"checkpoint file {state} is corrupt"
     )
+
+
+def test_the_forget_stage_deletes_the_checkpoint_and_nothing_else(tmp_path: Path) -> None:
+    """What a pruned trial's cleanup Job runs in a cluster; a second run (an operator that asked again) is fine."""
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.pt").write_bytes(b"x")
+    (tmp_path / "early_adapter").mkdir()
+    for _ in range(2):
+        assert trainer_main(["--stage", "forget", "--output", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["early_adapter"]
 
 
 # --- the study engine in screening mode: `ftstudy run`, real trainer processes, real PostgreSQL -------------------

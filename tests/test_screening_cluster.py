@@ -37,8 +37,10 @@ def screening_manifest(name: str, tmp_path: Path) -> dict[str, Any]:
 
 
 def check_outcome(operators: Operators, nodes: GpuNodes, postgres_url: str, name: str, study: dict[str, Any],
+                  artifacts: Path,
                   expected_events: frozenset[str] = frozenset({"TrialPromoted", "TrialPruned", "TrialResumed"})
                   ) -> None:  # fmt: skip
+    """``artifacts``: the host directory of the trials' volume."""
     plane, ns = operators.plane, operators.namespace
     status = study["status"]
     assert status["phase"] == "Succeeded", status
@@ -52,9 +54,18 @@ def check_outcome(operators: Operators, nodes: GpuNodes, postgres_url: str, name
     assert by_number[1].user_attrs["steps_done"] == 15 and by_number[1].user_attrs["outcome"] == "completed"
     for number in (2, 3, 4):
         assert by_number[number].user_attrs["steps_done"] == 3, "a screening Job stops at 20% of 15 steps"
+    # cleanup.prunedCheckpoints (default true): a small Job per pruned trial deletes its checkpoint on the volume
+    trials_dir = artifacts / ns / name
+    pruned = [trials_dir / f"trial-{number:04d}" for number in (2, 3, 4)]
+    wait_for("the pruned trials' checkpoints deleted", lambda: not any((d / "checkpoint").exists() for d in pruned),
+             120, diagnosis(operators, name, nodes))  # fmt: skip
+    assert all((d / "early_adapter").is_dir() for d in pruned), "their early adapters stay"
+    assert (trials_dir / "trial-0001" / "final_adapter").is_dir()
     ran = runs_per_attempt(nodes, ns)
     assert all(count == 1 for count in ran.values()), ran
-    assert len(ran) == 6, "five first launches and one resume, each run once"
+    cleanups = {job for job in ran if job.endswith("-forget")}
+    assert cleanups == {f"{name}-t{number}-forget" for number in (2, 3, 4)}, ran
+    assert len(ran) - len(cleanups) == 6, "five first launches and one resume, each run once"
     remaining = {j["metadata"]["name"]: j["metadata"]["labels"] for j in jobs(plane, ns)}
     resumes = [n for n, labels in remaining.items() if labels.get("ftstudy.io/resume") == "true"]
     assert resumes == [f"{name}-t1-a2"], remaining
@@ -70,7 +81,7 @@ def test_screening_jobs_end_at_the_early_step_and_only_the_promoted_resume(
     name = "screen"
     apply(operators.plane, operators.namespace, screening_manifest(name, tmp_path))
     study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
-    check_outcome(operators, nodes, postgres_url, name, study)
+    check_outcome(operators, nodes, postgres_url, name, study, tmp_path / "artifacts")
 
 
 def test_an_operator_killed_while_trials_are_suspended_and_inside_a_resume_loses_nothing(
@@ -100,4 +111,5 @@ def test_an_operator_killed_while_trials_are_suspended_and_inside_a_resume_loses
     operators.start()
     study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
     # The operator that created the resume Job died before its TrialResumed Event; the next one adopted the Job.
-    check_outcome(operators, nodes, postgres_url, name, study, frozenset({"TrialPromoted", "TrialPruned"}))
+    check_outcome(operators, nodes, postgres_url, name, study, tmp_path / "artifacts",
+                  frozenset({"TrialPromoted", "TrialPruned"}))  # fmt: skip

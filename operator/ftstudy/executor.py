@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from optuna.trial import FrozenTrial
 
 from ftstudy.core import Process
 from ftstudy.trainer.cli import STORAGE_ENV
+from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY
 
 P = TypeVar("P", bound=PurePath)
 EXIT_BAD_INPUT = 2
@@ -57,6 +59,10 @@ class Executor(Protocol):
 
     def record_decision(self, number: int, decision: str) -> None:
         """Leave the continue decision where a person looks at the trial (a Job's annotation); optional."""
+
+    def forget_checkpoint(self, number: int) -> None:
+        """Delete a pruned trial's checkpoint (``cleanup.prunedCheckpoints``), where the trial's files are; best
+        effort: a checkpoint left behind costs disk, never a result."""
 
 
 def trial_dir(root: P, number: int) -> P:
@@ -178,6 +184,9 @@ class LocalExecutor:
 
     def record_decision(self, number: int, decision: str) -> None:
         """Local trials keep decisions in the study's storage only."""
+
+    def forget_checkpoint(self, number: int) -> None:
+        shutil.rmtree(trial_dir(self.root, number) / CHECKPOINT_DIRECTORY, ignore_errors=True)
 
     def cancel(self, number: int) -> None:
         """SIGTERM the trainer's process group now; SIGKILL it if it is still there after a grace period."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from ftstudy.study_store import (
     resumes,
     screening_counts,
 )
-from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY, UserAttr
+from ftstudy.trainer.reporting import UserAttr
 from ftstudy.trial_command import trainer_args
 from ftstudy.trial_reports import check_all
 
@@ -256,10 +255,10 @@ class Engine:
                 )
 
     def _drop_checkpoint(self, number: int) -> None:
-        """``cleanup.prunedCheckpoints``: a pruned trial's checkpoint is never resumed; free its disk. Only where
-        this process sees the trial's files (the local runner); in a cluster they live on the artifacts volume."""
-        if self.spec.cleanup.pruned_checkpoints and isinstance(self.trials_root, Path):
-            shutil.rmtree(trial_dir(self.trials_root, number) / CHECKPOINT_DIRECTORY, ignore_errors=True)
+        """``cleanup.prunedCheckpoints``: a pruned trial's checkpoint is never resumed; free its disk (the local
+        runner deletes it, the operator has a Job do it on the trials' volume)."""
+        if self.spec.cleanup.pruned_checkpoints:
+            self.executor.forget_checkpoint(number)
 
     def run(
         self,

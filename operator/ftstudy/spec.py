@@ -197,9 +197,10 @@ class Promotion(_Model):
     k: int = Field(default=5, ge=1, description="topK: continue if among the K best early accuracies")
     percentile: float = Field(default=50.0, gt=0, lt=100, description="percentile: continue if at or above it")
     mode: Literal["online", "screen"] = Field(
-        default="online",
-        description="online: a trial trains on while it waits for its decision; screen: it checkpoints at the "
-        "early step and exits (its GPU freed), and only the continued trials are resumed from their checkpoints",
+        default="screen",
+        description="screen: a trial checkpoints at the early step and exits (its GPU freed), and only the "
+        "promoted are resumed from their checkpoints (in a cluster, outputDir must be a volume every trial pod "
+        "shares); online: a trial trains on while it waits for its decision. Fixed when the study is created",
     )
     min_scored: int = Field(
         default=0,

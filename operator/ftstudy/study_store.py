@@ -38,6 +38,7 @@ ATTEMPTS = "ftstudy:attempts"
 RESUMES = "ftstudy:resumes"  # screening: launches of a continued trial from its checkpoint
 DECISION = "ftstudy:decision"
 SPEC = "ftstudy:search_space"
+MODE = "ftstudy:promotion_mode"  # screen or online: fixed at creation, so a changed default cannot switch it
 TOP_K = "ftstudy:top_k"  # the K of the report's top-K overlap: the topK policy's K, else the paper's 5
 FIXED_PARAMS = "fixed_params"  # Optuna's own mark on an enqueued trial: ours is the baseline
 
@@ -50,7 +51,7 @@ _PHASES = {
 
 
 class StudyConflict(ValueError):
-    """The storage holds a study of this name with a different search space."""
+    """The storage holds a study of this name with a different search space or promotion mode."""
 
 
 def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -177,6 +178,25 @@ class StudyStore:
             raise StudyConflict(
                 f"study {self.name!r} already exists in the storage with a different searchSpace; "
                 "a study's search space cannot change: use a new study name"
+            )
+        self._check_mode(attrs)
+
+    def _check_mode(self, attrs: dict[str, Any]) -> None:
+        """A study keeps the promotion mode it started with: its trials were launched to train on, or to stop at
+        the early step, and switching would strand them. The default changed from online to screen, so a spec file
+        that never named a mode must not switch an older study silently. (Studies that predate this record adopt
+        the spec's mode on their first open.)"""
+        mode = self.spec.promotion.mode
+        recorded = attrs.get(MODE)
+        if recorded is None:
+            study_id = self.study._study_id
+            self._call("record the mode", lambda: self.storage.set_study_system_attr(study_id, MODE, mode))
+        elif recorded != mode:
+            raise StudyConflict(
+                f"study {self.name!r} was started with promotion.mode {recorded}, and this spec asks for {mode} "
+                "(a spec that names no mode gets screen, the default; it used to be online); a study's mode cannot "
+                f"change: set promotion.mode: "
+                f"{recorded} to go on with it, or use a new study name"
             )
 
     def trials(self) -> list[FrozenTrial]:

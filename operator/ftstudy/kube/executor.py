@@ -34,7 +34,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from ftstudy.core import Process
-from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason
+from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason, trial_dir
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, path
 from ftstudy.kube.identity import trial_key
@@ -376,6 +376,24 @@ class JobExecutor:
         for job in self.kube.list(self.jobs_path, selector):
             if not job["metadata"].get("deletionTimestamp"):
                 self.kube.delete(path("batch", "v1", "jobs", self.namespace, job["metadata"]["name"]))
+
+    def forget_checkpoint(self, number: int) -> None:
+        """A Job deletes the checkpoint on the trials' volume (``jobs.checkpoint_cleanup_manifest``). Its name is
+        the trial's, so asking again (a restarted operator) finds it there; a refusal is logged, never raised:
+        the trial is pruned either way."""
+        run_dir = trial_dir(jobs.trials_root(self.spec, self.namespace, self.study), number)
+        manifest = jobs.checkpoint_cleanup_manifest(self.spec, self.namespace, self.study, self.uid, number, run_dir)
+        refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None)
+        if refused:
+            log.warning("%s/%s: trial %d's checkpoint stays: the trial policy refuses its cleanup Job: %s",
+                        self.namespace, self.study, number, "; ".join(refused))  # fmt: skip
+            return
+        try:
+            self.kube.create(self.jobs_path, manifest)
+        except ApiError as error:
+            if error.status != 409:
+                log.warning("%s/%s: trial %d's checkpoint stays: its cleanup Job was refused: %s",
+                            self.namespace, self.study, number, error.message)  # fmt: skip
 
     def record_decision(self, number: int, decision: str) -> None:
         job = self.latest.get(number)

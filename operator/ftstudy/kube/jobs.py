@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ftstudy.kube import names
-from ftstudy.kube.policy import SCRATCH_PATH, SCRATCH_VOLUME
+from ftstudy.kube.policy import SCRATCH_PATH, SCRATCH_VOLUME, volume_type
 from ftstudy.spec import StudySpec
 from ftstudy.trainer.cli import STORAGE_ENV
 
@@ -30,6 +30,36 @@ CONTAINER = "trainer"
 def trials_root(spec: StudySpec, namespace: str, study: str) -> PurePosixPath:
     """Where a study's trials write inside their containers: ``<outputDir>/<namespace>/<study>``."""
     return PurePosixPath(spec.trial_template.output_dir) / namespace / study
+
+
+# Volumes that end with their pod: a checkpoint written there is gone before its resume Job starts.
+_POD_LIFETIME = ("emptyDir", "ephemeral")
+
+
+def checkpoint_volume_missing(spec: StudySpec) -> str | None:
+    """Why screening cannot work with this trialTemplate, or None. A screened trial's resume is another Job,
+    possibly on another node, that reads the checkpoint its screening Job left under ``outputDir``: that path must
+    be on a volume that outlives the pod (which one the scheduler may share across nodes is the cluster's business:
+    a ReadWriteMany claim, docs/operator.md)."""
+    if spec.promotion.mode != "screen" or spec.promotion.policy == "none":
+        return None
+    t = spec.trial_template
+    output = PurePosixPath(t.output_dir)
+    volumes = {str(v.get("name")): v for v in t.volumes}
+    mounts = [m for m in t.volume_mounts if output.is_relative_to(PurePosixPath(str(m.get("mountPath", ""))))]
+    if mounts:
+        deepest = max(mounts, key=lambda m: len(PurePosixPath(str(m["mountPath"])).parts))
+        kind = volume_type(volumes.get(str(deepest.get("name")), {}))
+        if kind not in _POD_LIFETIME:
+            return None
+        found = f"the volume mounted there ({deepest.get('name')}) is an {kind}, which ends with its pod"
+    else:
+        found = "no volume is mounted there (trialTemplate.volumeMounts)"
+    return (
+        f"promotion.mode screen keeps each screened trial's checkpoint under trialTemplate.outputDir ({output}) "
+        f"for its resume Job, but {found}: mount a PersistentVolumeClaim that every trial pod can reach there "
+        "(ReadWriteMany across nodes), or create the study with promotion.mode: online"
+    )
 
 
 def gpus_per_trial(spec: StudySpec) -> int:
@@ -137,3 +167,22 @@ def job_manifest(
         },
         "spec": job_spec,
     }
+
+
+def checkpoint_cleanup_manifest(
+    spec: StudySpec, namespace: str, study: str, uid: str, number: int, run_dir: PurePosixPath
+) -> dict[str, Any]:
+    """``cleanup.prunedCheckpoints`` in a cluster: a pruned trial's checkpoint lies on the trials' volume, which the
+    operator does not mount, so a small Job in the trainer image, with the trials' volumes and security settings,
+    deletes it (``ftstudy-trainer --stage forget``). It asks for no GPU and gets no storage URL; the TTL controller
+    deletes it an hour after it ends, its log kept until then."""
+    job = job_manifest(spec, namespace, study, uid, number, 0, ["--stage", "forget", "--output", str(run_dir)])
+    labels = names.cleanup_labels(study, uid, number)
+    job["metadata"] |= {"name": names.cleanup_job_name(study, number), "labels": labels}
+    template = job["spec"]["template"]
+    template["metadata"]["labels"] = labels
+    container = template["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]
+    container["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
+    job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
+    return job

@@ -25,6 +25,8 @@ OPTUNA_STUDY = "ftstudy.io/optuna-study"
 TRIAL_KEY = "ftstudy.io/trial-key"
 DECISION = "ftstudy.io/decision"
 OPERATOR = "ftstudy-operator"
+TRIAL_COMPONENT = "trial"
+CLEANUP = "checkpoint-cleanup"
 
 MAX_NAME = 63  # a Job's name becomes its pods' job-name label value
 
@@ -36,7 +38,15 @@ def optuna_study_name(namespace: str, name: str) -> str:
 
 def job_name(study: str, number: int, attempt: int) -> str:
     """Deterministic, so creating the same attempt twice is refused by the API server instead of running twice."""
-    suffix = f"-t{number}-a{attempt}"
+    return _suffixed(study, f"-t{number}-a{attempt}")
+
+
+def cleanup_job_name(study: str, number: int) -> str:
+    """The Job that deletes a pruned trial's checkpoint (``ftstudy.kube.jobs.checkpoint_cleanup_manifest``)."""
+    return _suffixed(study, f"-t{number}-forget")
+
+
+def _suffixed(study: str, suffix: str) -> str:
     if len(study) + len(suffix) <= MAX_NAME:
         return study + suffix
     digest = hashlib.sha256(study.encode()).hexdigest()[:6]
@@ -50,7 +60,7 @@ def labels(
     """``resume`` is a label only where true, so a first launch's labels are what they were before screening."""
     return {
         MANAGED_BY: OPERATOR,
-        COMPONENT: "trial",
+        COMPONENT: TRIAL_COMPONENT,
         STUDY: study,
         STUDY_UID: study_uid,
         TRIAL: str(number),
@@ -61,6 +71,12 @@ def labels(
     }
 
 
+def cleanup_labels(study: str, study_uid: str, number: int) -> dict[str, str]:
+    """A checkpoint cleanup Job is the study's but runs no attempt: its component keeps it out of the trials'."""
+    return {MANAGED_BY: OPERATOR, COMPONENT: CLEANUP, STUDY: study, STUDY_UID: study_uid, TRIAL: str(number)}
+
+
 def study_selector(study_uid: str) -> str:
-    """By uid: a study deleted and created again under the same name never adopts its predecessor's Jobs."""
-    return f"{MANAGED_BY}={OPERATOR},{STUDY_UID}={study_uid}"
+    """The study's trial Jobs and pods. By uid: a study deleted and created again under the same name never adopts
+    its predecessor's Jobs."""
+    return f"{MANAGED_BY}={OPERATOR},{COMPONENT}={TRIAL_COMPONENT},{STUDY_UID}={study_uid}"

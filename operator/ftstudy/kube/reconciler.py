@@ -209,6 +209,9 @@ class StudyReconciler:
                 "TrialPolicyViolation",
                 "the trial policy refuses this study, so no trial is launched; fix the spec: " + "; ".join(refused),
             )
+        missing = jobs.checkpoint_volume_missing(study.spec)
+        if missing:  # before any trial: each would screen, then fail its resume for want of the checkpoint
+            raise Problem("CheckpointVolumeMissing", missing)
         url = _secret_url(self.kube, self.namespace, study.spec.storage.secret_ref)
         self.url = url
         if self.built is not None and self.built.generation == generation and self.built.url == url:

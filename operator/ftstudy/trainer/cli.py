@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="tiny", help="'tiny', 'mini', 'smollm2', a .gguf file or a Hugging Face directory"
     )
-    p.add_argument("--data", type=Path, required=True, help="directory with train/validation/test(.jsonl)")
+    p.add_argument("--data", type=Path, default=None, help="directory with train/validation/test(.jsonl) (required)")
     p.add_argument("--output", type=Path, required=True, help="run directory: adapters and result.json")
     p.add_argument("--attributes", default=None, help="comma-separated attribute names (default: the eight)")
     p.add_argument(
@@ -63,10 +63,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stage",
-        choices=("full", "screen", "resume"),
+        choices=("full", "screen", "resume", "forget"),
         default="full",
         help="full: the whole trial; screen: train to the early step, write a checkpoint, report and exit; "
-        "resume: continue a screened trial from its checkpoint in --output to the end",
+        "resume: continue a screened trial from its checkpoint in --output to the end; forget: delete the "
+        "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume)",
     )
     p.add_argument("--eval-samples", type=int, default=100, help="validation examples scored")
     p.add_argument("--test-samples", type=int, default=100, help="test and independent-test examples scored")
@@ -212,13 +213,34 @@ def _record_failure(reporter: Any, reason: str) -> None:
         log.warning("could not record the failure reason in the study: %s", error)
 
 
+def _forget(run_dir: Path) -> int:
+    """Delete the run's checkpoint (its adapters stay): what ``cleanup.prunedCheckpoints`` asks for a pruned trial.
+    Gone already is done: the operator may ask again after a restart."""
+    import shutil
+
+    from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY
+
+    directory = run_dir / CHECKPOINT_DIRECTORY
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        log.error("could not delete %s", directory)
+        return EXIT_BUG
+    log.info("deleted the checkpoint %s (or it was gone)", directory)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.stage == "forget":
+        return _forget(args.output)
+    if args.data is None:
+        p.error("the following arguments are required: --data")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
