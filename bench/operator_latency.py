@@ -20,8 +20,10 @@ the write returns), to:
 
 All clocks are this machine's. Runs: (a) the baseline, one study alone; (b) N studies (default 20) applied at once,
 with the same spec (``maxTrials`` 6, ``parallelism`` 2, ``topK`` k=2); the baseline study has more trials (16) so its
-percentiles rest on more than a handful of decisions. Printed: p50 and p95 of each measure, and (b)/(a); each trial's
-times go to ``trials-a.json`` / ``trials-b.json`` in the work directory (kept with ``--keep``).
+percentiles rest on more than a handful of decisions. Both runs are made twice, each time under a fresh operator:
+first polling only (``--no-notifications``), then woken by the trainers' ``NOTIFY`` (``ftstudy.notify``; the
+default). Printed: p50 and p95 of each measure, (b)/(a), and notified/polling; each trial's times go to
+``trials-<poll|notify>-<a|b>.json`` in the work directory (kept with ``--keep``).
 
 Memory: the operator's RSS (VmRSS of its process and any children) sampled every 0.5 s: idle (operator leading, no
 study), peak during (a), peak during (b), each against idle. CPU: what the machine, the operator, the control plane,
@@ -31,6 +33,7 @@ shared 2-core machine decides much of the latency.
     .venv/bin/python bench/operator_latency.py
     .venv/bin/python bench/operator_latency.py --studies 5 --poll-seconds 0.5
     .venv/bin/python bench/operator_latency.py --optuna-trainer    # trainers write through Optuna's RDBStorage
+    .venv/bin/python bench/operator_latency.py --only notified     # one operator mode instead of both
 
 Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end. API request
 counts are not measured (the control plane's audit log records ServiceAccounts' requests now, for tests/test_rbac.py;
@@ -55,8 +58,9 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import optuna
 from kubernetes import client, watch
@@ -70,9 +74,9 @@ from tests.cluster.control_plane import ControlPlane, free_port  # noqa: E402
 from tests.cluster.fixtures import gpu_node_env  # noqa: E402
 from tests.cluster.gpu_nodes import GpuNodes  # noqa: E402
 
-from ftstudy.core import percentile  # noqa: E402
 from ftstudy.kube import names, rbac  # noqa: E402
 from ftstudy.kube.main import add_arguments  # noqa: E402
+from ftstudy.promotion import percentile  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -89,7 +93,7 @@ SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-# --- the operator's memory ---------------------------------------------------------------------------------------
+# --- the operator's memory and database connections ---------------------------------------------------------------
 
 
 def _children(pid: int) -> list[int]:
@@ -119,23 +123,33 @@ def rss_kib(pid: int) -> int:
     return total
 
 
-class MemorySampler:
-    """Samples the operator's RSS every 0.5 s, each sample labelled with the phase the bench is in."""
+class _Sampler:
+    """A thread that samples something every 0.5 s, each sample labelled with the phase the bench is in."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self) -> None:
         self.phase = "starting"
-        self.samples: list[tuple[str, int]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
 
-    def start(self) -> MemorySampler:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class MemorySampler(_Sampler):
+    """The operator's RSS."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+        self.samples: list[tuple[str, int]] = []
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -205,6 +219,53 @@ class JobWatch:
 # --- CPU: who used the machine during a run ------------------------------------------------------------------------
 
 
+class ConnectionSampler(_Sampler):
+    """The database's connections by ``application_name``: the operator's pool says ``ftstudy-operator``, its
+    listener ``ftstudy-operator-listen``, trainers ``ftstudy-trainer``."""
+
+    def __init__(self, storage: str) -> None:
+        from ftstudy.notify import connect_kwargs
+
+        super().__init__()
+        self.kwargs = connect_kwargs(storage) | {"application_name": "ftstudy-bench"}
+        self.samples: list[tuple[str, dict[str, int]]] = []
+
+    def _run(self) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(**self.kwargs)
+        connection.autocommit = True
+        try:
+            while not self._stop.wait(0.5):
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT application_name, count(*) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() GROUP BY 1")  # fmt: skip
+                    self.samples.append((self.phase, {str(name): int(n) for name, n in cursor.fetchall()}))
+        finally:
+            connection.close()
+
+    def peak(self, phase: str, application: str) -> int:
+        return max((counts.get(application, 0) for p, counts in self.samples if p == phase), default=0)
+
+
+def operator_requests(plane: ControlPlane, namespace: str, since: float, until: float) -> dict[str, int]:
+    """The operator's API requests between two moments, from the audit log (its ServiceAccount's), by verb and
+    resource. A watch counts once, when it ends."""
+    counts: dict[str, int] = {}
+    for event in plane.requests_by(f"system:serviceaccount:{namespace}:{SA}"):
+        stamp = event.get("requestReceivedTimestamp", "")
+        try:
+            at = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        if since <= at <= until:
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            key = f"{event.get('verb')} {resource}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def _ticks(pid: int, children: bool = False) -> int:
     """utime + stime of a process (+ those of its reaped children), in clock ticks; 0 if it is gone."""
     try:
@@ -258,7 +319,8 @@ def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> list[str]:
 # --- the cluster ---------------------------------------------------------------------------------------------------
 
 
-def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, writer: str) -> dict[str, Any]:
+def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, writer: str, trainer_poll: float = 0.05
+                   ) -> dict[str, Any]:  # fmt: skip
     return {
         "apiVersion": "ftstudy.io/v1alpha1",
         "kind": "FineTuneStudy",
@@ -271,13 +333,15 @@ def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, writ
                 "lora_r": {"type": "int", "low": 2, "high": 8},
             },
             "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": seed},
-            "promotion": {"policy": "topK", "k": 2},
+            # online: a decision the trial waits for while it trains (screening waits for the field on purpose);
+            # minScored 1: decided on arrival, so what is measured is the operator, not the rule waiting for K+1
+            "promotion": {"policy": "topK", "k": 2, "mode": "online", "minScored": 1},
             "budget": {"maxTrials": max_trials, "parallelism": parallelism, "maxFailedTrials": 2, "retriesPerTrial": 1},
             "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
             "storage": {"secretRef": {"name": SECRET}},
             "trialTemplate": {
                 "image": "ftstudy/bench:scripted",
-                "command": ["python", str(TRAINER), "--writer", writer],
+                "command": ["python", str(TRAINER), "--writer", writer, "--poll-seconds", str(trainer_poll)],
                 "resources": {"limits": {"nvidia.com/gpu": 1}},
                 # a claim on a hostPath volume (Cluster.setup): the trial policy refuses a study's own hostPath
                 "volumes": [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}}],
@@ -335,10 +399,11 @@ class Cluster:
             time.sleep(0.5)
         return self.plane.service_account_kubeconfig(ns, SA)
 
-    def start_operator(self, kubeconfig: Path, poll_seconds: float | None) -> subprocess.Popen[bytes]:
+    def start_operator(self, kubeconfig: Path, poll_seconds: float | None, extra: list[str] | None = None
+                       ) -> subprocess.Popen[bytes]:  # fmt: skip
         """``ftstudy operator`` as in tests/test_operator.py (leader election on), once it leads."""
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
-                   "--kubeconfig", str(kubeconfig), "--identity", IDENTITY]  # fmt: skip
+                   "--kubeconfig", str(kubeconfig), "--identity", IDENTITY, *(extra or [])]  # fmt: skip
         if poll_seconds is not None:
             command += ["--poll-seconds", str(poll_seconds)]
         if "metrics_port" in operator_defaults():  # its Prometheus metrics, on loopback and a free port
@@ -374,6 +439,7 @@ CONTINUE_RECORDED = "continue: recorded (Job annotated, watch)"
 ANY_RECORDED = "any decision: recorded"
 CANCEL_SEEN = "cancel: seen by the trainer (50 ms poll)"
 CONTINUE_SEEN = "continue: seen by the trainer (50 ms poll)"
+POLLING, NOTIFIED = "polling only", "notified"
 MEASURES = (ANY_RECORDED, CANCEL_RECORDED, CONTINUE_RECORDED, CANCEL_DELETED, CANCEL_SEEN, CONTINUE_SEEN)
 
 
@@ -387,6 +453,12 @@ class RunResult:
     reported: int
     cpu: list[str]
     metrics: list[str]
+    trials: int = 0
+    requests: dict[str, int] = field(default_factory=dict)
+    connections: dict[str, int] = field(default_factory=dict)  # peak per application_name
+
+    def requests_per_trial(self) -> float:
+        return sum(self.requests.values()) / max(1, self.trials)
 
 
 def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
@@ -464,9 +536,15 @@ def run_studies(
     parallelism: int,
     timeout_s: float,
     writer: str,
+    tag: str,
+    connections: ConnectionSampler,
+    trainer_poll: float,
 ) -> RunResult:
     assert cluster.operator is not None
-    manifests = [study_manifest(n, max_trials, parallelism, seed=i, writer=writer) for i, n in enumerate(study_names)]
+    connections.phase = tag
+    since = time.time()
+    manifests = [study_manifest(n, max_trials, parallelism, seed=i, writer=writer, trainer_poll=trainer_poll)
+                 for i, n in enumerate(study_names)]  # fmt: skip
     cpu_before = cpu_snapshot(cluster.operator.pid, bin_dir)
     started = time.monotonic()
     cluster.kubectl("apply", "-n", cluster.namespace, "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
@@ -492,12 +570,16 @@ def run_studies(
     stuck = {n: p for n, p in now.items() if p not in ("Succeeded", "Failed")}
     if stuck:
         print(f"  NOT ENDED after {timeout_s:.0f} s: {stuck}")
-    latencies, reported = collect(cluster, jobs, study_names, label)
+    latencies, reported = collect(cluster, jobs, study_names, tag)
     metrics = operator_metrics(cluster.metrics_url, study_names)
-    return RunResult(label, len(study_names), wall, now, latencies, reported, cpu, metrics)
+    requests = operator_requests(cluster.plane, cluster.namespace, since, time.time())
+    peaks = {app: connections.peak(tag, app) for app in ("ftstudy-operator", "ftstudy-operator-listen",
+                                                          "ftstudy-trainer")}  # fmt: skip
+    return RunResult(label, len(study_names), wall, now, latencies, reported, cpu, metrics,
+                     trials=max_trials * len(study_names), requests=requests, connections=peaks)  # fmt: skip
 
 
-def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], label: str) -> tuple[dict[str, list[float]], int]:
+def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], tag: str) -> tuple[dict[str, list[float]], int]:
     """Latencies of every trial that reported an early accuracy, from its bench.json, Optuna and the Job watch;
     each trial's times also go to ``<workdir>/trials-<run>.json``."""
     latencies: dict[str, list[float]] = {measure: [] for measure in MEASURES}
@@ -536,7 +618,7 @@ def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], label: str
             elif key in jobs.annotated:
                 latencies[CONTINUE_RECORDED].append(jobs.annotated[key] - reported)
     latencies[ANY_RECORDED] = latencies[CANCEL_RECORDED] + latencies[CONTINUE_RECORDED]
-    (cluster.workdir / f"trials-{label.split()[0].strip('()')}.json").write_text(json.dumps(details, indent=1))
+    (cluster.workdir / f"trials-{tag}.json").write_text(json.dumps(details, indent=1))
     return latencies, reported_trials
 
 
@@ -555,6 +637,12 @@ def print_run(result: RunResult) -> None:
         else:
             print(f"  {what:<45} n=0")
     print("  CPU-seconds: " + "; ".join(result.cpu))
+    top = sorted(result.requests.items(), key=lambda kv: -kv[1])[:6]
+    print(f"  API requests by the operator (audit log): {sum(result.requests.values())}, "
+          f"{result.requests_per_trial():.1f} per trial; " + ", ".join(f"{k} {v}" for k, v in top))  # fmt: skip
+    c = result.connections
+    print(f"  database connections, peak: operator's pool {c.get('ftstudy-operator', 0)}, its listener "
+          f"{c.get('ftstudy-operator-listen', 0)}, trainers {c.get('ftstudy-trainer', 0)}")  # fmt: skip
     for line in result.metrics:
         print(f"  operator's metrics: {line}")
 
@@ -568,11 +656,11 @@ def print_ratios(base: RunResult, many: RunResult) -> None:
                   f"p95 {percentile(b, 95) / percentile(a, 95):5.2f}")  # fmt: skip
 
 
-def print_memory(sampler: MemorySampler, studies: int) -> None:
+def print_memory(sampler: MemorySampler, studies: list[int]) -> None:
     idle = sampler.median("idle")
     print("operator memory (RSS of its process and children, sampled every 0.5 s):")
     print(f"  idle (leading, no study)          {idle / 1024:7.1f} MiB")
-    for phase, text in (("one", "peak with 1 study"), ("many", f"peak with {studies} studies")):
+    for phase, text in (("one", "peak with 1 study"), *((f"many-{n}", f"peak with {n} studies") for n in studies)):
         value = sampler.peak(phase)
         if value:
             print(f"  {text:<33} {value / 1024:7.1f} MiB   ratio to idle {value / idle:5.2f}")
@@ -605,9 +693,85 @@ def postgres_url() -> str:
     return subprocess.run([script, "start"], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
 
 
+@dataclass
+class ModeResult:
+    """The runs under one operator: polling only (``--no-notifications``) or woken by the trainers' NOTIFY."""
+
+    mode: str
+    base: RunResult
+    many: list[RunResult]  # one per --studies count
+    sampler: MemorySampler
+    problems: list[str]
+
+
+def run_mode(cluster: Cluster, api: ApiClient, jobs: JobWatch, bin_dir: Path, kubeconfig: Path,
+             args: argparse.Namespace, mode: str, writer: str, connections: ConnectionSampler
+             ) -> ModeResult:  # fmt: skip
+    """Start the operator in ``mode``, run (a) one study and (b) N studies for each N, deleting each run's studies
+    before the next, then stop the operator."""
+    tag = "poll" if mode == POLLING else "notify"
+    extra = ["--no-notifications"] if mode == POLLING else []
+    cluster.operator_log = cluster.workdir / f"operator-{tag}.log"
+    operator = cluster.start_operator(kubeconfig, args.poll_seconds, extra)
+    sampler = MemorySampler(operator.pid).start()
+    time.sleep(2.0)  # kopf's start-up (its first list of studies) is not idle time
+    sampler.phase = connections.phase = "idle"
+    time.sleep(IDLE_S)
+    sampler.phase = "one"
+    alone = f"{tag}-alone"
+    base = run_studies(cluster, api, jobs, bin_dir, f"{mode}, (a) 1 study", [alone], args.baseline_trials,
+                       args.parallelism, args.timeout, writer, f"{tag}-a", connections, args.trainer_poll)  # fmt: skip
+    many = []
+    for count in args.studies:
+        sampler.phase = connections.phase = "between"
+        cluster.kubectl("delete", "fts", "--all", "-n", cluster.namespace, "--wait=true", "--timeout=300s")
+        sampler.phase = f"many-{count}"
+        names_ = [f"{tag}-{count}-s{i:03d}" for i in range(1, count + 1)]
+        many.append(run_studies(cluster, api, jobs, bin_dir, f"{mode}, (b) {count} studies", names_, args.trials,
+                                args.parallelism, args.timeout, writer, f"{tag}-b{count}", connections,
+                                args.trainer_poll))  # fmt: skip
+    sampler.stop()
+    cluster.kubectl("delete", "fts", "--all", "-n", cluster.namespace, "--wait=true", "--timeout=300s")
+    cluster.stop_operator()
+    problems = operator_problems(cluster.operator_log.read_text(errors="replace"))
+    return ModeResult(mode, base, many, sampler, problems)
+
+
+def print_mode_ratios(polling: ModeResult, notified: ModeResult) -> None:
+    print("decision latency, notified / polling only (the same runs, the operator started without LISTEN):")
+    for a, b in zip([polling.base, *polling.many], [notified.base, *notified.many], strict=True):
+        for what in (ANY_RECORDED, CANCEL_DELETED):
+            x, y = a.latencies[what], b.latencies[what]
+            if x and y:
+                print(f"  {b.studies:>3} studies  {what:<40} p50 {percentile(y, 50):5.2f} s vs {percentile(x, 50):5.2f}"
+                      f" ({percentile(y, 50) / percentile(x, 50):4.2f})   p95 {percentile(y, 95):5.2f} s vs "
+                      f"{percentile(x, 95):5.2f} ({percentile(y, 95) / percentile(x, 95):4.2f})")  # fmt: skip
+
+
+def print_scale(result: ModeResult) -> None:
+    """The largest run against the first (b) run: what grows with the number of studies, per trial."""
+    first, last = result.many[0], result.many[-1]
+    rss = (result.sampler.peak(f"many-{last.studies}"), result.sampler.peak(f"many-{first.studies}"))
+    pool = (last.connections.get("ftstudy-operator", 0), first.connections.get("ftstudy-operator", 0))
+    listen = (last.connections.get("ftstudy-operator-listen", 0), first.connections.get("ftstudy-operator-listen", 0))
+    print(f"{result.mode}: {last.studies} studies / {first.studies} studies:")
+    print(f"  API requests per trial    {last.requests_per_trial():6.1f} vs {first.requests_per_trial():6.1f}"
+          f"   ratio {last.requests_per_trial() / max(first.requests_per_trial(), 1e-9):5.2f}")  # fmt: skip
+    print(f"  operator's DB connections {pool[0] + listen[0]:6d} vs {pool[1] + listen[1]:6d}"
+          f"   ratio {(pool[0] + listen[0]) / max(pool[1] + listen[1], 1):5.2f} (pool + listener, peak)")  # fmt: skip
+    print(f"  operator RSS peak         {rss[0] / 1024:6.1f} vs {rss[1] / 1024:6.1f} MiB   ratio "
+          f"{rss[0] / max(rss[1], 1):5.2f}")  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--studies", type=int, default=20, help="concurrent studies in the second run")
+    p.add_argument(
+        "--studies",
+        type=int,
+        nargs="+",
+        default=[20],
+        help="concurrent studies in run (b), one run each: `--studies 20 100` prints what grows from 20 to 100",
+    )
     p.add_argument("--trials", type=int, default=6, help="maxTrials of each of them")
     p.add_argument("--baseline-trials", type=int, default=16, help="maxTrials of the study that runs alone")
     p.add_argument("--parallelism", type=int, default=2)
@@ -615,11 +779,19 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds each run may take")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL (default: scripts/postgres.sh start)")
     p.add_argument("--optuna-trainer", action="store_true", help="trainers write through Optuna's RDBStorage")
+    p.add_argument("--only", choices=(POLLING, NOTIFIED), default=None, help="one mode instead of both")
+    p.add_argument(
+        "--trainer-poll",
+        type=float,
+        default=0.05,
+        help="seconds between the scripted trainers' reads "
+        "of their trial (latency is measured to within it; hundreds of trainers need more)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, artifacts)")
     args = p.parse_args()
 
     poll = args.poll_seconds if args.poll_seconds is not None else float(operator_defaults()["poll_seconds"])
-    gpus = args.studies * args.parallelism  # no trial waits for a GPU: the latency is the operator's
+    gpus = max(args.studies) * args.parallelism  # no trial waits for a GPU: the latency is the operator's
     node_gpus = {"bench-gpu-a": (gpus + 1) // 2, "bench-gpu-b": gpus // 2}
     writer = "optuna" if args.optuna_trainer else "sql"
     print(f"operator --poll-seconds {poll} ({'given' if args.poll_seconds is not None else 'its default'}); "
@@ -634,8 +806,9 @@ def main() -> int:
     api: ApiClient | None = None
     nodes: GpuNodes | None = None
     jobs: JobWatch | None = None
-    sampler: MemorySampler | None = None
-    all_studies: list[str] = []
+    connections: ConnectionSampler | None = None
+    results: list[ModeResult] = []
+    modes = [args.only] if args.only else [POLLING, NOTIFIED]
     ok = False
     try:
         plane.start()
@@ -643,41 +816,31 @@ def main() -> int:
         api = plane.api_client()
         nodes = GpuNodes(api, node_gpus, gpu_node_env(), workdir / "nodes").start()
         jobs = JobWatch(plane.api_client(), namespace).start()
-        operator = cluster.start_operator(kubeconfig, args.poll_seconds)
-        sampler = MemorySampler(operator.pid).start()
-        time.sleep(2.0)  # kopf's start-up (its first list of studies) is not idle time
-        sampler.phase = "idle"
-        time.sleep(IDLE_S)
+        connections = ConnectionSampler(storage).start()
+        for mode in modes:
+            results.append(run_mode(cluster, api, jobs, bin_dir, kubeconfig, args, mode, writer, connections))
 
-        sampler.phase = "one"
-        all_studies.append("alone")
-        base = run_studies(cluster, api, jobs, bin_dir, "(a) 1 study", ["alone"], args.baseline_trials,
-                           args.parallelism, args.timeout, writer)  # fmt: skip
-        sampler.phase = "between"
-        cluster.kubectl("delete", "fts", "alone", "-n", namespace, "--wait=true", "--timeout=60s")
-
-        sampler.phase = "many"
-        many_names = [f"s{i:02d}" for i in range(1, args.studies + 1)]
-        all_studies += many_names
-        many = run_studies(cluster, api, jobs, bin_dir, f"(b) {args.studies} studies", many_names, args.trials,
-                           args.parallelism, args.timeout, writer)  # fmt: skip
-        sampler.stop()
-
+        for result in results:
+            print(f"\n=== operator {result.mode} ===")
+            print_run(result.base)
+            for many in result.many:
+                print_run(many)
+                print_ratios(result.base, many)
+            print_memory(result.sampler, args.studies)
+            if len(result.many) > 1:
+                print_scale(result)
+            print(f"operator log: {len(result.problems)} warning/error lines")
+            for line in result.problems[:20]:
+                print(f"  {line[:300]}")
         print()
-        print_run(base)
-        print_run(many)
-        print_ratios(base, many)
-        print_memory(sampler, args.studies)
-        problems = operator_problems(cluster.operator_log.read_text(errors="replace"))
-        print(f"operator log: {len(problems)} warning/error lines")
-        for line in problems[:20]:
-            print(f"  {line[:300]}")
+        if len(results) == 2:
+            print_mode_ratios(results[0], results[1])
         if nodes.errors:
             print(f"simulated nodes: {len(nodes.errors)} errors, e.g. {nodes.errors[:3]}")
-        ok = all(p == "Succeeded" for run in (base, many) for p in run.phases.values())
+        ok = all(p == "Succeeded" for r in results for run in (r.base, *r.many) for p in run.phases.values())
     finally:
-        if sampler is not None:
-            sampler.stop()
+        if connections is not None:
+            connections.stop()
         cluster.stop_operator()
         if jobs is not None:
             jobs.stop()
@@ -686,9 +849,10 @@ def main() -> int:
         if api is not None:
             api.close()
         plane.stop()
-        for name in all_studies:  # the bench's Optuna records: best effort
-            with contextlib.suppress(Exception):
-                optuna.delete_study(study_name=names.optuna_study_name(namespace, name), storage=storage)
+        for result in results:  # the bench's Optuna records: best effort
+            for name in (*result.base.phases, *(n for run in result.many for n in run.phases)):
+                with contextlib.suppress(Exception):
+                    optuna.delete_study(study_name=names.optuna_study_name(namespace, name), storage=storage)
         if args.keep or not ok:
             print(f"work directory (logs, artifacts): {workdir}")
         else:

@@ -7,9 +7,10 @@ writes, in the same order:
 1. user attrs ``total_steps`` and ``early_step``; then a scripted "training to the early step" sleep; then user attrs
    ``early_accuracy`` and ``early_reported_at`` and, last, the intermediate value at the early step (the signal the
    operator acts on); the wall-clock time just after that write has committed is the moment the operator could
-   first see it;
-2. it polls its trial every ``POLL_S`` (50 ms) with one light query (trial state and the ``ftstudy:decision`` system
-   attribute), so the time it sees the decision is at most 50 ms late: PRUNED means cancelled (it exits 0, as the
+   first see it; then ``pg_notify``, as the trainer does (``ftstudy.notify``), which wakes the operator unless it
+   runs with ``--no-notifications``;
+2. it polls its trial every ``--poll-seconds`` (50 ms) with one light query (trial state and the ``ftstudy:decision``
+   system attribute), so the time it sees the decision is at most 50 ms late: PRUNED means cancelled (it exits 0, as the
    trainer does); ``continue``: it sleeps a scripted "rest of training", writes the final user attrs the engine
    needs (``outcome`` last) and exits 0;
 3. it writes what it timed to ``<output>/bench.json``, which ``bench/operator_latency.py`` reads from the trials'
@@ -43,12 +44,13 @@ from types import FrameType
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-POLL_S = 0.05
+POLL_S = 0.05  # the default of --poll-seconds
 GIVE_UP_S = 600.0
 TOTAL_STEPS = 100
 EARLY_STEP = 20
 STORAGE_ENV = "FTSTUDY_STORAGE_URL"
 DECISION = "ftstudy:decision"
+CHANNEL = "ftstudy_trials"  # ftstudy.notify.CHANNEL (this script imports nothing of ftstudy's: it starts fast)
 
 POLL_SQL = """
 SELECT t.state, a.value_json FROM trials t
@@ -64,6 +66,8 @@ class Writer(Protocol):
 
     def report_early(self, step: int, accuracy: float) -> None: ...
 
+    def notify(self) -> None: ...
+
     def connect(self) -> Any:
         """A DB-API connection in autocommit for polling."""
         ...
@@ -75,6 +79,7 @@ class SqlWriter:
     def __init__(self, url: str, study: str, trial: int) -> None:
         import psycopg2
 
+        self.study = study
         parts = urlsplit(url)
         if not parts.scheme.startswith("postgresql"):
             raise SystemExit(f"--writer sql speaks PostgreSQL only, not {parts.scheme}: use --writer optuna")
@@ -85,6 +90,7 @@ class SqlWriter:
             "password": unquote(parts.password or ""),
             "dbname": parts.path.lstrip("/"),
             "connect_timeout": 10,
+            "application_name": "ftstudy-trainer",  # as the trainer's: the bench counts connections by it
         }
         self._connect: Callable[[], Any] = lambda: psycopg2.connect(**self.params)
         self.connection = self._connect()
@@ -114,6 +120,8 @@ class SqlWriter:
                 "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json",
                 (self.trial_id, str(key), json.dumps(value)),
             )
+        if "outcome" in attrs:
+            self.notify()
 
     def report_early(self, step: int, accuracy: float) -> None:
         self._write(
@@ -122,6 +130,11 @@ class SqlWriter:
             "intermediate_value = EXCLUDED.intermediate_value, intermediate_value_type = 'FINITE'",
             (self.trial_id, step, accuracy),
         )
+
+    def notify(self) -> None:
+        """As the trainer does once a report is committed (``ftstudy.notify``): the operator wakes now."""
+        with self.connection, self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.study))
 
     def connect(self) -> Any:
         connection = self._connect()
@@ -143,7 +156,10 @@ class OptunaWriter:
         self.reporter.set_attrs(attrs)
 
     def report_early(self, step: int, accuracy: float) -> None:
-        self.reporter.report_early(step, accuracy)
+        self.reporter.report_early(step, accuracy)  # notifies too, as in the trainer
+
+    def notify(self) -> None:
+        """``report_early`` did."""
 
     def connect(self) -> Any:
         connection = self.reporter.storage.engine.raw_connection()
@@ -160,13 +176,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--writer", choices=("sql", "optuna"), default="sql")
     p.add_argument("--early-seconds", type=float, nargs=2, default=(1.0, 3.0), help="uniform range")
     p.add_argument("--rest-seconds", type=float, nargs=2, default=(0.5, 1.5), help="uniform range")
+    p.add_argument("--poll-seconds", type=float, default=POLL_S, help="how often it reads its trial's state")
     args, _ignored = p.parse_known_args(argv)  # every other trainer argument is accepted and ignored
     if not args.storage:
         p.error(f"no storage URL: give --storage or set ${STORAGE_ENV}")
     return args
 
 
-def wait_for_decision(writer: Writer) -> str | None:
+def wait_for_decision(writer: Writer, poll_seconds: float = POLL_S) -> str | None:
     """Poll the trial until the study decided: "cancel", "continue" (or "complete"/"fail"); None past GIVE_UP_S.
 
     One connection held open in autocommit: a poll is one round trip and ~0.1 ms of CPU, where SQLAlchemy's
@@ -176,7 +193,7 @@ def wait_for_decision(writer: Writer) -> str | None:
     deadline = time.monotonic() + GIVE_UP_S
     connection = None
     while time.monotonic() < deadline:
-        time.sleep(POLL_S)
+        time.sleep(poll_seconds)
         try:
             if connection is None:
                 connection = writer.connect()
@@ -237,9 +254,10 @@ def main(argv: list[str]) -> int:
     writer.report_early(EARLY_STEP, early)  # committed when it returns
     record["early_accuracy"] = early
     record["reported_at"] = time.time()
+    writer.notify()
     save()
 
-    seen = wait_for_decision(writer)
+    seen = wait_for_decision(writer, args.poll_seconds)
     record["seen_at"] = time.time()
     record["seen"] = seen or "nothing"
     save()

@@ -14,7 +14,8 @@
 #   scripts/postgres.sh crash    SIGKILL the server (a crash, not a shutdown), then start it again: crash recovery
 #
 # Settings (environment): FTSTUDY_PG_PORT (55432), FTSTUDY_PG_DIR (/var/tmp/ftstudy-postgres-$PORT: a place
-# the `postgres` account can reach when we run as root, which a home directory is not).
+# the `postgres` account can reach when we run as root, which a home directory is not), FTSTUDY_PG_MAX_CONNECTIONS
+# (200; read when the server starts: bench/operator_latency.py's 100-study run uses a second server with more).
 set -euo pipefail
 
 PORT="${FTSTUDY_PG_PORT:-55432}"
@@ -61,7 +62,7 @@ start() {
     fi
     # A unix socket directory we own: the Debian default (/var/run/postgresql) may not exist or be writable.
     as_owner "$bin/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w -t 60 \
-        -o "-h 127.0.0.1 -p $PORT -k $DIR -c max_connections=200 -c fsync=off" start >/dev/null
+        -o "-h 127.0.0.1 -p $PORT -k $DIR -c max_connections=${FTSTUDY_PG_MAX_CONNECTIONS:-200} -c fsync=off" start >/dev/null
     if ! as_owner "$bin/psql" -h "$DIR" -p "$PORT" -U postgres -tAc \
             "SELECT 1 FROM pg_roles WHERE rolname='$USER_NAME'" postgres | grep -q 1; then
         as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c \

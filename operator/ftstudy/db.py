@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def engine_kwargs(url: str, pool_size: int = 2) -> dict[str, Any]:
+def engine_kwargs(url: str, pool_size: int = 2, application: str = "ftstudy") -> dict[str, Any]:
+    """``application``: the connections' ``application_name`` on PostgreSQL, so that ``pg_stat_activity`` tells the
+    operator's connections from the trainers' (a DBA counting them, ``bench/operator_latency.py``)."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
-        kwargs.update(pool_size=pool_size, max_overflow=2, pool_timeout=30, connect_args={"connect_timeout": 10})
+        connect_args = {"connect_timeout": 10, "application_name": application}
+        kwargs.update(pool_size=pool_size, max_overflow=2, pool_timeout=30, connect_args=connect_args)
     elif url.startswith("sqlite"):
         kwargs.update(connect_args={"timeout": 60})
     return kwargs

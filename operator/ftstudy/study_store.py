@@ -25,6 +25,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ftstudy import optuna_internals
 from ftstudy.core import Decision, Phase
 from ftstudy.db import engine_kwargs
 from ftstudy.retry import RetryPolicy
@@ -80,7 +81,8 @@ class _ScoredSoFar:
     """A study as TPE should see it here: a RUNNING trial whose early accuracy is in already has its objective value
     (the early accuracy is the objective), so it reads as COMPLETE with that value. Without this, a continued or
     screened trial would teach TPE nothing until its trainer finished (or, with ``constant_liar``, count as a bad
-    guess), and screening, where every trial waits, would leave TPE blind for the whole study."""
+    guess), and screening, where every trial waits, would leave TPE blind for the whole study. (Samplers read a
+    study through its private ``_get_trials``: ``ftstudy.optuna_internals``.)"""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
@@ -134,8 +136,9 @@ def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     )
 
 
-def open_storage(url: str, retry: RetryPolicy, pool_size: int = 2) -> RDBStorage:
-    return retry.call("open the study storage", lambda: RDBStorage(url, engine_kwargs=engine_kwargs(url, pool_size)))
+def open_storage(url: str, retry: RetryPolicy, pool_size: int = 2, application: str = "ftstudy") -> RDBStorage:
+    kwargs = engine_kwargs(url, pool_size, application)
+    return retry.call("open the study storage", lambda: RDBStorage(url, engine_kwargs=kwargs))
 
 
 class StudyStore:
@@ -155,6 +158,7 @@ class StudyStore:
                 storage=self.storage, study_name=name, direction="maximize", sampler=sampler(spec), load_if_exists=True
             ),
         )
+        self.study_id: int = self._call("find the study", lambda: self.storage.get_study_id_from_name(name))
         self._check_search_space()
         self._trial_ids: dict[int, int] = {}
         self._finished: dict[int, FrozenTrial] = {}
@@ -167,7 +171,7 @@ class StudyStore:
     def _check_search_space(self) -> None:
         """A resumed study must search the space it started with, or its history would mislead the sampler."""
         wanted = json.dumps(self.spec.model_dump(mode="json", by_alias=True)["searchSpace"], sort_keys=True)
-        study_id = self.study._study_id
+        study_id = self.study_id
         attrs = self._call("read the study", lambda: self.storage.get_study_system_attrs(study_id))
         if SPEC not in attrs:
             self._call("record the search space", lambda: self.storage.set_study_system_attr(study_id, SPEC, wanted))
@@ -189,7 +193,7 @@ class StudyStore:
         mode = self.spec.promotion.mode
         recorded = attrs.get(MODE)
         if recorded is None:
-            study_id = self.study._study_id
+            study_id = self.study_id
             self._call("record the mode", lambda: self.storage.set_study_system_attr(study_id, MODE, mode))
         elif recorded != mode:
             raise StudyConflict(
@@ -206,15 +210,14 @@ class StudyStore:
         trials that were unfinished last time plus the new ones: the rows read per poll stay proportional to what
         runs, not to the study's history (optuna#3048, #4444).
         """
-        study_id = self.study._study_id
-        unfinished = {t._trial_id for t in self._unfinished}
+        unfinished = {optuna_internals.trial_id(t) for t in self._unfinished}
         fresh = self._call(
             "read the trials",
-            lambda: self.storage._get_trials(study_id, None, unfinished, self._max_trial_id),
+            lambda: optuna_internals.trials_since(self.storage, self.study_id, unfinished, self._max_trial_id),
         )
         self._unfinished = []
         for trial in fresh:
-            self._max_trial_id = max(self._max_trial_id, trial._trial_id)
+            self._max_trial_id = max(self._max_trial_id, optuna_internals.trial_id(trial))
             if trial.state.is_finished():
                 self._finished[trial.number] = trial
             else:
@@ -226,7 +229,7 @@ class StudyStore:
         if number not in self._trial_ids:
             self._trial_ids[number] = self._call(
                 "find a trial",
-                lambda: self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number),
+                lambda: self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number),
             )
         return self._trial_ids[number]
 
@@ -236,7 +239,7 @@ class StudyStore:
             params = dict(self.spec.baseline.params)
             self._call("enqueue the baseline", lambda: self.study.enqueue_trial(params, skip_if_exists=True))
         trial = self._call("ask for a trial", lambda: self.study.ask(self.distributions))
-        self._trial_ids[trial.number] = trial._trial_id
+        self._trial_ids[trial.number] = optuna_internals.trial_id(trial)
         return int(trial.number), dict(trial.params)
 
     def trial(self, number: int) -> FrozenTrial:

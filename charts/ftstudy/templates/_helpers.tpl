@@ -91,7 +91,7 @@ which says why each rule is needed). tests/test_chart.py renders the chart and c
   verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]

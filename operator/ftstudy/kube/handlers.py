@@ -5,6 +5,11 @@ with the operator down (or uninstalled) no study could be deleted. Here a study 
 spec asks the operator to delete its Optuna records (``cleanup.deleteStudyRecords``), the one thing that needs the
 operator at deletion time; its Jobs go through owner references either way. kopf still watches, lists every study
 at start-up (which is how a restarted operator adopts them), serves the liveness probe and logs in.
+
+A loop reconciles its study every ``--poll-seconds`` (``--unnotified-poll-seconds`` while its trainers' reports cannot
+wake it) and whenever something wakes it: a change of the study, an
+event of one of its Jobs (kopf watches the operator's Jobs), or a trainer's report (PostgreSQL NOTIFY,
+``ftstudy.notify``). The poll is the safety net for what a watch or a notification can miss.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ftstudy.kube import names
 from ftstudy.kube.api import Kube
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event
+from ftstudy.notify import Notifications
 from ftstudy.runner import Event
 from ftstudy.spec import SecretKeyRef
 
@@ -42,10 +48,13 @@ class Workers:
         kube: Kube,
         settings: Settings,
         metrics: OperatorMetrics = METRICS,
+        notifications: Notifications | None = None,
     ) -> None:
+        """``notifications``: trainers' reports, which wake a study's loop before its next poll (``ftstudy.notify``)."""
         self.kube = kube
         self.settings = settings
         self.metrics = metrics
+        self.notifications = notifications or Notifications(enabled=False)
         self.workers: dict[str, _Worker] = {}
         self.lock = threading.Lock()
 
@@ -65,6 +74,13 @@ class Workers:
             if body["metadata"].get("generation") != old_generation:
                 worker.wake.set()  # a spec change is acted on now, not at the next poll
 
+    def wake(self, uid: str) -> None:
+        """Reconcile the study now rather than at its next poll (one of its Jobs changed)."""
+        with self.lock:
+            worker = self.workers.get(uid)
+        if worker is not None:
+            worker.wake.set()
+
     def forget(self, uid: str) -> None:
         with self.lock:
             worker = self.workers.pop(uid, None)
@@ -80,11 +96,14 @@ class Workers:
             worker.wake.set()
         for worker in workers:
             worker.thread.join(timeout)
+        self.notifications.close()
 
     def _run(self, uid: str) -> None:
         with self.lock:
             body = self.workers[uid].body
+            wake = self.workers[uid].wake
         metadata = body["metadata"]
+        optuna_name = names.optuna_study_name(metadata["namespace"], metadata["name"])
         reconciler = StudyReconciler(
             self.kube,
             metadata["namespace"],
@@ -92,21 +111,24 @@ class Workers:
             uid,
             self.settings,
             metrics=self.metrics,
+            listen=lambda url: self.notifications.watch(url, optuna_name, wake.set),
+            listening=self.notifications.listening,
         )
         while True:
             with self.lock:
                 worker = self.workers.get(uid)
             if worker is None or worker.stop.is_set():
+                self.notifications.forget(optuna_name, wake.set)
                 reconciler.close()
                 self._forget_metrics(uid, metadata["namespace"], metadata["name"])
                 return
+            worker.wake.clear()  # before the pass: a report that lands during it wakes the next one at once
             try:
                 delay = reconciler.reconcile(worker.body)
             except Exception:  # a bug must not end the study's loop for good: log it and try again later
                 log.exception("reconciling %s/%s failed", metadata["namespace"], metadata["name"])
                 delay = 10.0
             worker.wake.wait(delay)
-            worker.wake.clear()
 
     def _forget_metrics(self, uid: str, namespace: str, name: str) -> None:
         """The study's loop ended (deleted, or the operator stops): remove its metric series, here in its own thread
@@ -131,6 +153,18 @@ def register(workers: Workers) -> None:
             workers.forget(data["metadata"]["uid"])
         else:
             workers.update(_plain(data))
+
+    @kopf.on.event("batch", "v1", "jobs", labels={names.MANAGED_BY: names.OPERATOR})
+    def job_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        """A trial's Job ended: its study acts now (a finished trial frees a slot for the next, a crashed one is
+        retried), not at its next poll. Only endings wake it: every other change of a Job (created, its pod
+        started, annotated by the operator itself) would cost a pass that decides nothing, and on a busy operator
+        those passes delay the ones that do. The poll stays, for what a watch can miss."""
+        uid = (body.get("metadata", {}).get("labels") or {}).get(names.STUDY_UID)
+        conditions = (body.get("status") or {}).get("conditions") or []
+        ended = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+        if uid and ended and event.get("type") != "DELETED":
+            workers.wake(str(uid))
 
     def wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:
         return bool((spec.get("cleanup") or {}).get("deleteStudyRecords"))

@@ -41,7 +41,7 @@ class SpecChanged(ValueError):
 def _recorded(store: StudyStore, key: str, value: str) -> str:
     """The study's value of ``key``, recording ``value`` first if it has none. Read again after writing, so that two
     writers (a replica that lost its lease an instant ago) end up agreeing on whichever was stored."""
-    study_id = store.study._study_id
+    study_id = store.study_id
     attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(study_id))
     if key not in attrs:
         store.retry.call("record the study", lambda: store.storage.set_study_system_attr(study_id, key, value))

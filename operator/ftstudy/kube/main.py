@@ -46,7 +46,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--identity", default=None, help="this replica's name in the Lease (default: hostname-pid)")
     p.add_argument("--liveness", default=None, help="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
-    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often each study is reconciled")
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=10.0,
+        help="how often each study is reconciled when nothing wakes it earlier (its trainers' reports and its Jobs "
+        "that end do): the safety net",
+    )
+    p.add_argument(
+        "--unnotified-poll-seconds",
+        type=float,
+        default=2.0,
+        help="at least this often while the study's reports cannot wake it (--no-notifications, a database other "
+        "than PostgreSQL, the listener reconnecting)",
+    )
+    p.add_argument(
+        "--no-notifications",
+        action="store_true",
+        help="do not LISTEN for trainers' reports on PostgreSQL (decide at the next poll only; for comparison)",
+    )
     p.add_argument("--stuck-seconds", type=float, default=120.0, help="a trial pod that cannot start fails after")
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
@@ -116,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from ftstudy.kube.metrics import METRICS
     from ftstudy.kube.policy import TrialPolicy
     from ftstudy.kube.reconciler import Settings
+    from ftstudy.notify import Notifications
 
     try:
         policy = TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret)
@@ -155,8 +174,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         METRICS.leader.set(1)
 
-    settings = Settings(poll_seconds=args.poll_seconds, stuck_seconds=args.stuck_seconds, policy=policy)
-    workers = Workers(kube, settings)
+    settings = Settings(poll_seconds=args.poll_seconds, unnotified_poll_seconds=args.unnotified_poll_seconds,
+                        stuck_seconds=args.stuck_seconds, policy=policy)  # fmt: skip
+    workers = Workers(kube, settings, notifications=Notifications(enabled=not args.no_notifications))
     register(workers)
 
     @kopf.on.startup()

@@ -19,8 +19,8 @@ RULES: list[dict[str, Any]] = [
     # check of the OwnerReferencesPermissionEnforcement admission plugin, not a request)
     {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies/finalizers"], "verbs": ["update"]},
     # one Job per trial attempt: created, listed, read before adopting one that exists, annotated with the decision,
-    # deleted on cancel
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    # deleted on cancel; watched (by kopf), so that a Job that ends wakes its study's loop
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # pods are only listed, for exit codes and for why a pod cannot start
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     # the study's storage URL; read-only, one named Secret at a time (the trial policy's storageSecrets)

@@ -52,7 +52,11 @@ STORAGE_REASONS = ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", 
 
 @dataclass
 class Settings:
-    poll_seconds: float = 2.0
+    # A study is reconciled this often when nothing wakes it earlier; reports (PostgreSQL NOTIFY) and Jobs that end
+    # do, so this is the safety net. While its reports cannot wake it (no listener: notifications off, not
+    # PostgreSQL, the listener reconnecting) it is reconciled at least every unnotified_poll_seconds.
+    poll_seconds: float = 10.0
+    unnotified_poll_seconds: float = 2.0
     idle_seconds: float = 30.0  # a finished study is looked at this often (a raised maxTrials resumes it)
     storage_retry_seconds: float = 15.0  # per call; past it the reconcile ends and the next one tries again
     stuck_seconds: float = 120.0
@@ -100,7 +104,8 @@ def shared_storage(url: str, retry: RetryPolicy) -> RDBStorage:
             storage, users = _storages[url]
             _storages[url] = (storage, users + 1)
             return storage
-    storage = open_storage(url, retry, pool_size=STORAGE_POOL_SIZE)  # outside the lock: it may retry for a while
+    # outside the lock: it may retry for a while
+    storage = open_storage(url, retry, pool_size=STORAGE_POOL_SIZE, application="ftstudy-operator")
     with _storages_lock:
         if url in _storages:  # opened meanwhile by another study's loop: use that one
             shared, users = _storages[url]
@@ -142,6 +147,8 @@ class StudyReconciler:
     events: list[Event] = field(default_factory=list)
     metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
     trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
+    listen: Callable[[str], None] = lambda url: None  # the study's storage is open at url: wake on its reports
+    listening: Callable[[str], bool] = lambda url: False  # is a listener on url connected now?
 
     @property
     def status_path(self) -> str:
@@ -164,7 +171,7 @@ class StudyReconciler:
             built.engine.step()
             self._write(built, generation, body)
             self.last_problem = None
-            return self.settings.poll_seconds
+            return self.next_poll(built.url)
         except spec.SpecError as error:
             self._problem(body, generation, Problem("InvalidSpec", str(error), permanent=True))
         except StudyConflict as error:
@@ -194,7 +201,14 @@ class StudyReconciler:
         finally:
             self._post_events(body)
             self.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
-        return max(self.settings.poll_seconds, 5.0)
+        return max(min(self.settings.poll_seconds, self.settings.unnotified_poll_seconds), 5.0)
+
+    def next_poll(self, url: str) -> float:
+        """Seconds to the next pass if nothing wakes the loop earlier: the slow safety net while the study's reports
+        can wake it, the faster poll while they cannot."""
+        if self.listening(url):
+            return self.settings.poll_seconds
+        return min(self.settings.poll_seconds, self.settings.unnotified_poll_seconds)
 
     def _build(self, study: spec.FineTuneStudy, generation: int) -> _Built:
         if study.spec.storage is None:
@@ -265,6 +279,7 @@ class StudyReconciler:
         )
         self.close()  # the previous generation's, or another URL's (a rotated Secret)
         self.built = _Built(generation, url, engine, store)
+        self.listen(url)
         return self.built
 
     def close(self) -> None:
@@ -282,7 +297,7 @@ class StudyReconciler:
             found = store.retry.call("find the study", lambda: store.storage.get_study_id_from_name(store.name))
         except KeyError:
             return True
-        return bool(found != store.study._study_id)
+        return bool(found != store.study_id)
 
     def _write(self, built: _Built, generation: int, body: dict[str, Any]) -> None:
         now = self.clock()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ftstudy.db import engine_kwargs
+from ftstudy.notify import notify
 from ftstudy.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,13 @@ class OptunaReporter:
         from optuna.storages import RDBStorage
 
         self.retry = retry
+        self.study_name = study_name
         self.defaults = dict(defaults or {})
         self._trial_state = optuna.trial.TrialState
         # A trainer needs one connection; pre-ping replaces connections a database restart has broken.
+        kwargs = engine_kwargs(url, pool_size=1, application="ftstudy-trainer")
         self.storage = retry.call(
-            "open the study storage",
-            lambda: RDBStorage(url, engine_kwargs=engine_kwargs(url, pool_size=1), skip_table_creation=True),
+            "open the study storage", lambda: RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=True)
         )
         try:
             study_id = retry.call("find the study", lambda: self.storage.get_study_id_from_name(study_name))
@@ -123,10 +125,13 @@ class OptunaReporter:
             "report the early accuracy",
             lambda: self.storage.set_trial_intermediate_value(self.trial_id, step, accuracy),
         )
+        notify(self.storage.engine, self.study_name)  # committed: the operator decides now, not at its next poll
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():
             self._set_attr(str(key), value)
+        if UserAttr.OUTCOME.value in attrs:  # the trial's result is in (or its failure reason)
+            notify(self.storage.engine, self.study_name)
 
     def _set_attr(self, key: str, value: Any) -> None:
         self.retry.call(f"record {key}", lambda: self.storage.set_trial_user_attr(self.trial_id, key, value))
