@@ -1,4 +1,5 @@
-"""The operator's decision latency and memory, on a real control plane, with 1 study and with 20 at once.
+"""The operator's decision latency, memory, API requests and database connections, on a real control plane, with 1
+study and with 20 (or more) at once, polling only and woken by the trainers' reports.
 
 What runs: the control plane of the operator tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler on
 loopback; ``tests/cluster``), two simulated GPU nodes with a GPU for every trial that may run at once (a stand-in
@@ -6,8 +7,8 @@ kubelet running pods as local processes), the project's PostgreSQL, and the oper
 (``python -m ftstudy.cli operator``) under a ServiceAccount bound to exactly ``ftstudy.kube.rbac``, as in
 ``tests/test_operator.py``, at its default ``--poll-seconds`` unless told otherwise. Trials run
 ``bench/scripted_trainer.py`` instead of the trainer: the same rows written in the same order (early accuracy, then
-the intermediate value; after a continue the final user attrs, ``outcome`` last), sleeps instead of training, and
-it records when it reported and when it saw the decision.
+the intermediate value, then ``NOTIFY``; after a continue the final user attrs, ``outcome`` last), sleeps instead of
+training, and it records when it reported and when it saw the decision.
 
 Decision latency, from the moment the early accuracy is committed to the database (the trainer's clock, just after
 the write returns), to:
@@ -23,21 +24,27 @@ with the same spec (``maxTrials`` 6, ``parallelism`` 2, ``topK`` k=2); the basel
 percentiles rest on more than a handful of decisions. Both runs are made twice, each time under a fresh operator:
 first polling only (``--no-notifications``), then woken by the trainers' ``NOTIFY`` (``ftstudy.notify``; the
 default). Printed: p50 and p95 of each measure, (b)/(a), and notified/polling; each trial's times go to
-``trials-<poll|notify>-<a|b>.json`` in the work directory (kept with ``--keep``).
+``trials-<poll|notify>-<a|bN>.json`` in the work directory (kept with ``--keep``). ``--studies 20 100`` makes one
+(b) run per count and prints the largest against the first: API requests per trial, the operator's database
+connections (its pool and its listener), its peak RSS.
 
 Memory: the operator's RSS (VmRSS of its process and any children) sampled every 0.5 s: idle (operator leading, no
 study), peak during (a), peak during (b), each against idle. CPU: what the machine, the operator, the control plane,
 PostgreSQL, the trainers and this harness used during each run; the rest is other work on the machine, which on a
-shared 2-core machine decides much of the latency.
+shared 2-core machine decides much of the latency. API requests: the operator's ServiceAccount's, from the API
+server's audit log, by verb and resource. Database connections: ``pg_stat_activity`` by ``application_name``, the
+peak of each kind during each run.
 
     .venv/bin/python bench/operator_latency.py
     .venv/bin/python bench/operator_latency.py --studies 5 --poll-seconds 0.5
     .venv/bin/python bench/operator_latency.py --optuna-trainer    # trainers write through Optuna's RDBStorage
     .venv/bin/python bench/operator_latency.py --only notified     # one operator mode instead of both
+    # 100 studies: 200 trainers at once need more connections than the test server's 200, so a second server
+    FTSTUDY_PG_PORT=55433 FTSTUDY_PG_MAX_CONNECTIONS=800 scripts/postgres.sh start
+    .venv/bin/python bench/operator_latency.py --only notified --studies 20 100 --trainer-poll 0.5 --timeout 1200 \
+        --storage postgresql+psycopg2://ftstudy:ftstudy@127.0.0.1:55433/ftstudy
 
-Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end. API request
-counts are not measured (the control plane's audit log records ServiceAccounts' requests now, for tests/test_rbac.py;
-this bench does not read it).
+Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 STORAGE_POOL_SIZE = 8  # connections per database for all the studies of one operator (plus 2 overflow)
 _storages: dict[str, tuple[RDBStorage, int]] = {}  # url -> (its storage, how many reconcilers use it)
 _storages_lock = threading.Lock()
+_opening: dict[str, threading.Lock] = {}  # url -> held while that URL's pool is being opened
 
 STATUS_REFRESH_SECONDS = 30.0  # GPU seconds tick up all the time; other changes are written at once
 STORAGE_REASONS = ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden", "StorageURLInvalid")
@@ -100,21 +101,20 @@ def shared_storage(url: str, retry: RetryPolicy) -> RDBStorage:
     eighty connections (PostgreSQL's default limit is a hundred, for everything that uses the server). Each call
     counts a user of the pool; ``release_storage`` ends that use."""
     with _storages_lock:
-        if url in _storages:
-            storage, users = _storages[url]
-            _storages[url] = (storage, users + 1)
-            return storage
-    # outside the lock: it may retry for a while
-    storage = open_storage(url, retry, pool_size=STORAGE_POOL_SIZE, application="ftstudy-operator")
-    with _storages_lock:
-        if url in _storages:  # opened meanwhile by another study's loop: use that one
-            shared, users = _storages[url]
-            _storages[url] = (shared, users + 1)
-        else:
-            shared, _storages[url] = storage, (storage, 1)
-    if shared is not storage:
-        storage.engine.dispose()
-    return shared
+        opening = _opening.setdefault(url, threading.Lock())
+    # One opening per URL at a time: a hundred studies starting together would otherwise each open (and then drop)
+    # a pool of their own, a burst of connections (measured: 70) that a small max_connections refuses. Not under
+    # _storages_lock, since opening may retry for a while and other databases' studies must not wait for it.
+    with opening:
+        with _storages_lock:
+            if url in _storages:
+                storage, users = _storages[url]
+                _storages[url] = (storage, users + 1)
+                return storage
+        storage = open_storage(url, retry, pool_size=STORAGE_POOL_SIZE, application="ftstudy-operator")
+        with _storages_lock:
+            _storages[url] = (storage, 1)
+        return storage
 
 
 def release_storage(url: str) -> None:
