@@ -2,10 +2,15 @@
 
 Both run in this process, one after the other, on the same base model, the same encoded examples (same prompts,
 same loss mask), the same LoRA config, batch size, optimiser and number of steps. Only the training steps are
-timed (no evaluation, no checkpointing), after a warm-up. The output is samples/second for each and their ratio.
+timed (no evaluation, no checkpointing), after a warm-up. The output is samples/second for each and their ratio,
+and, to show that both trained the model as well, the mean training loss of each run and the answer loss of each
+trained model on the same 64 validation examples (the mean training loss over a short run depends on which
+examples came first, so the validation loss is the comparison that counts).
 
     .venv/bin/python bench/trainer_throughput.py                   # tiny model, CPU: seconds
     .venv/bin/python bench/trainer_throughput.py --model smollm2   # the real model (use a GPU if you have one)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/trainer_throughput.py --model mini --max-seq-len 512 --batch-size 8 \
+        --steps 20 --group-by-length                               # ftstudy's batches grouped by length
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ftstudy.task.generator import SplitSizes, write_dataset
 from ftstudy.task.preprocess import PreprocessConfig
 from ftstudy.trainer.config import TARGET_MODULES, Hyperparameters
 from ftstudy.trainer.encoding import IGNORE, Encoded, Encoder, answer_token_budget
-from ftstudy.trainer.evaluate import accuracy
+from ftstudy.trainer.evaluate import accuracy, eval_loss
 from ftstudy.trainer.model import load_model
 from ftstudy.trainer.run import batch_stream, train_step
 
@@ -44,22 +49,24 @@ def lora(model: Any, hp: Hyperparameters) -> Any:
     return get_peft_model(model, config)
 
 
-def run_ours(args: argparse.Namespace, items: list[Encoded], hp: Hyperparameters) -> float:
+def run_ours(args: argparse.Namespace, items: list[Encoded], hp: Hyperparameters) -> tuple[float, float]:
+    """Samples per second over the timed steps, and the mean loss over every step (as HF's ``training_loss``)."""
     loaded = load_model(args.model, args.device, seed=0)
     model = lora(loaded.model, hp)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=args.steps + args.warmup)
-    batches = batch_stream(items, hp.batch_size, 0)
+    batches = batch_stream(items, hp.batch_size, 0, group_by_length=args.group_by_length)
     pad = loaded.tokenizer.pad_token_id
-    for _ in range(args.warmup):
-        train_step(model, batches, hp, optimizer, scheduler, pad, loaded.device)
+    losses = [train_step(model, batches, hp, optimizer, scheduler, pad, loaded.device) for _ in range(args.warmup)]
     _sync(loaded.device)
     started = time.perf_counter()
     for _ in range(args.steps):
-        train_step(model, batches, hp, optimizer, scheduler, pad, loaded.device)
+        losses.append(train_step(model, batches, hp, optimizer, scheduler, pad, loaded.device))
     _sync(loaded.device)
-    return args.steps * hp.batch_size / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    args.ours_validation_loss = eval_loss(model, args.validation, 16, pad, loaded.device)
+    return args.steps * hp.batch_size / seconds, sum(losses) / len(losses)
 
 
 class _Collator:
@@ -101,7 +108,7 @@ class _Timer:
         self.started = self.ended = 0.0
 
 
-def run_hf(args: argparse.Namespace, items: list[Encoded], hp: Hyperparameters) -> float:
+def run_hf(args: argparse.Namespace, items: list[Encoded], hp: Hyperparameters) -> tuple[float, float]:
     loaded = load_model(args.model, args.device, seed=0)
     model = lora(loaded.model, hp)
     rows = [{"input_ids": i.prompt + i.answer, "labels": [IGNORE] * len(i.prompt) + i.answer} for i in items]
@@ -132,8 +139,9 @@ def run_hf(args: argparse.Namespace, items: list[Encoded], hp: Hyperparameters) 
             data_collator=_Collator(loaded.tokenizer.pad_token_id),
             callbacks=[timer.callback],
         )
-        trainer.train()
-    return args.steps * hp.batch_size / (timer.ended - timer.started)
+        output = trainer.train()
+    args.hf_validation_loss = eval_loss(model, args.validation, 16, loaded.tokenizer.pad_token_id, loaded.device)
+    return args.steps * hp.batch_size / (timer.ended - timer.started), float(output.training_loss)
 
 
 def _sync(device: torch.device) -> None:
@@ -151,13 +159,14 @@ def main() -> None:
     p.add_argument("--max-seq-len", type=int, default=1024)
     p.add_argument("--data", type=Path, default=None, help="dataset directory (default: generate one)")
     p.add_argument("--accuracy", action="store_true", help="also score the base model before fine-tuning")
+    p.add_argument("--group-by-length", action="store_true", help="ftstudy's batches grouped by length (less padding)")
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp)
         if args.data is None:
-            write_dataset(data, seed=0, sizes=SplitSizes(train=256, validation=32, test=8, independent_test=8))
+            write_dataset(data, seed=0, sizes=SplitSizes(train=256, validation=64, test=8, independent_test=8))
         train = load_jsonl(data / "train.jsonl", DEFAULT_ATTRIBUTES)
         tokenizer = load_model(args.model, "cpu").tokenizer
         encoder = Encoder(
@@ -168,12 +177,18 @@ def main() -> None:
             PreprocessConfig(),
         )
         items = [encoder.encode(e) for e in train]
+        args.validation = [encoder.encode(e) for e in load_jsonl(data / "validation.jsonl", DEFAULT_ATTRIBUTES)[:64]]
         hp = Hyperparameters(batch_size=args.batch_size, lora_dropout=0.0)
-        baseline = run_hf(args, items, hp)
-        ours = run_ours(args, items, hp)
-        print(f"model={args.model} batch={hp.batch_size} steps={args.steps} max_seq_len={args.max_seq_len}")
-        print(f"hf_trainer_samples_per_s={baseline:.2f}")
-        print(f"ftstudy_samples_per_s={ours:.2f}")
+        baseline, baseline_loss = run_hf(args, items, hp)
+        ours, ours_loss = run_ours(args, items, hp)
+        lengths = [len(i.prompt) + len(i.answer) for i in items]
+        print(f"model={args.model} batch={hp.batch_size} steps={args.steps} max_seq_len={args.max_seq_len} "
+              f"group_by_length={args.group_by_length} tokens per example: mean {sum(lengths) / len(lengths):.0f}, "
+              f"max {max(lengths)}")  # fmt: skip
+        print(f"hf_trainer_samples_per_s={baseline:.2f} mean_loss={baseline_loss:.4f} "
+              f"validation_loss={args.hf_validation_loss:.4f}")  # fmt: skip
+        print(f"ftstudy_samples_per_s={ours:.2f} mean_loss={ours_loss:.4f} "
+              f"validation_loss={args.ours_validation_loss:.4f}")  # fmt: skip
         print(f"ratio_ftstudy_over_hf={ours / baseline:.3f}")
         if args.accuracy:
             loaded = load_model(args.model, args.device)

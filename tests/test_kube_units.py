@@ -18,7 +18,7 @@ from ftstudy.core import Process
 from ftstudy.executor import TrialProcess
 from ftstudy.kube import jobs, names
 from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
-from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity, trial_key
+from ftstudy.kube.identity import MEANING, SpecChanged, check_unchanged, meaning, study_identity, trial_key
 from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
 from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.retry import RetryPolicy
@@ -135,6 +135,21 @@ def test_the_optuna_study_has_one_identity_and_a_frozen_meaning(private_database
     changed = study(training={"hyperparameters": {"weight_decay": 0.1}}, model="smollm2")
     with pytest.raises(SpecChanged, match=r"spec.model, spec.training changed after the study started"):
         check_unchanged(again, changed.spec)
+
+
+def test_a_field_added_by_an_upgrade_at_its_default_does_not_change_a_studys_meaning(
+    private_database: PrivateDatabase,
+) -> None:
+    """A study recorded by an older operator lacks fields added since (training.groupByLength): at their defaults
+    they change nothing, so the upgraded operator goes on with it; set otherwise, they are a change like any."""
+    first = study()
+    store = StudyStore(private_database.url, "ml.older", first.spec, RetryPolicy(deadline_seconds=10))
+    older = meaning(first.spec)
+    del older["training"]["groupByLength"]
+    store.storage.set_study_system_attr(store.study_id, MEANING, json.dumps(older, sort_keys=True))
+    check_unchanged(store, study().spec)
+    with pytest.raises(SpecChanged, match=r"spec\.training changed"):
+        check_unchanged(store, study(training={"groupByLength": True}).spec)
 
 
 def test_a_study_keeps_the_promotion_mode_it_started_with(private_database: PrivateDatabase) -> None:

@@ -328,3 +328,33 @@ def test_zero_samples_score_the_base_model_and_extra_points_are_recorded(
     assert set(attrs[UserAttr.ACCURACY_AT_STEP]) == {"1", "5"}
     assert 0 < attrs[UserAttr.EVAL_SECONDS] < attrs[UserAttr.TRAIN_SECONDS]
     assert attrs[UserAttr.TRAIN_EXAMPLES] == 64
+
+
+def test_batches_grouped_by_length_cover_the_epoch_with_less_padding() -> None:
+    """The same examples once per epoch, in batches of similar lengths (less padding to compute), still in a random
+    order fixed by the seed; without grouping, the stream is the plain shuffled one."""
+    import random
+
+    import torch
+
+    from ftstudy.trainer.encoding import Encoded
+    from ftstudy.trainer.run import batch_stream
+
+    rng = random.Random(0)
+    items = [Encoded(prompt=[1] * rng.randint(50, 450), answer=[2] * 10) for _ in range(200)]
+
+    def epoch(grouped: bool, seed: int = 3) -> list[list[Encoded]]:
+        stream = batch_stream(items, 8, seed, group_by_length=grouped)
+        return [next(stream) for _ in range(len(items) // 8)]
+
+    def padding(batches: list[list[Encoded]]) -> int:
+        return sum(max(len(e.prompt) for e in b) * len(b) - sum(len(e.prompt) for e in b) for b in batches)
+
+    grouped, plain = epoch(True), epoch(False)
+    assert sorted(id(e) for b in grouped for e in b) == sorted(id(e) for e in items)
+    assert padding(grouped) < padding(plain) / 5, (padding(grouped), padding(plain))
+    assert [[id(e) for e in b] for b in grouped] == [[id(e) for e in b] for b in epoch(True)], "fixed by the seed"
+    lengths = [len(b[0].prompt) for b in grouped]
+    assert lengths != sorted(lengths) and lengths != sorted(lengths, reverse=True), "batches still come shuffled"
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(3)).tolist()
+    assert [id(e) for b in plain for e in b] == [id(items[i]) for i in order], "ungrouped: the plain shuffle"

@@ -12,10 +12,13 @@ from typing import Any
 
 def engine_kwargs(url: str, pool_size: int = 2, application: str = "ftstudy") -> dict[str, Any]:
     """``application``: the connections' ``application_name`` on PostgreSQL, so that ``pg_stat_activity`` tells the
-    operator's connections from the trainers' (a DBA counting them, ``bench/operator_latency.py``)."""
+    operator's connections from the trainers' (a DBA counting them, ``bench/operator_latency.py``), unless the URL
+    names one itself (``?application_name=...``), which wins."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
-        connect_args = {"connect_timeout": 10, "application_name": application}
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        if "application_name=" not in url.partition("?")[2]:
+            connect_args["application_name"] = application
         kwargs.update(pool_size=pool_size, max_overflow=2, pool_timeout=30, connect_args=connect_args)
     elif url.startswith("sqlite"):
         kwargs.update(connect_args={"timeout": 60})

@@ -162,6 +162,11 @@ class Training(_Model):
     eval_batch_size: int = Field(default=16, ge=1)
     check_every: int = Field(default=5, ge=1)
     seed: int = 0
+    group_by_length: bool = Field(
+        default=False,
+        description="batch examples of similar length together (less padding to compute; the batches' order stays "
+        "random): faster training, a different data order than without",
+    )
     hyperparameters: dict[str, float | int | str] = Field(
         default_factory=dict, description="fixed hyperparameters for every trial; searched ones override them"
     )

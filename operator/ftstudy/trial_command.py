@@ -52,6 +52,8 @@ def trainer_args(
         args += ["--min-steps", str(t.min_steps)]
     if t.extra_eval_fractions:
         args += ["--extra-eval-fractions", ",".join(str(f) for f in t.extra_eval_fractions)]
+    if t.group_by_length:
+        args += ["--group-by-length"]
     if number == 0:
         args += ["--score-base-model"]
     if stage != "full":

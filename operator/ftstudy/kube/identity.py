@@ -25,7 +25,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from ftstudy.spec import StudySpec
+from ftstudy.spec import Promotion, StudySpec, Training
 from ftstudy.study_store import StudyStore
 
 IDENTITY = "ftstudy:identity"
@@ -58,11 +58,27 @@ def meaning(spec: StudySpec) -> dict[str, Any]:
     return {name: document[name] for name in FROZEN_FIELDS}
 
 
+# Sections whose fields a newer version may add, with a default that keeps the old behaviour.
+_DEFAULTS = {"training": Training, "promotion": Promotion}
+
+
+def _same(name: str, recorded: Any, wanted: Any) -> bool:
+    """Equal, or equal but for fields a newer version added since the record was made, each at its default: an
+    upgrade of the operator must not stop every running study."""
+    if recorded == wanted or name not in _DEFAULTS or not isinstance(recorded, dict) or not isinstance(wanted, dict):
+        return bool(recorded == wanted)
+    defaults = _DEFAULTS[name]().model_dump(mode="json", by_alias=True)
+    added = {key for key in wanted if key not in recorded}
+    return all(wanted[key] == defaults.get(key) for key in added) and all(
+        recorded[key] == wanted.get(key) for key in recorded
+    )
+
+
 def check_unchanged(store: StudyStore, spec: StudySpec) -> None:
     """Raise ``SpecChanged`` naming each frozen field that differs from the recorded one."""
     wanted = meaning(spec)
     recorded = json.loads(_recorded(store, MEANING, json.dumps(wanted, sort_keys=True)))
-    changed = [name for name in FROZEN_FIELDS if name in recorded and recorded[name] != wanted[name]]
+    changed = [name for name in FROZEN_FIELDS if name in recorded and not _same(name, recorded[name], wanted[name])]
     if changed:
         fields = ", ".join(f"spec.{name}" for name in changed)
         raise SpecChanged(

@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
         "resume: continue a screened trial from its checkpoint in --output to the end; forget: delete the "
         "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume)",
     )
+    p.add_argument(
+        "--group-by-length", action="store_true", help="batch training examples of similar length (less padding)"
+    )
     p.add_argument("--eval-samples", type=int, default=100, help="validation examples scored")
     p.add_argument("--test-samples", type=int, default=100, help="test and independent-test examples scored")
     p.add_argument("--eval-batch-size", type=int, default=16)
@@ -134,6 +137,7 @@ def _settings(args: argparse.Namespace) -> Any:
         eval_samples=args.eval_samples,
         test_samples=args.test_samples,
         eval_batch_size=args.eval_batch_size,
+        group_by_length=args.group_by_length,
         check_every=args.check_every,
         seed=args.seed,
         device=args.device,

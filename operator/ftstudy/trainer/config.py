@@ -109,6 +109,7 @@ class RunSettings:
     eval_samples: int | None = 100
     test_samples: int | None = 100
     eval_batch_size: int = 16
+    group_by_length: bool = False  # batches of similar lengths (``ftstudy.trainer.run.batch_stream``)
     eval_loss_points: int = 10
     check_every: int = 5
     seed: int = 0

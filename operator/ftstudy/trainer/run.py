@@ -82,21 +82,42 @@ def save_adapter(model: Any, target: Path) -> None:
     replace_directory(tmp, target)
 
 
-def batch_stream(items: list[Encoded], batch_size: int, seed: int, skip: int = 0) -> Iterator[list[Encoded]]:
+GROUP_BATCHES = 16  # group_by_length: micro-batches' worth of the shuffled order sorted together
+
+
+def batch_stream(
+    items: list[Encoded], batch_size: int, seed: int, skip: int = 0, group_by_length: bool = False
+) -> Iterator[list[Encoded]]:
     """An endless stream of shuffled micro-batches, reshuffled each epoch, fixed by the seed.
 
     ``batch_size`` must not exceed ``len(items)``; a last partial batch of an epoch is dropped, so every step
     sees the same number of examples. ``skip``: start after that many micro-batches (a resumed trial's data-order
     position); the epochs' permutations are still drawn, so the order after the skip is the uninterrupted one.
+    ``group_by_length``: a batch is padded to its longest example, so each run of ``GROUP_BATCHES`` batches of the
+    shuffled order is sorted by length before it is cut, and the epoch's batches are then shuffled: examples of
+    similar length share a batch (less padding to compute), which batches come when stays random.
     """
     generator = torch.Generator().manual_seed(seed)
     while True:
         order = torch.randperm(len(items), generator=generator).tolist()
-        for start in range(0, len(order) - batch_size + 1, batch_size):
+        usable = len(order) - len(order) % batch_size
+        batches = [order[start : start + batch_size] for start in range(0, usable, batch_size)]
+        if group_by_length:
+            batches = _grouped(order[:usable], items, batch_size, generator)
+        for batch in batches:
             if skip:
                 skip -= 1
                 continue
-            yield [items[i] for i in order[start : start + batch_size]]
+            yield [items[i] for i in batch]
+
+
+def _grouped(order: list[int], items: list[Encoded], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    span = batch_size * GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: len(items[i].prompt) + len(items[i].answer))
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def train_step(
@@ -251,6 +272,8 @@ class Trainer:
         )
         identity = {"hyperparameters": asdict(hp), "total_steps": total, "early_step": early, "model": s.model,
                     "train_examples": len(train_items), "seed": s.seed}  # fmt: skip
+        if s.group_by_length:  # the data order: a checkpoint written without it must not resume with it
+            identity["group_by_length"] = True
         progress = Progress()
         if s.stage == "resume":
             progress = self._resume(model, optimizer, scheduler, identity)
@@ -280,7 +303,7 @@ class Trainer:
         )
 
         micro = min(hp.batch_size, len(train_items))
-        batches = batch_stream(train_items, micro, s.seed, skip=progress.step * hp.grad_accum)
+        batches = batch_stream(train_items, micro, s.seed, progress.step * hp.grad_accum, s.group_by_length)
         best_loss, best_loss_step = progress.best_loss, progress.best_loss_step
         early_reported = progress.step >= early
         for step in range(progress.step + 1, total + 1):
