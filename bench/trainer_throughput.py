@@ -181,7 +181,7 @@ def main() -> None:
         hp = Hyperparameters(batch_size=args.batch_size, lora_dropout=0.0)
         baseline, baseline_loss = run_hf(args, items, hp)
         ours, ours_loss = run_ours(args, items, hp)
-        lengths = [len(i.prompt) + len(i.answer) for i in items]
+        lengths = [len(i) for i in items]
         print(f"model={args.model} batch={hp.batch_size} steps={args.steps} max_seq_len={args.max_seq_len} "
               f"group_by_length={args.group_by_length} tokens per example: mean {sum(lengths) / len(lengths):.0f}, "
               f"max {max(lengths)}")  # fmt: skip

@@ -193,14 +193,12 @@ class StudyStore:
         mode = self.spec.promotion.mode
         recorded = attrs.get(MODE)
         if recorded is None:
-            study_id = self.study_id
-            self._call("record the mode", lambda: self.storage.set_study_system_attr(study_id, MODE, mode))
+            self._call("record the mode", lambda: self.storage.set_study_system_attr(self.study_id, MODE, mode))
         elif recorded != mode:
             raise StudyConflict(
                 f"study {self.name!r} was started with promotion.mode {recorded}, and this spec asks for {mode} "
                 "(a spec that names no mode gets screen, the default; it used to be online); a study's mode cannot "
-                f"change: set promotion.mode: "
-                f"{recorded} to go on with it, or use a new study name"
+                f"change: set promotion.mode: {recorded} to go on with it, or use a new study name"
             )
 
     def trials(self) -> list[FrozenTrial]:

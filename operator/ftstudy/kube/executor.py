@@ -71,6 +71,11 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
+def job_ended(job: dict[str, Any]) -> bool:
+    """The Job controller has marked the Job Complete or Failed."""
+    return bool(_condition(job, "Complete") or _condition(job, "Failed"))
+
+
 def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     for status in pod.get("status", {}).get("containerStatuses") or []:
         state = status.get("state", {})
@@ -344,7 +349,7 @@ class JobExecutor:
             own = by_job.get(job["metadata"]["name"], [])
             created = parse_api_time(job["metadata"].get("creationTimestamp"))
             failed_create = None
-            unfinished = not (_condition(job, "Complete") or _condition(job, "Failed"))
+            unfinished = not job_ended(job)
             if not own and unfinished and created and (now - created).total_seconds() >= self.stuck_seconds:
                 failed_create = self._failed_create(job)
             seen[number] = self._drained(

@@ -23,6 +23,7 @@ import kopf
 
 from ftstudy.kube import names
 from ftstudy.kube.api import Kube
+from ftstudy.kube.executor import job_ended
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event
 from ftstudy.notify import Notifications
@@ -161,9 +162,7 @@ def register(workers: Workers) -> None:
         started, annotated by the operator itself) would cost a pass that decides nothing, and on a busy operator
         those passes delay the ones that do. The poll stays, for what a watch can miss."""
         uid = (body.get("metadata", {}).get("labels") or {}).get(names.STUDY_UID)
-        conditions = (body.get("status") or {}).get("conditions") or []
-        ended = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
-        if uid and ended and event.get("type") != "DELETED":
+        if uid and event.get("type") != "DELETED" and job_ended(_plain(dict(body))):
             workers.wake(str(uid))
 
     def wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:

@@ -24,6 +24,10 @@ class Encoded:
     prompt: list[int]
     answer: list[int]  # answer tokens followed by the end-of-sequence token
 
+    def __len__(self) -> int:
+        """Tokens in the training sequence (prompt and answer)."""
+        return len(self.prompt) + len(self.answer)
+
 
 class Encoder:
     def __init__(
@@ -93,7 +97,7 @@ def answer_token_budget(tokenizer: Any, examples: Sequence[Example], attributes:
 
 def training_batch(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ids with labels only on answer tokens (loss on the answer alone)."""
-    width = max(len(i.prompt) + len(i.answer) for i in items)
+    width = max(len(i) for i in items)
     input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)

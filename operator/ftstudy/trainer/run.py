@@ -115,7 +115,7 @@ def _grouped(order: list[int], items: list[Encoded], batch_size: int, generator:
     span = batch_size * GROUP_BATCHES
     batches = []
     for start in range(0, len(order), span):
-        chunk = sorted(order[start : start + span], key=lambda i: len(items[i].prompt) + len(items[i].answer))
+        chunk = sorted(order[start : start + span], key=lambda i: len(items[i]))
         batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
