@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane for the tests from Go modules, pinned, and caches it by version:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+# and a node's two programs, kubelet and kube-proxy (the real node of tests/cluster/real_node.py),
 # into ~/.cache/ftstudy/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin (override with FTSTUDY_K8S_CACHE).
 # A second run with the binaries present returns at once. Prints the bin directory.
 #
@@ -18,7 +19,7 @@ BUILD="$ROOT/build/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 export GOPATH="$ROOT/go" GOMODCACHE="$ROOT/go/pkg/mod" GOCACHE="$ROOT/go/cache" GOFLAGS=-mod=mod CGO_ENABLED=0
 export GOTOOLCHAIN=local
 
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 have_all() {
     for b in etcd "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
@@ -56,6 +57,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 EOF
     go mod tidy -e >/dev/null 2>&1 || true

@@ -11,6 +11,9 @@ export FTSTUDY_K8S_BIN="$(scripts/k8s-build.sh)"
 export FTSTUDY_HELM_BIN="$(scripts/helm-build.sh)"
 # promtool, from Debian's prometheus package, for the alert-rule tests.
 export FTSTUDY_PROMTOOL="$(scripts/promtool.sh)"
+# The operator, trainer and pause images, built with buildah on a Debian base made by mmdebstrap (about 5 minutes
+# the first time, mostly the trainer's torch; seconds when current); the tests run them with podman and on a node.
+scripts/images.sh >/dev/null
 .venv/bin/ruff check operator tests bench
 .venv/bin/ruff format --check operator tests bench
 .venv/bin/mypy

@@ -15,9 +15,19 @@ import pytest
 
 from ftstudy.task.generator import SplitSizes, write_dataset
 from tests.cluster.fixtures import *  # noqa: F403  (the real control plane and simulated GPU nodes)
+from tests.images import Images, ImagesError, build_images
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / "scripts" / "postgres.sh"
+
+
+@pytest.fixture(scope="session")
+def images() -> Images:
+    """The images scripts/images.sh builds (the test command has built them; here they are only checked)."""
+    try:
+        return build_images()
+    except ImagesError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
