@@ -55,7 +55,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -77,7 +76,7 @@ from optuna.trial import TrialState
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the test harness (tests/cluster) lives in the repository
 
-from tests.cluster.control_plane import ControlPlane, free_port  # noqa: E402
+from tests.cluster.control_plane import ControlPlane, free_port, stop_process  # noqa: E402
 from tests.cluster.fixtures import gpu_node_env  # noqa: E402
 from tests.cluster.gpu_nodes import GpuNodes  # noqa: E402
 
@@ -427,15 +426,7 @@ class Cluster:
         return self.operator
 
     def stop_operator(self) -> None:
-        proc = self.operator
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(self.operator, grace=20)
 
 
 # --- one run: apply studies, wait for them, collect the latencies --------------------------------------------------

@@ -62,9 +62,11 @@ hash_of() { sha256sum | cut -c1-16; }
 # The label of an image, or nothing when the image is absent.
 label_of() { podman image inspect --format "{{ index .Labels \"$LABEL\" }}" "$1" 2>/dev/null || true; }
 size_of() { podman image inspect --format '{{ .Size }}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
-# The build context's files as git sees them (tracked, or untracked and not ignored), with their contents.
+# The build context's files as git sees them (tracked, or untracked and not ignored), with their contents. README.md
+# goes in too, but only as the package's long description: a change to it alone does not rebuild (it is edited
+# often, and the trainer image takes minutes).
 context_hash() {
-    git ls-files -z -co --exclude-standard -- pyproject.toml README.md .dockerignore operator "$@" \
+    git ls-files -z -co --exclude-standard -- pyproject.toml .dockerignore operator "$@" \
         | sort -z | xargs -0 sha256sum | hash_of
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane for the tests from Go modules, pinned, and caches it by version:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
-# and a node's two programs, kubelet and kube-proxy (the real node of tests/cluster/real_node.py),
+# and what the real node of tests/cluster/real_node.py runs: kubelet, kube-proxy and the cluster DNS, CoreDNS,
 # into ~/.cache/ftstudy/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin (override with FTSTUDY_K8S_CACHE).
 # A second run with the binaries present returns at once. Prints the bin directory.
 #
@@ -13,6 +13,7 @@ set -euo pipefail
 
 K8S_VERSION="${FTSTUDY_K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${FTSTUDY_ETCD_VERSION:-v3.6.16}"
+COREDNS_VERSION="${FTSTUDY_COREDNS_VERSION:-v1.14.7}"
 ROOT="${FTSTUDY_K8S_CACHE:-$HOME/.cache/ftstudy}"
 BIN="$ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin"
 BUILD="$ROOT/build/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
@@ -21,7 +22,7 @@ export GOTOOLCHAIN=local
 
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 have_all() {
-    for b in etcd "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
+    for b in etcd coredns "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
 if have_all; then echo "$BIN"; exit 0; fi
 command -v go >/dev/null || { echo "k8s-build.sh: Go is required (go.dev/dl, or Debian's golang)" >&2; exit 1; }
@@ -103,5 +104,13 @@ if [ ! -x "$BIN/etcd" ]; then
     echo "k8s-build.sh: building etcd $ETCD_VERSION" >&2
     go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" .
     mv "$BIN/etcd.tmp" "$BIN/etcd"
+fi
+# --- CoreDNS ---------------------------------------------------------------------------------------------------
+# Its module has no local replaces: it builds as published; coredns.version records which one is in BIN.
+if [ ! -x "$BIN/coredns" ] || [ "$(cat "$BIN/coredns.version" 2>/dev/null)" != "$COREDNS_VERSION" ]; then
+    echo "k8s-build.sh: building coredns $COREDNS_VERSION" >&2
+    GOBIN="$BUILD/coredns-bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+    mv "$BUILD/coredns-bin/coredns" "$BIN/coredns"
+    echo "$COREDNS_VERSION" >"$BIN/coredns.version"
 fi
 echo "$BIN"

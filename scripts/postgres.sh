@@ -15,11 +15,15 @@
 #
 # Settings (environment): FTSTUDY_PG_PORT (55432), FTSTUDY_PG_DIR (/var/tmp/ftstudy-postgres-$PORT: a place
 # the `postgres` account can reach when we run as root, which a home directory is not), FTSTUDY_PG_MAX_CONNECTIONS
-# (200; read when the server starts: bench/operator_latency.py's 100-study run uses a second server with more).
+# (200; read when the server starts: bench/operator_latency.py's 100-study run uses a second server with more),
+# FTSTUDY_PG_LISTEN (127.0.0.1: the addresses to listen on, comma-separated, 127.0.0.1 among them; the real node's
+# tests add the node's address so that pods reach it, and clients on the node's own subnets may then log in with
+# the password).
 set -euo pipefail
 
 PORT="${FTSTUDY_PG_PORT:-55432}"
 DIR="${FTSTUDY_PG_DIR:-/var/tmp/ftstudy-postgres-$PORT}"
+LISTEN="${FTSTUDY_PG_LISTEN:-127.0.0.1}"
 USER_NAME=ftstudy
 PASSWORD=ftstudy
 DB=ftstudy
@@ -60,9 +64,13 @@ start() {
             --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 >/dev/null
         rm -f "$pwfile"
     fi
+    # Beyond loopback, password logins from the subnets the machine is on (a real node's pods are on its bridge).
+    if [ "$LISTEN" != 127.0.0.1 ] && ! grep -q '^host all all samenet' "$DIR/pg_hba.conf"; then
+        echo "host all all samenet scram-sha-256" | as_owner tee -a "$DIR/pg_hba.conf" >/dev/null
+    fi
     # A unix socket directory we own: the Debian default (/var/run/postgresql) may not exist or be writable.
     as_owner "$bin/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w -t 60 \
-        -o "-h 127.0.0.1 -p $PORT -k $DIR -c max_connections=${FTSTUDY_PG_MAX_CONNECTIONS:-200} -c fsync=off" start >/dev/null
+        -o "-h $LISTEN -p $PORT -k $DIR -c max_connections=${FTSTUDY_PG_MAX_CONNECTIONS:-200} -c fsync=off" start >/dev/null
     if ! as_owner "$bin/psql" -h "$DIR" -p "$PORT" -U postgres -tAc \
             "SELECT 1 FROM pg_roles WHERE rolname='$USER_NAME'" postgres | grep -q 1; then
         as_owner "$bin/psql" -q -h "$DIR" -p "$PORT" -U postgres -c \

@@ -85,5 +85,6 @@ def postgres_outage(seconds: float) -> None:
         subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True)
 
 
-# The operator harness's fixtures, for every module that runs operators (tests/test_operator.py defines them).
+# Fixtures other modules share: helm (tests/test_chart.py), the operator harness (tests/test_operator.py).
+from tests.test_chart import helm  # noqa: E402, F401
 from tests.test_operator import crd_installed, operators  # noqa: E402, F401

@@ -3,7 +3,8 @@
 The components run as subprocesses with their data, certificates and logs in one directory, so that tests see the
 real API semantics (admission, RBAC, the Job controller, the garbage collector, the scheduler's resource fit) rather
 than a mock's idea of them. Everything listens on 127.0.0.1 only; the service range 10.0.0.0/24 is just a range of
-addresses for Service objects and nothing connects to it. There is no kubelet: see ``gpu_nodes``.
+addresses for Service objects and nothing connects to it. There is no kubelet: see ``gpu_nodes`` (simulated nodes,
+pods as processes), and ``real_node`` for a real one, whose control plane also serves the node's address.
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ def parse_duration(text: str) -> int:
     return sum(int(n) * _SECONDS[u] for n, u in parts)
 
 
+def stop_process(proc: subprocess.Popen[Any] | None, grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; nothing if it has ended or never started."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _death_signal_prefix() -> list[str]:
     """Ask the kernel to kill a child when its parent dies, so a crashed test run leaves no cluster behind.
 
@@ -81,8 +94,17 @@ class ControlPlane:
     ``start()`` takes a few seconds; ``stop()`` is idempotent and also runs at interpreter exit.
     """
 
-    def __init__(self, bin_dir: Path, workdir: Path | None = None) -> None:
+    def __init__(
+        self, bin_dir: Path, workdir: Path | None = None, node_ip: str | None = None, pod_security: str | None = None
+    ) -> None:
+        """``node_ip``: serve on this address too (all addresses, advertised as this one) and publish it as the
+        ``kubernetes`` Service's endpoint, so that pods of a real node (``real_node``) reach the API server through
+        the Service, as in a cluster. Without it everything listens on 127.0.0.1 only. ``pod_security``: a Pod
+        Security Standard (``restricted``) enforced in every namespace but kube-system, unless a namespace's label
+        says otherwise."""
         self.bin_dir = Path(bin_dir)
+        self.node_ip = node_ip
+        self.pod_security = pod_security
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ftstudy-k8s-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pki = self.dir / "pki"
@@ -281,8 +303,8 @@ class ControlPlane:
             "kube-apiserver",
             [
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={'0.0.0.0' if self.node_ip else '127.0.0.1'}",
+                f"--advertise-address={self.node_ip or '127.0.0.1'}",
                 f"--secure-port={self.port}",
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -294,14 +316,16 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # The reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint, which validation
-                # rejects (loopback) every few seconds; nothing in the tests reaches the API through that Service.
-                "--endpoint-reconciler-type=none",
+                # rejects (loopback) every few seconds; only a real node's pods reach the API through that Service.
+                f"--endpoint-reconciler-type={'lease' if self.node_ip else 'none'}",
                 "--allow-privileged=true",
                 "--profiling=false",
                 # On in many distributions: setting blockOwnerDeletion needs update on the owner's finalizers.
                 "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 # Every request a ServiceAccount outside kube-system makes, with its verb and resource: what the
                 # operator's RBAC is derived from (tests/test_rbac.py).
+                *self._kubelet_client_args(),
+                *self._admission_args(),
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
@@ -309,6 +333,40 @@ class ControlPlane:
                 "--audit-log-maxbackup=1",
             ],
         )
+
+    def _kubelet_client_args(self) -> list[str]:
+        """How the API server reaches a real node's kubelet (logs, exec): by its address, with a certificate."""
+        if not self.node_ip:
+            return []
+        return [
+            f"--kubelet-client-certificate={self.pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={self.pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
+    def _admission_args(self) -> list[str]:
+        if not self.pod_security:
+            return []
+        level = {f"{mode}{suffix}": value for mode in ("enforce", "audit", "warn")
+                 for suffix, value in (("", self.pod_security), ("-version", "latest"))}  # fmt: skip
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {
+                    "name": "PodSecurity",
+                    "configuration": {
+                        "apiVersion": "pod-security.admission.config.k8s.io/v1",
+                        "kind": "PodSecurityConfiguration",
+                        "defaults": level,
+                        "exemptions": {"usernames": [], "runtimeClasses": [], "namespaces": ["kube-system"]},
+                    },
+                }
+            ],
+        }
+        path = self.dir / "admission.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return [f"--admission-control-config-file={path}"]
 
     def _audit_policy(self) -> Path:
         policy = {
@@ -416,12 +474,15 @@ class ControlPlane:
             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         )  # fmt: skip
         sans = "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
+        sans += f",IP:{self.node_ip}" if self.node_ip else ""
         sans += f",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:{FIRST_SERVICE_IP}"
         self._issue("apiserver", "/CN=kube-apiserver", sans, "extendedKeyUsage=serverAuth")
         client_auth = "extendedKeyUsage=clientAuth"
         self._issue("admin", "/O=system:masters/CN=ftstudy-admin", client_auth)
         self._issue("controller-manager", "/CN=system:kube-controller-manager", client_auth)
         self._issue("scheduler", "/CN=system:kube-scheduler", client_auth)
+        if self.node_ip:  # how the API server authenticates to a kubelet (logs, exec)
+            self._issue("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", client_auth)
         # Service account tokens are signed with RSA: the apiserver's and controller-manager's key files.
         self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key")
         self._openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub")
@@ -437,6 +498,19 @@ class ControlPlane:
                 "client-key-data": _b64(self.pki / f"{name}.key"),
             }
             self._write_kubeconfig(self.dir / f"{name}.kubeconfig", user, credentials)
+
+    def client_kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig with a client certificate for ``user`` in ``groups`` (how a kubelet or kube-proxy
+        authenticates: ``system:node:NAME`` in ``system:nodes``, ``system:kube-proxy``)."""
+        subject = "".join(f"/O={group}" for group in groups) + f"/CN={user}"
+        self._issue(name, subject, "extendedKeyUsage=clientAuth")
+        path = self.dir / f"{name}.kubeconfig"
+        credentials = {
+            "client-certificate-data": _b64(self.pki / f"{name}.crt"),
+            "client-key-data": _b64(self.pki / f"{name}.key"),
+        }
+        self._write_kubeconfig(path, user, credentials)
+        return path
 
     def _write_kubeconfig(self, path: Path, user: str, credentials: dict[str, str], namespace: str = "default") -> None:
         document = {

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,17 @@ from kubernetes.client import ApiClient
 
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
+from tests.cluster.real_node import RealNode, node_ip
+from tests.images import Images
 
-__all__ = ["cluster_namespace", "control_plane", "gpu_nodes_factory", "k8s_bin_dir"]
+__all__ = ["cluster_namespace", "control_plane", "gpu_nodes_factory", "k8s_bin_dir", "real_cluster"]
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "k8s-build.sh"
+PG_SCRIPT = ROOT / "scripts" / "postgres.sh"
+# The real node's PostgreSQL: a server of its own, which also listens on the node's address for the pods.
+REAL_NODE_PG_PORT = 55436
+IMAGE_STORE = Path.home() / ".cache" / "ftstudy" / "node-images"
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +101,36 @@ def gpu_nodes_factory(control_plane: ControlPlane, tmp_path: Path) -> Iterator[C
     for agent, api in reversed(started):
         with contextlib.closing(api):
             agent.stop()
+
+
+@dataclass(frozen=True)
+class RealCluster:
+    """A control plane with one real node (``real_node``), and a PostgreSQL its pods reach: ``pod_pg_url`` from a
+    pod, ``pg_url`` from this machine."""
+
+    plane: ControlPlane
+    node: RealNode
+    pg_url: str
+    pod_pg_url: str
+
+
+@pytest.fixture(scope="session")
+def real_cluster(k8s_bin_dir: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
+    """Started once per session (a minute, or four when the trainer image must be imported into containerd)."""
+    address = node_ip()
+    pg_env = {**os.environ, "FTSTUDY_PG_PORT": str(REAL_NODE_PG_PORT), "FTSTUDY_PG_LISTEN": f"127.0.0.1,{address}"}
+    started = subprocess.run([str(PG_SCRIPT), "start"], env=pg_env, capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"the real node's PostgreSQL did not start:\n{started.stderr[-3000:]}")
+    pg_url = started.stdout.strip()
+    workdir = tmp_path_factory.mktemp("real-node")
+    plane = ControlPlane(k8s_bin_dir, workdir / "k8s", node_ip=address, pod_security="restricted")
+    node = RealNode(plane, images, workdir / "node", image_store=IMAGE_STORE)
+    try:
+        plane.start()
+        node.start()
+        yield RealCluster(plane, node, pg_url, pg_url.replace("@127.0.0.1:", f"@{address}:"))
+    finally:
+        node.stop()
+        plane.stop()
+        subprocess.run([str(PG_SCRIPT), "stop"], env=pg_env, capture_output=True, check=False)

@@ -1,0 +1,209 @@
+"""The chart and the trials on a real node (kubelet, containerd, runc; tests/cluster/real_node.py), from the images
+scripts/images.sh builds, with the `restricted` Pod Security level enforced in every namespace.
+
+One test, in the order a platform team meets it: the README's "In a cluster" commands as written (only the
+Secret's URL filled in) install the operator from its image, whose probes must pass, and `helm test` passes; the
+README's example study (SmolLM2, sized for a GPU) starts its trials in the trainer image on the node; then a small
+study runs there to the end with its operator pod deleted mid-study, and the Deployment's new pod finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.cluster.fixtures import RealCluster
+from tests.studies import tiny_study
+from tests.test_chart import Helm
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PLACEHOLDER_URL = "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB"
+NS, SYSTEM_NS, RELEASE = "ml", "ftstudy-system", "ftstudy"
+EXAMPLE = "smollm2-lora"
+UID = 10001
+
+Json = dict[str, Any]
+
+
+def readme_cluster_commands() -> list[str]:
+    """The command lines of the README's "In a cluster" code block, as a user would paste them."""
+    section = README.read_text().split("## In a cluster\n", 1)[1]
+    block = section.split("```\n", 2)[1]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def wait_for(what: str, check: Any, timeout: float, diagnose: Any = lambda: "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnose()}")
+
+
+class Cluster:
+    """kubectl and helm as a user has them: on PATH, with KUBECONFIG set."""
+
+    def __init__(self, real: RealCluster, helm: Helm) -> None:
+        self.real, self.plane = real, real.plane
+        self.env = {
+            **os.environ,
+            "PATH": os.pathsep.join([str(self.plane.bin_dir), str(helm.binary.parent), os.environ["PATH"]]),
+            "KUBECONFIG": str(self.plane.kubeconfig),
+            "HELM_CACHE_HOME": str(helm.home / "cache"),
+            "HELM_CONFIG_HOME": str(helm.home / "config"),
+            "HELM_DATA_HOME": str(helm.home / "data"),
+        }
+
+    def shell(self, line: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run(["bash", "-c", line], cwd=ROOT, env=self.env, capture_output=True, text=True,
+                             timeout=timeout)  # fmt: skip
+        assert run.returncode == 0, f"{line}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+        return run
+
+    def get(self, *args: str) -> Json:
+        result: Json = json.loads(self.plane.kubectl("get", *args, "-o", "json").stdout)
+        return result
+
+    def pods(self, namespace: str, selector: str) -> list[Json]:
+        items: list[Json] = self.get("pods", "-n", namespace, "-l", selector)["items"]
+        return items
+
+    def diagnosis(self) -> str:
+        shown = self.plane.kubectl("get", "fts,jobs,pods,events", "-A", "-o", "wide", check=False).stdout
+        logs = self.plane.kubectl("logs", "-n", SYSTEM_NS, f"deploy/{RELEASE}", "--tail=60", check=False)
+        return f"{shown[-6000:]}\n--- operator ---\n{logs.stdout}{logs.stderr}\n{self.real.node.logs_tail(15)}"
+
+
+def ready(pod: Json) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def provision_claim(cluster: Cluster, host_dir: Path) -> None:
+    """The cluster's side of `ftstudy-artifacts`: a PersistentVolume reserved for the README's claim (here a
+    directory of the node, owned by the trainer's UID as a provisioner honouring fsGroup would make it)."""
+    host_dir.mkdir(parents=True)
+    os.chown(host_dir, UID, UID)
+    host_dir.chmod(0o2775)
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "ml-ftstudy-artifacts"},
+        "spec": {
+            "capacity": {"storage": "50Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"namespace": NS, "name": "ftstudy-artifacts"},
+            "hostPath": {"path": str(host_dir), "type": "Directory"},
+        },
+    }
+    cluster.plane.kubectl("apply", "-f", "-", input=json.dumps(volume))
+
+
+def small_study(name: str) -> Json:
+    """The tiny study, screened (the default mode: trials checkpoint at the early step and the top 2, the baseline
+    and one other, resume in a second pod), trials in the trainer image writing to the README's claim."""
+    document = tiny_study(name, k=2, mode="screen")
+    document["spec"] |= {
+        "storage": {"secretRef": {"name": "ftstudy-db", "key": "url"}},
+        "trialTemplate": {
+            "image": "ftstudy/trainer:0.1.0",
+            "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}},
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "volumes": [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "ftstudy-artifacts"}}],
+            "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
+            "outputDir": "/artifacts",
+            "fsGroup": UID,
+            "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+        },
+    }
+    return document
+
+
+def test_the_readme_install_and_a_study_on_a_real_node(real_cluster: RealCluster, helm: Helm, tmp_path: Path) -> None:
+    cluster = Cluster(real_cluster, helm)
+    artifacts = tmp_path / "artifacts"
+    provision_claim(cluster, artifacts)
+
+    # --- the README's commands, as written -------------------------------------------------------------------
+    commands = readme_cluster_commands()
+    assert sum(PLACEHOLDER_URL in line for line in commands) == 1, commands
+    *setup, last = [line.replace(PLACEHOLDER_URL, real_cluster.pod_pg_url) for line in commands]
+    assert last.endswith(" -w"), "the last command watches the study"
+    for line in setup:
+        cluster.shell(line)
+    watch = subprocess.Popen(["bash", "-c", last], cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        # The operator's pod is Ready (its readiness probe is /metrics) and restarted by nothing (liveness).
+        operator = "app.kubernetes.io/name=ftstudy,app.kubernetes.io/component=operator"
+        [first] = wait_for("the operator pod Ready", lambda: [p for p in cluster.pods(SYSTEM_NS, operator) if ready(p)],
+                           240, cluster.diagnosis)  # fmt: skip
+        assert first["spec"]["containers"][0]["image"] == "ftstudy/operator:0.1.0"
+        tested = cluster.shell(f"helm test {RELEASE} -n {SYSTEM_NS}", timeout=180)
+        assert re.search(r"Phase:\s+Succeeded", tested.stdout), tested.stdout
+
+        # The example's trials start in the trainer image: SmolLM2 loaded, training begun (a GPU's work: it is
+        # deleted then, as a step takes minutes on these cores).
+        def training() -> bool:
+            for pod in cluster.pods(NS, f"ftstudy.io/study={EXAMPLE}"):
+                log = cluster.plane.kubectl("logs", "-n", NS, pod["metadata"]["name"], check=False).stdout
+                if "training smollm2 for" in log:
+                    return True
+            return False
+
+        wait_for("a trial of the README's study training SmolLM2", training, 420, cluster.diagnosis)
+        cluster.shell(f"kubectl delete fts {EXAMPLE} -n {NS} --wait=true", timeout=180)
+        wait_for("the example's pods gone", lambda: not cluster.pods(NS, f"ftstudy.io/study={EXAMPLE}"), 180,
+                 cluster.diagnosis)  # fmt: skip
+    finally:
+        watch.terminate()
+        watched = watch.communicate(timeout=30)[0]
+    assert EXAMPLE in watched, watched
+
+    # --- a small study to the end, its operator pod deleted on the way -------------------------------------
+    name = "tiny-real"
+    cluster.plane.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(small_study(name)))
+    wait_for("a trial Job", lambda: cluster.get("jobs", "-n", NS)["items"], 120, cluster.diagnosis)
+    cluster.plane.kubectl("delete", "pod", "-n", SYSTEM_NS, first["metadata"]["name"], "--wait=false")
+    replaced = wait_for(
+        "a new operator pod Ready",
+        lambda: [p for p in cluster.pods(SYSTEM_NS, operator)
+                 if ready(p) and p["metadata"]["name"] != first["metadata"]["name"]],
+        240, cluster.diagnosis,
+    )  # fmt: skip
+    assert replaced
+
+    def finished() -> Json | None:
+        study = cluster.get("fts", name, "-n", NS)
+        return study if (study.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+    study = wait_for(f"{name} to finish", finished, 600, cluster.diagnosis)
+    status = study["status"]
+    assert status["phase"] == "Succeeded", (status, cluster.diagnosis())
+    assert status["trials"]["completed"] == 2 and status["trials"]["cancelled"] == 2, status["trials"]
+    best = status["best"]
+    adapter = Path(best["adapter"])
+    assert adapter.is_relative_to("/artifacts"), best
+    on_volume = artifacts / adapter.relative_to("/artifacts")
+    assert (on_volume / "adapter_model.safetensors").is_file(), sorted(artifacts.rglob("*"))
+    assert on_volume.stat().st_uid == UID, "written by the trainer image's user"
+
+    # Every trial pod ran on the node, in the trainer image, admitted under `restricted`.
+    core = client.CoreV1Api(cluster.plane.api_client())
+    events = core.list_namespaced_event(NS).items
+    refused = [e.message for e in events if e.reason == "FailedCreate"]
+    assert not refused, refused
+    assert {"TrialPruned", "TrialResumed", "StudySucceeded"} <= {e.reason for e in events}
