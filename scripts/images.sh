@@ -5,6 +5,8 @@
 #   localhost/ftstudy/pause:3.10     a pod sandbox's process (scripts/images/pause.c, static), for the real node
 #   localhost/ftstudy/operator:VER   operator/Dockerfile on that base
 #   localhost/ftstudy/trainer:VER    trainer_image/Dockerfile on that base (torch with its CUDA wheels, mini, SmolLM2)
+#   localhost/ftstudy/postgresql:15  Debian's PostgreSQL with the official image's interface (scripts/images/
+#                                    postgresql), for the chart's bundled PostgreSQL on the real node of the tests
 #
 # VER is pyproject.toml's version, which is the chart's appVersion. Each image carries the label
 # io.ftstudy.inputs, a hash of everything that went into it; a run finds it current and skips it, so a second run
@@ -136,13 +138,23 @@ build() {  # NAME DOCKERFILE
 }
 build operator operator/Dockerfile
 build trainer trainer_image/Dockerfile
+
+# --- postgresql --------------------------------------------------------------------------------------------------
+POSTGRESQL="localhost/ftstudy/postgresql:15"
+postgresql_key=$(printf '%s\n' "$BASE" "$(cat scripts/images/postgresql/*)" | hash_of)
+if [ "$(label_of "$POSTGRESQL")" != "$postgresql_key" ]; then
+    say "building $POSTGRESQL from scripts/images/postgresql (Debian's postgresql-15)"
+    buildah bud -q --build-arg "BASE=$BASE" --label "$LABEL=$postgresql_key" -t "$POSTGRESQL" \
+        scripts/images/postgresql >/dev/null
+fi
 # Earlier builds of the same tags are left untagged: remove them (podman keeps what a container still uses).
 podman image prune -f >/dev/null
 
-for name in base pause operator trainer; do
+for name in base pause operator trainer postgresql; do
     case $name in
         base) ref=$BASE ;;
         pause) ref=$PAUSE ;;
+        postgresql) ref=$POSTGRESQL ;;
         *) ref="localhost/ftstudy/$name:$VERSION" ;;
     esac
     say "$(printf '%-9s %-40s %s' "$name" "$ref" "$(size_of "$ref")")"

@@ -23,6 +23,7 @@ class Images:
     pause: str
     operator: str
     trainer: str
+    postgresql: str
     env: dict[str, str] = field(repr=False)
 
 
@@ -34,7 +35,7 @@ def build_images() -> Images:
     refs = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line.strip())
     shell = subprocess.run([str(IMAGES_SCRIPT), "env"], capture_output=True, text=True, check=True).stdout
     env = {**os.environ, **dict(line.split("=", 1) for line in shell.splitlines() if "=" in line)}
-    return Images(refs["base"], refs["pause"], refs["operator"], refs["trainer"], env)
+    return Images(refs["base"], refs["pause"], refs["operator"], refs["trainer"], refs["postgresql"], env)
 
 
 def podman(images: Images, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -5,10 +5,12 @@ One test, in the order a platform team meets it: the README's "In a cluster" com
 Secret's URL filled in) install the operator from its image, whose probes must pass, and `helm test` passes; the
 README's example study (SmolLM2, sized for a GPU) starts its trials in the trainer image on the node; then a small
 study runs there to the end with its operator pod deleted mid-study, and the Deployment's new pod finishes it.
+A second release tries ftstudy out with the chart's bundled PostgreSQL, which a study then uses.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -201,9 +203,49 @@ def test_the_readme_install_and_a_study_on_a_real_node(real_cluster: RealCluster
     assert (on_volume / "adapter_model.safetensors").is_file(), sorted(artifacts.rglob("*"))
     assert on_volume.stat().st_uid == UID, "written by the trainer image's user"
 
+    # The replacement operator was never restarted: its liveness probe (kopf's /healthz) passed throughout.
+    [operator_pod] = cluster.pods(SYSTEM_NS, operator)
+    assert operator_pod["status"]["containerStatuses"][0]["restartCount"] == 0, operator_pod["status"]
+
     # Every trial pod ran on the node, in the trainer image, admitted under `restricted`.
     core = client.CoreV1Api(cluster.plane.api_client())
     events = core.list_namespaced_event(NS).items
     refused = [e.message for e in events if e.reason == "FailedCreate"]
     assert not refused, refused
     assert {"TrialPruned", "TrialResumed", "StudySucceeded"} <= {e.reason for e in events}
+
+
+def test_the_bundled_postgresql_serves_a_study(real_cluster: RealCluster, helm: Helm) -> None:
+    """`postgresql.enabled`: the chart's StatefulSet (here Debian's PostgreSQL with the official image's interface,
+    scripts/images/postgresql; the official image is a registry's) and the Secret it writes, which a study names."""
+    cluster = Cluster(real_cluster, helm)
+    namespace, release_ns = "try-ml", "ftstudy-try"
+    cluster.shell(f"kubectl create namespace {namespace}")
+    cluster.shell(
+        f"helm install try charts/ftstudy -n {release_ns} --create-namespace --set 'watchNamespaces={{{namespace}}}'"
+        " --set postgresql.enabled=true --set postgresql.persistence.enabled=false"
+        " --set postgresql.image.repository=ftstudy/postgresql --set postgresql.image.tag=15 --wait --timeout 5m",
+        timeout=360,
+    )
+    document = tiny_study("tiny-bundled", k=1, mode="online")
+    document["spec"] |= {
+        "storage": {"secretRef": {"name": "ftstudy-db", "key": "url"}},
+        "trialTemplate": {
+            "image": "ftstudy/trainer:0.1.0",
+            "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}},
+            "volumes": [{"name": "artifacts", "emptyDir": {}}],
+            "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}],
+            "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+        },
+    }
+    cluster.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document))
+
+    def finished() -> Json | None:
+        study = cluster.get("fts", "tiny-bundled", "-n", namespace)
+        return study if (study.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+    study = wait_for("the study on the bundled PostgreSQL to finish", finished, 600, cluster.diagnosis)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert study["status"]["trials"]["cancelled"] >= 1, study["status"]["trials"]
+    url = cluster.get("secret", "ftstudy-db", "-n", namespace)["data"]["url"]
+    assert ".ftstudy-try.svc:5432/" in base64.b64decode(url).decode(), "the Secret names the bundled server"

@@ -11,8 +11,9 @@ also need on such a host):
   machine's cgroup tree is not ours to divide), with swap tolerated and eviction and image garbage collection held
   back so that a full disk of other work neither evicts a trial nor deletes the trainer image;
 - images come from scripts/images.sh (no registry is reachable), imported into containerd's ``k8s.io`` namespace;
-  ``ftstudy/operator`` and ``ftstudy/trainer`` are also tagged under ``docker.io/``, which is where the kubelet
-  looks for the chart's default ``ftstudy/operator:VERSION``; the pause image is ours (scripts/images/pause.c);
+  ``ftstudy/operator``, ``ftstudy/trainer`` and ``ftstudy/postgresql`` are also tagged under ``docker.io/``, which
+  is where the kubelet looks for the chart's default ``ftstudy/operator:VERSION``; the pause image is ours
+  (scripts/images/pause.c);
 - ``nvidia.com/gpu`` capacity is patched onto the Node's status, as a device plugin would advertise it; the
   containers get no device (there is none), so trials run on the CPU.
 
@@ -255,7 +256,7 @@ state = "{self.dir / "containerd" / "state"}"
     def _import_images(self) -> None:
         """Each image through ``podman save`` into containerd; the operator's and the trainer's also under the name
         the kubelet resolves their short names to. An image already there with podman's image ID is kept."""
-        for ref in (self.images.pause, self.images.operator, self.images.trainer):
+        for ref in (self.images.pause, self.images.operator, self.images.trainer, self.images.postgresql):
             image_id = subprocess.run(
                 ["podman", "image", "inspect", "--format", "{{.Id}}", ref],
                 capture_output=True, text=True, check=True, env=self.images.env,
