@@ -157,6 +157,6 @@ for name in base pause operator trainer postgresql; do
         postgresql) ref=$POSTGRESQL ;;
         *) ref="localhost/ftstudy/$name:$VERSION" ;;
     esac
-    say "$(printf '%-9s %-40s %s' "$name" "$ref" "$(size_of "$ref")")"
+    say "$(printf '%-10s %-40s %s' "$name" "$ref" "$(size_of "$ref")")"
     echo "$name $ref"
 done

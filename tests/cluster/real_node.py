@@ -268,10 +268,15 @@ state = "{self.dir / "containerd" / "state"}"
                 ["podman", "save", "--format", "oci-archive", ref], stdout=subprocess.PIPE, env=self.images.env
             )
             assert save.stdout is not None
-            self.ctr("images", "import", "--all-platforms", "--index-name", ref, "-", stdin=save.stdout)
+            # Named by the archive's own org.opencontainers.image.ref.name, which podman sets to ref. Not
+            # --index-name: ctr 1.6 then unpacks an index it never stored once an older build of ref is in the store
+            # ("content digest ...: not found").
+            self.ctr("images", "import", "--all-platforms", "-", stdin=save.stdout)
             save.stdout.close()
             if save.wait() != 0:
                 raise ControlPlaneError(f"podman save {ref} failed")
+            if not self.ctr("images", "list", "--quiet", f"name=={ref}").stdout.strip():
+                raise ControlPlaneError(f"podman save {ref} gave an archive that containerd did not name {ref}")
             if ref != self.images.pause:
                 short = ref.removeprefix("localhost/")
                 self.ctr("images", "tag", "--force", ref, f"docker.io/{short}")

@@ -236,6 +236,9 @@ class Trainer:
         self.eval_seconds = 0.0
         started = time.monotonic()  # train_seconds: from here (the base model's scoring included) to the end
         if (s.score_base_model and s.stage != "resume") or not data.train:
+            # Generation over every page: minutes for a large model on a CPU, so say what the silence is.
+            pages = len(data.validation) + len(data.test) + len(data.independent_test)
+            log.info("%s loaded on %s; scoring the base model (zero-shot) on %d pages first", s.model, device, pages)
             try:
                 base = self._score_base_model(loaded.model, encoder, data, device)
             except Interrupted:
