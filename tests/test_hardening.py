@@ -29,7 +29,7 @@ import optuna
 import sqlalchemy
 
 from ftstudy.kube.api import Kube, load_config
-from ftstudy.kube.reconciler import StudyReconciler
+from ftstudy.kube.reconciler import Settings, StudyReconciler
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.conftest import PrivateDatabase
@@ -412,20 +412,28 @@ def test_a_rotated_secrets_old_connection_pool_is_closed(
     control_plane: ControlPlane, cluster_namespace: str, crd_installed: None, private_database: PrivateDatabase
 ) -> None:
     """One reconcile loop (in this process, as the admin), its Secret's URL rotated between two passes: the pool of
-    the old URL is closed, not left holding connections with the old password."""
+    the old URL is closed, not left holding connections with the old password. The Secret is read again once
+    secret_refresh_seconds have passed, not on every pass."""
     plane, ns, name = control_plane, cluster_namespace, "rotated"
     old, new = (f"{private_database.url}?application_name=ftstudy-{which}" for which in ("old", "new"))
     plane.kubectl("create", "secret", "generic", "ftstudy-db", "-n", ns, f"--from-literal=url={old}")
     apply(plane, ns, study_manifest(name))
     body = get_study(plane, ns, name)
-    reconciler = StudyReconciler(Kube(load_config(str(plane.kubeconfig))), ns, name, body["metadata"]["uid"])
+    kube, refresh = Kube(load_config(str(plane.kubeconfig))), 3.0
+    reconciler = StudyReconciler(kube, ns, name, body["metadata"]["uid"], Settings(secret_refresh_seconds=refresh))
     try:
         reconciler.reconcile(body)
+        read_at = time.monotonic()
         assert reconciler.built is not None and connections(private_database.url, "ftstudy-old") >= 1
         data = base64.b64encode(new.encode()).decode()
         plane.kubectl(
             "patch", "secret", "ftstudy-db", "-n", ns, "--type=merge", "-p", json.dumps({"data": {"url": data}})
         )
+        reconciler.reconcile(get_study(plane, ns, name))
+        if time.monotonic() - read_at < refresh:  # this pass did not read the Secret
+            assert connections(private_database.url, "ftstudy-new") == 0
+            assert connections(private_database.url, "ftstudy-old") >= 1
+        time.sleep(max(0.0, read_at + refresh - time.monotonic()))
         reconciler.reconcile(get_study(plane, ns, name))
         assert connections(private_database.url, "ftstudy-new") >= 1
         assert connections(private_database.url, "ftstudy-old") == 0

@@ -65,6 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not LISTEN for trainers' reports on PostgreSQL (decide at the next poll only; for comparison)",
     )
+    p.add_argument(
+        "--secret-refresh-seconds",
+        type=float,
+        default=60.0,
+        help="a running study's storage Secret is read again after this long (sooner when its database "
+        "refuses the URL in use), instead of on every reconcile",
+    )
     p.add_argument("--stuck-seconds", type=float, default=120.0, help="a trial pod that cannot start fails after")
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
@@ -175,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         METRICS.leader.set(1)
 
     settings = Settings(poll_seconds=args.poll_seconds, unnotified_poll_seconds=args.unnotified_poll_seconds,
-                        stuck_seconds=args.stuck_seconds, policy=policy)  # fmt: skip
+                        secret_refresh_seconds=args.secret_refresh_seconds, stuck_seconds=args.stuck_seconds,
+                        policy=policy)  # fmt: skip
     workers = Workers(kube, settings, notifications=Notifications(enabled=not args.no_notifications))
     register(workers)
 

@@ -60,6 +60,9 @@ class Settings:
     unnotified_poll_seconds: float = 2.0
     idle_seconds: float = 30.0  # a finished study is looked at this often (a raised maxTrials resumes it)
     storage_retry_seconds: float = 15.0  # per call; past it the reconcile ends and the next one tries again
+    # A built study's Secret is read again after this long, not on every pass (it was a GET per report): a rotated
+    # URL is picked up within it, or sooner when the database refuses the old one (the loop then reopens the study).
+    secret_refresh_seconds: float = 60.0
     stuck_seconds: float = 120.0
     policy: TrialPolicy = field(default_factory=TrialPolicy)
 
@@ -144,6 +147,7 @@ class StudyReconciler:
     written_at: float = 0.0
     last_problem: str | None = None
     url: str | None = None  # the storage URL last read from the Secret: what must never be shown
+    url_read_at: float = float("-inf")  # time.monotonic() of that read
     events: list[Event] = field(default_factory=list)
     metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
     trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
@@ -226,8 +230,11 @@ class StudyReconciler:
         missing = jobs.checkpoint_volume_missing(study.spec)
         if missing:  # before any trial: each would screen, then fail its resume for want of the checkpoint
             raise Problem("CheckpointVolumeMissing", missing)
+        fresh = time.monotonic() - self.url_read_at < self.settings.secret_refresh_seconds
+        if self.built is not None and self.built.generation == generation and fresh:
+            return self.built
         url = _secret_url(self.kube, self.namespace, study.spec.storage.secret_ref)
-        self.url = url
+        self.url, self.url_read_at = url, time.monotonic()
         if self.built is not None and self.built.generation == generation and self.built.url == url:
             return self.built
         retry = RetryPolicy(deadline_seconds=self.settings.storage_retry_seconds)
