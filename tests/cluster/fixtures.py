@@ -122,7 +122,14 @@ def real_cluster(k8s_bin_dir: Path, images: Images, tmp_path_factory: pytest.Tem
     started = subprocess.run([str(PG_SCRIPT), "start"], env=pg_env, capture_output=True, text=True)
     if started.returncode != 0:
         pytest.fail(f"the real node's PostgreSQL did not start:\n{started.stderr[-3000:]}")
-    pg_url = started.stdout.strip()
+    # A database of this session's own: the server's data directory outlives the session, and a study of the same
+    # name would otherwise carry on from an earlier session's Optuna records (a finished one launches nothing).
+    name = f"realnode_{uuid.uuid4().hex[:10]}"
+    created = subprocess.run([str(PG_SCRIPT), "database", name, uuid.uuid4().hex], env=pg_env, capture_output=True,
+                             text=True)  # fmt: skip
+    if created.returncode != 0:
+        pytest.fail(f"the real node's database was not created:\n{created.stderr[-3000:]}")
+    pg_url = created.stdout.strip()
     workdir = tmp_path_factory.mktemp("real-node")
     plane = ControlPlane(k8s_bin_dir, workdir / "k8s", node_ip=address, pod_security="restricted")
     node = RealNode(plane, images, workdir / "node", image_store=IMAGE_STORE)
@@ -133,4 +140,5 @@ def real_cluster(k8s_bin_dir: Path, images: Images, tmp_path_factory: pytest.Tem
     finally:
         node.stop()
         plane.stop()
+        subprocess.run([str(PG_SCRIPT), "drop", name], env=pg_env, capture_output=True, check=False)
         subprocess.run([str(PG_SCRIPT), "stop"], env=pg_env, capture_output=True, check=False)

@@ -226,6 +226,7 @@ class Trainer:
         torch.manual_seed(s.seed)
         loaded = load_model(s.model, s.device, s.seed)
         tokenizer, device = loaded.tokenizer, loaded.device
+        log.info("%s loaded on %s", s.model, device)
         encoder = Encoder(
             tokenizer,
             s.attributes,
@@ -238,7 +239,7 @@ class Trainer:
         if (s.score_base_model and s.stage != "resume") or not data.train:
             # Generation over every page: minutes for a large model on a CPU, so say what the silence is.
             pages = len(data.validation) + len(data.test) + len(data.independent_test)
-            log.info("%s loaded on %s; scoring the base model (zero-shot) on %d pages first", s.model, device, pages)
+            log.info("scoring the base model (zero-shot) on %d pages first", pages)
             try:
                 base = self._score_base_model(loaded.model, encoder, data, device)
             except Interrupted:
