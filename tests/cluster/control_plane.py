@@ -79,6 +79,16 @@ def stop_process(proc: subprocess.Popen[Any] | None, grace: float) -> None:
         proc.wait()
 
 
+def tail_of(paths: list[Path], lines: int) -> str:
+    """The last ``lines`` of each file that exists, each under its path: what a failure message shows of logs."""
+    parts = []
+    for path in paths:
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path} ---\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
 def _death_signal_prefix() -> list[str]:
     """Ask the kernel to kill a child when its parent dies, so a crashed test run leaves no cluster behind.
 
@@ -200,13 +210,7 @@ class ControlPlane:
 
     def logs_tail(self, lines: int = 30) -> str:
         """The end of each component's log, for failure messages."""
-        parts = []
-        for name in COMPONENTS:
-            path = self.logs / f"{name}.log"
-            if path.exists():
-                tail = path.read_text(errors="replace").splitlines()[-lines:]
-                parts.append(f"--- {path} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+        return tail_of([self.logs / f"{name}.log" for name in COMPONENTS], lines)
 
     # --- clients ---------------------------------------------------------------------------------------------
 
@@ -322,10 +326,10 @@ class ControlPlane:
                 "--profiling=false",
                 # On in many distributions: setting blockOwnerDeletion needs update on the owner's finalizers.
                 "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
-                # Every request a ServiceAccount outside kube-system makes, with its verb and resource: what the
-                # operator's RBAC is derived from (tests/test_rbac.py).
                 *self._kubelet_client_args(),
                 *self._admission_args(),
+                # Every request a ServiceAccount outside kube-system makes, with its verb and resource: what the
+                # operator's RBAC is derived from (tests/test_rbac.py).
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
@@ -493,11 +497,14 @@ class ControlPlane:
             ("controller-manager", "system:kube-controller-manager"),
             ("scheduler", "system:kube-scheduler"),
         ):
-            credentials = {
-                "client-certificate-data": _b64(self.pki / f"{name}.crt"),
-                "client-key-data": _b64(self.pki / f"{name}.key"),
-            }
-            self._write_kubeconfig(self.dir / f"{name}.kubeconfig", user, credentials)
+            self._write_kubeconfig(self.dir / f"{name}.kubeconfig", user, self._client_credentials(name))
+
+    def _client_credentials(self, name: str) -> dict[str, str]:
+        """A kubeconfig user's entry for the client certificate ``_issue(name, ...)`` made."""
+        return {
+            "client-certificate-data": _b64(self.pki / f"{name}.crt"),
+            "client-key-data": _b64(self.pki / f"{name}.key"),
+        }
 
     def client_kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig with a client certificate for ``user`` in ``groups`` (how a kubelet or kube-proxy
@@ -505,11 +512,7 @@ class ControlPlane:
         subject = "".join(f"/O={group}" for group in groups) + f"/CN={user}"
         self._issue(name, subject, "extendedKeyUsage=clientAuth")
         path = self.dir / f"{name}.kubeconfig"
-        credentials = {
-            "client-certificate-data": _b64(self.pki / f"{name}.crt"),
-            "client-key-data": _b64(self.pki / f"{name}.key"),
-        }
-        self._write_kubeconfig(path, user, credentials)
+        self._write_kubeconfig(path, user, self._client_credentials(name))
         return path
 
     def _write_kubeconfig(self, path: Path, user: str, credentials: dict[str, str], namespace: str = "default") -> None:

@@ -43,6 +43,7 @@ from tests.cluster.control_plane import (
     _death_signal_prefix,
     free_port,
     stop_process,
+    tail_of,
 )
 from tests.images import Images
 
@@ -181,11 +182,7 @@ class RealNode:
         self.stop()
 
     def logs_tail(self, lines: int = 40) -> str:
-        parts = []
-        for path in sorted(self.logs.glob("*.log")):
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {path} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+        return tail_of(sorted(self.logs.glob("*.log")), lines)
 
     def ctr(self, *args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         """``ctr`` against this node's containerd, in the kubelet's namespace."""
