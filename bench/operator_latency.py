@@ -2,12 +2,12 @@
 study and with 20 (or more) at once, polling only and woken by the trainers' reports.
 
 What runs: the control plane of the operator tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler on
-loopback; ``tests/cluster``), two simulated GPU nodes with a GPU for every trial that may run at once (a stand-in
-kubelet running pods as local processes), the project's PostgreSQL, and the operator as its own process
-(``python -m ftstudy.cli operator``) under a ServiceAccount bound to exactly ``ftstudy.kube.rbac``, as in
-``tests/test_operator.py``, at its default ``--poll-seconds`` unless told otherwise. Trials run
-``bench/scripted_trainer.py`` instead of the trainer: the same rows written in the same order (early accuracy, then
-the intermediate value, then ``NOTIFY``; after a continue the final user attrs, ``outcome`` last), sleeps instead of
+loopback; ``tests/cluster``), simulated GPU nodes with a GPU for every trial that may run at once (at least two, at most
+100 GPUs each: a stand-in kubelet per node, running pods as local processes), the project's PostgreSQL, and the operator
+as its own process (``python -m ftstudy.cli operator``) under a ServiceAccount bound to exactly ``ftstudy.kube.rbac``,
+as in ``tests/test_operator.py``, at its default ``--poll-seconds`` unless told otherwise. Trials run
+``bench/scripted_trainer.py`` instead of the trainer: the same rows written in the same order (early accuracy, then the
+intermediate value, then ``NOTIFY``; after a continue the final user attrs, ``outcome`` last), sleeps instead of
 training, and it records when it reported and when it saw the decision.
 
 Decision latency, from the moment the early accuracy is committed to the database (the trainer's clock, just after
@@ -17,7 +17,8 @@ the write returns), to:
 - continue, recorded: the bench's watch on Jobs sees the ``ftstudy.io/decision`` annotation, which the operator
   patches just after writing ``continue`` to the database (that write carries no timestamp);
 - cancel, Job deleted: the watch sees the trial's Job deleted (the operator deletes it just after pruning);
-- cancel / continue, seen by the trainer: it polls its trial every 50 ms, so this is up to 50 ms late.
+- cancel / continue, seen by the trainer: it polls its trial every ``--trainer-poll`` (50 ms), so this is up to
+  that late.
 
 All clocks are this machine's. Runs: (a) the baseline, one study alone; (b) N studies (default 20) applied at once,
 with the same spec (``maxTrials`` 6, ``parallelism`` 2, ``topK`` k=2); the baseline study has more trials (16) so its
@@ -43,6 +44,12 @@ peak of each kind during each run.
     FTSTUDY_PG_PORT=55433 FTSTUDY_PG_MAX_CONNECTIONS=800 scripts/postgres.sh start
     .venv/bin/python bench/operator_latency.py --only notified --studies 20 100 --trainer-poll 0.5 --timeout 1200 \
         --storage postgresql+psycopg2://ftstudy:ftstudy@127.0.0.1:55433/ftstudy
+    # 100 studies of 10 parallel trials: 1,000 trainers at once (8 MiB and a connection each), early reports after
+    # 30-60 s so that a study's ten trials overlap, trainers and nodes polling less often
+    FTSTUDY_PG_PORT=55433 FTSTUDY_PG_MAX_CONNECTIONS=1500 scripts/postgres.sh start
+    .venv/bin/python bench/operator_latency.py --only notified --studies 20 100 --parallelism 10 --trials 10 \
+        --baseline-trials 10 --trainer-early 30 60 --trainer-poll 2 --node-poll 1 --trainer-nice 19 --timeout 1800 \
+        --storage postgresql+psycopg2://ftstudy:ftstudy@127.0.0.1:55433/ftstudy
 
 Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end.
 """
@@ -51,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -78,7 +86,7 @@ sys.path.insert(0, ROOT)  # the test harness (tests/cluster) lives in the reposi
 
 from tests.cluster.control_plane import ControlPlane, free_port, stop_process  # noqa: E402
 from tests.cluster.fixtures import gpu_node_env  # noqa: E402
-from tests.cluster.gpu_nodes import GpuNodes  # noqa: E402
+from tests.cluster.gpu_nodes import POLL_S, GpuNodes  # noqa: E402
 
 from ftstudy.kube import names, rbac  # noqa: E402
 from ftstudy.kube.main import add_arguments  # noqa: E402
@@ -325,7 +333,7 @@ def cpu_report(before: CpuSnapshot, after: CpuSnapshot) -> list[str]:
 # --- the cluster ---------------------------------------------------------------------------------------------------
 
 
-def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, writer: str, trainer_poll: float = 0.05
+def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, trainer_args: list[str]
                    ) -> dict[str, Any]:  # fmt: skip
     return {
         "apiVersion": "ftstudy.io/v1alpha1",
@@ -347,7 +355,7 @@ def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, writ
             "storage": {"secretRef": {"name": SECRET}},
             "trialTemplate": {
                 "image": "ftstudy/bench:scripted",
-                "command": ["python", str(TRAINER), "--writer", writer, "--poll-seconds", str(trainer_poll)],
+                "command": ["python", str(TRAINER), *trainer_args],
                 "resources": {"limits": {"nvidia.com/gpu": 1}},
                 # a claim on a hostPath volume (Cluster.setup): the trial policy refuses a study's own hostPath
                 "volumes": [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}}],
@@ -366,6 +374,7 @@ class Cluster:
     workdir: Path
     operator: subprocess.Popen[bytes] | None = None
     metrics_url: str | None = None
+    nodes: GpuNodes | None = None
     operator_log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -435,8 +444,8 @@ CANCEL_RECORDED = "cancel: recorded (Optuna datetime_complete)"
 CANCEL_DELETED = "cancel: Job deleted (watch)"
 CONTINUE_RECORDED = "continue: recorded (Job annotated, watch)"
 ANY_RECORDED = "any decision: recorded"
-CANCEL_SEEN = "cancel: seen by the trainer (50 ms poll)"
-CONTINUE_SEEN = "continue: seen by the trainer (50 ms poll)"
+CANCEL_SEEN = "cancel: seen by the trainer (its poll)"
+CONTINUE_SEEN = "continue: seen by the trainer (its poll)"
 POLLING, NOTIFIED = "polling only", "notified"
 MEASURES = (ANY_RECORDED, CANCEL_RECORDED, CONTINUE_RECORDED, CANCEL_DELETED, CANCEL_SEEN, CONTINUE_SEEN)
 
@@ -454,6 +463,7 @@ class RunResult:
     trials: int = 0
     requests: dict[str, int] = field(default_factory=dict)
     connections: dict[str, int] = field(default_factory=dict)  # peak per application_name
+    running_peak: int = 0  # the most trainer processes alive at once (the simulated nodes' count)
 
     def requests_per_trial(self) -> float:
         return sum(self.requests.values()) / max(1, self.trials)
@@ -516,6 +526,26 @@ def operator_metrics(url: str | None, studies: list[str]) -> list[str]:
     return lines
 
 
+def queue_waits(url: str | None) -> dict[float, float]:
+    """The cumulative buckets of ``ftstudy_reconcile_queue_wait_seconds`` (operator-wide), {} if none."""
+    if url is None:
+        return {}
+    try:
+        samples = scrape(url)
+    except OSError:
+        return {}
+    return {float(labels["le"]): v for n, labels, v in samples if n == "ftstudy_reconcile_queue_wait_seconds_bucket"}
+
+
+def queue_wait_line(before: dict[float, float], after: dict[float, float]) -> str:
+    """How long passes waited for a reconcile thread during the run: the difference of two scrapes."""
+    buckets = {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+    if not buckets or not buckets.get(float("inf")):
+        return "reconcile queue wait: none observed (an operator without --reconcile-threads)"
+    p50, p95 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.95)
+    return f"reconcile queue wait: n={buckets[float('inf')]:.0f} p50 ~{p50:.2f} s, p95 ~{p95:.2f} s (its buckets)"
+
+
 def phases(api: ApiClient, namespace: str) -> dict[str, str]:
     listed: dict[str, Any] = client.CustomObjectsApi(api).list_namespaced_custom_object(
         names.GROUP, names.VERSION, namespace, names.PLURAL
@@ -533,17 +563,18 @@ def run_studies(
     max_trials: int,
     parallelism: int,
     timeout_s: float,
-    writer: str,
     tag: str,
     connections: ConnectionSampler,
-    trainer_poll: float,
+    trainer_args: list[str],
 ) -> RunResult:
-    assert cluster.operator is not None
+    assert cluster.operator is not None and cluster.nodes is not None
     connections.phase = tag
     since = time.time()
-    manifests = [study_manifest(n, max_trials, parallelism, seed=i, writer=writer, trainer_poll=trainer_poll)
+    manifests = [study_manifest(n, max_trials, parallelism, seed=i, trainer_args=trainer_args)
                  for i, n in enumerate(study_names)]  # fmt: skip
+    cluster.nodes.max_running = 0
     cpu_before = cpu_snapshot(cluster.operator.pid, bin_dir)
+    waits_before = queue_waits(cluster.metrics_url)
     started = time.monotonic()
     cluster.kubectl("apply", "-n", cluster.namespace, "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
     print(f"{label}: applied {len(study_names)} FineTuneStudy ({max_trials} trials each, parallelism {parallelism})")
@@ -570,11 +601,13 @@ def run_studies(
         print(f"  NOT ENDED after {timeout_s:.0f} s: {stuck}")
     latencies, reported = collect(cluster, jobs, study_names, tag)
     metrics = operator_metrics(cluster.metrics_url, study_names)
+    metrics.append(queue_wait_line(waits_before, queue_waits(cluster.metrics_url)))
     requests = operator_requests(cluster.plane, cluster.namespace, since, time.time())
     peaks = {app: connections.peak(tag, app) for app in ("ftstudy-operator", "ftstudy-operator-listen",
                                                           "ftstudy-trainer")}  # fmt: skip
     return RunResult(label, len(study_names), wall, now, latencies, reported, cpu, metrics,
-                     trials=max_trials * len(study_names), requests=requests, connections=peaks)  # fmt: skip
+                     trials=max_trials * len(study_names), requests=requests, connections=peaks,
+                     running_peak=cluster.nodes.max_running)  # fmt: skip
 
 
 def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], tag: str) -> tuple[dict[str, list[float]], int]:
@@ -626,7 +659,7 @@ def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], tag: str) 
 def print_run(result: RunResult) -> None:
     succeeded = sum(1 for p in result.phases.values() if p == "Succeeded")
     print(f"{result.label}: {succeeded}/{result.studies} Succeeded in {result.wall_s:.0f} s, "
-          f"{result.reported} early reports")  # fmt: skip
+          f"{result.reported} early reports, at most {result.running_peak} trainers running at once")  # fmt: skip
     for what in MEASURES:
         values = result.latencies[what]
         if values:
@@ -703,12 +736,12 @@ class ModeResult:
 
 
 def run_mode(cluster: Cluster, api: ApiClient, jobs: JobWatch, bin_dir: Path, kubeconfig: Path,
-             args: argparse.Namespace, mode: str, writer: str, connections: ConnectionSampler
+             args: argparse.Namespace, mode: str, trainer_args: list[str], connections: ConnectionSampler
              ) -> ModeResult:  # fmt: skip
     """Start the operator in ``mode``, run (a) one study and (b) N studies for each N, deleting each run's studies
     before the next, then stop the operator."""
     tag = "poll" if mode == POLLING else "notify"
-    extra = ["--no-notifications"] if mode == POLLING else []
+    extra = (["--no-notifications"] if mode == POLLING else []) + args.operator_arg
     cluster.operator_log = cluster.workdir / f"operator-{tag}.log"
     operator = cluster.start_operator(kubeconfig, args.poll_seconds, extra)
     sampler = MemorySampler(operator.pid).start()
@@ -718,7 +751,7 @@ def run_mode(cluster: Cluster, api: ApiClient, jobs: JobWatch, bin_dir: Path, ku
     sampler.phase = "one"
     alone = f"{tag}-alone"
     base = run_studies(cluster, api, jobs, bin_dir, f"{mode}, (a) 1 study", [alone], args.baseline_trials,
-                       args.parallelism, args.timeout, writer, f"{tag}-a", connections, args.trainer_poll)  # fmt: skip
+                       args.parallelism, args.timeout, f"{tag}-a", connections, trainer_args)  # fmt: skip
     many = []
     for count in args.studies:
         sampler.phase = connections.phase = "between"
@@ -726,8 +759,8 @@ def run_mode(cluster: Cluster, api: ApiClient, jobs: JobWatch, bin_dir: Path, ku
         sampler.phase = f"many-{count}"
         names_ = [f"{tag}-{count}-s{i:03d}" for i in range(1, count + 1)]
         many.append(run_studies(cluster, api, jobs, bin_dir, f"{mode}, (b) {count} studies", names_, args.trials,
-                                args.parallelism, args.timeout, writer, f"{tag}-b{count}", connections,
-                                args.trainer_poll))  # fmt: skip
+                                args.parallelism, args.timeout, f"{tag}-b{count}", connections,
+                                trainer_args))  # fmt: skip
     sampler.stop()
     cluster.kubectl("delete", "fts", "--all", "-n", cluster.namespace, "--wait=true", "--timeout=300s")
     cluster.stop_operator()
@@ -761,6 +794,27 @@ def print_scale(result: ModeResult) -> None:
           f"{rss[0] / max(rss[1], 1):5.2f}")  # fmt: skip
 
 
+def gpu_nodes(gpus: int, per_node: int = 100) -> dict[str, int]:
+    """Nodes of at most ``per_node`` GPUs, at least two: a kubelet runs at most 110 pods, as a real one does by
+    default, so a thousand trials at once need ten nodes."""
+    count = max(2, -(-gpus // per_node))
+    return {f"bench-gpu-{i:02d}": gpus // count + (1 if i < gpus % count else 0) for i in range(count)}
+
+
+def check_trainer_names() -> None:
+    """The scripted trainer spells out the attribute names it writes (importing ftstudy would cost each of a
+    thousand processes 3 MiB more): they must be the trainer's."""
+    from ftstudy.trainer.reporting import UserAttr
+
+    spec = importlib.util.spec_from_file_location("scripted_trainer", TRAINER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    wrong = {k: v for k, v in module.ATTRS.items() if UserAttr[k].value != v}
+    if wrong:
+        raise SystemExit(f"{TRAINER.name} writes attribute names the trainer does not: {wrong}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -785,16 +839,44 @@ def main() -> int:
         help="seconds between the scripted trainers' reads "
         "of their trial (latency is measured to within it; hundreds of trainers need more)",
     )
+    p.add_argument(
+        "--trainer-early",
+        type=float,
+        nargs=2,
+        default=(1.0, 3.0),
+        metavar=("LOW", "HIGH"),
+        help="seconds from a scripted trainer's start to its early report, drawn uniformly: longer makes a study's "
+        "parallel trials overlap (100 studies of 10 at once)",
+    )
+    p.add_argument("--node-poll", type=float, default=POLL_S, help="seconds between a simulated node's pod lists")
+    p.add_argument(
+        "--trainer-nice",
+        type=int,
+        default=0,
+        help="run the scripted trainers at this nice value: hundreds of them starting at once would otherwise take "
+        "the CPU from the control plane, which on a cluster runs elsewhere",
+    )
+    p.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for `ftstudy operator` (repeat), e.g. --operator-arg=--reconcile-threads=32",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, artifacts)")
     args = p.parse_args()
 
+    check_trainer_names()
     poll = args.poll_seconds if args.poll_seconds is not None else float(operator_defaults()["poll_seconds"])
     gpus = max(args.studies) * args.parallelism  # no trial waits for a GPU: the latency is the operator's
-    node_gpus = {"bench-gpu-a": (gpus + 1) // 2, "bench-gpu-b": gpus // 2}
+    node_gpus = gpu_nodes(gpus)
     writer = "optuna" if args.optuna_trainer else "sql"
+    trainer_args = ["--writer", writer, "--poll-seconds", str(args.trainer_poll),
+                    "--early-seconds", *(str(s) for s in args.trainer_early)]  # fmt: skip
     print(f"operator --poll-seconds {poll} ({'given' if args.poll_seconds is not None else 'its default'}); "
-          f"{os.cpu_count()} CPU cores; 2 simulated GPU nodes, {gpus} GPUs; "
-          f"scripted trainers, --writer {writer}")  # fmt: skip
+          f"{os.cpu_count()} CPU cores; {len(node_gpus)} simulated GPU nodes, {gpus} GPUs; "
+          f"scripted trainers, --writer {writer}, early report after {args.trainer_early[0]:g}-"
+          f"{args.trainer_early[1]:g} s, polling every {args.trainer_poll:g} s")  # fmt: skip
     storage = args.storage or postgres_url()
     bin_dir = k8s_bin_dir()
     workdir = Path(tempfile.mkdtemp(prefix="ftstudy-bench-operator-"))
@@ -812,11 +894,13 @@ def main() -> int:
         plane.start()
         kubeconfig = cluster.setup()
         api = plane.api_client()
-        nodes = GpuNodes(api, node_gpus, gpu_node_env(), workdir / "nodes").start()
+        nodes = GpuNodes(api, node_gpus, gpu_node_env(), workdir / "nodes", poll_s=args.node_poll,
+                         nice=args.trainer_nice).start()  # fmt: skip
+        cluster.nodes = nodes
         jobs = JobWatch(plane.api_client(), namespace).start()
         connections = ConnectionSampler(storage).start()
         for mode in modes:
-            results.append(run_mode(cluster, api, jobs, bin_dir, kubeconfig, args, mode, writer, connections))
+            results.append(run_mode(cluster, api, jobs, bin_dir, kubeconfig, args, mode, trainer_args, connections))
 
         for result in results:
             print(f"\n=== operator {result.mode} ===")
