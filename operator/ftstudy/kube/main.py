@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=15,
         help="the Lease's duration: a standby takes over this long after the leader stopped renewing; the leader "
-        "renews every third of it and stops acting after two thirds without a renewal",
+        "tries to renew every 2/15 of it (2 s) and stops acting after two thirds (10 s) without a renewal",
     )
     p.add_argument("--identity", default=None, help="this replica's name in the Lease (default: hostname-pid)")
     p.add_argument("--liveness", default=None, help="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
@@ -167,8 +167,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
         identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
         seconds = max(3, args.lease_seconds)
+        # client-go's cadence (15 s lease, 10 s renew deadline, a try every 2 s): a renewal slowed down by a busy
+        # API server or process still has several tries before the deadline (with a try every third of the lease,
+        # one slow renewal of 100 studies x 10 trials on two cores cost the leadership)
         elector = LeaderElector(kube, lease_namespace, args.lease_name, identity, lease_seconds=seconds,
-                                renew_seconds=seconds / 3, renew_deadline=seconds * 2 / 3)  # fmt: skip
+                                renew_seconds=seconds * 2 / 15, renew_deadline=seconds * 2 / 3)  # fmt: skip
         if not elector.wait_until_leader(stop):
             return 0
         METRICS.leader.set(1)
