@@ -63,8 +63,9 @@ POOL_SIZE = 128  # HTTP connections to the API server kept open for reuse (not a
 
 class Kube:
     def __init__(self, configuration: kubernetes.client.Configuration, timeout: float = 30.0) -> None:
-        # Every study's loop calls the API server from its own thread: a pool smaller than the number of studies
-        # discards and reopens TLS connections under load (measured with 100 studies: "Connection pool is full").
+        # The reconcile threads, the Lease renewal and the notifications call the API server at once: a pool
+        # smaller than the threads discards and reopens TLS connections under load (measured with a thread per
+        # study and 100 studies: "Connection pool is full").
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_SIZE)
         self.api = kubernetes.client.ApiClient(configuration)
         self.timeout = timeout

@@ -1,22 +1,25 @@
-"""The kopf handlers: thin. They hand each FineTuneStudy to its reconcile loop and clean up on request.
+"""The kopf handlers: thin. They hand each FineTuneStudy to the reconcile threads and clean up on request.
 
-Why a worker thread per study instead of a kopf daemon: kopf puts a finalizer on every object that has a daemon, so
-with the operator down (or uninstalled) no study could be deleted. Here a study carries a finalizer only when its
-spec asks the operator to delete its Optuna records (``cleanup.deleteStudyRecords``), the one thing that needs the
-operator at deletion time; its Jobs go through owner references either way. kopf still watches, lists every study
-at start-up (which is how a restarted operator adopts them), serves the liveness probe and logs in.
+Why a pool of reconcile threads instead of a kopf daemon per study: kopf puts a finalizer on every object that has a
+daemon, so with the operator down (or uninstalled) no study could be deleted. Here a study carries a finalizer only when
+its spec asks the operator to delete its Optuna records (``cleanup.deleteStudyRecords``), the one thing that needs the
+operator at deletion time; its Jobs go through owner references either way. kopf still watches, lists every study at
+start-up (which is how a restarted operator adopts them), serves the liveness probe and logs in.
 
-A loop reconciles its study every ``--poll-seconds`` (``--unnotified-poll-seconds`` while its trainers' reports cannot
-wake it) and whenever something wakes it: a change of the study, an
-event of one of its Jobs (kopf watches the operator's Jobs), or a trainer's report (PostgreSQL NOTIFY,
-``ftstudy.notify``). The poll is the safety net for what a watch or a notification can miss.
+Each study is reconciled every ``--poll-seconds`` (``--unnotified-poll-seconds`` while its trainers' reports cannot wake
+it) and whenever something wakes it: a change of the study, an event of one of its Jobs (kopf watches the operator's
+Jobs), or a trainer's report (PostgreSQL NOTIFY, ``ftstudy.notify``). The poll is the safety net for what a watch or a
+notification can miss.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -26,6 +29,7 @@ from ftstudy.kube.api import Kube
 from ftstudy.kube.executor import job_ended
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event
+from ftstudy.kube.workqueue import RECONCILE_THREADS, WorkQueue
 from ftstudy.notify import Notifications
 from ftstudy.runner import Event
 from ftstudy.spec import SecretKeyRef
@@ -33,16 +37,21 @@ from ftstudy.spec import SecretKeyRef
 log = logging.getLogger(__name__)
 
 
+ERROR_RETRY_SECONDS = 10.0
+
+
 @dataclass
-class _Worker:
-    thread: threading.Thread
-    wake: threading.Event = field(default_factory=threading.Event)
-    stop: threading.Event = field(default_factory=threading.Event)
-    body: dict[str, Any] = field(default_factory=dict)
+class _Study:
+    """What the pool knows of one FineTuneStudy: kopf's newest body and, once a pass ran, its reconciler."""
+
+    body: dict[str, Any]
+    wake: Callable[[], None]  # one object, so that the notifications registered with it can be removed with it
+    reconciler: StudyReconciler | None = None
 
 
 class Workers:
-    """One reconcile thread per FineTuneStudy, fed the newest body kopf has seen."""
+    """A fixed pool of reconcile threads sharing the studies (``ftstudy.kube.workqueue``): each study is reconciled
+    by one thread at a time, every ``--poll-seconds`` and whenever something wakes it, with kopf's newest body."""
 
     def __init__(
         self,
@@ -50,94 +59,123 @@ class Workers:
         settings: Settings,
         metrics: OperatorMetrics = METRICS,
         notifications: Notifications | None = None,
+        threads: int = RECONCILE_THREADS,
     ) -> None:
-        """``notifications``: trainers' reports, which wake a study's loop before its next poll (``ftstudy.notify``)."""
+        """``notifications``: trainers' reports, which wake a study before its next poll (``ftstudy.notify``)."""
         self.kube = kube
         self.settings = settings
         self.metrics = metrics
         self.notifications = notifications or Notifications(enabled=False)
-        self.workers: dict[str, _Worker] = {}
+        self.studies: dict[str, _Study] = {}
+        self.retiring: dict[str, _Study] = {}  # deleted studies whose reconciler a thread has yet to close
         self.lock = threading.Lock()
+        self.queue = WorkQueue(observe_wait=metrics.observe_queue_wait)
+        self.threads = [
+            threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True) for i in range(max(1, threads))
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def update(self, body: dict[str, Any]) -> None:
         uid = body["metadata"]["uid"]
         with self.lock:
-            worker = self.workers.get(uid)
-            if worker is None or not worker.thread.is_alive():
-                thread = threading.Thread(target=self._run, args=(uid,), name=f"study-{body['metadata']['name']}")
-                thread.daemon = True
-                worker = _Worker(thread, body=body)
-                self.workers[uid] = worker
-                thread.start()
+            study = self.studies.get(uid)
+            if study is None:
+                self.studies[uid] = _Study(body, functools.partial(self.wake, uid))
+                self.queue.add(uid)
                 return
-            old_generation = worker.body.get("metadata", {}).get("generation")
-            worker.body = body
-            if body["metadata"].get("generation") != old_generation:
-                worker.wake.set()  # a spec change is acted on now, not at the next poll
+            old_generation = study.body.get("metadata", {}).get("generation")
+            study.body = body
+        if body["metadata"].get("generation") != old_generation:
+            self.queue.add(uid)  # a spec change is acted on now, not at the next poll
 
     def wake(self, uid: str) -> None:
-        """Reconcile the study now rather than at its next poll (one of its Jobs changed)."""
+        """Reconcile the study now rather than at its next poll (one of its Jobs ended, a trainer reported)."""
         with self.lock:
-            worker = self.workers.get(uid)
-        if worker is not None:
-            worker.wake.set()
+            known = uid in self.studies
+        if known:
+            self.queue.add(uid)
 
     def forget(self, uid: str) -> None:
+        """The study is deleted: a thread closes its reconciler after any pass under way."""
         with self.lock:
-            worker = self.workers.pop(uid, None)
-        if worker is not None:
-            worker.stop.set()
-            worker.wake.set()
+            study = self.studies.pop(uid, None)
+            if study is not None:
+                self.retiring[uid] = study
+        if study is not None:
+            self.queue.add(uid)
 
     def stop_all(self, timeout: float = 10.0) -> None:
+        self.queue.close()
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self.lock:
-            workers, self.workers = list(self.workers.values()), {}
-        for worker in workers:
-            worker.stop.set()
-            worker.wake.set()
-        for worker in workers:
-            worker.thread.join(timeout)
+            studies = [*self.studies.items(), *self.retiring.items()]
+            self.studies, self.retiring = {}, {}
+        for uid, study in studies:
+            self._retire(uid, study)
         self.notifications.close()
 
-    def _run(self, uid: str) -> None:
+    def _work(self) -> None:
+        while (uid := self.queue.get()) is not None:
+            next_at = None
+            try:
+                next_at = self._process(uid)
+            except Exception:  # a bug must not take a thread out of the pool: log it and try again later
+                log.exception("reconcile thread: study %s", uid)
+                next_at = time.monotonic() + ERROR_RETRY_SECONDS
+            finally:
+                self.queue.done(uid, next_at)
+
+    def _process(self, uid: str) -> float | None:
+        """One pass of the study; when it is due next (None: deleted, nothing more to do)."""
         with self.lock:
-            body = self.workers[uid].body
-            wake = self.workers[uid].wake
-        metadata = body["metadata"]
+            retiring = self.retiring.pop(uid, None)
+            study = self.studies.get(uid)
+        if retiring is not None:
+            self._retire(uid, retiring)
+        if study is None:
+            return None
+        if study.reconciler is None:
+            study.reconciler = self._reconciler(uid, study)
+        metadata = study.body["metadata"]
+        try:
+            delay = study.reconciler.reconcile(study.body)
+        except Exception:  # a bug must not end the study's reconciles for good: log it and try again later
+            log.exception("reconciling %s/%s failed", metadata["namespace"], metadata["name"])
+            delay = ERROR_RETRY_SECONDS
+        return time.monotonic() + delay
+
+    def _reconciler(self, uid: str, study: _Study) -> StudyReconciler:
+        metadata = study.body["metadata"]
         optuna_name = names.optuna_study_name(metadata["namespace"], metadata["name"])
-        reconciler = StudyReconciler(
+        return StudyReconciler(
             self.kube,
             metadata["namespace"],
             metadata["name"],
             uid,
             self.settings,
             metrics=self.metrics,
-            listen=lambda url: self.notifications.watch(url, optuna_name, wake.set),
+            listen=lambda url: self.notifications.watch(url, optuna_name, study.wake),
             listening=self.notifications.listening,
         )
-        while True:
-            with self.lock:
-                worker = self.workers.get(uid)
-            if worker is None or worker.stop.is_set():
-                self.notifications.forget(optuna_name, wake.set)
-                reconciler.close()
-                self._forget_metrics(uid, metadata["namespace"], metadata["name"])
-                return
-            worker.wake.clear()  # before the pass: a report that lands during it wakes the next one at once
-            try:
-                delay = reconciler.reconcile(worker.body)
-            except Exception:  # a bug must not end the study's loop for good: log it and try again later
-                log.exception("reconciling %s/%s failed", metadata["namespace"], metadata["name"])
-                delay = 10.0
-            worker.wake.wait(delay)
+
+    def _retire(self, uid: str, study: _Study) -> None:
+        """Stop listening for the study's reports, close its storage, drop its metric series."""
+        metadata = study.body["metadata"]
+        if study.reconciler is not None:
+            self.notifications.forget(names.optuna_study_name(metadata["namespace"], metadata["name"]), study.wake)
+            study.reconciler.close()
+        self._forget_metrics(uid, metadata["namespace"], metadata["name"])
 
     def _forget_metrics(self, uid: str, namespace: str, name: str) -> None:
-        """The study's loop ended (deleted, or the operator stops): remove its metric series, here in its own thread
-        after its last reconcile, unless a study of the same name was created again meanwhile."""
+        """Remove the deleted study's metric series, after its last pass, unless a study of the same name was
+        created again meanwhile."""
         with self.lock:
             again = any(
-                (w.body["metadata"]["namespace"], w.body["metadata"]["name"]) == (namespace, name)
-                for other, w in self.workers.items()
+                (s.body["metadata"]["namespace"], s.body["metadata"]["name"]) == (namespace, name)
+                for other, s in self.studies.items()
                 if other != uid
             )
         if not again:

@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import Any
 
+from ftstudy.kube.workqueue import RECONCILE_THREADS
+
 EXIT_LOST_LEADERSHIP = 70
 log = logging.getLogger("ftstudy.operator")
 
@@ -73,6 +75,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "refuses the URL in use), instead of on every reconcile",
     )
     p.add_argument("--stuck-seconds", type=float, default=120.0, help="a trial pod that cannot start fails after")
+    p.add_argument(
+        "--reconcile-threads",
+        type=int,
+        default=RECONCILE_THREADS,
+        help="studies reconciled at once, whatever their number (each study by one thread at a time)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
         "--metrics-port",
@@ -187,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(poll_seconds=args.poll_seconds, unnotified_poll_seconds=args.unnotified_poll_seconds,
                         secret_refresh_seconds=args.secret_refresh_seconds, stuck_seconds=args.stuck_seconds,
                         policy=policy)  # fmt: skip
-    workers = Workers(kube, settings, notifications=Notifications(enabled=not args.no_notifications))
+    workers = Workers(kube, settings, notifications=Notifications(enabled=not args.no_notifications),
+                      threads=args.reconcile_threads)  # fmt: skip
     register(workers)
 
     @kopf.on.startup()

@@ -147,6 +147,13 @@ class OperatorMetrics:
             buckets=RECONCILE_BUCKETS,
             registry=r,
         )
+        self.queue_wait = Histogram(
+            "ftstudy_reconcile_queue_wait_seconds",
+            "How long after it was due (woken, or its poll) a study's pass started: the wait for a free reconcile "
+            "thread (--reconcile-threads).",
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
+        )
         self.decision_latency = Histogram(
             "ftstudy_decision_latency_seconds",
             "From a trial's early report (written by its trainer) to the continue or cancel decision applied.",
@@ -187,6 +194,9 @@ class OperatorMetrics:
         self.database_errors.labels(namespace, study)
         self.reconcile_duration.labels(namespace, study)
         self.decision_latency.labels(namespace, study)
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.queue_wait.observe(seconds)
 
     def observe_reconcile(self, namespace: str, study: str, seconds: float) -> None:
         self.reconcile_duration.labels(namespace, study).observe(seconds)
