@@ -498,6 +498,16 @@ def histogram_quantile(buckets: dict[float, float], q: float) -> float:
     return lower
 
 
+def histogram_buckets(samples: list[tuple[str, dict[str, str], float]], metric: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts by upper bound, summed over the series in ``samples``."""
+    buckets: dict[float, float] = {}
+    for name, labels, value in samples:
+        if name == f"{metric}_bucket":
+            bound = float(labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    return buckets
+
+
 def operator_metrics(url: str | None, studies: list[str]) -> list[str]:
     """What the operator says of itself for these studies: reconcile passes, and its own decision latency (from
     the trainer's ``early_reported_at``, at the start of the reconcile that applied the decision)."""
@@ -512,11 +522,7 @@ def operator_metrics(url: str | None, studies: list[str]) -> list[str]:
                          ("ftstudy_decision_latency_seconds", "ftstudy_decision_latency_seconds")):  # fmt: skip
         count = sum(v for n, _, v in samples if n == f"{metric}_count")
         total = sum(v for n, _, v in samples if n == f"{metric}_sum")
-        buckets: dict[float, float] = {}
-        for n, labels, v in samples:
-            if n == f"{metric}_bucket":
-                bound = float(labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + v
+        buckets = histogram_buckets(samples, metric)
         if not count:
             lines.append(f"{what}: none observed")
             continue
@@ -534,7 +540,7 @@ def queue_waits(url: str | None) -> dict[float, float]:
         samples = scrape(url)
     except OSError:
         return {}
-    return {float(labels["le"]): v for n, labels, v in samples if n == "ftstudy_reconcile_queue_wait_seconds_bucket"}
+    return histogram_buckets(samples, "ftstudy_reconcile_queue_wait_seconds")
 
 
 def queue_wait_line(before: dict[float, float], after: dict[float, float]) -> str:

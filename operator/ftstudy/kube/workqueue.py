@@ -26,12 +26,9 @@ RECONCILE_THREADS = 32  # the default pool (``ftstudy operator --reconcile-threa
 
 
 class WorkQueue:
-    def __init__(
-        self, clock: Callable[[], float] = time.monotonic, observe_wait: Callable[[float], None] | None = None
-    ) -> None:
+    def __init__(self, observe_wait: Callable[[float], None] | None = None) -> None:
         """``observe_wait``: told, for each key taken, how many seconds after its time it was (waiting for a
-        thread)."""
-        self._clock = clock
+        thread). Times are ``time.monotonic()``, the clock ``Condition.wait`` counts in."""
         self._observe_wait = observe_wait
         self._cond = threading.Condition()
         self._due: dict[str, float] = {}  # waiting keys -> when due (the heap may hold stale entries)
@@ -43,7 +40,7 @@ class WorkQueue:
 
     def add(self, key: str, at: float | None = None) -> None:
         """Process ``key`` at ``at`` (monotonic; default now), or earlier if it is already due earlier."""
-        at = self._clock() if at is None else at
+        at = time.monotonic() if at is None else at
         with self._cond:
             if self._closed:
                 return
@@ -70,7 +67,7 @@ class WorkQueue:
                     self._cond.wait()
                     continue
                 at, _, key = self._heap[0]
-                wait = at - self._clock()
+                wait = at - time.monotonic()
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
