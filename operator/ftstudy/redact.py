@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@\s/]*)@")
+# The password runs from the user's colon to the next "@": SQLAlchemy reads it so, and accepts "/", ":", "+" and "="
+# in it unencoded. In free text it stops at white space too (a known URL's password with spaces is hidden by value).
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@\s]*)@")
 _QUERY = re.compile(r"(?P<head>[?&]password=)(?P<password>[^&\s]*)", re.IGNORECASE)
 HIDDEN = "***"
 
@@ -27,7 +29,24 @@ def redact(text: str, *secrets: str | None) -> str:
 
 
 def _passwords(secret: str | None) -> list[str]:
+    """The passwords a known secret holds: a URL's (as SQLAlchemy reads it, so one with spaces is found whole, and
+    as the patterns read it), or the secret itself when it is no URL."""
     if not secret:
         return []
     found = [m["password"] for m in _USERINFO.finditer(secret)] + [m["password"] for m in _QUERY.finditer(secret)]
+    if "://" in secret:
+        found.append(_sqlalchemy_password(secret))
     return [p for p in found if p] or ([] if "://" in secret else [secret])
+
+
+def _sqlalchemy_password(url: str) -> str:
+    """The password the database driver will be given (decoded); empty when the URL cannot be read."""
+    try:
+        from sqlalchemy.engine import make_url
+    except ImportError:  # the core without the storage extra: the patterns above must do
+        return ""
+    try:
+        password = make_url(url).password
+    except Exception:  # any malformed URL: nothing more to hide than the patterns found
+        return ""
+    return str(password) if password else ""
