@@ -26,19 +26,16 @@ from ftstudy.trainer.model import load_model
 PAGES = 48
 
 
-def pages(locales: tuple[str, ...]) -> tuple[list[Example], list[Example]]:
+def pages(locales: tuple[str, ...]) -> list[Example]:
+    """Validation pages (drawn after 200 training pages, as a study's would be)."""
     splits = generate_dataset(11, SplitSizes(train=200, validation=PAGES, test=1, independent_test=1), locales)
-
-    def examples(split: str) -> list[Example]:
-        return [Example(str(r["id"]), str(r["html"]), dict(r["attributes"]), {}) for r in splits[split]]  # type: ignore[arg-type]
-
-    return examples("train"), examples("validation")
+    return [Example(str(r["id"]), str(r["html"]), dict(r["attributes"]), {}) for r in splits["validation"]]  # type: ignore[arg-type]
 
 
 def zero_shot(locales: tuple[str, ...]) -> float:
     loaded = load_model("mini", "cpu")
-    train, validation = pages(locales)
-    budget = answer_token_budget(loaded.tokenizer, train, DEFAULT_ATTRIBUTES)
+    validation = pages(locales)
+    budget = answer_token_budget(loaded.tokenizer, DEFAULT_ATTRIBUTES)
     encoder = Encoder(loaded.tokenizer, DEFAULT_ATTRIBUTES, 512, budget, PreprocessConfig())
     return accuracy(loaded.model, encoder, validation, 16, torch.device("cpu"), threading.Event()).mean
 

@@ -48,6 +48,9 @@ _CURRENCY_ALIASES = {
     "sek": "SEK",
 }
 
+# English wordings only, as the English shops (ftstudy.task.generator: us, uk, ca) write them: a German, French
+# or Italian stock phrase is not read as a code (``Auf Lager`` stays ``auf_lager``), so every European shop is
+# scored by the same rule, the independent test's Italian one included.
 _AVAILABILITY_ALIASES = {
     "in stock": "in_stock",
     "instock": "in_stock",
@@ -56,6 +59,8 @@ _AVAILABILITY_ALIASES = {
     "available now": "in_stock",
     "ships today": "in_stock",
     "in stock online": "in_stock",
+    "ready to ship": "in_stock",
+    "available online": "in_stock",
     "https://schema.org/instock": "in_stock",
     "http://schema.org/instock": "in_stock",
     "out of stock": "out_of_stock",
@@ -64,17 +69,23 @@ _AVAILABILITY_ALIASES = {
     "sold out": "out_of_stock",
     "currently unavailable": "out_of_stock",
     "unavailable": "out_of_stock",
+    "no longer available": "out_of_stock",
+    "sold out online": "out_of_stock",
     "https://schema.org/outofstock": "out_of_stock",
     "http://schema.org/outofstock": "out_of_stock",
     "pre-order": "preorder",
     "preorder": "preorder",
     "pre order": "preorder",
     "available for pre-order": "preorder",
+    "pre-order now": "preorder",
+    "coming soon - pre-order": "preorder",
     "https://schema.org/preorder": "preorder",
     "http://schema.org/preorder": "preorder",
     "limited stock": "limited_stock",
     "only a few left": "limited_stock",
     "low stock": "limited_stock",
+    "limited quantities": "limited_stock",
+    "almost gone": "limited_stock",
     "limitedavailability": "limited_stock",
     "https://schema.org/limitedavailability": "limited_stock",
 }

@@ -5,8 +5,15 @@ difficulties: several shop layouts and product categories, spec tables and lists
 reviews, related products with their own prices, JSON-LD on some pages only, distractor numbers and units (old
 prices, shipping costs, ratings, instalments) and attributes the page simply does not state.
 
-The *independent* test set uses layouts and categories that never occur in train/validation/test, as the paper's
-independent test set did. Everything is a pure function of the seed.
+The *independent* test set is independent in every way the generator can vary, as the paper's independent test
+set (other shops) was: its pages come from other shops than the training pages (``independent_locales``; by
+default the holdout shops ``it`` and ``ca``, which no default training set and not the demonstration model's
+pretraining use), in layouts and categories that never occur in train/validation/test; one of its layouts
+(``gallery``) is also unknown to that pretraining. What it shares with training is the attribute schema and the
+general style of the HTML building blocks (spec rows, prose, reviews, distractor prices).
+
+Everything is a pure function of the seed and the shops. New shops, layouts and categories are only ever appended,
+so that an existing choice of shops keeps generating the same pages for the same seed.
 """
 
 from __future__ import annotations
@@ -139,34 +146,82 @@ class Locale:
     code: str
     currency: str
     symbol: str
-    european: bool  # decimal comma, symbol after the number
+    european: bool  # decimal comma and dot thousands (1.299,50), the symbol apart from the number
     shop: str
-    language: str  # the shop's language: its labels, stock phrases and colour names (ftstudy.task.wording)
+    language: str  # the shop's language tag: its labels, stock phrases and colour names (ftstudy.task.wording)
+    symbol_first: bool = False  # European numbers only: the symbol before the number (CHF 1.299,50, € 1.299,50)
 
     @property
     def words(self) -> Wording:
         return WORDINGS[self.language]
 
+    @property
+    def english(self) -> bool:
+        return self.language.split("-")[0] == "en"
 
+
+# Appended only: the order of this tuple is the canonical order that a set of shops is drawn in, so inserting a
+# shop would change the pages of every existing choice of shops that follows it.
 LOCALES = (
     Locale("us", "USD", "$", False, "Cartwheel Market", "en"),
     Locale("de", "EUR", "€", True, "Kaufhaus Nord", "de"),
     Locale("uk", "GBP", "£", False, "Highstreet Goods", "en"),
     Locale("fr", "EUR", "€", True, "Le Comptoir", "fr"),
-    Locale("ch", "CHF", "CHF", True, "Alpenladen", "de"),
+    Locale("ch", "CHF", "CHF", True, "Alpenladen", "de", symbol_first=True),
+    # The holdout shops (HOLDOUT_LOCALES): the independent test's. Each writes prices in a way no other shop does.
+    Locale("it", "EUR", "€", True, "Bottega Aurora", "it", symbol_first=True),
+    Locale("ca", "CAD", "C$", False, "Lakeshore Supply Co.", "en-CA"),
 )
-LOCALE_CODES = tuple(locale.code for locale in LOCALES)
+ALL_LOCALE_CODES = tuple(locale.code for locale in LOCALES)
+HOLDOUT_LOCALES = ("it", "ca")  # kept out of every default training set and of mini's pretraining
+# The default training shops (the CLI's, a study's and the trainer's): every shop but the holdouts, as before they
+# existed, so a default study generates the same data as before.
+LOCALE_CODES = tuple(code for code in ALL_LOCALE_CODES if code not in HOLDOUT_LOCALES)
 ENGLISH_LOCALES = ("us", "uk")  # the demonstration model's pretraining shops (the "source" distribution)
 EUROPEAN_LOCALES = ("de", "fr", "ch")  # the shops its example study fine-tunes for (the "target")
 
 
 def locales_named(codes: Sequence[str]) -> tuple[Locale, ...]:
     """The shops to generate pages for, in the canonical order (so the same set always gives the same pages)."""
-    unknown = sorted(set(codes) - set(LOCALE_CODES))
+    unknown = sorted(set(codes) - set(ALL_LOCALE_CODES))
     if unknown or not codes:
         given = ", ".join(unknown) or "(none given)"
-        raise ValueError(f"unknown locale(s) {given}; choose from {', '.join(LOCALE_CODES)}")
+        raise ValueError(f"unknown locale(s) {given}; choose from {', '.join(ALL_LOCALE_CODES)}")
     return tuple(locale for locale in LOCALES if locale.code in set(codes))
+
+
+TRAINING_SHOPS = locales_named(LOCALE_CODES)  # the default shops of a stream of pages
+
+
+def independent_locales_for(
+    locales: Sequence[str], independent_locales: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The shops of the independent test, in canonical order: ``independent_locales`` if given, else the holdout
+    shop of each language family trained on: ``it`` if any training shop is not English, ``ca`` if any is.
+
+    An independent test from the training shops would share their names, wording, currencies and price formats,
+    and so measure less than the paper's independent test; hence any overlap is refused, not silently dropped.
+    """
+    training = locales_named(locales)
+    if independent_locales is None:
+        wanted = (["it"] if any(not shop.english for shop in training) else []) + (
+            ["ca"] if any(shop.english for shop in training) else []
+        )
+        left = [code for code in wanted if code not in {shop.code for shop in training}]
+        if not left:
+            raise ValueError(
+                f"no holdout shop is left for the independent test: the training locales include {', '.join(wanted)}; "
+                "name the independent test's locales (independent_locales) or generate no independent test"
+            )
+        return tuple(shop.code for shop in locales_named(left))
+    chosen = locales_named(independent_locales)
+    overlap = [shop.code for shop in chosen if shop in training]
+    if overlap:
+        raise ValueError(
+            f"independent locale(s) {', '.join(overlap)} are also training locales; the independent test must come "
+            "from other shops"
+        )
+    return tuple(shop.code for shop in chosen)
 
 
 def format_price(amount: float, locale: Locale) -> str:
@@ -174,7 +229,7 @@ def format_price(amount: float, locale: Locale) -> str:
     whole, cents = f"{amount:,.2f}".split(".")
     if locale.european:
         number = whole.replace(",", ".") + "," + cents
-        return f"{number} {locale.symbol}" if locale.symbol != "CHF" else f"CHF {number}"
+        return f"{locale.symbol} {number}" if locale.symbol_first else f"{number} {locale.symbol}"
     return f"{locale.symbol}{whole}.{cents}"
 
 
@@ -448,6 +503,30 @@ def _layout_catalog(p: Product, rng: random.Random) -> str:
     )
 
 
+def _layout_gallery(p: Product, rng: random.Random) -> str:
+    """Image first, facts as tiles (label above value, no separator), and the price last, in a sticky buy bar
+    after the reviews: an order of things no other layout has. Added after mini was pretrained, so that one layout
+    of the independent test is new even to mini (whose pretraining read every other layout)."""
+    words = p.locale.words
+    views = rng.randint(2, 5)
+    figures = "".join(
+        f'<figure><img src="/img/{_esc(p.sku)}-{i}.jpg" alt="{_esc(p.title)}"><figcaption>{i}/{views}</figcaption>'
+        "</figure>"
+        for i in range(1, views + 1)
+    )
+    tiles = "".join(f'<div class="tile"><div>{_esc(k)}</div><div>{_esc(v)}</div></div>' for k, v in _specs(p, rng))
+    maker = f'<div class="maker">{_esc(words.by.format(brand=p.brand))}</div>' if p.brand else ""
+    return (
+        f'<div class="gallery">{figures}</div><section class="summary"><h1>{_esc(p.title)}</h1>{maker}'
+        f'<details open><summary>{_esc(words.specifications)}</summary><div class="tiles">{tiles}</div></details>'
+        f"{_prose(p, rng)}</section>{_reviews(p, rng)}"
+        f'<div class="buybar"><div class="amount">{_esc(format_price(p.price, p.locale))}</div>'
+        f"{_availability_html(p, rng)}{''.join(_distractor_prices(p, rng))}"
+        f"<button>{_esc(words.add_to_basket)}</button></div>{_related(p, rng)}"
+    )
+
+
+# Appended only, as LOCALES: a stream draws its layout from a tuple of names, never from this dict's order.
 LAYOUTS: dict[str, Callable[[Product, random.Random], str]] = {
     "storefront": _layout_storefront,
     "boutique": _layout_boutique,
@@ -455,13 +534,17 @@ LAYOUTS: dict[str, Callable[[Product, random.Random], str]] = {
     "minimal": _layout_minimal,
     "legacy": _layout_legacy,
     "catalog": _layout_catalog,
+    "gallery": _layout_gallery,
 }
 IN_DISTRIBUTION_LAYOUTS = ("storefront", "boutique", "marketplace", "minimal")
-INDEPENDENT_LAYOUTS = ("legacy", "catalog")
+INDEPENDENT_LAYOUTS = ("legacy", "catalog", "gallery")
 
 
 def generate_page(
-    rng: random.Random, categories: tuple[str, ...], layouts: tuple[str, ...], locales: tuple[Locale, ...] = LOCALES
+    rng: random.Random,
+    categories: tuple[str, ...],
+    layouts: tuple[str, ...],
+    locales: tuple[Locale, ...] = TRAINING_SHOPS,
 ) -> dict[str, object]:
     """One example in the dataset's JSONL schema (docs/task.md)."""
     product = _product(rng, CATEGORIES[rng.choice(categories)], locales)
@@ -487,7 +570,7 @@ def unique_pages(
     layouts: tuple[str, ...],
     prefix: str,
     seen: set[str],
-    locales: tuple[Locale, ...] = LOCALES,
+    locales: tuple[Locale, ...] = TRAINING_SHOPS,
 ) -> Iterator[dict[str, object]]:
     """An endless stream of distinct pages (none whose HTML is in ``seen``, which it extends)."""
     rng = random.Random(seed)
@@ -514,28 +597,41 @@ SPLITS = ("train", "validation", "test", "independent_test")
 
 
 def generate_dataset(
-    seed: int, sizes: SplitSizes, locales: Sequence[str] = LOCALE_CODES
+    seed: int,
+    sizes: SplitSizes,
+    locales: Sequence[str] = LOCALE_CODES,
+    independent_locales: Sequence[str] | None = None,
 ) -> dict[str, list[dict[str, object]]]:
-    """Disjoint splits: no page appears twice, and independent_test shares no layout or category with the rest.
-    Every split comes from the shops of ``locales``."""
+    """Disjoint splits: no page appears twice. train/validation/test come from the shops of ``locales``;
+    independent_test shares no shop, layout or category with them: its shops are ``independent_locales``, by
+    default the holdout shop of each language trained on (``independent_locales_for``).
+
+    With no independent test to generate and no shops named for it, any training shops are fine (even all)."""
     shops = locales_named(locales)
     seen: set[str] = set()
     stream = unique_pages(seed, IN_DISTRIBUTION_CATEGORIES, IN_DISTRIBUTION_LAYOUTS, "p", seen, shops)
     splits: dict[str, list[dict[str, object]]] = {}
     for split in ("train", "validation", "test"):
         splits[split] = [next(stream) for _ in range(getattr(sizes, split))]
-    independent = unique_pages(seed + 7919, INDEPENDENT_CATEGORIES, INDEPENDENT_LAYOUTS, "ind", seen, shops)
-    splits["independent_test"] = [next(independent) for _ in range(sizes.independent_test)]
+    splits["independent_test"] = []
+    if sizes.independent_test or independent_locales is not None:
+        others = locales_named(independent_locales_for(locales, independent_locales))
+        independent = unique_pages(seed + 7919, INDEPENDENT_CATEGORIES, INDEPENDENT_LAYOUTS, "ind", seen, others)
+        splits["independent_test"] = [next(independent) for _ in range(sizes.independent_test)]
     return splits
 
 
 def write_dataset(
-    directory: Path, seed: int, sizes: SplitSizes, locales: Sequence[str] = LOCALE_CODES
+    directory: Path,
+    seed: int,
+    sizes: SplitSizes,
+    locales: Sequence[str] = LOCALE_CODES,
+    independent_locales: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write one JSONL file per split (atomically, so a reader never sees half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, rows in generate_dataset(seed, sizes, locales).items():
+    for split, rows in generate_dataset(seed, sizes, locales, independent_locales).items():
         path = directory / f"{split}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as out:

@@ -17,6 +17,9 @@ class Accuracy:
     mean: float
     per_attribute: dict[str, float]
     examples: int
+    # Each page's accuracy (its mean over attributes), in the examples' order: what a paired bootstrap over pages
+    # resamples to put an interval on the difference between two models scored on the same pages.
+    per_example: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {"mean": self.mean, "per_attribute": dict(self.per_attribute), "examples": self.examples}
@@ -35,11 +38,13 @@ def score(
         raise ValueError(f"{len(predictions)} predictions for {len(golds)} examples")
     if not golds:
         return Accuracy(mean=0.0, per_attribute={a: 0.0 for a in attributes}, examples=0)
-    per_attribute = {}
-    for attribute in attributes:
-        hits = sum(
-            values_match(attribute, p.get(attribute), g.get(attribute)) for p, g in zip(predictions, golds, strict=True)
-        )
-        per_attribute[attribute] = hits / len(golds)
+    matches = [
+        [values_match(attribute, p.get(attribute), g.get(attribute)) for attribute in attributes]
+        for p, g in zip(predictions, golds, strict=True)
+    ]
+    per_attribute = {
+        attribute: sum(row[column] for row in matches) / len(golds) for column, attribute in enumerate(attributes)
+    }
     mean = sum(per_attribute.values()) / len(per_attribute)
-    return Accuracy(mean=mean, per_attribute=per_attribute, examples=len(golds))
+    per_example = tuple(sum(row) / len(attributes) for row in matches)
+    return Accuracy(mean=mean, per_attribute=per_attribute, examples=len(golds), per_example=per_example)

@@ -4,6 +4,12 @@ Shops in Germany, France and Switzerland label a colour ``Farbe`` or ``Couleur``
 ``In stock`` and name colours and materials in their own words. A model that learned extraction on English shops
 must learn these to serve European ones: that is the shift the bundled demonstration model (``mini``) is
 fine-tuned across (docs/science.md). Gold values are what the page states, so a French page's colour is ``noir``.
+
+Two wordings belong to the holdout shops only (``ftstudy.task.generator.HOLDOUT_LOCALES``), which no default
+training set and not ``mini``'s pretraining use: Italian (``Colore``, ``Esaurito``), for the independent test of a
+European study, and Canadian English (``en-CA``: English labels, but other stock phrases, headings and boilerplate
+than the US and UK shops), for that of an English one. A wording is keyed by its language tag, so a variant of a
+language is a tag with a region.
 """
 
 from __future__ import annotations
@@ -109,6 +115,23 @@ _FRENCH_MATERIALS: dict[str, str] = {
     "aluminium tube": "tube en aluminium", "recycled plastic": "plastique recyclé",
     "galvanised steel": "acier galvanisé", "terracotta": "terre cuite", "ash wood": "bois de frêne",
     "beech wood": "bois de hêtre", "ABS plastic": "plastique ABS", "cardboard": "carton",
+}
+_ITALIAN_COLOURS: dict[str, str] = {
+    "black": "nero", "white": "bianco", "navy": "blu navy", "olive green": "verde oliva",
+    "charcoal grey": "grigio antracite", "burgundy": "bordeaux", "sand beige": "beige sabbia",
+    "sky blue": "azzurro", "red": "rosso", "silver": "argento", "forest green": "verde bosco",
+    "mustard yellow": "giallo senape",
+}
+_ITALIAN_MATERIALS: dict[str, str] = {
+    "cotton": "cotone", "organic cotton": "cotone biologico", "merino wool": "lana merino", "polyester": "poliestere",
+    "linen": "lino", "recycled nylon": "nylon riciclato", "leather": "pelle", "suede": "camoscio", "mesh": "rete",
+    "canvas": "tela", "synthetic": "sintetico", "rubber": "gomma", "aluminium": "alluminio", "plastic": "plastica",
+    "glass": "vetro", "stainless steel": "acciaio inox", "carbon fibre": "fibra di carbonio", "cast iron": "ghisa",
+    "ceramic": "ceramica", "bamboo": "bambù", "copper": "rame", "non-stick aluminium": "alluminio antiaderente",
+    "glass bottle": "flacone in vetro", "aluminium tube": "tubetto in alluminio",
+    "recycled plastic": "plastica riciclata", "galvanised steel": "acciaio zincato", "terracotta": "terracotta",
+    "polypropylene": "polipropilene", "ash wood": "legno di frassino", "beech wood": "legno di faggio",
+    "ABS plastic": "plastica ABS", "plush polyester": "peluche di poliestere", "cardboard": "cartone",
 }
 # fmt: on
 
@@ -227,4 +250,114 @@ FRENCH = Wording(
     made_of="en {material}",
 )
 
-WORDINGS = {w.language: w for w in (ENGLISH, GERMAN, FRENCH)}
+# The holdout shops' wordings: the independent test's, never a default training set's nor mini's pretraining's.
+ITALIAN = Wording(
+    language="it",
+    labels={
+        "brand": ("Marca", "Produttore"),
+        "colour": ("Colore", "Tinta"),
+        "material": ("Materiale", "Composizione", "Tessuto"),
+        "size": ("Taglia", "Dimensioni", "Capacità"),
+    },
+    stock={
+        "in_stock": ("Disponibile", "Disponibilità immediata", "In magazzino"),
+        "out_of_stock": ("Esaurito", "Non disponibile", "Momentaneamente non disponibile"),
+        "preorder": ("Preordinabile", "Disponibile in preordine"),
+        "limited_stock": ("Ultimi pezzi", "Disponibilità limitata"),
+    },
+    colours=_ITALIAN_COLOURS,
+    materials=_ITALIAN_MATERIALS,
+    nav=("Home", "Novità", "Saldi", "Carte regalo", "Negozi", "Assistenza"),
+    was="Invece di",
+    shipping="Spedizione: {cost} (gratuita sopra {free})",
+    instalments="Oppure {n} rate da {amount}",
+    prose=(
+        "Ecco {title}: pensato per la vita di tutti i giorni, costruito per durare {years} anni e oltre.",
+        "Già più di {count}.000 clienti soddisfatti.",
+        "Ordina entro le {hour}:00, ricevi domani.",
+    ),
+    prose_material="Realizzato in {material} di alta qualità.",
+    prose_colour="Colore {colour} senza tempo, si abbina a tutto.",
+    reviews="Recensioni",
+    rating="{rating} su 5 ({count} recensioni)",
+    quotes=(
+        "Esattamente come descritto, lo ricomprerei.",
+        "Veste un po' piccolo, meglio una taglia in più.",
+        "Ottimo rapporto qualità-prezzo.",
+        "Arrivato in 3 giorni, ben imballato.",
+        "Il colore è più scuro che nelle foto.",
+        "Il secondo che compro quest'anno!",
+    ),
+    days_ago="{days} giorni fa",
+    related=("Potrebbe interessarti anche", "Chi ha acquistato questo ha acquistato anche", "Prodotti simili"),
+    add_to_basket="Aggiungi al carrello",
+    specifications="Caratteristiche tecniche",
+    incl_vat="IVA inclusa",
+    price="Prezzo:",
+    our_price="Il nostro prezzo:",
+    stars="{rating} stelle · {count} valutazioni",
+    about="Informazioni su questo articolo",
+    other_sellers="Altri venditori",
+    seller="Venditore",
+    weight="Peso",
+    warranty="Garanzia",
+    years="{n} anni",
+    footer="Newsletter · Resi · Note legali",
+    by="di {brand}",
+    size="taglia {size}",
+    in_colour="colore {colour}",
+    made_of="in {material}",
+)
+
+# English, as a Canadian shop writes it: the labels an English-trained model knows, mostly, but its own stock
+# phrases, headings and boilerplate (prices before tax, "Add to cart"), so that the independent test of an English
+# study is not the US and UK shops' text again.
+CANADIAN_ENGLISH = Wording(
+    language="en-CA",
+    labels={
+        "brand": ("Brand", "Maker", "Manufacturer"),
+        "colour": ("Colour", "Colourway", "Finish"),
+        "material": ("Material", "Fabric", "Construction"),
+        "size": ("Size", "Dimensions", "Fit"),
+    },
+    stock={
+        "in_stock": ("Ready to ship", "Available online", "In stock"),
+        "out_of_stock": ("No longer available", "Sold out online", "Out of stock"),
+        "preorder": ("Pre-order now", "Coming soon – pre-order"),
+        "limited_stock": ("Limited quantities", "Almost gone"),
+    },
+    nav=("Home", "What's new", "Clearance", "Gift cards", "Store locator", "Help"),
+    was="Reg.",
+    shipping="Shipping: {cost} (free shipping on orders over {free})",
+    instalments="Or {n} interest-free payments of {amount}",
+    prose=(
+        "Say hello to the {title}: made for Canadian winters and built to last {years} years and more.",
+        "Over {count},000 happy customers from coast to coast.",
+        "Order by {hour}:00 ET for next-business-day delivery.",
+    ),
+    prose_material="Made with quality {material} that holds up season after season.",
+    prose_colour="Shown here in {colour}, a colour that works with everything.",
+    reviews="Customer reviews",
+    rating="Rated {rating}/5 by {count} customers",
+    quotes=(
+        "Exactly as pictured, would order again.",
+        "Made it through a Montreal winter and still looks new.",
+        "Great value for the money.",
+        "Arrived in 4 business days, well packed.",
+        "Fits true to size.",
+    ),
+    days_ago="{days} days ago",
+    related=("You might also like", "Frequently bought together", "Similar items"),
+    add_to_basket="Add to cart",
+    specifications="Product details",
+    incl_vat="plus applicable taxes",
+    price="Price:",
+    our_price="Your price:",
+    stars="{rating}/5 · {count} ratings",
+    about="Product overview",
+    other_sellers="More offers",
+    seller="Sold by",
+    footer="Newsletter · Returns & exchanges · Privacy",
+)
+
+WORDINGS = {w.language: w for w in (ENGLISH, GERMAN, FRENCH, ITALIAN, CANADIAN_ENGLISH)}

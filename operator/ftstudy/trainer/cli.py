@@ -57,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
         "acted on)",
     )
     p.add_argument(
+        "--rungs",
+        default="",
+        help="comma-separated fractions of training after the early one where a resumed screened trial stops, "
+        "scored and checkpointed, for the study to decide again (promotion.rungs); stage full ignores them",
+    )
+    p.add_argument(
         "--score-base-model",
         action="store_true",
         help="score the model before training too: the study's zero-shot accuracy (the engine asks trial 0)",
@@ -66,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
         choices=("full", "screen", "resume", "forget"),
         default="full",
         help="full: the whole trial; screen: train to the early step, write a checkpoint, report and exit; "
-        "resume: continue a screened trial from its checkpoint in --output to the end; forget: delete the "
+        "resume: continue a screened trial from its checkpoint in --output to the next of --rungs after it (scored "
+        "there, checkpointed, exits as screened again), else to the end; forget: delete the "
         "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume)",
     )
     p.add_argument(
@@ -104,8 +111,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="write the synthetic dataset into --data first, unless it is already there: "
         '{"seed": 0, "train": 2000, "validation": 200, "test": 200, "independent_test": 200, '
-        '"locales": ["de", "fr", "ch"]} '
-        "(how a trial in a cluster gets a dataset.generate study's data; every trial writes the same pages)",
+        '"locales": ["de", "fr", "ch"], "independent_locales": ["it"]} '
+        "(how a trial in a cluster gets a dataset.generate study's data; every trial writes the same pages; "
+        "independent_locales absent or null: the generator's default)",
     )
     p.add_argument("--log-level", default="INFO")
     return p
@@ -132,6 +140,7 @@ def _settings(args: argparse.Namespace) -> Any:
         max_seq_len=args.max_seq_len,
         early_fraction=args.early_fraction,
         extra_eval_fractions=_fractions(args.extra_eval_fractions),
+        rungs=_fractions(args.rungs, "--rungs"),
         score_base_model=args.score_base_model,
         stage=args.stage,
         eval_samples=args.eval_samples,
@@ -144,11 +153,11 @@ def _settings(args: argparse.Namespace) -> Any:
     )
 
 
-def _fractions(text: str) -> tuple[float, ...]:
+def _fractions(text: str, option: str = "--extra-eval-fractions") -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"--extra-eval-fractions must be comma-separated numbers, got {text!r}") from None
+        raise ValueError(f"{option} must be comma-separated numbers, got {text!r}") from None
 
 
 def _reporter(args: argparse.Namespace) -> Any:
@@ -191,12 +200,17 @@ def _generate_data(directory: Path, settings_json: str) -> None:
         )
         seed = int(settings.get("seed", 0))
         locales = [str(code) for code in settings.get("locales", LOCALE_CODES)]
+        # Absent or null: the generator's default, the holdout shop of each language trained on.
+        named = settings.get("independent_locales")
+        if named is not None and not isinstance(named, list):
+            raise TypeError(f"independent_locales must be a list of shops or null, not {named!r}")
+        independent_locales = None if named is None else [str(code) for code in named]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"--generate-data needs JSON with seed, train, validation and test sizes ({error})") from None
     directory.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        write_dataset(scratch, seed, sizes, locales)
+        write_dataset(scratch, seed, sizes, locales, independent_locales)
         (scratch / ".complete").write_text(settings_json)
         try:
             os.rename(scratch, directory)

@@ -106,6 +106,9 @@ class RunSettings:
     max_seq_len: int = 1024
     early_fraction: float = 0.2
     extra_eval_fractions: tuple[float, ...] = ()
+    # Screening in rungs (``promotion.rungs``): the rungs after the early one. A resumed run stops, checkpointed and
+    # scored, at the first of them after its checkpoint's step; the study decides whether it goes on.
+    rungs: tuple[float, ...] = ()
     eval_samples: int | None = 100
     test_samples: int | None = 100
     eval_batch_size: int = 16
@@ -135,6 +138,11 @@ class RunSettings:
             raise ConfigError(f"early_fraction must be in (0, 1), got {self.early_fraction}")
         if any(not 0 < f < 1 for f in self.extra_eval_fractions):
             raise ConfigError(f"extra evaluation fractions must be in (0, 1), got {list(self.extra_eval_fractions)}")
+        if any(not self.early_fraction < f < 1 for f in self.rungs) or list(self.rungs) != sorted(set(self.rungs)):
+            raise ConfigError(
+                f"rungs must be increasing fractions in (early_fraction, 1), got {list(self.rungs)} "
+                f"(early_fraction {self.early_fraction})"
+            )
         for name in ("max_steps", "min_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:

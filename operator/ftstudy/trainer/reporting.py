@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # A screened trial's checkpoint, inside its run directory (ftstudy.trainer.checkpoint writes it; the engine deletes a
 # pruned trial's).
 CHECKPOINT_DIRECTORY = "checkpoint"
+# Each scored page's accuracy at the end of a full run, by split (a file in the trial's output directory, not a
+# storage attribute): what the report and the benches resample for intervals on differences over the same pages.
+PAGE_SCORES = "page_scores.json"
 
 
 class UserAttr(StrEnum):
@@ -52,6 +55,7 @@ class UserAttr(StrEnum):
     TRAIN_SECONDS = "train_seconds"  # wall time from the first evaluation or step to the end, scoring included
     EVAL_SECONDS = "eval_seconds"  # of which spent scoring (generation and validation loss)
     TRAIN_EXAMPLES = "train_examples"
+    RUNG_ACCURACY = "rung_accuracy"  # {step: validation accuracy} at the rungs after the early one (promotion.rungs)
     ACCURACY_AT_STEP = "accuracy_at_step"  # {step: validation accuracy} at training.extraEvalFractions
     ZERO_SHOT_ACCURACY = "zero_shot_accuracy"  # the base model before training (trial 0 scores it)
     ZERO_SHOT_TEST_ACCURACY = "zero_shot_test_accuracy"

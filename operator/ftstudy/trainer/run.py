@@ -7,7 +7,9 @@ name and renamed, so a SIGTERM or a crash never leaves a half-written adapter or
 
 A run may do part of a trial (``RunSettings.stage``): ``screen`` stops at the early step, after writing a full
 checkpoint (``ftstudy.trainer.checkpoint``) and before reporting, and exits so its accelerator is free; ``resume``
-loads that checkpoint and trains from the next step to the end, exactly as the uninterrupted run would have.
+loads that checkpoint and trains from the next step to the end, exactly as the uninterrupted run would have, or,
+with ``RunSettings.rungs`` (screening in rungs), to the first rung after the checkpoint's step, where it checkpoints,
+then scores validation and records it (``rung_accuracy``), and exits screened again (``_rung``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ftstudy.trainer.encoding import Encoded, Encoder, answer_token_budget, trai
 from ftstudy.trainer.evaluate import Interrupted, accuracy, eval_loss
 from ftstudy.trainer.loss import answer_loss
 from ftstudy.trainer.model import load_model
-from ftstudy.trainer.reporting import Reporter, TrialStatus, UserAttr
+from ftstudy.trainer.reporting import PAGE_SCORES, Reporter, TrialStatus, UserAttr
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,13 @@ class Scores:
     independent_test: Accuracy | None
 
 
+def _page_scores(scores: Scores) -> dict[str, Any]:
+    pages = {"validation": list(scores.validation.per_example), "test": list(scores.test.per_example)}
+    if scores.independent_test is not None:
+        pages["independent_test"] = list(scores.independent_test.per_example)
+    return pages
+
+
 def load_data(settings: RunSettings) -> Data:
     attrs = settings.attributes
     directory = settings.data_dir
@@ -231,7 +240,7 @@ class Trainer:
             tokenizer,
             s.attributes,
             s.max_seq_len,
-            answer_token_budget(tokenizer, data.train or data.validation, s.attributes),
+            answer_token_budget(tokenizer, s.attributes),
             s.preprocess,
         )
         self.eval_seconds = 0.0
@@ -284,6 +293,9 @@ class Trainer:
             started -= progress.train_seconds  # train_seconds counts the screening run too, not the wait between
             self.eval_seconds = progress.eval_seconds
             accuracy_at = progress.accuracy_at
+        # The rung this run stops at (a resumed one only): the first after the checkpoint's step, before the end.
+        rung_step = next((r for r in sorted({early_step(total, f) for f in s.rungs}) if progress.step < r < total), 0)
+        rung_step = rung_step if s.stage == "resume" else 0
         self._record(
             {
                 UserAttr.TOTAL_STEPS: total,
@@ -331,6 +343,11 @@ class Trainer:
                     best_loss, best_loss_step = current, step
                 log.info("step %d/%d train loss %.4f eval loss %.4f", step, total, step_loss, current)
             try:
+                if step == rung_step:
+                    progress.step, progress.best_loss, progress.best_loss_step = step, best_loss, best_loss_step
+                    progress.accuracy_at = accuracy_at
+                    return self._rung(model, encoder, data, device, (optimizer, scheduler), identity, progress,
+                                      result, started)  # fmt: skip
                 if step == early and s.stage == "screen":
                     progress.step, progress.best_loss, progress.best_loss_step = step, best_loss, best_loss_step
                     progress.accuracy_at = accuracy_at
@@ -363,6 +380,7 @@ class Trainer:
         }
         self._record(attrs)
         _write_json_atomic(self.out / "loss_curve.json", {"train_loss": progress.losses})
+        _write_json_atomic(self.out / PAGE_SCORES, _page_scores(final))
         log.info(
             "finished: validation %.4f, test %.4f (%.0f%% of the time scoring)",
             final.validation.mean,
@@ -414,6 +432,7 @@ class Trainer:
             UserAttr.OUTCOME: Outcome.COMPLETED.value,
         }
         self._record(attrs)
+        _write_json_atomic(self.out / PAGE_SCORES, _page_scores(base))
         self.reporter.report_early(0, base.validation.mean)
         result = TrialResult(outcome=Outcome.COMPLETED, total_steps=0, early_step=0, attrs=self.summary)
         return result
@@ -461,30 +480,66 @@ class Trainer:
         """Stage ``screen`` at the early step: score, checkpoint, then report (``_early``, which keeps that order),
         and stop. The checkpoint is complete before the study can read the early accuracy, so a trial it promotes
         can always be resumed."""
-        optimizer, scheduler = optimiser
 
         def checkpointed() -> dict[str, Any]:
-            progress.train_seconds = time.monotonic() - started
-            progress.eval_seconds = self.eval_seconds
-            state = {
-                "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": checkpoint.rng_state(),
-                "progress": asdict(progress),
-            }
-            micro_batches = progress.step * identity["hyperparameters"]["grad_accum"]
-            where = checkpoint.save(self.out, checkpoint.Checkpoint(progress.step, micro_batches, identity, state))
-            log.info("screened at step %d: checkpoint in %s", progress.step, where)
-            return {
-                UserAttr.CHECKPOINT: str(where),
-                UserAttr.STEPS_DONE: progress.step,
-                UserAttr.TRAIN_SECONDS: round(progress.train_seconds, 3),
-                UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
-                UserAttr.OUTCOME: Outcome.SCREENED.value,
-            }
+            return self._checkpoint(model, optimiser, identity, progress, started)
 
         self._early(model, encoder, data, progress.step, device, checkpointed)
+        result.outcome, result.steps_done, result.attrs = Outcome.SCREENED, progress.step, self.summary
+        return result
+
+    def _checkpoint(
+        self,
+        model: Any,
+        optimiser: tuple[torch.optim.Optimizer, Any],
+        identity: dict[str, Any],
+        progress: Progress,
+        started: float,
+    ) -> dict[str, Any]:
+        """Write the full training state at ``progress.step``; the attributes that say a trial is screened there."""
+        optimizer, scheduler = optimiser
+        progress.train_seconds = time.monotonic() - started
+        progress.eval_seconds = self.eval_seconds
+        state = {
+            "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "progress": asdict(progress),
+        }
+        micro_batches = progress.step * identity["hyperparameters"]["grad_accum"]
+        where = checkpoint.save(self.out, checkpoint.Checkpoint(progress.step, micro_batches, identity, state))
+        log.info("screened at step %d: checkpoint in %s", progress.step, where)
+        return {
+            UserAttr.CHECKPOINT: str(where),
+            UserAttr.STEPS_DONE: progress.step,
+            UserAttr.TRAIN_SECONDS: round(progress.train_seconds, 3),
+            UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
+            UserAttr.OUTCOME: Outcome.SCREENED.value,
+        }
+
+    def _rung(
+        self,
+        model: Any,
+        encoder: Encoder,
+        data: Data,
+        device: torch.device,
+        optimiser: tuple[torch.optim.Optimizer, Any],
+        identity: dict[str, Any],
+        progress: Progress,
+        result: TrialResult,
+        started: float,
+    ) -> TrialResult:
+        """Stage ``resume`` at a later rung: checkpoint first (the state an uninterrupted run has at this step:
+        scoring comes after, so it cannot disturb what is resumed), then score validation and record it. The rung's
+        accuracy is written last, with nothing after it, so the study sees it only once the checkpoint exists; the
+        outcome (already ``screened``) is written again to wake the study (a NOTIFY)."""
+        screened = self._checkpoint(model, optimiser, identity, progress, started)
+        score = self._accuracy(model, encoder, data.validation, device)
+        rungs = {**self.summary.get(UserAttr.RUNG_ACCURACY.value, {}), str(progress.step): score.mean}
+        self._record({key: value for key, value in screened.items() if key != UserAttr.OUTCOME})
+        self._record({UserAttr.RUNG_ACCURACY: rungs, UserAttr.OUTCOME: Outcome.SCREENED.value})
+        log.info("rung at step %d: accuracy %.4f (reported)", progress.step, score.mean)
         result.outcome, result.steps_done, result.attrs = Outcome.SCREENED, progress.step, self.summary
         return result
 
