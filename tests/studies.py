@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def tiny_study(name: str, k: int = 1, mode: str = "online", **budget: Any) -> dict[str, Any]:
-    """``k``: topK's K; ``mode``: promotion.mode; ``budget`` overrides fields of the default budget (4 trials, 2 at
-    a time)."""
+def tiny_study(name: str, k: int = 1, mode: str = "online", audit: float = 0.0, **budget: Any) -> dict[str, Any]:
+    """``k``: topK's K; ``mode``: promotion.mode; ``audit``: promotion.auditFraction (0 by default: which trials
+    are audited depends on the study's name, random in most tests, and the tests count what is promoted);
+    ``budget`` overrides fields of the default budget (4 trials, 2 at a time)."""
     return {
         "apiVersion": "ftstudy.io/v1alpha1",
         "kind": "FineTuneStudy",
@@ -24,7 +25,7 @@ def tiny_study(name: str, k: int = 1, mode: str = "online", **budget: Any) -> di
                 "lora_r": {"type": "int", "low": 2, "high": 8},
             },
             "sampler": {"type": "tpe", "nStartupTrials": 2, "seed": 0},
-            "promotion": {"policy": "topK", "k": k, "mode": mode},
+            "promotion": {"policy": "topK", "k": k, "mode": mode, "auditFraction": audit},
             "budget": {"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 2, "retriesPerTrial": 1, **budget},
             "baseline": {"params": {"learning_rate": 1e-3, "lora_r": 4}},
         },

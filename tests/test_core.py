@@ -14,6 +14,7 @@ from ftstudy.core import (
     Fail,
     Finish,
     LaunchNew,
+    PassRung,
     Phase,
     Plan,
     Process,
@@ -57,6 +58,27 @@ def test_ties_go_to_the_earlier_trial() -> None:
 def test_the_baseline_always_runs_to_the_end() -> None:
     trials = [finished(0, 0.9), finished(1, 0.9), running(2, 0.0, is_baseline=True)]
     assert Continue(2) in decide(PLAN, trials)
+
+
+def test_an_audited_trial_is_promoted_whatever_its_early_score_online() -> None:
+    """The worst early score of the field, under a policy that would cancel it: an audited trial trains on."""
+    trials = [finished(0, 0.9), finished(1, 0.8), running(2, 0.7), running(3, 0.0, is_audit=True)]
+    actions = decide(PLAN, trials)
+    assert Continue(3) in actions and Cancel(3) not in actions
+    assert Continue(2) not in actions, "its early score still counts in the standing the others are ranked in"
+    assert Cancel(3) in decide(PLAN, [*trials[:3], running(3, 0.0)]), "not audited, the same trial is cancelled"
+
+
+def test_an_audited_trial_is_promoted_whatever_its_early_score_when_screening() -> None:
+    """Screening, an audited trial is launched as a full run (by the shell, like the baseline): it is decided while it
+    trains on, not told to wait for the field; were it screened, it would be promoted all the same."""
+    field = [screened(0, 0.9), screened(1, 0.8), running(2, 0.0, is_audit=True)]
+    assert Continue(2) in decide(SCREEN, field)
+    waiting = decide(SCREEN, [*field[:2], running(2, 0.0)])
+    assert not [a for a in waiting if getattr(a, "number", None) == 2], "not audited, a screening trial waits"
+    final = [screened(n, 0.9 - 0.1 * n) for n in range(5)]
+    actions = decide(SCREEN, [*final, screened(5, 0.0, is_audit=True)])
+    assert Continue(5) in actions and Cancel(4) in actions and Cancel(5) not in actions
 
 
 def test_policies() -> None:
@@ -192,8 +214,10 @@ def observations(draw: st.DrawFn) -> tuple[Plan, list[TrialView]]:
                 st.just(EveryTrial()),
             )
         ),
-        screening=draw(st.booleans()),
+        screening=(screening := draw(st.booleans())),
         has_baseline=draw(st.booleans()),
+        rungs=draw(st.integers(1, 3)) if screening else 1,
+        reduction=draw(st.integers(2, 4)),
     )
     count = draw(st.integers(0, max_trials))
     trials = []
@@ -213,6 +237,9 @@ def observations(draw: st.DrawFn) -> tuple[Plan, list[TrialView]]:
                 report_error=draw(st.sampled_from([None, None, None, "malformed"])),
                 screened=plan.screening and draw(st.booleans()),
                 resumes=draw(st.integers(0, 2)),
+                is_audit=not (plan.has_baseline and number == 0) and draw(st.booleans()),
+                later_scores=tuple(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0]), max_size=plan.rungs - 1))),
+                passed=draw(st.integers(0, plan.rungs - 1)),
             )
         )
     return plan, trials
@@ -253,10 +280,10 @@ def test_never_acts_twice_on_a_trial_or_on_a_finished_one(case: tuple[Plan, list
 
 @settings(max_examples=400, deadline=None)
 @given(observations())
-def test_the_baseline_is_never_cancelled(case: tuple[Plan, list[TrialView]]) -> None:
+def test_the_baseline_and_audited_trials_are_never_cancelled(case: tuple[Plan, list[TrialView]]) -> None:
     plan, trials = case
-    baseline = {t.number for t in trials if t.is_baseline}
-    assert not any(isinstance(a, Cancel) and a.number in baseline for a in decide(plan, trials))
+    kept = {t.number for t in trials if t.is_baseline or t.is_audit}
+    assert not any(isinstance(a, Cancel) and a.number in kept for a in decide(plan, trials))
 
 
 def applied(trials: list[TrialView], actions: list[object]) -> list[TrialView]:
@@ -266,6 +293,8 @@ def applied(trials: list[TrialView], actions: list[object]) -> list[TrialView]:
         match action:
             case Continue(number=n):
                 by_number[n] = replace(by_number[n], decision=Decision.CONTINUE)
+            case PassRung(number=n, rung=rung):
+                by_number[n] = replace(by_number[n], passed=rung + 1)
             case Cancel(number=n):
                 by_number[n] = replace(by_number[n], phase=Phase.PRUNED)
             case Finish(number=n):
@@ -297,3 +326,118 @@ def test_deciding_again_after_applying_never_repeats_an_action(case: tuple[Plan,
     assert not done & again, (first, second)
     if any(isinstance(a, StudyDone | StudyFailed) for a in first):
         assert not any(isinstance(a, LaunchNew | Relaunch | Resume) for a in second), second
+
+
+# --- screening in rungs (promotion.rungs) -----------------------------------------------------------------------
+
+RUNGS = replace(SCREEN, max_trials=9, parallelism=3, promotion=TopK(1), rungs=2, reduction=3)
+
+
+def at_rung_1(number: int, early: float, later: float, **kw: object) -> TrialView:
+    """Promoted past rung 0, resumed, and stopped at rung 1 with its score there."""
+    fields: dict[str, object] = {"passed": 1, "resumes": 1, **kw}
+    return screened(number, early, later_scores=(later,), **fields)
+
+
+def test_a_trial_goes_past_rung_0_only_in_the_top_third_of_those_scored_so_far() -> None:
+    field = [screened(0, 0.3), screened(1, 0.6), screened(2, 0.5), running(3), running(4), running(5)]
+    actions = decide(RUNGS, field)
+    assert [a for a in actions if isinstance(a, PassRung)] == [PassRung(1, 0, 0.6, 0, 3)], "floor(3/3) = 1: the best"
+    assert not any(isinstance(a, Cancel | Continue) for a in actions), "nobody pruned before rung 0 is complete"
+    two = [screened(0, 0.3), screened(1, 0.6), running(2), running(3)]
+    assert not any(isinstance(a, PassRung) for a in decide(RUNGS, two)), "floor(2/3) = 0: nobody goes on yet"
+
+
+def test_rung_0_complete_its_ranking_keeps_the_top_third_and_prunes_the_rest() -> None:
+    scores = [0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.5]
+    field = [screened(n, s) for n, s in enumerate(scores)]
+    actions = decide(RUNGS, field)
+    passed = {a.number for a in actions if isinstance(a, PassRung)}
+    assert passed == {1, 3, 5}, "floor(9/3) = 3 go on"
+    assert {a.number for a in actions if isinstance(a, Cancel)} == {0, 2, 4, 6, 7, 8}
+    assert not any(isinstance(a, StudyDone) for a in actions)
+
+
+def test_never_fewer_than_k_kept_at_a_rung() -> None:
+    plan = replace(RUNGS, promotion=TopK(4))
+    field = [screened(n, n / 10) for n in range(9)]
+    passed = {a.number for a in decide(plan, field) if isinstance(a, PassRung)}
+    assert passed == {8, 7, 6, 5}, "K 4 > floor(9/3): four go on, so the last rung has K to choose from"
+
+
+def test_a_trial_passed_past_a_rung_is_resumed_and_the_record_survives_a_restart() -> None:
+    promoted = screened(1, 0.9, passed=1)
+    assert Resume(1, 1) in decide(RUNGS, [promoted, *(screened(n, 0.1) for n in (0, 2))]), "passed: resume it"
+    crashed = replace(promoted, resumes=1, process=Process.FAILED)
+    assert Resume(1, 2) in decide(RUNGS, [crashed]), "a failed resume to the next rung is retried"
+    second = at_rung_1(1, 0.9, 0.5, passed=2)
+    assert Resume(1, 2) in decide(replace(RUNGS, rungs=3), [second]), (
+        "its second promotion earns its second resume (not a retry)"
+    )
+
+
+def test_the_last_rung_uses_the_policy_among_the_trials_scored_there_and_the_study_ends() -> None:
+    early = [replace(screened(n, 0.1), phase=Phase.PRUNED) for n in (0, 2, 4, 6, 7, 8)]
+    last = [at_rung_1(1, 0.9, 0.4), at_rung_1(3, 0.8, 0.7), at_rung_1(5, 0.7, 0.5)]
+    actions = decide(RUNGS, [*early, *last])
+    assert Continue(3) in actions, "K 1 at the last rung: the best there, not the best at rung 0"
+    assert {a.number for a in actions if isinstance(a, Cancel)} == {1, 5}
+    ends = [*early, replace(last[0], phase=Phase.PRUNED), replace(last[2], phase=Phase.PRUNED),
+            replace(last[1], decision=Decision.CONTINUE, resumes=2, has_result=True)]  # fmt: skip
+    assert decide(RUNGS, ends) == [Finish(3), StudyDone()]
+
+
+def test_the_last_rung_waits_for_every_trial_promoted_to_it() -> None:
+    early = [replace(screened(n, 0.1), phase=Phase.PRUNED) for n in (0, 2, 4, 6, 7, 8)]
+    field = [*early, at_rung_1(1, 0.9, 0.9), at_rung_1(3, 0.8, 0.7), screened(5, 0.7, passed=1, resumes=1,
+                                                                              process=Process.RUNNING)]  # fmt: skip
+    actions = decide(RUNGS, field)
+    assert not any(isinstance(a, Cancel) for a in actions), "trial 5 is still to be scored at the last rung"
+    assert not any(isinstance(a, StudyDone) for a in actions)
+
+
+def test_baseline_and_audited_trials_bypass_rungs() -> None:
+    field = [running(0, 0.0, is_baseline=True), running(1, 0.0, is_audit=True),
+             *(screened(n, n / 10) for n in range(2, 9))]  # fmt: skip
+    actions = decide(RUNGS, field)
+    assert Continue(0) in actions and Continue(1) in actions
+    assert not any(isinstance(a, PassRung | Cancel) and a.number in {0, 1} for a in actions)
+
+
+def simulate(plan: Plan, scores: dict[int, tuple[float, ...]], restart_every: int = 0) -> list[object]:
+    """Run a whole study through ``decide``: a launched or resumed trial stops at its next rung (or finishes) on the
+    next pass. Every pass starts from the observations alone, as a restarted runner would."""
+    trials: list[TrialView] = []
+    log: list[object] = []
+    for _ in range(200):
+        moved = []
+        for t in trials:
+            if t.phase is Phase.RUNNING and t.process is Process.RUNNING:
+                if t.decision is not None or t.is_baseline or t.is_audit:
+                    t = replace(t, process=Process.SUCCEEDED, has_result=True,
+                                early_accuracy=scores[t.number][0])  # fmt: skip
+                elif t.early_accuracy is None:
+                    t = replace(t, process=Process.SUCCEEDED, screened=True, early_accuracy=scores[t.number][0])
+                else:
+                    t = replace(t, process=Process.SUCCEEDED, later_scores=scores[t.number][1 : t.passed + 1])
+            moved.append(t)
+        actions = decide(plan, moved)
+        log += actions
+        trials = applied(moved, actions)
+        if any(isinstance(a, StudyDone | StudyFailed) for a in actions):
+            return log
+    raise AssertionError("the study never ended")
+
+
+def test_a_whole_study_in_three_rungs_ends_and_keeps_the_best_at_the_last() -> None:
+    plan = replace(RUNGS, rungs=3, max_trials=9, parallelism=2)
+    scores = {n: (n / 10, 1 - n / 10, n / 100) for n in range(9)}  # rung 1 reverses rung 0's order
+    log = simulate(plan, scores)
+    assert StudyDone() in log
+    past_0 = {a.number for a in log if isinstance(a, PassRung) and a.rung == 0}
+    past_1 = {a.number for a in log if isinstance(a, PassRung) and a.rung == 1}
+    continued = {a.number for a in log if isinstance(a, Continue)}
+    assert {6, 7, 8} <= past_0, "the top third at rung 0 go on"
+    assert past_1 <= past_0 and len(past_1) >= 1
+    assert len(continued) == 1 and continued <= past_1, "K 1 at the last rung"
+    assert not any(isinstance(a, Cancel) and a.number in continued for a in log)

@@ -136,7 +136,7 @@ def test_a_screening_study_without_a_volume_for_its_checkpoints_waits_with_the_r
     ops, plane, ns = operators, operators.plane, operators.namespace
     ops.start()
     name = "no-volume"
-    screen = {"policy": "topK", "k": 2, "mode": "screen"}
+    screen = {"policy": "topK", "k": 2, "mode": "screen", "auditFraction": 0.0}
     apply(plane, ns, study_manifest(name, promotion=screen, trialTemplate={"volumes": [], "volumeMounts": []}))
     message = wait_for_condition(ops, name, "Ready", "CheckpointVolumeMissing")["message"]
     assert "no volume is mounted there" in message and "promotion.mode: online" in message, message

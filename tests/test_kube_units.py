@@ -13,17 +13,19 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from ftstudy import spec
+from ftstudy import audit, spec
 from ftstudy.core import Process
 from ftstudy.executor import TrialProcess
 from ftstudy.kube import jobs, names
 from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
 from ftstudy.kube.identity import MEANING, SpecChanged, check_unchanged, meaning, study_identity, trial_key
+from ftstudy.kube.metrics import OperatorMetrics
 from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
+from ftstudy.kube.reconciler import StudyReconciler, _Built
 from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine
-from ftstudy.study_store import StudyConflict, StudyStore
+from ftstudy.study_store import AUDIT, AUDIT_FRACTION, SPEC, StudyConflict, StudyStore
 from tests.conftest import PrivateDatabase
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -418,7 +420,8 @@ def test_a_retry_waits_until_no_pod_of_the_trial_runs() -> None:
 
 
 def frozen(number: int, state: TrialState, early: float | None, final: float | None, seconds: float,
-           baseline: bool = False, test: float | None = None) -> optuna.trial.FrozenTrial:  # fmt: skip
+           baseline: bool = False, test: float | None = None,
+           audited: bool = False) -> optuna.trial.FrozenTrial:  # fmt: skip
     start = datetime(2026, 11, 25, 11, 0)
     attrs: dict[str, Any] = {"total_steps": 10, "early_step": 2}
     if final is not None:
@@ -431,7 +434,7 @@ def frozen(number: int, state: TrialState, early: float | None, final: float | N
         distributions={"learning_rate": FloatDistribution(1e-5, 1e-1, log=True)},
         intermediate_values={2: early} if early is not None else {},
         user_attrs=attrs,
-        system_attrs={"fixed_params": {"learning_rate": 1e-3}} if baseline else {},
+        system_attrs={"fixed_params": {"learning_rate": 1e-3}} if baseline else {AUDIT: True} if audited else {},
     )
     trial.number = number
     trial.datetime_start = start
@@ -449,7 +452,8 @@ def test_status_names_the_best_trial_the_baseline_gain_and_gpu_time() -> None:
     status = study_status(trials, max_trials=5, gpus=2, early_fraction=0.2, now=NOW)
     assert status["progress"] == "4/5"
     assert status["trials"] == {"created": 4, "running": 0, "completed": 2, "cancelled": 1, "failed": 1,
-                                "screened": 0, "suspended": 0, "promoted": 0}  # fmt: skip
+                                "screened": 0, "suspended": 0, "promoted": 0, "audited": 0}  # fmt: skip
+    assert "earlyFinalSpearman" not in status and "top5Overlap" not in status, "biased: over promoted trials"
     assert status["best"]["trial"] == 1 and status["best"]["finalAccuracy"] == 0.8
     assert status["best"]["adapter"] == "/artifacts/t1"
     assert status["baseline"]["trial"] == 0
@@ -496,3 +500,155 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     changed = merge_conditions(old, [{"type": "Complete", "status": "True", "lastTransitionTime": "t1", "reason": "y"}])
     assert same[0]["lastTransitionTime"] == "t0" and same[0]["reason"] == "x"
     assert changed[0]["lastTransitionTime"] == "t1"
+
+
+# --- audited trials (promotion.auditFraction) ------------------------------------------------------------------
+
+
+def test_audited_trials_are_marked_and_launched_to_train_to_the_end_when_screening(
+    private_database: PrivateDatabase,
+) -> None:
+    """The engine draws each new trial (never the baseline), records the draw before the launch, and launches an
+    audited trial as a full run, as it does the baseline; the others stop at the early step."""
+    s = study(promotion={"mode": "screen", "auditFraction": 0.5}, baseline={"params": {"learning_rate": 1e-3}},
+              searchSpace={"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+              budget={"maxTrials": 8, "parallelism": 8})  # fmt: skip
+    store = StudyStore(private_database.url, "ml.demo", s.spec, RetryPolicy(deadline_seconds=10))
+    assert store.audit_fraction == 0.5
+    recorder = Recorder()
+    root = PurePosixPath("/artifacts/ml/demo")
+    Engine(s, store, recorder, root / "data", root, study_name="ml.demo", generate_data=True).step()
+    drawn = {n for n in range(1, 8) if audit.audited("demo", n, 0.5)}
+    assert drawn and drawn != set(range(1, 8)), "this study's name draws some trials and not others"
+    stages = {number: "screen" if "screen" in args else "full" for number, _, args in recorder.launches}
+    assert stages == {n: "full" if n == 0 or n in drawn else "screen" for n in range(8)}
+    marked = {t.number for t in store.trials() if t.system_attrs.get(AUDIT)}
+    assert marked == drawn, "the baseline (trial 0) is never audited"
+
+
+def test_a_study_older_than_audits_never_audits(private_database: PrivateDatabase) -> None:
+    """Its search space was recorded, its audit fraction was not: it keeps the meaning it was created with, whatever
+    the spec's default (0.1) says now. A new study takes the spec's fraction; with policy none every trial trains to
+    the end anyway, so every one counts as audited."""
+    s = study(budget={"maxTrials": 8, "parallelism": 8})
+    retry = RetryPolicy(deadline_seconds=10)
+    old = optuna.create_study(storage=private_database.url, study_name="ml.old", direction="maximize")
+    space = json.dumps(s.spec.model_dump(mode="json", by_alias=True)["searchSpace"], sort_keys=True)
+    old._storage.set_study_system_attr(old._study_id, SPEC, space)  # as an older ftstudy recorded it
+    store = StudyStore(private_database.url, "ml.old", s.spec, retry)
+    assert store.audit_fraction == 0.0
+    assert StudyStore(private_database.url, "ml.old", s.spec, retry).audit_fraction == 0.0, "and on every open"
+    new = StudyStore(private_database.url, "ml.new", s.spec, retry)
+    assert new.audit_fraction == 0.1
+    assert new.storage.get_study_system_attrs(new.study_id)[AUDIT_FRACTION] == 0.1
+    every = StudyStore(private_database.url, "ml.every", study(promotion={"policy": "none"}).spec, retry)
+    assert every.audit_fraction == 1.0
+
+
+def audited_field(finals: list[float]) -> list[optuna.trial.FrozenTrial]:
+    """A baseline, two promoted trials with perfectly ordered scores, one pruned, and audited ones with ``finals``."""
+    early = [0.31, 0.42, 0.28, 0.55, 0.47, 0.36, 0.60, 0.25]
+    audited = zip(early, finals, strict=True)
+    return [
+        frozen(0, TrialState.COMPLETE, 0.5, 0.6, 100, baseline=True),
+        frozen(1, TrialState.COMPLETE, 0.9, 0.9, 100),
+        frozen(2, TrialState.COMPLETE, 0.8, 0.8, 100),
+        frozen(3, TrialState.PRUNED, 0.1, None, 20),
+        *(frozen(4 + i, TrialState.COMPLETE, e, f, 100, audited=True) for i, (e, f) in enumerate(audited)),
+    ]
+
+
+PREDICTIVE = [0.50, 0.58, 0.41, 0.66, 0.52, 0.57, 0.71, 0.45]
+UNRELATED = [0.5, 0.7, 0.6, 0.4, 0.45, 0.66, 0.52, 0.58]
+
+
+def test_status_gives_the_early_score_trust_of_the_audited_trials_only() -> None:
+    status = study_status(audited_field(PREDICTIVE), max_trials=20, gpus=1, early_fraction=0.2, now=NOW, k=3,
+                          audit_fraction=0.3)  # fmt: skip
+    assert status["trials"]["audited"] == 8
+    assert status["earlyScoreTrust"] == {
+        "auditFraction": 0.3, "trials": 8, "expected": 5.7, "spearman": pytest.approx(0.9048, abs=1e-4),
+        "low": pytest.approx(0.4074), "high": 1.0, "topK": 3, "overlap": 2, "overlapLow": 1, "overlapHigh": 3,
+    }  # fmt: skip
+    few = study_status(audited_field(PREDICTIVE)[:6], max_trials=20, gpus=1, early_fraction=0.2, now=NOW,
+                       audit_fraction=0.3)  # fmt: skip
+    assert few["earlyScoreTrust"] == {"auditFraction": 0.3, "trials": 2, "expected": 5.7}
+
+
+class Kube:
+    """What the reconciler writes: status patches and Events."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def merge_patch(self, path: str, body: dict[str, Any]) -> None:
+        self.patches.append(body)
+
+    def create(self, path: str, body: dict[str, Any]) -> None:
+        self.events.append(body)
+
+
+class Store:
+    def __init__(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        self._trials, self.audit_fraction = trials, 0.3
+
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self._trials
+
+
+class Outcome:
+    def __init__(self, spec: spec.StudySpec) -> None:
+        self.spec, self.outcome = spec, None
+
+
+def test_untrusted_early_scores_are_a_warning_condition_and_one_event() -> None:
+    """The interval includes zero: a Warning condition that says so, and a Warning Event once, not on every pass
+    (nor after a restart, which reads the condition back from the stored status)."""
+    s = study(promotion={"policy": "topK", "k": 3})
+    kube = Kube()
+    reconciler = StudyReconciler(kube, "ml", "demo", "uid-1", metrics=OperatorMetrics())  # type: ignore[arg-type]
+    built = _Built(1, "postgresql://x", Outcome(s.spec), Store(audited_field(UNRELATED)))  # type: ignore[arg-type]
+    body: dict[str, Any] = {"metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1}}
+    reconciler._write(built, 1, body)
+    conditions = {c["type"]: c for c in kube.patches[-1]["status"]["conditions"]}
+    warning = conditions["EarlyScoresUntrusted"]
+    assert (warning["status"], warning["reason"]) == ("True", "IntervalIncludesZero")
+    assert warning["message"].startswith("early scores at 20% do not predict the final ones in this study (Spearman ")
+    assert warning["message"].endswith("over 8 audited trials); consider a later early point (training.earlyFraction)")
+    reconciler._post_events(body)
+    assert [(e["reason"], e["type"]) for e in kube.events] == [("EarlyScoresUntrusted", "Warning")]
+
+    stored = {**body, "status": kube.patches[-1]["status"]}
+    reconciler._write(built, 1, body)  # the watch has not delivered the status yet
+    reconciler._write(built, 1, stored)
+    StudyReconciler(kube, "ml", "demo", "uid-1", metrics=OperatorMetrics())._write(built, 1, stored)  # type: ignore[arg-type]
+    reconciler._post_events(stored)
+    assert len(kube.events) == 1, "one Event, not one per pass"
+
+    trusted = _Built(1, "postgresql://x", Outcome(s.spec), Store(audited_field(PREDICTIVE)))  # type: ignore[arg-type]
+    fresh = StudyReconciler(kube, "ml", "other", "uid-2", metrics=OperatorMetrics())  # type: ignore[arg-type]
+    fresh._write(trusted, 1, {"metadata": {**body["metadata"], "name": "other"}})
+    condition = {c["type"]: c for c in kube.patches[-1]["status"]["conditions"]}["EarlyScoresUntrusted"]
+    assert (condition["status"], condition["reason"]) == ("False", "EarlyScoresPredictFinal")
+    assert kube.patches[-1]["status"]["earlyScoreTrust"]["low"] > 0
+    assert not fresh.events
+
+
+def test_the_operator_refuses_a_study_screening_in_rungs_with_a_condition_and_an_event() -> None:
+    """The core and `ftstudy run` screen in rungs; the operator does not yet, and says so before launching anything."""
+    kube = Kube()
+    reconciler = StudyReconciler(kube, "ml", "demo", "uid-1", metrics=OperatorMetrics())  # type: ignore[arg-type]
+    document = study(promotion={"rungs": [0.2, 0.5]}).model_dump(mode="json", by_alias=True, exclude_none=True)
+    body: dict[str, Any] = {
+        **document,
+        "metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1},
+    }
+    reconciler.reconcile(body)
+    status = kube.patches[-1]["status"]
+    assert status["phase"] == "Failed"
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "RungsNotSupported"
+    assert failed["message"].startswith("promotion.rungs is not supported by the operator yet")
+    reconciler._post_events(body)
+    assert [e["reason"] for e in kube.events] == ["RungsNotSupported"]

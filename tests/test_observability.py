@@ -346,6 +346,24 @@ def test_per_trial_series_are_kept_for_the_newest_trials_only_and_a_deleted_stud
     assert value(s, "ftstudy_decisions_total", namespace="ml", study="other", kind="launched") == 0
 
 
+def test_the_early_score_trust_of_the_audited_trials_is_exported() -> None:
+    metrics = OperatorMetrics()
+    trust = {"auditFraction": 0.2, "trials": 6, "expected": 4.0, "spearman": 0.05, "low": -0.41, "high": 0.52}
+    metrics.observe_status("ml", "demo", {"trials": {"audited": 7}, "earlyScoreTrust": trust})
+    s = scrape_registry(metrics)
+    study = {"namespace": "ml", "study": "demo"}
+    bounds = {b: value(s, "ftstudy_early_final_spearman", **study, bound=b) for b in ("estimate", "low", "high")}
+    assert bounds == {"estimate": 0.05, "low": -0.41, "high": 0.52}
+    assert value(s, "ftstudy_audited_trials", **study) == 6
+    assert value(s, "ftstudy_trials", **study, state="audited") == 7
+    metrics.observe_status("ml", "demo", {"earlyScoreTrust": {"auditFraction": 0.2, "trials": 3, "expected": 4.0}})
+    s = scrape_registry(metrics)
+    assert not [x for x in s if x.name == "ftstudy_early_final_spearman"], "no estimate under 4 audited trials"
+    assert value(s, "ftstudy_audited_trials", **study) == 3
+    metrics.forget("ml", "demo")
+    assert not [x for x in scrape_registry(metrics) if x.name == "ftstudy_audited_trials"]
+
+
 def test_a_finished_study_without_a_best_trial_exports_no_best_accuracy() -> None:
     metrics = OperatorMetrics()
     metrics.observe_status("ml", "demo", {"best": {"finalAccuracy": 0.5, "earlyAccuracy": 0.4}})
@@ -434,7 +452,7 @@ def test_a_real_scrape_of_a_running_operator_matches_the_study_and_serves_every_
 
     name = "observed"
     manifest = study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 3, "parallelism": 2},
-                              promotion={"policy": "topK", "k": 1, "mode": "online"})  # fmt: skip
+                              promotion={"policy": "topK", "k": 1, "mode": "online", "auditFraction": 0.0})  # fmt: skip
     apply(plane, ns, manifest)
     study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 420, nodes)
     status = study["status"]

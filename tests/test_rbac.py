@@ -70,7 +70,7 @@ def test_every_rule_the_operator_is_granted_is_one_it_uses(
     apply(plane, ns, foreign)
     ops.start()
     manifest = study_manifest("rbac", budget={"maxTrials": 3, "parallelism": 2}, cleanup={"deleteStudyRecords": True})
-    manifest["spec"]["promotion"] = {"policy": "topK", "k": 1, "mode": "online"}
+    manifest["spec"]["promotion"] = {"policy": "topK", "k": 1, "mode": "online", "auditFraction": 0.0}
     apply(plane, ns, manifest)
     apply(plane, ns, study_manifest("no-class", trialTemplate={"priorityClassName": "no-such-class"},
                                     budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1}))  # fmt: skip

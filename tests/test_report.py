@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ftstudy.report import (
     Row,
+    audited_pairs,
     best,
     data_efficiency,
     saturation_point,
@@ -18,7 +21,7 @@ from ftstudy.report import (
 def row(number: int, state: str, early: float | None, final: float | None, **kw: object) -> Row:
     return Row(number=number, state=state, baseline=bool(kw.get("baseline")), early=early, final=final,
                test=kw.get("test"), independent_test=None, total_steps=100, early_step=20,  # type: ignore[arg-type]
-               final_adapter=f"/a/{number}", failure_reason=None)  # fmt: skip
+               final_adapter=f"/a/{number}", failure_reason=None, audit=bool(kw.get("audit")))  # fmt: skip
 
 
 def test_spearman_matches_known_values() -> None:
@@ -109,9 +112,73 @@ def test_summary_text_says_what_the_study_found() -> None:
     info = summary(table, k=2)
     assert info["best_gain_over_zero_shot"] == pytest.approx(0.5)
     assert info["final_spread"] == pytest.approx(0.3)
-    assert info["top_k"] == 2 and info["top_k_overlap"] == 2
     text = summary_text(info)
     assert "best trial 3: validation 0.900" in text
     assert "untrained model (zero-shot): validation 0.400" in text and "+0.500 above it" in text
     assert "gain over the baseline (trial 0): test +0.020" in text
-    assert "Spearman 0.50, top-2 overlap 2/2" in text
+    assert "early scores against final ones: not measured" in text
+
+
+def test_no_correlation_is_shown_over_the_trials_promoted_for_their_early_scores() -> None:
+    """Trials 0-3 were trained to the end because their early accuracies were high: a correlation over them is
+    biased, so neither the summary nor its text gives one. The audited trials (4-9, drawn at random and trained to
+    the end whatever their early score) give the estimate, theirs alone: perfectly ordered here, while the
+    promoted ones are in reverse order."""
+    promoted = [row(n, "complete", 0.9 - 0.1 * n, 0.5 + 0.1 * n) for n in range(4)]
+    pruned = [row(n, "pruned", 0.1, None) for n in range(10, 14)]
+    audited = [row(n, "complete", 0.1 * n - 0.3, 0.05 * n, audit=True) for n in range(4, 10)]
+    info = summary([*promoted, *pruned, *audited], k=3, audit_fraction=0.3, planned=20)
+    assert not {"spearman_early_final", "top_k_overlap", "top5_overlap"} & set(info)
+    trust = info["early_score_trust"]
+    assert trust["trials"] == 6 and trust["audited"] == 6 and trust["expected"] == pytest.approx(6.0)
+    assert trust["estimate"]["spearman"] == pytest.approx(1.0), "over the audited trials only"
+    assert trust["estimate"]["k"] == 3 and trust["estimate"]["overlap"] == 3
+    text = summary_text(info)
+    assert (
+        "early scores predict final ones: Spearman 1.00 [1.00, 1.00] over 6 audited trials (drawn at random and "
+        "trained to the end whatever their early score); top-3 overlap 3/3" in text
+    ), text
+    assert text.count("Spearman") == 1, text
+    alone = summary_text(summary([*promoted, *pruned], k=3, audit_fraction=0.3, planned=20))
+    assert "Spearman" not in alone and "overlap" not in alone, alone
+
+
+def test_the_summary_says_how_many_audited_trials_are_still_missing() -> None:
+    table = [row(0, "complete", 0.5, 0.6, baseline=True), row(1, "complete", 0.3, 0.4, audit=True),
+             row(2, "complete", 0.5, 0.6, audit=True), row(3, "running", None, None, audit=True)]  # fmt: skip
+    info = summary(table, audit_fraction=0.1, planned=21)
+    assert info["early_score_trust"]["estimate"] is None
+    assert "not enough audited trials yet: 2 of the ~2 expected" in summary_text(info)
+
+
+def test_a_diverged_audited_trial_counts_with_final_accuracy_zero() -> None:
+    """What the early score failed to foresee must not drop out of the sample."""
+    audited = [row(n, "complete", 0.1 * n, 0.1 * n, audit=True) for n in range(1, 5)]
+    diverged = row(5, "complete", 0.9, None, audit=True)
+    pairs = audited_pairs([*audited, diverged, row(6, "pruned", 0.95, None, audit=True)])
+    assert pairs[-1] == (5, 0.9, 0.0) and len(pairs) == 5
+
+
+def test_the_gain_over_the_baseline_gets_a_paired_interval_over_the_same_pages(tmp_path: Path) -> None:
+    """Each trial's page scores sit beside its final adapter; the gain's interval resamples the pages, so the two
+    trials are compared on the same pages."""
+    import json
+
+    from ftstudy.report import page_scores, paired_gain_interval
+
+    pages = {0: [0.5, 0.5, 0.25, 0.75] * 16, 1: [0.75, 0.5, 0.5, 0.75] * 16}
+    rows = []
+    for number, scores in pages.items():
+        adapter = tmp_path / f"trial-{number}" / "final_adapter"
+        adapter.mkdir(parents=True)
+        (adapter.parent / "page_scores.json").write_text(json.dumps({"test": scores, "independent_test": scores}))
+        mean = sum(scores) / len(scores)
+        rows.append(Row(number, "complete", number == 0, 0.3, mean, mean, mean, 50, 10, str(adapter), None))
+    found = page_scores(rows)
+    assert set(found) == {0, 1}
+    info = summary(rows, pages=found)
+    low, high = info["gain_over_baseline_interval"]["independent_test"]
+    assert 0 < low < info["independent_test_gain_over_baseline"] < high
+    assert "(95% paired bootstrap over pages)" in summary_text(info)
+    assert paired_gain_interval([1.0, 0.0], [1.0]) is None
+    assert "paired bootstrap" not in summary_text(summary(rows)), "no pages, no interval"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ import yaml
 from optuna.trial import TrialState
 from safetensors.torch import load_file
 
+from ftstudy import audit
 from ftstudy.study_store import EarlyScoreTPESampler
 from ftstudy.trainer.cli import main as trainer_main
 
@@ -26,9 +28,9 @@ RUN = ["--model", "tiny", "--max-steps", "15", "--eval-samples", "4", "--test-sa
        "4", "--max-seq-len", "1024", "--params", json.dumps(PARAMS)]  # fmt: skip
 
 
-def trainer(trainer_cmd: list[str], data: Path, out: Path, stage: str) -> subprocess.CompletedProcess[str]:
-    command = [*trainer_cmd, *RUN, "--data", str(data), "--output", str(out), "--stage", stage]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def trainer(trainer_cmd: list[str], data: Path, out: Path, stage: str, *more: str) -> subprocess.CompletedProcess[str]:
+    command = [*trainer_cmd, *RUN, "--data", str(data), "--output", str(out), "--stage", stage, *more]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)  # a busy one-core machine
 
 
 def adapter(run_dir: Path) -> dict[str, object]:
@@ -68,6 +70,41 @@ def test_a_screened_then_resumed_trial_ends_as_the_uninterrupted_one(
         and done["final_accuracy"] == json.loads((whole / "result.json").read_text())["final_accuracy"]
     )
     assert done["early_accuracy"] == early["3"], "the screening run's record is kept"
+
+
+@pytest.mark.timeout(1800)  # five trainer runs
+def test_a_trial_screened_and_resumed_at_every_rung_ends_as_the_uninterrupted_one(
+    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+) -> None:
+    """promotion.rungs [0.2, 0.4, 0.6] over 15 steps: stops at steps 3, 6 and 9, each scored and checkpointed."""
+    whole, paused = tmp_path / "whole", tmp_path / "paused"
+    rungs = ("--rungs", "0.4,0.6")
+    assert trainer(trainer_cmd, dataset_dir, whole, "full", *rungs).returncode == 0
+    assert trainer(trainer_cmd, dataset_dir, paused, "screen", *rungs).returncode == 0
+    for step in (6, 9):
+        resumed = trainer(trainer_cmd, dataset_dir, paused, "resume", *rungs)
+        assert resumed.returncode == 0, resumed.stderr
+        result = json.loads((paused / "result.json").read_text())
+        assert result["outcome"] == "screened" and result["steps_done"] == step
+        assert json.loads((paused / "checkpoint" / "checkpoint.json").read_text())["step"] == step
+        assert str(step) in result["rung_accuracy"], "the rung's accuracy is recorded"
+        reported = json.loads((paused / "reported.json").read_text())["user_attrs"]
+        assert str(step) in reported["rung_accuracy"], "and reported to the study"
+        assert not (paused / "final_adapter").exists()
+    last = trainer(trainer_cmd, dataset_dir, paused, "resume", *rungs)
+    assert last.returncode == 0, last.stderr
+    assert "resumed after step 9" in last.stderr
+    curve = json.loads((paused / "loss_curve.json").read_text())["train_loss"]
+    reference = json.loads((whole / "loss_curve.json").read_text())["train_loss"]
+    assert curve == reference, "bit-identical losses at every step"
+    final, expected = adapter(paused), adapter(whole)
+    assert final.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert bool((final[name] == tensor).all()), name  # type: ignore[operator]
+    done = json.loads((paused / "result.json").read_text())
+    assert done["outcome"] == "completed"
+    assert done["final_accuracy"] == json.loads((whole / "result.json").read_text())["final_accuracy"]
+    assert set(done["rung_accuracy"]) == {"6", "9"}, "the rungs' record is kept"
 
 
 def test_a_missing_or_corrupt_checkpoint_fails_naming_the_file(
@@ -142,6 +179,33 @@ def test_a_screening_study_stops_trials_at_the_early_step_and_resumes_only_the_p
     assert "resumed from its checkpoint" in result.stdout and "-> pruned" in result.stdout
 
 
+def test_an_audited_trial_is_launched_whole_and_trained_to_the_end_whatever_its_early_score(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The screening study above, with half its trials drawn for audit and a name that draws trial 3 alone: trial 3,
+    last in the ranking and pruned there, is launched as a full run instead (never screened, no checkpoint, no
+    resume) and trained to the end."""
+    name = next(n for n in (f"audit-{uuid.uuid4().hex[:10]}" for _ in range(1000))
+                if [audit.audited(n, t, 0.5) for t in (1, 2, 3)] == [False, False, True])  # fmt: skip
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(name, k=2, mode="screen", audit=0.5)))
+    result = run(path, postgres_url, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = optuna.load_study(study_name=name, storage=postgres_url).get_trials(deepcopy=False)
+    assert [t.state for t in found] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
+                                        TrialState.COMPLETE]  # fmt: skip
+    audited = found[3]
+    assert [t.system_attrs.get("ftstudy:audit") for t in found] == [None, None, None, True]
+    assert audited.user_attrs["outcome"] == "completed" and audited.user_attrs["steps_done"] == 15
+    assert "checkpoint" not in audited.user_attrs and "ftstudy:resumes" not in audited.system_attrs, "never screened"
+    assert audited.system_attrs["ftstudy:decision"] == "continue"
+    assert not (tmp_path / name / "trials" / "trial-0003" / "checkpoint").exists()
+    assert "trial   3  launched (audit)" in result.stdout, result.stdout
+    assert "-> continue (audit: trained to the end whatever its early accuracy)" in result.stdout
+    assert ", audited 1;" in result.stdout, "the status line counts audited trials"
+    assert "early scores against final ones: not enough audited trials yet: 1 of the ~1.5 expected" in result.stdout
+
+
 @pytest.mark.parametrize("fault", ["resume.before=1", "resume.between=1", "continue.between=1", "cancel.between=1"])
 def test_a_runner_killed_around_a_promotion_neither_loses_nor_doubles_a_trial(
     postgres_url: str, study_name: str, tmp_path: Path, fault: str
@@ -169,3 +233,30 @@ def test_tpe_learns_from_early_accuracies_of_trials_still_running() -> None:
     plain = mean_distance(optuna.samplers.TPESampler(n_startup_trials=5, seed=0, constant_liar=True))
     ours = mean_distance(EarlyScoreTPESampler(n_startup_trials=5, seed=0, constant_liar=True))
     assert ours < 0.15 < plain, (ours, plain)
+
+
+@pytest.mark.timeout(1800)  # seven trainer runs
+def test_a_study_screening_in_two_rungs_decides_at_each_and_ends(
+    postgres_url: str, study_name: str, tmp_path: Path
+) -> None:
+    """promotion.rungs [0.2, 0.5], reduction 2, K 1, four trials, no baseline. The tiny model scores every trial the
+    same, so ranks go by trial number: at rung 0 (step 3) the top half of the four are trials 0 and 1, resumed to
+    rung 1 (step 8), where K 1 keeps trial 0 alone, which trains to the end."""
+    document = tiny_study(study_name, k=1, mode="screen")
+    document["spec"]["promotion"].update({"rungs": [0.2, 0.5], "reduction": 2})
+    del document["spec"]["baseline"]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = run(path, postgres_url, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials(deepcopy=False)
+    assert [t.state for t in found] == [TrialState.COMPLETE, *[TrialState.PRUNED] * 3]
+    assert [t.system_attrs.get("ftstudy:passed", 0) for t in found] == [1, 1, 0, 0]
+    assert found[0].user_attrs["outcome"] == "completed" and found[0].system_attrs["ftstudy:resumes"] == 2
+    assert found[0].user_attrs["steps_done"] == 15 and set(found[0].user_attrs["rung_accuracy"]) == {"8"}
+    assert found[1].user_attrs["steps_done"] == 8, "pruned at rung 1"
+    assert [found[n].user_attrs["steps_done"] for n in (2, 3)] == [3, 3], "pruned at rung 0"
+    assert "trial   0  promoted past rung 0 (20%)" in result.stdout
+    assert "trial   1  promoted past rung 0 (20%)" in result.stdout
+    assert "at rung 1 -> promote" in result.stdout and "at rung 1 -> pruned" in result.stdout
+    assert "study done" in result.stdout

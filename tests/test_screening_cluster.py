@@ -29,7 +29,7 @@ from tests.test_operator import (
     wait_for_phase,
 )
 
-SCREEN = {"policy": "topK", "k": 2, "mode": "screen"}
+SCREEN = {"policy": "topK", "k": 2, "mode": "screen", "auditFraction": 0.0}
 
 
 def screening_manifest(name: str, tmp_path: Path) -> dict[str, Any]:
@@ -45,7 +45,8 @@ def check_outcome(operators: Operators, nodes: GpuNodes, postgres_url: str, name
     status = study["status"]
     assert status["phase"] == "Succeeded", status
     assert status["trials"] | {"created": 5} == {"created": 5, "running": 0, "completed": 2, "cancelled": 3,
-                                                 "failed": 0, "screened": 4, "suspended": 0, "promoted": 1}  # fmt: skip
+                                                 "failed": 0, "screened": 4, "suspended": 0, "promoted": 1,
+                                                 "audited": 0}  # fmt: skip
     trials = optuna_trials(postgres_url, ns, name)
     states = [t.state for t in sorted(trials, key=lambda t: t.number)]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, *[TrialState.PRUNED] * 3], states

@@ -54,6 +54,17 @@ def test_defaults_are_the_papers() -> None:
         ({"dataset": {"generate": {"locales": ["de", "de"]}}}, "locales must not repeat"),
         ({"dataset": {"generate": {"locales": []}}}, "spec.dataset.generate.locales: List should have at least 1"),
         (
+            {"dataset": {"generate": {"locales": ["de", "fr"], "independentLocales": ["it", "fr"]}}},
+            "spec.dataset.generate: independentLocales and locales share fr; the independent test must come from "
+            "other shops",
+        ),
+        ({"dataset": {"generate": {"independentLocales": ["it", "it"]}}}, "independentLocales must not repeat"),
+        ({"dataset": {"generate": {"independentLocales": []}}}, "generate.independentLocales: List should have at"),
+        (
+            {"dataset": {"generate": {"locales": ["it", "us", "ca"]}}},
+            "locales leave no holdout shop for the independent test's default",
+        ),
+        (
             {"searchSpace": {"train_samples": {"type": "float", "low": 0, "high": 100}}},
             "searchSpace.train_samples must be whole numbers >= 0",
         ),
@@ -83,12 +94,30 @@ def test_defaults_are_the_papers() -> None:
             "sampler grid runs every point of the grid; put the baseline's values in it instead",
         ),
         ({"training": {"extraEvalFractions": [0.1, 1.0]}}, "spec.training.extraEvalFractions[1]: Input should be less"),
+        ({"promotion": {"rungs": [0.5, 0.2]}}, "promotion.rungs must be strictly increasing"),
+        ({"promotion": {"rungs": [0.2, 0.2]}}, "promotion.rungs must be strictly increasing"),
+        ({"promotion": {"rungs": [0.2, 1.0]}}, "spec.promotion.rungs[1]: Input should be less than 1"),
+        ({"promotion": {"rungs": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}}, "spec.promotion.rungs"),
+        ({"promotion": {"rungs": [0.2, 0.5], "mode": "online"}}, "promotion.rungs needs promotion.mode: screen"),
+        ({"promotion": {"reduction": 1}}, "spec.promotion.reduction"),
+        (
+            {"promotion": {"rungs": [0.2, 0.5]}, "training": {"earlyFraction": 0.3}},
+            "training.earlyFraction (0.3) differs from promotion.rungs[0] (0.2)",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field_and_the_fix(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(spec.SpecError) as error:
         spec.parse(document(**fields))
     assert message in str(error.value)
+
+
+def test_rungs_set_the_early_point_and_default_to_the_single_one() -> None:
+    assert spec.parse(document()).spec.promotion.rungs == []
+    s = spec.parse(document(promotion={"rungs": [0.25, 0.5]})).spec
+    assert s.training.early_fraction == 0.25 and s.promotion.reduction == 3
+    same = spec.parse(document(promotion={"rungs": [0.25, 0.5]}, training={"earlyFraction": 0.25})).spec
+    assert same.training.early_fraction == 0.25
 
 
 def test_bad_files(tmp_path: Path) -> None:
@@ -116,3 +145,14 @@ def test_grid_values_enumerate_ints_and_stepped_floats() -> None:
     assert spec.grid_values(spec.IntParam(type="int", low=2, high=8, step=3)) == [2, 5, 8]
     assert spec.grid_values(spec.FloatParam(low=0.1, high=0.3, step=0.1)) == [0.1, 0.2, 0.3]
     assert spec.grid_values(spec.FloatParam(low=0.1, high=0.3)) is None
+
+
+def test_the_independent_test_shops_default_to_the_holdouts_and_may_be_named() -> None:
+    generate = spec.parse(document()).spec.dataset.generate
+    assert generate is not None
+    assert generate.locales == ["us", "uk", "de", "fr", "ch"] and generate.independent_locales is None
+    named = spec.parse(document(dataset={"generate": {"locales": ["de"], "independentLocales": ["ca", "it"]}}))
+    assert named.spec.dataset.generate is not None and named.spec.dataset.generate.independent_locales == ["ca", "it"]
+    # Training on a holdout shop is allowed when no independent test is wanted, or its shops are named.
+    spec.parse(document(dataset={"generate": {"locales": ["it"], "independentTest": 0}}))
+    spec.parse(document(dataset={"generate": {"locales": ["it"], "independentLocales": ["ca"]}}))

@@ -80,6 +80,11 @@ def test_a_study_cancels_some_trials_at_the_early_step_and_finishes_the_rest(
             assert "final_accuracy" in trial.user_attrs and "test_accuracy" in trial.user_attrs
     assert "-> cancel" in result.stdout and "-> continue" in result.stdout
     assert "best trial" in result.stdout
+    # What drew each trial is recorded, so a report can tell a winner TPE chose from a start-up draw's luck: the
+    # baseline first, a start-up draw beside it (nothing scored yet), and the last trial asked once two had ended.
+    drawn = [t.system_attrs.get("ftstudy:drawn_by") for t in found]
+    assert drawn[0] == "baseline" and drawn[1] == "start-up" and drawn[3] == "model", drawn
+    assert "its parameters were" in result.stdout
 
     report = subprocess.run([*FTSTUDY, "report", study_name, "--storage", postgres_url, "--out", str(tmp_path / "r")],
                             capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -13,7 +13,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     sizes = SplitSizes(args.train, args.validation, args.test, args.independent_test)
     try:
-        paths = write_dataset(args.out, args.seed, sizes, args.locales.split(","))
+        independent = args.independent_locales.split(",") if args.independent_locales else None
+        paths = write_dataset(args.out, args.seed, sizes, args.locales.split(","), independent)
     except ValueError as error:
         print(f"ftstudy: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -38,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from ftstudy.executor import LocalExecutor
     from ftstudy.progress import Progress
     from ftstudy.redact import redact
-    from ftstudy.report import leaderboard, rows, summary, summary_text
+    from ftstudy.report import leaderboard, page_scores, rows, summary, summary_text
     from ftstudy.retry import RetryPolicy, StorageUnavailable
     from ftstudy.runner import Engine, prepare_data
     from ftstudy.study_store import StudyConflict, StudyStore
@@ -79,7 +80,9 @@ def _run(args: argparse.Namespace) -> int:
     print(leaderboard(table))
     promotion = study.spec.promotion
     print()
-    print(summary_text(summary(table, promotion.k if promotion.policy == "topK" else 5)))
+    k = promotion.k if promotion.policy == "topK" else 5
+    info = summary(table, k, store.audit_fraction, study.spec.budget.max_trials, page_scores(table))
+    print(summary_text(info))
     print(f"\nplots and summary.json: .venv/bin/ftstudy report {name}")
     return EXIT_OK if isinstance(outcome, core.StudyDone) else EXIT_STUDY_FAILED
 
@@ -90,8 +93,8 @@ def _report(args: argparse.Namespace) -> int:
     import optuna
 
     from ftstudy.redact import redact
-    from ftstudy.report import leaderboard, plots, rows, summary, summary_text
-    from ftstudy.study_store import TOP_K
+    from ftstudy.report import leaderboard, page_scores, plots, rows, summary, summary_text
+    from ftstudy.study_store import AUDIT_FRACTION, TOP_K
 
     workdir = (args.workdir / args.study).resolve()
     url = args.storage or _default_storage(workdir)
@@ -102,15 +105,17 @@ def _report(args: argparse.Namespace) -> int:
         print(f"ftstudy: no study {args.study!r} in {redact(url)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     table = rows(storage.get_all_trials(study_id, deepcopy=False))
-    k = int(storage.get_study_system_attrs(study_id).get(TOP_K, 5))
+    attrs = storage.get_study_system_attrs(study_id)
+    k = int(attrs.get(TOP_K, 5))
+    audit_fraction = float(attrs.get(AUDIT_FRACTION) or 0.0)  # null or absent: a study older than audits
     print(leaderboard(table, limit=args.limit))
-    info = summary(table, k)
+    info = summary(table, k, audit_fraction, pages=page_scores(table))
     print()
     print(summary_text(info))
     out = args.out or workdir / "report"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-    written = plots(table, out, k)
+    written = plots(table, out, k, audit_fraction)
     print(f"\nsummary: {out / 'summary.json'}")
     for path in written:
         print(f"plot: {path}")
@@ -147,7 +152,16 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--test", type=int, default=200)
     gen.add_argument("--independent-test", type=int, default=200)
     gen.add_argument(
-        "--locales", default="us,uk,de,fr,ch", help="comma-separated shops: us,uk (English), de,fr,ch (European)"
+        "--locales",
+        default="us,uk,de,fr,ch",
+        help="comma-separated shops of train/validation/test: us,uk (English), de,fr,ch (European); "
+        "it (Italian), ca (Canadian English) are the holdout shops",
+    )
+    gen.add_argument(
+        "--independent-locales",
+        default=None,
+        help="comma-separated shops of independent_test, none of --locales; default: it if a training shop is not "
+        "English, ca if one is",
     )
     gen.set_defaults(handler=_generate)
 

@@ -7,9 +7,10 @@ launches), so a restarted runner decides exactly as the one that died would have
 
 Rules, in order:
 
-1. A scored trial not yet decided gets the promotion policy's verdict (``ftstudy.promotion``; the baseline always
-   continues): continue, cancel, or wait. Online (``screening`` False) that is a trial still training; screening,
-   a trial that checkpointed at its early step and exited (``screened``), whose continuation is a resume.
+1. A scored trial not yet decided gets the promotion policy's verdict (``ftstudy.promotion``; the baseline and
+   audited trials always continue): continue, cancel, or wait. Online (``screening`` False) that is a trial still
+   training; screening, a trial that checkpointed at its early step and exited (``screened``), whose continuation
+   is a resume. The baseline and audited trials train to the end in either mode, so they are decided online.
 2. A trial whose process ended is finished (the trainer recorded a result), retried (a crash, while retries remain),
    or failed. Bad input is never retried: it would fail the same way. Nor is a malformed report (a string where a
    number belongs): the trial fails with the reason, whatever its process is doing. A continued screened trial is
@@ -17,7 +18,11 @@ Rules, in order:
 3. A RUNNING trial with no process (the runner or operator died) is relaunched the same way: it is matched against
    what actually runs, so no trial stays RUNNING forever. One that was never launched at all (asked for, then the
    launcher died) is launched as its first attempt: no retry is spent on what never ran.
-4. ``maxFailedTrials`` failures end the study as failed; otherwise resumes, then new trials, start while fewer
+4. Screening in rungs (``plan.rungs`` > 1, ``promotion.rungs``): a screened trial stops at every rung and is
+   decided there (``ftstudy.rungs``): at each rung but the last, it goes on (``PassRung``, then a resume) while in
+   the top 1/``reduction`` of the trials scored at that rung, and is pruned by the rung's final ranking otherwise;
+   at the last rung rule 1 applies among the trials scored there. The baseline and audited trials bypass rungs.
+5. ``maxFailedTrials`` failures end the study as failed; otherwise resumes, then new trials, start while fewer
    than ``parallelism`` run and fewer than ``maxTrials`` exist (the baseline first). With every trial created, none
    running and none screened and undecided or continued and unfinished, the study is done.
 """
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ftstudy.promotion import PromotionPolicy, Standing, TopK, Verdict
+from ftstudy.promotion import PromotionPolicy, Standing, TopK, Verdict, rank
 
 
 class Phase(StrEnum):
@@ -64,6 +69,8 @@ class Plan:
     promotion: PromotionPolicy = field(default_factory=TopK)
     screening: bool = False  # trials stop at the early step (checkpointed) and only the continued ones resume
     has_baseline: bool = False
+    rungs: int = 1  # screening points: 1 is the single early point; more stop a trial at each (``ftstudy.rungs``)
+    reduction: int = 3  # at a rung but the last, the top 1/reduction go on
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,14 @@ class TrialView:
     report_error: str | None = None  # what was malformed in what the trainer reported
     screened: bool = False  # the trainer checkpointed at the early step and exited (screening)
     resumes: int = 0  # resume launches so far (screening); ``process`` is then the latest resume's
+    # Drawn at random when created (by the shell: ``ftstudy.audit``) to train to the end whatever its early accuracy:
+    # an unbiased sample for measuring how well early accuracy predicts (``ftstudy.trust``). In screen mode the shell
+    # launches it as a full run, like the baseline. Last, so that positional construction keeps its meaning.
+    is_audit: bool = False
+    # Rungs (``plan.rungs`` > 1): the validation accuracy at rungs 1, 2... where the trial was scored (rung 0's is
+    # ``early_accuracy``), and how many rungs it was promoted past (a recorded decision, so it survives restarts).
+    later_scores: tuple[float, ...] = ()
+    passed: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,18 @@ class Resume:
 @dataclass(frozen=True)
 class Continue:
     number: int
+
+
+@dataclass(frozen=True)
+class PassRung:
+    """Promote a screened trial past rung ``rung`` (not the last) to the next: record it, then resume it.
+    ``place`` (0 the best) among ``of`` scored there so far: for the person watching."""
+
+    number: int
+    rung: int
+    score: float
+    place: int
+    of: int
 
 
 @dataclass(frozen=True)
@@ -133,7 +160,7 @@ class StudyFailed:
     reason: str
 
 
-Action = LaunchNew | Relaunch | Resume | Continue | Cancel | Finish | Fail | StudyDone | StudyFailed
+Action = LaunchNew | Relaunch | Resume | Continue | PassRung | Cancel | Finish | Fail | StudyDone | StudyFailed
 
 
 def standing_of(plan: Plan, trials: Sequence[TrialView]) -> Standing:
@@ -145,12 +172,70 @@ def standing_of(plan: Plan, trials: Sequence[TrialView]) -> Standing:
     return Standing(scored, expected, len(scored) >= expected, plan.screening)
 
 
-def verdict(plan: Plan, trial: TrialView, standing: Standing) -> Verdict:
-    """The policy's answer for a scored trial; the baseline always trains to the end."""
-    assert trial.early_accuracy is not None
-    if trial.is_baseline:
+def verdict(plan: Plan, trial: TrialView, standing: Standing, score: float | None = None) -> Verdict:
+    """The policy's answer for a scored trial (``score``: at the last rung, else its early accuracy); the baseline
+    and audited trials always train to the end (an audited trial's early accuracy still counts in the standing
+    others are ranked in)."""
+    score = trial.early_accuracy if score is None else score
+    assert score is not None
+    if trial.is_baseline or trial.is_audit:
         return Verdict.PROMOTE
-    return plan.promotion.verdict(trial.number, trial.early_accuracy, standing)
+    return plan.promotion.verdict(trial.number, score, standing)
+
+
+def score_at(trial: TrialView, rung: int) -> float | None:
+    """The trial's validation accuracy at a rung, if it was scored there."""
+    if rung == 0:
+        return trial.early_accuracy
+    return trial.later_scores[rung - 1] if len(trial.later_scores) >= rung else None
+
+
+def kept(plan: Plan, scored: int) -> int:
+    """How many of ``scored`` trials a complete rung (not the last) keeps: the top 1/reduction, never fewer than the
+    policy's K (so the last rung still has K to choose from), never more than there are."""
+    least = plan.promotion.k if isinstance(plan.promotion, TopK) else 1
+    return min(scored, max(scored // plan.reduction, least))
+
+
+def rung_standings(plan: Plan, trials: Sequence[TrialView]) -> list[Standing]:
+    """The standing at every rung. Rung 0's is ``standing_of``'s. A later rung's trials are those promoted past the
+    previous one (the baseline and audited trials bypass rungs): how many is known once the previous rung is
+    complete (its final ranking promotes the last ones), and the rung is complete when every one of them is scored
+    there or ended; before that, the expected count is at least what the previous rung will keep."""
+    standings = [standing_of(plan, trials)]
+    for rung in range(1, plan.rungs):
+        before = standings[-1]
+        population = [t for t in trials if not (t.is_baseline or t.is_audit) and score_at(t, rung - 1) is not None]
+        scored = [(t.number, s) for t in population if (s := score_at(t, rung)) is not None]
+        going = sum(
+            1 for t in population if t.phase is Phase.RUNNING and t.passed >= rung and score_at(t, rung) is None
+        )
+        if before.complete:
+            keep = kept(plan, len(before.scored))
+            late = sum(
+                1
+                for t in population
+                if t.phase is Phase.RUNNING and t.passed < rung and score_at(t, rung) is None
+                and rank(t.number, score_at(t, rung - 1) or 0.0, before.scored) < keep
+            )  # fmt: skip
+            expected = len(scored) + going + late
+            standings.append(Standing(scored, expected, going + late == 0, plan.screening))
+        else:
+            expected = max(len(scored) + going, kept(plan, before.expected))
+            standings.append(Standing(scored, expected, False, plan.screening))
+    return standings
+
+
+def rung_verdict(plan: Plan, trial: TrialView, rung: int, standing: Standing) -> tuple[Verdict, int]:
+    """At a rung but the last (ASHA's asynchronous promotion): promote while the trial ranks in the top
+    floor(n/reduction) of the n scored there so far; once the rung is complete, its final ranking (``kept``)
+    promotes the rest of the top and prunes the others. Also the trial's place (0 the best)."""
+    score = score_at(trial, rung)
+    assert score is not None
+    place = rank(trial.number, score, standing.scored)
+    if standing.complete:
+        return (Verdict.PROMOTE if place < kept(plan, len(standing.scored)) else Verdict.PRUNE), place
+    return (Verdict.PROMOTE if place < len(standing.scored) // plan.reduction else Verdict.WAIT), place
 
 
 def _why(trial: TrialView, which: str = "") -> str:
@@ -164,11 +249,13 @@ def _why(trial: TrialView, which: str = "") -> str:
 
 
 def _resume_or_fail(plan: Plan, trial: TrialView) -> Resume | Fail:
-    """A continued screened trial with nothing running for it and no result: resume it (again)."""
-    if trial.resumes == 0:
-        return Resume(trial.number, 1)
+    """A continued screened trial with nothing running for it and no result: resume it (again). Each promotion (past
+    a rung, or to the end) earns one resume; resumes beyond those are retries, from one budget per trial."""
+    promotions = max(1, trial.passed + (1 if trial.decision is not None else 0))
+    if trial.resumes < promotions:
+        return Resume(trial.number, trial.resumes + 1)
     reason = _why(trial, "resumed ")
-    if trial.retryable and trial.resumes <= plan.retries_per_trial:
+    if trial.retryable and trial.resumes - promotions + 1 <= plan.retries_per_trial:
         return Resume(trial.number, trial.resumes + 1)
     return Fail(trial.number, f"{reason} (after {trial.resumes} resumes)" if trial.resumes > 1 else reason)
 
@@ -190,7 +277,8 @@ def _ended(plan: Plan, trial: TrialView) -> Action:
 def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
     """The actions to take now; applying them and deciding again converges, and never repeats work."""
     ordered = sorted(trials, key=lambda t: t.number)
-    standing = standing_of(plan, ordered)
+    standings = rung_standings(plan, ordered)
+    standing = standings[0]
     actions: list[Action] = []
     failed = sum(1 for t in ordered if t.phase is Phase.FAILED)
     running = 0
@@ -208,7 +296,8 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
             running += 1
             # Online, a trial is decided while it trains; screening, one that reported is about to exit.
             if trial.early_accuracy is not None and trial.decision is None and not trial.screened:
-                answer = verdict(plan, trial, standing) if not plan.screening or trial.is_baseline else Verdict.WAIT
+                full_run = not plan.screening or trial.is_baseline or trial.is_audit  # not stopping at the early step
+                answer = verdict(plan, trial, standing) if full_run else Verdict.WAIT
                 if answer is Verdict.PROMOTE:
                     actions.append(Continue(trial.number))
                 elif answer is Verdict.PRUNE:
@@ -219,12 +308,20 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
             actions.append(Finish(trial.number))
             continue
         if trial.screened and trial.early_accuracy is not None:
-            if trial.decision is not None:
+            at = min(len(trial.later_scores), plan.rungs - 1)  # the rung it stopped at
+            if trial.decision is not None or trial.passed > at:
                 to_resume.append(trial)
                 continue
-            answer = verdict(plan, trial, standing)
+            if at < plan.rungs - 1:
+                answer, place = rung_verdict(plan, trial, at, standings[at])
+                score = score_at(trial, at)
+                assert score is not None
+                promote: Action = PassRung(trial.number, at, score, place, len(standings[at].scored))
+            else:
+                answer = verdict(plan, trial, standings[at], score_at(trial, at))
+                promote = Continue(trial.number)
             if answer is Verdict.PROMOTE:
-                actions.append(Continue(trial.number))
+                actions.append(promote)
             elif answer is Verdict.PRUNE:
                 actions.append(Cancel(trial.number))
             undecided += 1 if answer is not Verdict.PRUNE else 0  # a continued one still has to be resumed
@@ -250,7 +347,7 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
 
     if failed >= plan.max_failed_trials:
         relaunched = {a.number for a in actions if isinstance(a, Relaunch | Resume)}
-        actions = [a for a in actions if not isinstance(a, Relaunch | Resume | Continue)]
+        actions = [a for a in actions if not isinstance(a, Relaunch | Resume | Continue | PassRung)]
         ending = {a.number for a in actions if isinstance(a, Cancel | Fail)}
         for trial in ordered:
             still_running = trial.process is Process.RUNNING or trial.number in relaunched

@@ -60,7 +60,12 @@ _DESCRIPTIONS: dict[str, str] = {
     "spec.dataset.generate.validation": "validation pages (early and final accuracy)",
     "spec.dataset.generate.test": "test pages (test accuracy of the trials that run to the end)",
     "spec.dataset.generate.independentTest": "pages of an independent test set, generated apart from the others",
-    "spec.dataset.generate.locales[]": "a shop: us, uk (English), de, fr (German, French) or ch (Swiss German)",
+    "spec.dataset.generate.locales[]": "a shop: us, uk (English), de, fr (German, French), ch (Swiss German), or "
+    "a holdout shop: it (Italian), ca (Canadian English)",
+    "spec.dataset.generate.independentLocales": "the shops the independent test's pages come from, none of locales, "
+    "each once; default: it (Italian) if any of locales is not English, plus ca (Canadian English) if any is, so "
+    "the independent test comes from other shops, in another language or locale and price format, than training",
+    "spec.dataset.generate.independentLocales[]": "a shop: us, uk, de, fr, ch, it or ca",
     "spec.training.extraEvalFractions[]": "a fraction of training, strictly between 0 and 1",
     "spec.attributes": "the attribute names to extract from each product page (default: the task's eight)",
     "spec.attributes[]": "an attribute name: lower-case letters, digits and '_', starting with a letter",
@@ -87,10 +92,25 @@ _DESCRIPTIONS: dict[str, str] = {
     "spec.searchSpace.*.choices": "categorical: the values to choose from (strings or numbers), each once",
     "spec.searchSpace.*.choices[]": "a string or a number",
     "spec.sampler": "How the next trial's hyperparameters are chosen.",
-    "spec.sampler.type": "tpe (multivariate TPE, with a constant liar for parallel trials) or random",
+    "spec.sampler.type": "tpe (multivariate TPE, with a constant liar for parallel trials), random, grid (every "
+    "point of a finite space) or halton (a space-filling design: trial N at point N of one randomly shifted Halton "
+    "sequence, so the same seed and space give the same configurations)",
     "spec.sampler.seed": "the sampler's seed",
     "spec.promotion.policy": "topK, percentile (with percentile), median, or none (every trial runs to the end, "
     "to measure how well early accuracy predicts final accuracy)",
+    "spec.promotion.auditFraction": "the share of trials, drawn at random when each is created (never the "
+    "baseline), trained to the end whatever their early accuracy (never screened or cancelled): over them the "
+    "study measures, without selection bias, how well early accuracy predicts final accuracy "
+    "(status.earlyScoreTrust). Each audited trial costs about 1 - earlyFraction of a full trial more than a pruned "
+    "one. 0 to 0.5; 0: no audit. A study created before this field existed keeps 0",
+    "spec.promotion.rungs": "screening in rungs (ASHA): fractions of training, strictly increasing, at most 5; "
+    "rungs[0] is the early point (training.earlyFraction, which must then be left out or equal). A screened trial "
+    "stops at each rung; at each but the last it goes on if in the top 1/reduction of those scored there, at the "
+    "last the policy decides. Needs mode screen. Empty (the default): the single early point. Not yet run by the "
+    "operator (a study with rungs is refused: RungsNotSupported); ftstudy run runs it",
+    "spec.promotion.rungs[]": "a fraction of training, strictly between 0 and 1",
+    "spec.promotion.reduction": "with rungs: at each rung but the last, the top 1/reduction of the trials scored "
+    "there go on to the next (never fewer than topK's K); at least 2",
     "spec.budget": "How many trials in all, how many at once, and how many failures end the study.",
     "spec.budget.maxTrials": "trials in all, the baseline included",
     "spec.budget.parallelism": "trials running at once; at most maxTrials",
@@ -189,6 +209,17 @@ _RULES: dict[str, list[Schema]] = {
             "(!has(self.searchSpace.train_samples.low) || self.searchSpace.train_samples.low >= 0.0))",
             "searchSpace.train_samples must be whole numbers >= 0 (an int parameter or integer choices; 0 scores "
             "the base model untrained)",
+        ),
+    ],
+    "spec.promotion": [
+        _rule(
+            "!has(self.rungs) || size(self.rungs) == 0 || !has(self.mode) || self.mode == 'screen'",
+            "promotion.rungs needs promotion.mode: screen (a trial stops at each rung and waits, checkpointed); "
+            "remove rungs or set mode: screen",
+        ),
+        _rule(
+            "!has(self.rungs) || [1, 2, 3, 4].all(i, i >= size(self.rungs) || self.rungs[i - 1] < self.rungs[i])",
+            "promotion.rungs must be strictly increasing fractions of training",
         ),
     ],
     "spec.dataset": [
@@ -476,6 +507,11 @@ def _status_schema() -> Schema:
                         "integer", "screened trials paused now, holding no GPU: waiting for a verdict or a free slot"
                     ),
                     "promoted": _s("integer", "screened trials continued: resumed from their checkpoints"),
+                    "audited": _s(
+                        "integer",
+                        "trials drawn for audit (spec.promotion.auditFraction): trained to the end whatever their "
+                        "early accuracy",
+                    ),
                 },
             ),
             "best": _s(
@@ -498,11 +534,29 @@ def _status_schema() -> Schema:
             "testGainOverBaseline": _s(
                 "number", "test accuracy of the best searched trial minus the baseline's test accuracy"
             ),
-            "earlyFinalSpearman": _s(
-                "number", "Spearman rank correlation of early and final accuracy over the trials that ran to the end"
-            ),
-            "top5Overlap": _s(
-                "integer", "how many of the 5 best trials by early accuracy are among the 5 best by final accuracy"
+            "earlyScoreTrust": _s(
+                "object",
+                "How well early accuracy predicts final accuracy in this study, measured over its audited trials "
+                "only (drawn at random and trained to the end whatever their early accuracy; the promoted ones were "
+                "chosen for their early accuracies, so a figure over them would be biased). The estimates appear "
+                "once 4 audited trials have ended; the condition EarlyScoresUntrusted says whether they can be "
+                "trusted.",
+                properties={
+                    "auditFraction": _s("number", "the share of new trials the study audits (0: none)"),
+                    "trials": _s("integer", "audited trials trained to the end with an early and a final accuracy"),
+                    "expected": _s("number", "about how many audited trials the study will have in the end"),
+                    "spearman": _s("number", "Spearman rank correlation of early and final accuracy over them"),
+                    "low": _s("number", "the low end of its 95% bootstrap interval"),
+                    "high": _s("number", "the high end of its 95% bootstrap interval"),
+                    "topK": _s("integer", "K of the overlap: the study's K, at most half the audited trials"),
+                    "overlap": _s(
+                        "integer",
+                        "how many of the K best audited trials by early accuracy are among the K best by "
+                        "final accuracy",
+                    ),
+                    "overlapLow": _s("integer", "the low end of the overlap's 95% bootstrap interval"),
+                    "overlapHigh": _s("integer", "the high end of the overlap's 95% bootstrap interval"),
+                },
             ),
             "gpuSeconds": _s(
                 "object",

@@ -103,7 +103,9 @@ class LocalExecutor:
         self.storage_url = storage_url
         # Trials share this machine's cores: without a cap every trainer starts one thread per core and, run side
         # by side, they thrash (measured: ten times slower steps with two trainers on two cores).
-        self.threads = max(1, (os.cpu_count() or 1) // max(1, parallelism))
+        # The cores this process may use (taskset, a cgroup's cpuset), not the machine's: a study pinned to one core
+        # of two runs one thread a trainer.
+        self.threads = max(1, len(os.sched_getaffinity(0)) // max(1, parallelism))
         self.root.mkdir(parents=True, exist_ok=True)
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.attempts: dict[int, int] = {}

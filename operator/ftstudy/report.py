@@ -1,11 +1,17 @@
 """What a study found: the leaderboard, the best trial, its gain over the untrained model (zero-shot) and over the
-baseline, how well the early accuracy predicted the final one (Spearman correlation, top-K overlap), the training
-steps the early decisions saved and, for a study that varies the number of training samples, the data-efficiency
-curve and its saturation point. Pure functions over trial records; ``plots`` is the only part that writes files.
+baseline, how well the early accuracy predicts the final one (measured on the audited trials only: ``ftstudy.trust``),
+the training steps the early decisions saved and, for a study that varies the number of training samples, the
+data-efficiency curve and its saturation point. Pure functions over trial records; ``plots`` is the only part that
+writes files.
+
+No correlation is computed over the trials trained to the end because the policy promoted them: they were chosen
+for their early accuracies, so such a figure is biased (with four of them, a top-3 overlap of 2 of 3 is certain).
 """
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,8 +19,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from ftstudy.study_store import early_accuracy, is_baseline, phase
-from ftstudy.trainer.reporting import UserAttr
+from ftstudy import audit, trust
+from ftstudy.study_store import drawn_by, early_accuracy, is_audit, is_baseline, phase
+from ftstudy.trainer.reporting import PAGE_SCORES, UserAttr
+from ftstudy.trust import spearman as spearman  # re-exported: bench/ reads them from here
+from ftstudy.trust import top_k_overlap as top_k_overlap
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,19 @@ class Row:
     accuracy_at_step: dict[int, float] = field(default_factory=dict)
     train_seconds: float | None = None
     eval_seconds: float | None = None
+    audit: bool = False  # drawn at random and trained to the end whatever its early accuracy (``ftstudy.audit``)
+    drawn_by: str | None = None  # what chose its parameters (``study_store.Draw``): a start-up draw is luck, not TPE
+
+
+# What drew a trial's parameters, as the report says it (``study_store.Draw``'s values).
+DRAWN_NAMES = {
+    "baseline": "the baseline's, fixed in the spec",
+    "start-up": "a start-up draw (random, before TPE models anything): luck, not the search",
+    "model": "chosen by TPE's model of the early scores so far",
+    "random": "a random draw",
+    "grid": "a point of the grid",
+    "design": "a point of the Halton design",
+}
 
 
 def rows(trials: Sequence[FrozenTrial]) -> list[Row]:
@@ -70,47 +92,11 @@ def rows(trials: Sequence[FrozenTrial]) -> list[Row]:
             accuracy_at_step={int(k): float(v) for k, v in (attr(t, UserAttr.ACCURACY_AT_STEP) or {}).items()},
             train_seconds=attr(t, UserAttr.TRAIN_SECONDS),
             eval_seconds=attr(t, UserAttr.EVAL_SECONDS),
+            audit=is_audit(t),
+            drawn_by=drawn_by(t),
         )
         for t in trials
     ]
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman's rank correlation; None when undefined (fewer than 3 pairs or a constant side)."""
-    if len(xs) != len(ys) or len(xs) < 3:
-        return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    if vx == 0 or vy == 0:
-        return None
-    return float(cov / (vx * vy) ** 0.5)
-
-
-def top_k_overlap(pairs: Sequence[tuple[int, float, float]], k: int = 5) -> int | None:
-    """How many of the k best trials by early accuracy are also among the k best by final accuracy."""
-    if len(pairs) < k:
-        return None
-    by_early = {n for n, _, _ in sorted(pairs, key=lambda p: (-p[1], p[0]))[:k]}
-    by_final = {n for n, _, _ in sorted(pairs, key=lambda p: (-p[2], p[0]))[:k]}
-    return len(by_early & by_final)
 
 
 def best(table: Sequence[Row], searched_only: bool = False) -> Row | None:
@@ -158,9 +144,84 @@ def eval_share(table: Sequence[Row]) -> float | None:
     return sum(r.eval_seconds or 0.0 for r in timed) / total if total else None
 
 
-def summary(table: Sequence[Row], k: int = 5) -> dict[str, Any]:
-    """``k``: the top-K overlap's K (a topK study passes its own; 5, the paper's, otherwise)."""
-    pairs = [(r.number, r.early, r.final) for r in table if r.early is not None and r.final is not None]
+def audited_pairs(table: Sequence[Row]) -> list[tuple[int, float, float]]:
+    """(number, early, final) of the audited trials that trained to the end: the sample ``ftstudy.trust`` measures.
+    A diverged one counts with final accuracy 0 (what the model it leaves scores): leaving it out would hide the
+    very case an early score failed to foresee."""
+    return [
+        (r.number, r.early, r.final if r.final is not None else 0.0)
+        for r in table
+        if r.audit and r.state == "complete" and r.early is not None
+    ]
+
+
+def early_score_trust(
+    table: Sequence[Row], k: int = 5, audit_fraction: float = 0.0, planned: int | None = None
+) -> dict[str, Any]:
+    """How far the early accuracies can be trusted, over the audited trials; ``planned``: the trials the study will
+    have (``maxTrials``; default: those it has), for the count of audited trials to expect."""
+    pairs = audited_pairs(table)
+    expected = audit.expected(audit_fraction, planned or len(table), any(r.baseline for r in table))
+    found = trust.estimate(pairs, k)
+    return {
+        "audit_fraction": audit_fraction,
+        "audited": sum(1 for r in table if r.audit),
+        "trials": len(pairs),
+        "expected": expected,
+        "estimate": asdict(found) if found else None,
+        "text": trust.text(found, len(pairs), expected, audit_fraction),
+    }
+
+
+def page_scores(table: Sequence[Row]) -> dict[int, dict[str, list[float]]]:
+    """Each finished trial's page scores (``page_scores.json`` beside its final adapter), where this process can read
+    them: on the machine that ran the trials, not from a cluster's volume. Missing ones are left out."""
+    found: dict[int, dict[str, list[float]]] = {}
+    for row in table:
+        if row.final_adapter:
+            try:
+                found[row.number] = json.loads((Path(row.final_adapter).parent / PAGE_SCORES).read_text())
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def paired_gain_interval(
+    ours: Sequence[float], theirs: Sequence[float], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """95% percentile interval of the mean page-score difference over the same pages (a paired bootstrap over pages,
+    seeded: the same every time); None when the pages differ in number."""
+    if len(ours) != len(theirs) or len(ours) < 2:
+        return None
+    diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs) for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def _gain_intervals(
+    searched: Row | None, baseline: Row | None, pages: dict[int, dict[str, list[float]]]
+) -> dict[str, tuple[float, float] | None]:
+    if searched is None or baseline is None or searched.number not in pages or baseline.number not in pages:
+        return {}
+    ours, theirs = pages[searched.number], pages[baseline.number]
+    return {
+        split: paired_gain_interval(ours[split], theirs[split])
+        for split in ("test", "independent_test")
+        if split in ours and split in theirs
+    }
+
+
+def summary(
+    table: Sequence[Row],
+    k: int = 5,
+    audit_fraction: float = 0.0,
+    planned: int | None = None,
+    pages: dict[int, dict[str, list[float]]] | None = None,
+) -> dict[str, Any]:
+    """``k``: the top-K overlap's K (a topK study passes its own; 5, the paper's, otherwise); ``audit_fraction`` and
+    ``planned``: see ``early_score_trust``; ``pages``: trials' page scores (``page_scores``), for intervals on the
+    gain over the baseline."""
     top = best(table)
     searched = best(table, searched_only=True)
     baseline = next((r for r in table if r.baseline and r.final is not None), None)
@@ -181,11 +242,9 @@ def summary(table: Sequence[Row], k: int = 5) -> dict[str, Any]:
         "independent_test_gain_over_baseline": _difference(
             searched.independent_test if searched else None, baseline.independent_test if baseline else None
         ),
+        "gain_over_baseline_interval": _gain_intervals(searched, baseline, pages or {}),
         "final_spread": max(finals) - min(finals) if finals else None,
-        "spearman_early_final": spearman([p[1] for p in pairs], [p[2] for p in pairs]),
-        "top_k": k,
-        "top_k_overlap": top_k_overlap(pairs, k),
-        "top5_overlap": top_k_overlap(pairs, 5),
+        "early_score_trust": early_score_trust(table, k, audit_fraction, planned),
         "steps": steps(table),
         "eval_share": eval_share(table),
         "data_efficiency": data_efficiency(table),
@@ -208,26 +267,27 @@ def summary_text(info: dict[str, Any]) -> str:
             f"best trial {best_row['number']}: validation {_pct(best_row['final'])}, test {_pct(best_row['test'])}, "
             f"independent test {_pct(best_row['independent_test'])}; adapter {where}"
         )
+        if best_row.get("drawn_by") in DRAWN_NAMES:
+            lines.append(f"its parameters were {DRAWN_NAMES[best_row['drawn_by']]}")
     if base:
         lines.append(
             f"untrained model (zero-shot): validation {_pct(base.get('validation'))}, test "
             f"{_pct(base.get('test'))}; the best trial is {_pct(info['best_gain_over_zero_shot'], True)} above it"
         )
     if info["baseline"]:
+        intervals = info.get("gain_over_baseline_interval") or {}
+
+        def gain(split: str) -> str:
+            value, interval = _pct(info[f"{split}_gain_over_baseline"], True), intervals.get(split)
+            return f"{value} [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else value
+
         lines.append(
-            f"gain over the baseline (trial {info['baseline']['number']}): test "
-            f"{_pct(info['test_gain_over_baseline'], True)}, independent test "
-            f"{_pct(info['independent_test_gain_over_baseline'], True)}"
+            f"gain over the baseline (trial {info['baseline']['number']}): test {gain('test')}, independent test "
+            f"{gain('independent_test')}" + (" (95% paired bootstrap over pages)" if intervals else "")
         )
     if info["final_spread"] is not None:
         lines.append(f"final validation accuracy of the trials trained to the end spans {info['final_spread']:.3f}")
-    if info["spearman_early_final"] is not None:
-        overlap = info["top_k_overlap"]
-        lines.append(
-            f"early vs final accuracy: Spearman {info['spearman_early_final']:.2f}"
-            + (f", top-{info['top_k']} overlap {overlap}/{info['top_k']}" if overlap is not None else "")
-            + " (over the trials trained to the end)"
-        )
+    lines.append(info["early_score_trust"]["text"])
     s = info["steps"]
     if s["without_early_stopping"]:
         lines.append(
@@ -289,7 +349,9 @@ def leaderboard(table: Sequence[Row], limit: int = 15) -> str:
     lines = [f"{'trial':>5}  {'state':<8} {'early':>6} {'final':>6} {'test':>6} {'indep':>6}  params"]
     for r in ordered[:limit]:
         params = " ".join(f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(r.params.items()))
-        tag = " (baseline)" if r.baseline else ""
+        tag = " (baseline)" if r.baseline else " (audit)" if r.audit else ""
+        if r.drawn_by in DRAWN_NAMES and not r.baseline:
+            tag += f" [{r.drawn_by}]"
         lines.append(
             f"{r.number:>5}  {r.state:<8} {_fmt(r.early):>6} {_fmt(r.final):>6} {_fmt(r.test):>6} "
             f"{_fmt(r.independent_test):>6}  {params}{tag}"
@@ -303,9 +365,10 @@ def _values(values: Sequence[float | None]) -> list[float]:
     return [v if v is not None else float("nan") for v in values]
 
 
-def plots(table: Sequence[Row], directory: Path, k: int = 5) -> list[Path]:
-    """Early vs final accuracy, accuracy by trial number, learning rate vs LoRA alpha, and the data-efficiency
-    curve when the study varied the number of training samples."""
+def plots(table: Sequence[Row], directory: Path, k: int = 5, audit_fraction: float = 0.0) -> list[Path]:
+    """Early vs final accuracy (audited trials marked: the figures in the title are theirs alone), accuracy by trial
+    number, learning rate vs LoRA alpha, and the data-efficiency curve when the study varied the number of training
+    samples."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,22 +376,27 @@ def plots(table: Sequence[Row], directory: Path, k: int = 5) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    info = summary(table, k)
+    info = summary(table, k, audit_fraction)
     base = (info["zero_shot"] or {}).get("validation")
 
     both = [r for r in table if r.early is not None and r.final is not None]
+    promoted = [r for r in both if not r.audit]
+    audited = [r for r in both if r.audit]
     fig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(_values([r.early for r in both]), _values([r.final for r in both]), color="tab:blue")
+    ax.scatter(_values([r.early for r in promoted]), _values([r.final for r in promoted]), color="tab:blue",
+               label="promoted for its early accuracy (or the baseline)")  # fmt: skip
+    ax.scatter(_values([r.early for r in audited]), _values([r.final for r in audited]), color="tab:orange",
+               marker="D", label="audited: drawn at random")  # fmt: skip
     for r in both:
         ax.annotate(str(r.number), (r.early or 0.0, r.final or 0.0), fontsize=8)
     if base is not None:
         ax.axhline(base, color="grey", linestyle="--", label=f"untrained model {base:.3f}")
-        ax.legend(loc="lower right")
-    rho = info["spearman_early_final"]
-    overlap = info["top_k_overlap"]
-    ax.set_title(
-        f"Early vs final accuracy\n(Spearman {_fmt(rho)}, top-{k} overlap {overlap if overlap is not None else '-'})"
+    ax.legend(loc="lower right", fontsize=8)
+    found = info["early_score_trust"]["estimate"]
+    measured = (
+        trust.figures(trust.Estimate(**found)) if found else f"{info['early_score_trust']['trials']} audited trials"
     )
+    ax.set_title(f"Early vs final accuracy\n({measured})", fontsize=10)
     ax.set_xlabel("validation accuracy at the early step")
     ax.set_ylabel("validation accuracy at the end")
     written.append(_save(fig, directory / "early_vs_final.png"))

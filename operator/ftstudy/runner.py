@@ -20,7 +20,7 @@ from pathlib import Path, PurePath
 
 from optuna.trial import FrozenTrial
 
-from ftstudy import core, faults
+from ftstudy import audit, core, faults
 from ftstudy.core import Decision, Phase, Plan, Process, TrialView
 from ftstudy.executor import Executor, TrialProcess, trial_dir
 from ftstudy.promotion import policy_for
@@ -31,8 +31,11 @@ from ftstudy.study_store import (
     decision,
     early_accuracy,
     has_result,
+    is_audit,
     is_baseline,
     is_screened,
+    later_scores,
+    passed,
     phase,
     resumes,
     screening_counts,
@@ -59,6 +62,8 @@ def plan_for(spec: StudySpec) -> Plan:
         promotion=policy_for(p.policy, p.k, p.percentile, p.min_scored),
         screening=screening(spec),
         has_baseline=spec.baseline is not None,
+        rungs=max(1, len(p.rungs)) if screening(spec) else 1,
+        reduction=p.reduction,
     )
 
 
@@ -84,11 +89,14 @@ def view(trial: FrozenTrial, process: TrialProcess | None, report_error: str | N
         has_result=has_result(trial),
         attempts=launched,
         is_baseline=is_baseline(trial),
+        is_audit=is_audit(trial),
         retryable=current.retryable,
         failure_reason=trial.user_attrs.get(UserAttr.FAILURE_REASON.value) or current.reason,
         report_error=report_error,
         screened=is_screened(trial),
         resumes=resumed,
+        later_scores=later_scores(trial),
+        passed=passed(trial),
     )
 
 
@@ -111,7 +119,7 @@ def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
     directory = workdir / generated_data_name(spec)
     if not (directory / ".complete").exists():
         sizes = SplitSizes(settings.train, settings.validation, settings.test, settings.independent_test)
-        write_dataset(directory, settings.seed, sizes, settings.locales)
+        write_dataset(directory, settings.seed, sizes, settings.locales, settings.independent_locales)
         (directory / ".complete").write_text(settings.model_dump_json())
     return directory
 
@@ -179,8 +187,19 @@ class Engine:
         return trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
                             generate_data=self.generate_data, stage=stage)  # fmt: skip
 
-    def _launch(self, number: int, attempt: int, baseline: bool) -> None:
-        args = self._args(number, "screen" if self.plan.screening and not baseline else "full")
+    def _audited(self, number: int, baseline: bool, trial: FrozenTrial | None = None) -> bool:
+        """Is the trial audited? Drawn (``ftstudy.audit``) and recorded before its first launch, so that the trial
+        runs and reads as audited from the start; drawn again, to the same answer, if a crash lost the record."""
+        if trial is not None and is_audit(trial):
+            return True
+        if not audit.audited(self.study.metadata.name, number, self.store.audit_fraction, baseline):
+            return False
+        self.store.record_audit(number)
+        return True
+
+    def _launch(self, number: int, attempt: int, full: bool) -> None:
+        """``full``: train to the end (the baseline, an audited trial, or any trial when nothing is screened)."""
+        args = self._args(number, "screen" if self.plan.screening and not full else "full")
         faults.point("launch.before")
         self.executor.launch(number, attempt, args)
         faults.point("launch.between")
@@ -200,11 +219,13 @@ class Engine:
         match action:
             case core.LaunchNew(baseline=baseline):
                 number, params = self.store.ask(baseline)
-                self._launch(number, 1, baseline)
-                label = "launched (baseline)" if baseline else "launched"
+                audited = self._audited(number, baseline)
+                self._launch(number, 1, baseline or audited)
+                label = "launched (baseline)" if baseline else "launched (audit)" if audited else "launched"
                 self.on_event(Event(number, f"{label} {format_params(params)}", "TrialLaunched"))
             case core.Relaunch(number=number, attempt=attempt):
-                self._launch(number, attempt, is_baseline(trials[number]))
+                baseline = is_baseline(trials[number])
+                self._launch(number, attempt, baseline or self._audited(number, baseline, trials[number]))
                 if attempt == 1:  # its first launch was interrupted (the launcher died): not a retry
                     self.on_event(Event(number, "launched (its first launch had been interrupted)", "TrialLaunched"))
                 else:
@@ -214,10 +235,15 @@ class Engine:
                 faults.point("continue.between")
                 self.executor.record_decision(number, Decision.CONTINUE.value)
                 screened = is_screened(trials[number])
-                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> " + (
-                    "promote" if screened else "continue"
-                )
+                text = f"{scored(trials[number])} -> " + ("promote" if screened else "continue")
+                if is_audit(trials[number]):
+                    text += " (audit: trained to the end whatever its early accuracy)"
                 self.on_event(Event(number, text, "TrialPromoted" if screened else "TrialContinued"))
+            case core.PassRung(number=number, rung=rung, score=score, place=place, of=of):
+                self.store.record_passed(number, rung + 1)
+                fraction = self.spec.promotion.rungs[rung]
+                text = f"promoted past rung {rung} ({fraction:.0%}): {score:.3f}, {ordinal(place + 1)} of {of}"
+                self.on_event(Event(number, text, "TrialPromotedPastRung"))
             case core.Resume(number=number, attempt=resume):
                 self._resume(trials[number], resume)
                 text = "resumed from its checkpoint" + (f" (resume {resume})" if resume > 1 else "")
@@ -232,7 +258,7 @@ class Engine:
                 faults.point("cancel.between")
                 self.executor.cancel(number)  # a screened trial's ended Job too, in a cluster
                 outcome = "pruned (screened, not promoted)" if screened else "cancel"
-                text = f"early accuracy {early_accuracy(trials[number]):.3f} -> {outcome}"
+                text = f"{scored(trials[number])} -> {outcome}"
                 self.on_event(Event(number, text, "TrialPruned" if screened else "TrialCancelled"))
             case core.Finish(number=number):
                 trial = trials[number]
@@ -275,6 +301,19 @@ class Engine:
         return self.outcome
 
 
+def scored(trial: FrozenTrial) -> str:
+    """What a decision was taken on: the early accuracy, or the accuracy at the latest rung (promotion.rungs)."""
+    later = later_scores(trial)
+    if later:
+        return f"accuracy {later[-1]:.3f} at rung {len(later)}"
+    return f"early accuracy {early_accuracy(trial) or 0.0:.3f}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def trial_phase_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     counts = {p.value: 0 for p in Phase}
     for trial in trials:
@@ -293,10 +332,14 @@ def summary_line(trials: list[FrozenTrial], max_trials: int) -> str:
         if paused["screened"]
         else ""
     )
+    audited = sum(1 for t in trials if is_audit(t))
+    past = [sum(1 for t in trials if passed(t) > rung) for rung in range(max((passed(t) for t in trials), default=0))]
+    if past:
+        screening += ", past rung " + ", ".join(f"{rung}: {count}" for rung, count in enumerate(past))
     return (
         f"trials {len(trials)}/{max_trials}: running {counts['running'] - suspended}, continued+finished "
-        f"{counts['complete']}, cancelled {counts['pruned']}, failed {counts['failed']}{screening}; "
-        f"best early accuracy {best}"
+        f"{counts['complete']}, cancelled {counts['pruned']}, failed {counts['failed']}{screening}"
+        f"{f', audited {audited}' if audited else ''}; best early accuracy {best}"
     )
 
 

@@ -7,6 +7,7 @@ name the field and the fix (``SpecError``).
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,7 +28,7 @@ HYPERPARAMETERS = (
 # number of training samples; 0 scores the base model untrained). As ftstudy.trainer.config.SEARCHABLE_SETTINGS.
 SEARCHABLE_SETTINGS = ("train_samples",)
 SEARCHABLE = HYPERPARAMETERS + SEARCHABLE_SETTINGS
-LocaleCode = Literal["us", "uk", "de", "fr", "ch"]
+LocaleCode = Literal["us", "uk", "de", "fr", "ch", "it", "ca"]
 LOCALES: tuple[LocaleCode, ...] = ("us", "uk", "de", "fr", "ch")  # the generator's shops (task.generator.LOCALES)
 
 
@@ -116,14 +117,44 @@ class DatasetGenerate(_Model):
     locales: list[LocaleCode] = Field(
         default_factory=lambda: list(LOCALES),
         min_length=1,
-        description="the shops pages come from: us and uk write English; de, fr and ch write German, French and "
-        "Swiss German, with their own labels, stock phrases, colour names, price formats and currencies",
+        description="the shops the train, validation and test pages come from: us and uk write English; de, fr and "
+        "ch write German, French and Swiss German, with their own labels, stock phrases, colour names, price formats "
+        "and currencies; it (Italian) and ca (Canadian English) are the holdout shops, kept for the independent test "
+        "by default",
     )
+    # No description here: the CRD's is in ftstudy.crd's table, with the default rule spelt out.
+    independent_locales: list[LocaleCode] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _unique_locales(self) -> DatasetGenerate:
         if len(set(self.locales)) != len(self.locales):
             raise ValueError("locales must not repeat")
+        named = self.independent_locales
+        if named is not None and len(set(named)) != len(named):
+            raise ValueError("independentLocales must not repeat")
+        return self
+
+    @model_validator(mode="after")
+    def _independent_shops(self) -> DatasetGenerate:
+        """Refused here, not when the trials start: the independent test must come from other shops than the
+        training pages (ftstudy.task.generator.independent_locales_for), and its default needs a holdout shop
+        that is not trained on."""
+        from ftstudy.task.generator import independent_locales_for
+
+        overlap = [code for code in self.independent_locales or () if code in self.locales]
+        if overlap:
+            raise ValueError(
+                f"independentLocales and locales share {', '.join(overlap)}; the independent test must come from "
+                "other shops than the training pages"
+            )
+        if self.independent_locales is None and self.independent_test > 0:
+            try:
+                independent_locales_for(self.locales)
+            except ValueError:
+                raise ValueError(
+                    "locales leave no holdout shop for the independent test's default (it when a locale is not "
+                    "English, ca when one is): name independentLocales, or set independentTest: 0"
+                ) from None
         return self
 
 
@@ -173,7 +204,7 @@ class Training(_Model):
 
 
 class Sampler(_Model):
-    type: Literal["tpe", "random", "grid"] = "tpe"
+    type: Literal["tpe", "random", "grid", "halton"] = "tpe"
     n_startup_trials: int = Field(default=5, ge=0, description="random trials before TPE models the space")
     seed: int = 0
 
@@ -212,6 +243,29 @@ class Promotion(_Model):
         ge=0,
         description="early accuracies needed before any decision; 0: K+1 for topK, 3 for percentile and median",
     )
+    # Trials drawn at random (``ftstudy.audit``) and trained to the end whatever their early accuracy: the unbiased
+    # sample ``ftstudy.trust`` measures the early accuracy's worth on. Described for the CRD in ftstudy.crd.
+    audit_fraction: float = Field(default=0.1, ge=0, le=0.5)
+    # Screening in rungs (ASHA, ``ftstudy.rungs``): rungs[0] is the early point; at each rung but the last, the top
+    # 1/reduction go on to the next; at the last, the policy decides. Empty: the one early point (the paper's).
+    rungs: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=list, max_length=5)
+    reduction: int = Field(default=3, ge=2)
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing(cls, rungs: list[float]) -> list[float]:
+        if any(later <= earlier for earlier, later in itertools.pairwise(rungs)):
+            raise ValueError(f"promotion.rungs must be strictly increasing fractions of training, got {rungs}")
+        return rungs
+
+    @model_validator(mode="after")
+    def _rungs_need_screen(self) -> Promotion:
+        if self.rungs and self.mode != "screen":
+            raise ValueError(
+                "promotion.rungs needs promotion.mode: screen (a trial stops at each rung and waits, checkpointed); "
+                "remove rungs or set mode: screen"
+            )
+        return self
 
 
 class Budget(_Model):
@@ -334,6 +388,7 @@ class StudySpec(_Model):
         if not self.search_space:
             raise ValueError("searchSpace is empty: give at least one hyperparameter to search")
         self._check_train_samples()
+        self._check_rungs()
         if self.sampler.type == "grid":
             self._check_grid()
         unknown = sorted(set(self.training.hyperparameters) - set(HYPERPARAMETERS))
@@ -347,6 +402,20 @@ class StudySpec(_Model):
                     "sets searched hyperparameters only (fix the others in training.hyperparameters)"
                 )
         return self
+
+    def _check_rungs(self) -> None:
+        """``promotion.rungs[0]`` is the early point: a different explicit ``training.earlyFraction`` is refused
+        (which one would count?), a default one becomes rungs[0]."""
+        rungs = self.promotion.rungs
+        if not rungs:
+            return
+        t = self.training
+        if "early_fraction" in t.model_fields_set and t.early_fraction != rungs[0]:
+            raise ValueError(
+                f"training.earlyFraction ({t.early_fraction}) differs from promotion.rungs[0] ({rungs[0]}), the "
+                "early point when rungs are given: remove earlyFraction or make it equal to rungs[0]"
+            )
+        object.__setattr__(self, "training", t.model_copy(update={"early_fraction": rungs[0]}))
 
     def _check_train_samples(self) -> None:
         param = self.search_space.get("train_samples")

@@ -7,9 +7,10 @@ told PRUNED (TPE ranks pruned trials by the same early intermediate value), and 
 learns from failures instead of never hearing of them.
 
 What the engine must remember across restarts is kept in the trial's system attributes: the number of launches
-(``ftstudy:attempts``), of resumes of a screened trial (``ftstudy:resumes``) and the continue decision
-(``ftstudy:decision``). Every call is retried through connection
-failures; the connection pool is small and bounded.
+(``ftstudy:attempts``), of resumes of a screened trial (``ftstudy:resumes``), the continue decision
+(``ftstudy:decision``: to the end), how many rungs it was promoted past (``ftstudy:passed``, screening in
+rungs) and whether the trial is audited (``ftstudy:audit``, ``ftstudy.audit``). Every call is
+retried through connection failures; the connection pool is small and bounded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import copy
 import json
 import logging
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import optuna
@@ -25,9 +27,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ftstudy import optuna_internals
+from ftstudy import audit, optuna_internals
 from ftstudy.core import Decision, Phase
 from ftstudy.db import engine_kwargs
+from ftstudy.halton import HaltonSampler
 from ftstudy.retry import RetryPolicy
 from ftstudy.spec import CategoricalParam, FloatParam, IntParam, StudySpec, grid_values
 from ftstudy.trainer.reporting import UserAttr
@@ -38,10 +41,14 @@ log = logging.getLogger(__name__)
 ATTEMPTS = "ftstudy:attempts"
 RESUMES = "ftstudy:resumes"  # screening: launches of a continued trial from its checkpoint
 DECISION = "ftstudy:decision"
+PASSED = "ftstudy:passed"  # promotion.rungs: how many rungs a screened trial was promoted past (each a resume)
 SPEC = "ftstudy:search_space"
 MODE = "ftstudy:promotion_mode"  # screen or online: fixed at creation, so a changed default cannot switch it
 TOP_K = "ftstudy:top_k"  # the K of the report's top-K overlap: the topK policy's K, else the paper's 5
+AUDIT = "ftstudy:audit"  # on a trial: drawn for audit when created (trained to the end whatever its early accuracy)
+AUDIT_FRACTION = "ftstudy:audit_fraction"  # on the study: the share it audits; null for a study older than audits
 FIXED_PARAMS = "fixed_params"  # Optuna's own mark on an enqueued trial: ours is the baseline
+DRAWN_BY = "ftstudy:drawn_by"  # on a trial: what chose its parameters (Draw), so a report can say if a winner was luck
 
 _PHASES = {
     TrialState.RUNNING: Phase.RUNNING,
@@ -106,8 +113,23 @@ def _seen(study: optuna.Study) -> optuna.Study:
     return cast(optuna.Study, _ScoredSoFar(study))
 
 
+class Draw(StrEnum):
+    """What chose a trial's parameters."""
+
+    BASELINE = "baseline"  # the spec's fixed baseline, enqueued
+    STARTUP = "start-up"  # TPE's random start-up draws, before it models anything
+    MODEL = "model"  # TPE's model of the scores so far
+    RANDOM = "random"
+    GRID = "grid"
+    DESIGN = "design"  # the Halton design
+
+
 class EarlyScoreTPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE, told every early accuracy as soon as it is reported (``_ScoredSoFar``)."""
+    """Optuna's TPE, told every early accuracy as soon as it is reported (``_ScoredSoFar``). It remembers whether
+    its last draw was a start-up (random) one, by TPE's own rule (fewer finished or pruned trials than
+    ``n_startup_trials``), so the study can record it."""
+
+    last_draw: Draw = Draw.STARTUP
 
     def infer_relative_search_space(self, study: Any, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return super().infer_relative_search_space(_seen(study), trial)
@@ -115,7 +137,10 @@ class EarlyScoreTPESampler(optuna.samplers.TPESampler):
     def sample_relative(
         self, study: Any, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return super().sample_relative(_seen(study), trial, search_space)
+        seen = _seen(study)
+        finished = seen._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True)
+        self.last_draw = Draw.STARTUP if len(finished) < self._n_startup_trials else Draw.MODEL
+        return super().sample_relative(seen, trial, search_space)
 
     def sample_independent(
         self, study: Any, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
@@ -129,6 +154,8 @@ def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if spec.sampler.type == "grid":  # the spec checked that every parameter has a finite list of values
         grid = {name: grid_values(param) or [] for name, param in spec.search_space.items()}
         return _EngineEndedGridSampler(grid, seed=spec.sampler.seed)
+    if spec.sampler.type == "halton":
+        return HaltonSampler(distributions(spec), seed=spec.sampler.seed)
     # constant_liar: trials still running (and not yet scored) count as bad guesses, so parallel asks do not all
     # pick the same point.
     return EarlyScoreTPESampler(
@@ -159,6 +186,7 @@ class StudyStore:
             ),
         )
         self.study_id: int = self._call("find the study", lambda: self.storage.get_study_id_from_name(name))
+        self.audit_fraction = 0.0  # the share of new trials audited (``_check_audit``)
         self._check_search_space()
         self._trial_ids: dict[int, int] = {}
         self._finished: dict[int, FrozenTrial] = {}
@@ -173,6 +201,7 @@ class StudyStore:
         wanted = json.dumps(self.spec.model_dump(mode="json", by_alias=True)["searchSpace"], sort_keys=True)
         study_id = self.study_id
         attrs = self._call("read the study", lambda: self.storage.get_study_system_attrs(study_id))
+        self._check_audit(attrs)  # before SPEC is recorded: SPEC without it marks a study older than audits
         if SPEC not in attrs:
             self._call("record the search space", lambda: self.storage.set_study_system_attr(study_id, SPEC, wanted))
         if TOP_K not in attrs:
@@ -200,6 +229,27 @@ class StudyStore:
                 "(a spec that names no mode gets screen, the default; it used to be online); a study's mode cannot "
                 f"change: set promotion.mode: {recorded} to go on with it, or use a new study name"
             )
+
+    def _check_audit(self, attrs: dict[str, Any]) -> None:
+        """The share of new trials to audit (``audit_fraction``). A study that existed before audits did (its search
+        space is recorded, its audit fraction is not) keeps its meaning: it never audits, whatever the spec's
+        default says now. Otherwise the spec's fraction holds (in a cluster it cannot change, ``promotion`` being
+        frozen; on one machine it may, like ``k``), and is recorded for ``ftstudy report``'s expected count."""
+        recorded = attrs.get(AUDIT_FRACTION)
+        if AUDIT_FRACTION not in attrs and SPEC in attrs:
+            self._call(
+                "record no audit", lambda: self.storage.set_study_system_attr(self.study_id, AUDIT_FRACTION, None)
+            )
+            self.audit_fraction = 0.0
+            return
+        if AUDIT_FRACTION in attrs and recorded is None:
+            self.audit_fraction = 0.0
+            return
+        self.audit_fraction = audit.fraction_of(self.spec)
+        if recorded != self.audit_fraction:
+            fraction = self.audit_fraction
+            self._call("record the audit fraction",
+                       lambda: self.storage.set_study_system_attr(self.study_id, AUDIT_FRACTION, fraction))  # fmt: skip
 
     def trials(self) -> list[FrozenTrial]:
         """Every trial that has been asked for (enqueued-but-never-asked ones are not trials yet).
@@ -238,7 +288,20 @@ class StudyStore:
             self._call("enqueue the baseline", lambda: self.study.enqueue_trial(params, skip_if_exists=True))
         trial = self._call("ask for a trial", lambda: self.study.ask(self.distributions))
         self._trial_ids[trial.number] = optuna_internals.trial_id(trial)
+        drawn = self._drawn_by(baseline and self.spec.baseline is not None)
+        trial_id = optuna_internals.trial_id(trial)
+        self._call("record what drew it", lambda: self.storage.set_trial_system_attr(trial_id, DRAWN_BY, drawn))
         return int(trial.number), dict(trial.params)
+
+    def _drawn_by(self, baseline: bool) -> str:
+        """What chose the trial just asked for: the enqueued baseline is asked first; else the sampler."""
+        if baseline:
+            return Draw.BASELINE.value
+        chosen = self.study.sampler
+        if isinstance(chosen, EarlyScoreTPESampler):
+            return chosen.last_draw.value
+        kinds = {"random": Draw.RANDOM, "grid": Draw.GRID, "halton": Draw.DESIGN}
+        return kinds.get(self.spec.sampler.type, Draw.MODEL).value
 
     def trial(self, number: int) -> FrozenTrial:
         """One trial as stored now (the operator labels its Jobs with the trial's creation time)."""
@@ -253,9 +316,18 @@ class StudyStore:
         trial_id = self._trial_id(number)
         self._call("record a resume", lambda: self.storage.set_trial_system_attr(trial_id, RESUMES, resume))
 
+    def record_audit(self, number: int) -> None:
+        trial_id = self._trial_id(number)
+        self._call("record an audit", lambda: self.storage.set_trial_system_attr(trial_id, AUDIT, True))
+
     def record_decision(self, number: int, decision: Decision) -> None:
         trial_id = self._trial_id(number)
         self._call("record a decision", lambda: self.storage.set_trial_system_attr(trial_id, DECISION, decision.value))
+
+    def record_passed(self, number: int, rungs: int) -> None:
+        """Promoted past rung ``rungs - 1``: recorded before its resume, so a restart resumes it, never re-decides."""
+        trial_id = self._trial_id(number)
+        self._call("record a rung promotion", lambda: self.storage.set_trial_system_attr(trial_id, PASSED, rungs))
 
     def prune(self, number: int) -> None:
         self._call("cancel a trial", lambda: self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True))
@@ -291,6 +363,16 @@ def decision(trial: FrozenTrial) -> Decision | None:
     return Decision(value) if value else None
 
 
+def passed(trial: FrozenTrial) -> int:
+    return int(trial.system_attrs.get(PASSED, 0))
+
+
+def later_scores(trial: FrozenTrial) -> tuple[float, ...]:
+    """The validation accuracy at each rung after the early one where the trainer stopped it, in rung order."""
+    recorded = trial.user_attrs.get(UserAttr.RUNG_ACCURACY.value) or {}
+    return tuple(float(recorded[step]) for step in sorted(recorded, key=int))
+
+
 def attempts(trial: FrozenTrial) -> int:
     return int(trial.system_attrs.get(ATTEMPTS, 0))
 
@@ -311,13 +393,25 @@ def screening_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     screening. The status, the metrics and ``ftstudy run``'s status line all count them so."""
     screened = [t for t in trials if UserAttr.CHECKPOINT.value in t.user_attrs]
     promoted = [t for t in screened if decision(t) is not None]
+    # Each resume ends at a rung (one more later score) or at the end: one running has more resumes than those.
     suspended = [t for t in screened if t.state == TrialState.RUNNING and is_screened(t)
-                 and not (decision(t) is not None and resumes(t) > 0)]  # fmt: skip
+                 and resumes(t) <= len(later_scores(t))]  # fmt: skip
     return {"screened": len(screened), "suspended": len(suspended), "promoted": len(promoted)}
+
+
+def drawn_by(trial: FrozenTrial) -> str | None:
+    """What chose the trial's parameters (``Draw``); None for a trial recorded before this was kept."""
+    value = trial.system_attrs.get(DRAWN_BY)
+    return str(value) if value is not None else None
 
 
 def is_baseline(trial: FrozenTrial) -> bool:
     return FIXED_PARAMS in trial.system_attrs
+
+
+def is_audit(trial: FrozenTrial) -> bool:
+    """Drawn for audit when created: trained to the end whatever its early accuracy (``ftstudy.audit``)."""
+    return bool(trial.system_attrs.get(AUDIT))
 
 
 def has_result(trial: FrozenTrial) -> bool:

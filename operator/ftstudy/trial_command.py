@@ -43,6 +43,8 @@ def trainer_args(
         g = spec.dataset.generate
         sizes = {"seed": g.seed, "train": g.train, "validation": g.validation, "test": g.test,
                  "independent_test": g.independent_test, "locales": list(g.locales)}  # fmt: skip
+        if g.independent_locales is not None:  # named only when given, so other studies' commands stay the same
+            sizes["independent_locales"] = list(g.independent_locales)
         args += ["--generate-data", json.dumps(sizes, sort_keys=True)]
     if t.train_samples is not None:
         args += ["--train-samples", str(t.train_samples)]
@@ -52,6 +54,8 @@ def trainer_args(
         args += ["--min-steps", str(t.min_steps)]
     if t.extra_eval_fractions:
         args += ["--extra-eval-fractions", ",".join(str(f) for f in t.extra_eval_fractions)]
+    if spec.promotion.rungs[1:]:  # the early point is rungs[0] (the spec made it --early-fraction)
+        args += ["--rungs", ",".join(str(f) for f in spec.promotion.rungs[1:])]
     if t.group_by_length:
         args += ["--group-by-length"]
     if number == 0:

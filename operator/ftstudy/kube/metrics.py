@@ -8,7 +8,8 @@ fractions in [0, 1], ``_timestamp_seconds``), counters end in ``_total``. Labels
   (the ServiceMonitor must keep these labels: ``honorLabels: true``, as for kube-state-metrics);
 - ``state`` (running, completed, cancelled, failed), ``phase`` (Pending, Running, Succeeded, Failed), ``kind``
   (launched, continued, cancelled, finished, failed, relaunched), ``outcome`` (completed, cancelled, failed),
-  ``split`` (early, final, test, independent_test), ``point`` (early, final): fixed sets;
+  ``split`` (early, final, test, independent_test), ``point`` (early, final), ``bound`` (estimate, low, high):
+  fixed sets;
 - never hyperparameters or failure reasons.
 
 The one exception is ``ftstudy_trial_accuracy_ratio{trial, point}``, the early (20%) and final accuracy of each trial,
@@ -46,8 +47,10 @@ from ftstudy.study_store import early_accuracy
 from ftstudy.trainer.reporting import UserAttr
 
 RECENT_TRIALS = 50
-# the names of status.trials (screened, suspended and promoted: promotion.mode screen)
-TRIAL_STATES = ("running", "completed", "cancelled", "failed", "screened", "suspended", "promoted")
+# the names of status.trials (screened, suspended and promoted: promotion.mode screen; audited: promotion.auditFraction)
+TRIAL_STATES = ("running", "completed", "cancelled", "failed", "screened", "suspended", "promoted", "audited")
+# status.earlyScoreTrust key -> what its gauge says
+TRUST_BOUNDS = {"spearman": "estimate", "low": "low", "high": "high"}
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 DECISIONS = {  # Event.reason -> kind
     "TrialLaunched": "launched",
@@ -114,6 +117,21 @@ class OperatorMetrics:
             f"Validation accuracy of each of the study's {recent_trials} newest trials with one: at the early step "
             "(point=early) and at the end (point=final).",
             [*STUDY, "trial", "point"],
+            registry=r,
+        )
+        self.early_final_spearman = Gauge(
+            "ftstudy_early_final_spearman",
+            "Spearman correlation of early and final validation accuracy over the study's audited trials (drawn at "
+            "random and trained to the end whatever their early accuracy: status.earlyScoreTrust), once there are "
+            "4: the estimate, and the low and high ends of its 95% bootstrap interval.",
+            [*STUDY, "bound"],
+            registry=r,
+        )
+        self.audited_trials = Gauge(
+            "ftstudy_audited_trials",
+            "Audited trials trained to the end with an early and a final accuracy: what "
+            "ftstudy_early_final_spearman is computed over (status.earlyScoreTrust.trials).",
+            STUDY,
             registry=r,
         )
         self.decisions = Counter(
@@ -225,6 +243,15 @@ class OperatorMetrics:
         if isinstance(gpu, Mapping):
             self.gpu_spent.labels(namespace, study).set(float(gpu.get("spent") or 0.0))
             self.gpu_saved.labels(namespace, study).set(float(gpu.get("saved") or 0.0))
+        found = status.get("earlyScoreTrust")
+        if isinstance(found, Mapping):
+            self.audited_trials.labels(namespace, study).set(float(found.get("trials") or 0))
+            for key, bound in TRUST_BOUNDS.items():
+                value = found.get(key)
+                if value is None:
+                    self.early_final_spearman.remove_by_labels({"namespace": namespace, "study": study, "bound": bound})
+                else:
+                    self.early_final_spearman.labels(namespace, study, bound).set(float(value))
         if "best" in status:
             best = status.get("best") or {}
             for key, split in SPLITS.items():
@@ -312,6 +339,8 @@ class OperatorMetrics:
             self.trial_duration,
             self.gpu_spent,
             self.gpu_saved,
+            self.early_final_spearman,
+            self.audited_trials,
             self.reconcile_duration,
             self.decision_latency,
             self.database_errors,

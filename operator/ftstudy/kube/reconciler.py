@@ -32,7 +32,17 @@ from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.policy import TrialPolicy, check_spec
 from ftstudy.kube.problems import Problem
-from ftstudy.kube.status import FAILED, PENDING, RUNNING, SUCCEEDED, condition, merge_conditions, study_status
+from ftstudy.kube.status import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    condition,
+    merge_conditions,
+    study_status,
+    trust_condition,
+    untrusted,
+)
 from ftstudy.kube.times import api_time
 from ftstudy.redact import redact
 from ftstudy.retry import RetryPolicy, StorageUnavailable
@@ -221,6 +231,13 @@ class StudyReconciler:
                 "spec.storage.secretRef is required in a cluster: name a Secret holding the storage URL",
                 permanent=True,
             )
+        if study.spec.promotion.rungs:  # the core and `ftstudy run` screen in rungs; the operator's shell does not yet
+            raise Problem(
+                "RungsNotSupported",
+                "promotion.rungs is not supported by the operator yet (screening in rungs runs with `ftstudy run`); "
+                "remove promotion.rungs to screen at the single early point (training.earlyFraction)",
+                permanent=True,
+            )
         refused = check_spec(study.spec, self.settings.policy)
         if refused:  # before the Secret is read: a study may name only Secrets the platform team allows
             raise Problem(
@@ -310,12 +327,15 @@ class StudyReconciler:
         now = self.clock()
         trials, _malformed = check_all(built.store.trials())  # the engine fails those trials; the status skips them
         study_spec = built.engine.spec
+        promotion = study_spec.promotion
         status = study_status(
             trials,
             study_spec.budget.max_trials,
             jobs.gpus_per_trial(study_spec),
             study_spec.training.early_fraction,
             now,
+            k=promotion.k if promotion.policy == "topK" else 5,
+            audit_fraction=built.store.audit_fraction,
         )
         outcome = built.engine.outcome
         old = body.get("status") or {}
@@ -337,6 +357,11 @@ class StudyReconciler:
             conditions.append(
                 condition("Failed", False, "WithinFailureBudget", "failures within budget", generation, now)
             )
+        trusted = trust_condition(status["earlyScoreTrust"], study_spec.training.early_fraction, generation, now)
+        if trusted is not None:
+            conditions.append(trusted)
+            if trusted["status"] == "True" and not self._warned_untrusted(old):
+                self.events.append(Event(None, trusted["message"], "EarlyScoresUntrusted"))
         status.update(
             phase=phase,
             message=message,
@@ -348,6 +373,12 @@ class StudyReconciler:
             status["completionTime"] = old.get("completionTime") or api_time(now)
         self._observe(trials, status)
         self._patch_status(status)
+
+    def _warned_untrusted(self, old: dict[str, Any]) -> bool:
+        """Was the study already told that its early scores are not to be trusted? Its stored status says so (across
+        operator restarts), or what this reconciler last wrote does (the watch may not have delivered it yet): the
+        Warning Event goes out once, when the condition turns True, not on every pass."""
+        return untrusted(old.get("conditions") or []) or untrusted(self.written.get("conditions") or [])
 
     def _observe(self, trials: list[FrozenTrial], status: dict[str, Any]) -> None:
         """Metrics: the database answered; the status gauges; per-trial accuracies (events are counted when posted)."""

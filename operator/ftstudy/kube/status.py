@@ -1,8 +1,9 @@
 """The FineTuneStudy's status, computed from the study's trials: pure, so it is tested without a cluster.
 
 Kept small on purpose (an object's status travels with every watch event): counts, the best trial, the baseline and
-the gain over it, how well the early accuracy predicted the final one, and GPU time. The full history stays in the
-study's database (``ftstudy report``).
+the gain over it, how far the early accuracy can be trusted to predict the final one (over the audited trials only,
+``ftstudy.trust``: the promoted ones were chosen for their early accuracies, so a correlation over them is biased
+and is not shown), and GPU time. The full history stays in the study's database (``ftstudy report``).
 
 GPU seconds are wall time from a trial's creation to its end (cancellation, failure or finish) times the GPUs each
 trial asks for: what the trials held, waiting for a node included. A screened trial (``promotion.mode: screen``)
@@ -20,8 +21,9 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from ftstudy import trust
 from ftstudy.kube.times import api_time
-from ftstudy.report import Row, rows, spearman, top_k_overlap
+from ftstudy.report import Row, early_score_trust, rows
 from ftstudy.report import best as best_row
 from ftstudy.study_store import screening_counts
 from ftstudy.trainer.reporting import UserAttr
@@ -81,13 +83,64 @@ def trial_counts(table: Sequence[Row], trials: Sequence[FrozenTrial] = ()) -> di
         "cancelled": count["pruned"],
         "failed": count["failed"],
         **screening,
+        "audited": sum(1 for r in table if r.audit),
     }
 
 
+def trust_status(table: Sequence[Row], k: int, audit_fraction: float, max_trials: int) -> dict[str, Any]:
+    """``status.earlyScoreTrust``: the audited trials measured so far, how many to expect, and once there are enough
+    Spearman(early, final) with its 95% interval and the top-K overlap with its own (absent while undefined)."""
+    found = early_score_trust(table, k, audit_fraction, max_trials)
+    out: dict[str, Any] = {
+        "auditFraction": audit_fraction,
+        "trials": found["trials"],
+        "expected": round(found["expected"], 2),
+    }
+    estimate = found["estimate"] or {}
+    for key, name in (("spearman", "spearman"), ("low", "low"), ("high", "high")):
+        if estimate.get(key) is not None:
+            out[name] = round(estimate[key], 4)
+    for key, name in (("k", "topK"), ("overlap", "overlap"), ("overlap_low", "overlapLow"),
+                      ("overlap_high", "overlapHigh")):  # fmt: skip
+        if estimate.get(key) is not None and estimate.get("overlap") is not None:
+            out[name] = estimate[key]
+    return out
+
+
+def trust_condition(
+    found: dict[str, Any], early_fraction: float, generation: int, now: datetime
+) -> dict[str, Any] | None:
+    """``EarlyScoresUntrusted``, once ``status.earlyScoreTrust`` has an interval: True (a warning) when it includes
+    zero or lies below it, False otherwise; None before."""
+    if found.get("low") is None or found.get("high") is None:
+        return None
+    estimate = trust.Estimate(
+        found["trials"], found.get("spearman"), found["low"], found["high"], found.get("topK", 0),
+        found.get("overlap"), found.get("overlapLow"), found.get("overlapHigh"),
+    )  # fmt: skip
+    if estimate.untrusted:
+        reason = "EarlyScoresAnticorrelated" if found["high"] < 0 else "IntervalIncludesZero"
+        return condition("EarlyScoresUntrusted", True, reason, trust.warning(estimate, early_fraction), generation, now)
+    message = f"early scores at {early_fraction:.0%} predict the final ones in this study ({trust.figures(estimate)})"
+    return condition("EarlyScoresUntrusted", False, "EarlyScoresPredictFinal", message, generation, now)
+
+
+def untrusted(conditions: Sequence[dict[str, Any]]) -> bool:
+    """Does a list of conditions say the early scores are not to be trusted?"""
+    return any(c.get("type") == "EarlyScoresUntrusted" and c.get("status") == "True" for c in conditions)
+
+
 def study_status(
-    trials: Sequence[FrozenTrial], max_trials: int, gpus: int, early_fraction: float, now: datetime
+    trials: Sequence[FrozenTrial],
+    max_trials: int,
+    gpus: int,
+    early_fraction: float,
+    now: datetime,
+    k: int = 5,
+    audit_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """Everything in the status that follows from the trials (phase and conditions are the caller's)."""
+    """Everything in the status that follows from the trials (phase and conditions are the caller's). ``k``: the
+    top-K overlap's K; ``audit_fraction``: the share of trials the study audits (``ftstudy.audit``)."""
     table = rows(trials)
     counts = trial_counts(table, trials)
     finished = counts["completed"] + counts["cancelled"] + counts["failed"]
@@ -98,8 +151,7 @@ def study_status(
         "best": None,
         "baseline": None,
         "testGainOverBaseline": None,
-        "earlyFinalSpearman": None,
-        "top5Overlap": None,
+        "earlyScoreTrust": trust_status(table, k, audit_fraction, max_trials),
     }
     top = best_row(table)
     if top is not None:
@@ -110,10 +162,6 @@ def study_status(
     searched = best_row(table, searched_only=True)
     if searched is not None and baseline is not None and searched.test is not None and baseline.test is not None:
         status["testGainOverBaseline"] = round(searched.test - baseline.test, 6)
-    pairs = [(r.number, r.early, r.final) for r in table if r.early is not None and r.final is not None]
-    rho = spearman([p[1] for p in pairs], [p[2] for p in pairs])
-    status["earlyFinalSpearman"] = round(rho, 4) if rho is not None else None
-    status["top5Overlap"] = top_k_overlap(pairs, 5)
     status["lastFailure"] = last_failure(trials)
     return status
 
