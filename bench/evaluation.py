@@ -70,8 +70,7 @@ def main() -> int:
     model.eval()
     splits = generate_dataset(3, SplitSizes(200, args.pages, 1, 1), EUROPEAN_LOCALES)
     examples = [Example(str(r["id"]), str(r["html"]), dict(r["attributes"]), {}) for r in splits["validation"]]
-    train = [Example(str(r["id"]), str(r["html"]), dict(r["attributes"]), {}) for r in splits["train"]]
-    budget = answer_token_budget(loaded.tokenizer, train, DEFAULT_ATTRIBUTES)
+    budget = answer_token_budget(loaded.tokenizer, DEFAULT_ATTRIBUTES)
     encoder = Encoder(loaded.tokenizer, DEFAULT_ATTRIBUTES, args.max_seq_len, budget, PreprocessConfig())
     stop = threading.Event()
 

@@ -173,7 +173,7 @@ def main() -> None:
             tokenizer,
             DEFAULT_ATTRIBUTES,
             args.max_seq_len,
-            answer_token_budget(tokenizer, train, DEFAULT_ATTRIBUTES),
+            answer_token_budget(tokenizer, DEFAULT_ATTRIBUTES),
             PreprocessConfig(),
         )
         items = [encoder.encode(e) for e in train]
