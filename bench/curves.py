@@ -53,6 +53,7 @@ TEST_PAGES = 256  # test and independent test, each
 DESIGN_SEED = 0
 BASELINE_GRID = (1e-4, 1e-3, 1e-2)
 PRACTITIONER_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+IMPORTED = "imported_from"  # the user attribute that marks a trial imported from the committed records
 FIXED = {"lora_r": 8, "lora_alpha": 16, "target_modules": "attention"}
 
 
@@ -216,13 +217,17 @@ def write_table(path: Path, header: dict[str, Any], records: Sequence[dict[str, 
 
 
 def export(storage_url: str, name: str, trials_dir: Path, path: Path, header: dict[str, Any]) -> int:
-    """Rewrite the part's records from its study (records already in the file and not in the study are kept)."""
+    """Rewrite the part's records from its study. Records already in the file and not in the study are kept, and so
+    are those the study holds only as imports (``import_records`` keeps the scores a method decides by, not the whole
+    curve, the page scores or the timings)."""
     import optuna
 
     _, kept = read_table(path)
     by_trial = {r["trial"]: r for r in kept}
     study = optuna.load_study(study_name=name, storage=storage_url)
     for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get(IMPORTED) and trial.number in by_trial:
+            continue
         row = record(trial, trials_dir)
         if row is not None:
             by_trial[trial.number] = row
@@ -257,7 +262,7 @@ def import_records(storage_url: str, name: str, doc: dict[str, Any], records: Se
             UserAttr.FINAL_ACCURACY.value: row["validation"].get("1.0"),
             UserAttr.TEST_ACCURACY.value: row["test"],
             UserAttr.INDEPENDENT_TEST_ACCURACY.value: row["independent_test"],
-            "imported_from": "bench/curves",
+            IMPORTED: "bench/curves",
         }
         study.add_trial(
             create_trial(

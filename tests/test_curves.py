@@ -1,0 +1,45 @@
+"""bench/curves.py's records survive a move to a fresh machine: imported into a new study (so the engine goes on with
+the next configuration), then exported again, each committed record stays exactly as it was. The import keeps only
+what a method decides by, so an export that rebuilt imported records from the study would lose the learning curve,
+the page scores and the timings of every trial run elsewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "tests" / "data" / "curves-small.jsonl"
+
+
+@pytest.fixture(scope="module")
+def curves() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("curves", ROOT / "bench" / "curves.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["curves"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_records_imported_into_a_fresh_study_are_exported_unchanged(curves: ModuleType, tmp_path: Path) -> None:
+    header, records = curves.read_table(TABLE)
+    records = [r for r in records if not r["baseline"]][:4]
+    records = [{**r, "trial": number} for number, r in enumerate(records)]  # trials 0..N-1, as a part's are
+    assert all(len(r["validation"]) == 10 for r in records), "the fixture has whole curves"
+    path = tmp_path / "main.jsonl"
+    curves.write_table(path, header, records)
+    part = next(p for p in curves.PARTS if p.name == "main")
+    doc = curves.document(part, 1e-2, "mini")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    curves.import_records(url, "curves-main", doc, records)
+
+    assert curves.export(url, "curves-main", tmp_path / "trials", path, header) == len(records)
+
+    _, again = curves.read_table(path)
+    assert [json.dumps(r, sort_keys=True) for r in again] == [json.dumps(r, sort_keys=True) for r in records]
