@@ -89,8 +89,9 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
             identity = f"chaos-{i}"
         ops.env = {"FTSTUDY_FAULTS": fault} if fault else {}
         proc = ops.start(identity)
-        # a life with a fault point runs until it gets there (or 6 s), the others are killed at a random moment
-        life = (6.0 if fault else rng.uniform(1.0, 3.5)) + (LEASE_SECONDS + 1 if changed else 0)
+        # a life with a fault point runs until it gets there (or 15 s: an operator's start takes seconds on a busy
+        # machine, and a decision's point needs a trial at its early step), the others are killed at a random moment
+        life = (15.0 if fault else rng.uniform(1.0, 3.5)) + (LEASE_SECONDS + 1 if changed else 0)
         try:
             proc.wait(life)
             how = f"fault {fault}"

@@ -147,7 +147,7 @@ def test_watching_named_namespaces_binds_exactly_the_operators_rules_in_each_and
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in only(manifests, "Role")}
     assert set(roles) == {("ml", FULLNAME), ("research", FULLNAME), (RELEASE_NS, f"{FULLNAME}-leader-election")}
     for namespace in ("ml", "research"):
-        assert roles[(namespace, FULLNAME)]["rules"] == rbac.RULES, "the chart grants exactly ftstudy.kube.rbac.RULES"
+        assert roles[(namespace, FULLNAME)]["rules"] == rbac.rules(["ftstudy-db"]), "exactly ftstudy.kube.rbac's"
     assert roles[(RELEASE_NS, f"{FULLNAME}-leader-election")]["rules"] == rbac.LEADER_ELECTION_RULES
     assert not only(manifests, "ClusterRole") and not only(manifests, "ClusterRoleBinding")
 
@@ -181,7 +181,7 @@ def test_by_default_the_operator_watches_only_the_release_namespace(helm: Helm) 
 def test_cluster_wide_mode_binds_the_same_rules_in_a_cluster_role(helm: Helm) -> None:
     manifests = helm.template("--set", "clusterWide=true")
     cluster_role = one(manifests, "ClusterRole")
-    assert cluster_role["rules"] == rbac.RULES
+    assert cluster_role["rules"] == rbac.rules(["ftstudy-db"])
     assert "namespace" not in cluster_role["metadata"]
     binding = one(manifests, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -207,6 +207,20 @@ def test_the_trial_policy_reaches_the_operator_as_flags_it_accepts(helm: Helm) -
     widened = policy("--set", "trialPolicy.serviceAccounts={trainer}", "--set", "trialPolicy.volumeTypes={csi}",
                      "--set", "trialPolicy.storageSecrets={team-a-db,team-b-db}")  # fmt: skip
     assert widened == TrialPolicy(frozenset({"trainer"}), frozenset({"csi"}), frozenset({"team-a-db", "team-b-db"}))
+
+
+def test_the_operator_may_read_only_the_secrets_the_trial_policy_allows(helm: Helm) -> None:
+    """In every mode: a Secret rule without resourceNames would let the operator read any Secret by name."""
+    for mode in ([], ["--set", "clusterWide=true"]):
+        for values, names in (([], ["ftstudy-db"]), (["--set", "database.secretName=optuna"], ["optuna"]),
+                              (["--set", "trialPolicy.storageSecrets={team-b-db,team-a-db}"],
+                               ["team-a-db", "team-b-db"])):  # fmt: skip
+            manifests = helm.template(*mode, *values)
+            (role,) = [r for r in only(manifests, "ClusterRole") + only(manifests, "Role")
+                       if not r["metadata"]["name"].endswith("leader-election")]  # fmt: skip
+            (secrets,) = [rule for rule in role["rules"] if "secrets" in rule["resources"]]
+            assert secrets == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": names}
+            assert role["rules"] == rbac.rules(names)
 
 
 def test_a_pod_disruption_budget_only_with_several_replicas(helm: Helm) -> None:
@@ -450,7 +464,7 @@ def test_installed_chart_runs_a_study_as_its_service_account_and_is_refused_the_
         plane.kubectl("apply", "--dry-run=server", "-n", watched, "-f", "-", input=example)
         # What the API server stored is what the code needs.
         stored = json.loads(plane.kubectl("get", "role", FULLNAME, "-n", watched, "-o", "json").stdout)
-        assert stored["rules"] == rbac.RULES
+        assert stored["rules"] == rbac.rules(["ftstudy-db"])
         pod = wait_for_pod_admitted(plane, release_ns, "operator")
         assert pod["status"].get("phase") == "Pending" and not pod["spec"].get("nodeName"), "never runs here"
         test_pod = helm("template", RELEASE, str(CHART), "--namespace", release_ns,
@@ -563,7 +577,7 @@ def test_cluster_wide_install_with_the_bundled_postgresql_is_admitted_as_restric
         assert "It watches FineTuneStudies in every namespace" in installed.stdout
         cluster_role = f"{release_ns}-{FULLNAME}"
         stored = json.loads(plane.kubectl("get", "clusterrole", cluster_role, "-o", "json").stdout)
-        assert stored["rules"] == rbac.RULES
+        assert stored["rules"] == rbac.rules(["ftstudy-db"])
         for component in ("operator", "postgresql"):
             wait_for_pod_admitted(plane, release_ns, component)
         assert plane.kubectl("get", "pdb", FULLNAME, "-n", release_ns).returncode == 0

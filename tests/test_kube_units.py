@@ -18,6 +18,7 @@ from ftstudy.core import Process
 from ftstudy.executor import TrialProcess
 from ftstudy.kube import jobs, names
 from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
+from ftstudy.kube.handlers import delete_study_records
 from ftstudy.kube.identity import MEANING, SpecChanged, check_unchanged, meaning, study_identity, trial_key
 from ftstudy.kube.metrics import OperatorMetrics
 from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
@@ -27,6 +28,7 @@ from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine
 from ftstudy.study_store import AUDIT, AUDIT_FRACTION, SPEC, StudyConflict, StudyStore
 from tests.conftest import PrivateDatabase
+from tests.test_observability import scrape_registry
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -635,20 +637,70 @@ def test_untrusted_early_scores_are_a_warning_condition_and_one_event() -> None:
     assert not fresh.events
 
 
-def test_the_operator_refuses_a_study_screening_in_rungs_with_a_condition_and_an_event() -> None:
-    """The core and `ftstudy run` screen in rungs; the operator does not yet, and says so before launching anything."""
+def test_the_last_failure_in_the_status_hides_the_storage_password() -> None:
+    """A trainer's last log line is the failure reason, and it may quote the storage URL or its password alone."""
+    s = study(promotion={"policy": "topK", "k": 3})
+    url = "postgresql+psycopg2://ftstudy:Ab3/x+Yz9==@db:5432/ftstudy"
+    failed = frozen(1, TrialState.FAIL, None, None, 5)
+    failed.user_attrs = {"failure_reason": f"could not connect to {url}: password Ab3/x+Yz9== refused"}
     kube = Kube()
     reconciler = StudyReconciler(kube, "ml", "demo", "uid-1", metrics=OperatorMetrics())  # type: ignore[arg-type]
-    document = study(promotion={"rungs": [0.2, 0.5]}).model_dump(mode="json", by_alias=True, exclude_none=True)
-    body: dict[str, Any] = {
-        **document,
-        "metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1},
-    }
-    reconciler.reconcile(body)
-    status = kube.patches[-1]["status"]
-    assert status["phase"] == "Failed"
-    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
-    assert failed["reason"] == "RungsNotSupported"
-    assert failed["message"].startswith("promotion.rungs is not supported by the operator yet")
-    reconciler._post_events(body)
-    assert [e["reason"] for e in kube.events] == ["RungsNotSupported"]
+    built = _Built(1, url, Outcome(s.spec), Store([failed]))  # type: ignore[arg-type]
+    reconciler._write(built, 1, {"metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1}})
+    reason = kube.patches[-1]["status"]["lastFailure"]["reason"]
+    assert "Ab3" not in reason and reason.startswith("could not connect to postgresql+psycopg2://ftstudy:"), reason
+
+
+def test_deleting_a_study_reads_no_secret_the_trial_policy_does_not_allow() -> None:
+    """cleanup.deleteStudyRecords with a Secret outside trialPolicy.storageSecrets: the Secret is never read (the
+    operator would otherwise read any Secret by name for whoever may create and delete a study); one Event says why
+    the records stay."""
+
+    class Reads(Kube):
+        def get(self, path: str) -> dict[str, Any]:
+            raise AssertionError(f"read {path}")
+
+    kube = Reads()
+    storage = {"secretRef": {"name": "someone-elses"}}
+    data = {"metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1"},
+            "spec": {"storage": storage, "cleanup": {"deleteStudyRecords": True}}}  # fmt: skip
+    delete_study_records(kube, TrialPolicy(storage_secrets=["ftstudy-db"]), "ml", data)  # type: ignore[arg-type]
+    assert [e["reason"] for e in kube.events] == ["CleanupFailed"]
+    assert kube.events[0]["message"] == (
+        "could not delete the study's records: the trial policy does not allow Secret 'someone-elses' as storage "
+        "(allowed: ftstudy-db; Helm value trialPolicy.storageSecrets), so it was not read; they stay in the database"
+    )
+
+
+def test_the_status_and_the_metrics_count_each_rungs_trials() -> None:
+    """promotion.rungs [0.2, 0.5]: four screened trials scored at rung 0, two promoted past it and scored at rung 1,
+    one of those trained to the end; the baseline and an audited trial bypass rungs and are not counted."""
+
+    def screened(number: int, state: TrialState, rung1: float | None = None, **system: Any) -> Any:
+        trial = frozen(number, state, 0.5 - number / 100, None, 100)
+        trial.user_attrs = {**trial.user_attrs, "checkpoint": f"/artifacts/t{number}/checkpoint", "outcome": "screened"}
+        if rung1 is not None:
+            trial.user_attrs["rung_accuracy"] = {"5": rung1}
+        trial.system_attrs = system
+        return trial
+
+    trials = [
+        frozen(0, TrialState.COMPLETE, 0.6, 0.7, 100, baseline=True),
+        screened(1, TrialState.COMPLETE, 0.55, **{"ftstudy:passed": 1, "ftstudy:decision": "continue"}),
+        screened(2, TrialState.PRUNED, 0.50, **{"ftstudy:passed": 1}),
+        screened(3, TrialState.PRUNED),
+        screened(4, TrialState.PRUNED),
+        frozen(5, TrialState.COMPLETE, 0.1, 0.2, 100, audited=True),
+    ]
+    status = study_status(trials, max_trials=6, gpus=1, early_fraction=0.2, now=NOW, k=1, rungs=[0.2, 0.5])
+    assert status["rungs"] == [
+        {"fraction": 0.2, "scored": 4, "promoted": 2, "pruned": 2},
+        {"fraction": 0.5, "scored": 2, "promoted": 1, "pruned": 1},
+    ]
+    assert "rungs" not in study_status(trials, max_trials=6, gpus=1, early_fraction=0.2, now=NOW)
+    metrics = OperatorMetrics()
+    metrics.observe_status("ml", "demo", status)
+    scraped = scrape_registry(metrics)
+    found = {(x.labels["rung"], x.labels["state"]): x.value for x in scraped if x.name == "ftstudy_rung_trials"}
+    assert found == {("0.2", "scored"): 4, ("0.2", "promoted"): 2, ("0.2", "pruned"): 2,
+                     ("0.5", "scored"): 2, ("0.5", "promoted"): 1, ("0.5", "pruned"): 1}  # fmt: skip

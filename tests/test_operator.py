@@ -119,7 +119,8 @@ def prepare_namespace(plane: ControlPlane, ns: str, postgres_url: str, tmp_path:
     PersistentVolume (to delete afterwards)."""
     plane.kubectl("label", "namespace", ns, RESTRICTED)
     plane.kubectl("create", "serviceaccount", SA, "-n", ns)
-    for name, rules in (("ftstudy-operator", rbac.RULES), ("ftstudy-operator-leader", rbac.LEADER_ELECTION_RULES)):
+    for name, rules in (("ftstudy-operator", rbac.rules([SECRET, LATER_SECRET])),
+                        ("ftstudy-operator-leader", rbac.LEADER_ELECTION_RULES)):  # fmt: skip
         manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
         plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
     plane.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={postgres_url}")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ftstudy.kube import rbac
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.test_operator import SA, Operators, apply, diagnosis, jobs, study_manifest, wait_for, wait_for_phase
+from tests.test_operator import SA, SECRET, Operators, apply, diagnosis, jobs, study_manifest, wait_for, wait_for_phase
 
 # Granted though no request shows it, each for a reason the audit log cannot see.
 NOT_A_REQUEST = {
@@ -92,7 +92,7 @@ def test_every_rule_the_operator_is_granted_is_one_it_uses(
 
     asked, refused = used(plane.requests_by(f"system:serviceaccount:{ns}:{SA}"))
     assert not refused, refused
-    rules = granted(rbac.RULES) | granted(rbac.LEADER_ELECTION_RULES)
+    rules = granted(rbac.rules([SECRET])) | granted(rbac.LEADER_ELECTION_RULES)
     assert asked <= rules, f"asked beyond its rules: {sorted(asked - rules)}"
     unused = rules - asked - NOT_A_REQUEST
     assert not unused, f"granted but never used: {sorted(unused)}; drop them from ftstudy.kube.rbac and the chart"

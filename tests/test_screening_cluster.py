@@ -114,3 +114,45 @@ def test_an_operator_killed_while_trials_are_suspended_and_inside_a_resume_loses
     # The operator that created the resume Job died before its TrialResumed Event; the next one adopted the Job.
     check_outcome(operators, nodes, postgres_url, name, study, tmp_path / "artifacts",
                   frozenset({"TrialPromoted", "TrialPruned"}))  # fmt: skip
+
+
+def test_screening_in_rungs_resumes_a_job_per_rung_and_shows_each_rung(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    """promotion.rungs [0.2, 0.5], reduction 2, K 1, four trials, no baseline (as tests/test_screening.py's study in
+    two rungs with ``ftstudy run``). The tiny model scores every trial the same, so ranks go by trial number: at
+    rung 0 (step 3 of 15) trials 0 and 1 go on, each with a resume Job that stops at rung 1 (step 8), where K 1 keeps
+    trial 0, whose third Job trains it to the end. Kills of the operator around the promotions are the chaos tests'
+    (the fault points are the same code in both shells)."""
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    operators.start()
+    name = "rungs"
+    ns = operators.namespace
+    manifest = study_manifest(name, tmp_path / "artifacts",
+                              promotion={**SCREEN, "k": 1, "rungs": [0.2, 0.5], "reduction": 2})  # fmt: skip
+    del manifest["spec"]["baseline"]
+    apply(operators.plane, ns, manifest)
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 600, nodes)
+    status = study["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["rungs"] == [
+        {"fraction": 0.2, "scored": 4, "promoted": 2, "pruned": 2},
+        {"fraction": 0.5, "scored": 2, "promoted": 1, "pruned": 1},
+    ], status
+    found = sorted(optuna_trials(postgres_url, ns, name), key=lambda t: t.number)
+    assert [t.state for t in found] == [TrialState.COMPLETE, *[TrialState.PRUNED] * 3]
+    assert [t.system_attrs.get("ftstudy:passed", 0) for t in found] == [1, 1, 0, 0]
+    assert found[0].system_attrs["ftstudy:resumes"] == 2 and found[0].user_attrs["steps_done"] == 15
+    assert found[1].user_attrs["steps_done"] == 8, "pruned at rung 1"
+    assert [found[n].user_attrs["steps_done"] for n in (2, 3)] == [3, 3], "pruned at rung 0"
+    ran = runs_per_attempt(nodes, ns)
+    assert all(count == 1 for count in ran.values()), ran
+    trainers = {job for job in ran if not job.endswith("-forget")}
+    assert trainers == {f"{name}-t0-a1", f"{name}-t0-a2", f"{name}-t0-a3", f"{name}-t1-a1", f"{name}-t1-a2",
+                        f"{name}-t2-a1", f"{name}-t3-a1"}, ran  # fmt: skip
+    promoted = [e for e in events(operators.plane, ns) if e["reason"] == "TrialPromotedPastRung"]
+    assert sorted(e["message"].rsplit(":", 1)[0] for e in promoted) == [
+        "trial 0: promoted past rung 0 (20%)",
+        "trial 1: promoted past rung 0 (20%)",
+    ], promoted
+    assert {e["type"] for e in promoted} == {"Normal"}

@@ -106,8 +106,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "spec.promotion.rungs": "screening in rungs (ASHA): fractions of training, strictly increasing, at most 5; "
     "rungs[0] is the early point (training.earlyFraction, which must then be left out or equal). A screened trial "
     "stops at each rung; at each but the last it goes on if in the top 1/reduction of those scored there, at the "
-    "last the policy decides. Needs mode screen. Empty (the default): the single early point. Not yet run by the "
-    "operator (a study with rungs is refused: RungsNotSupported); ftstudy run runs it",
+    "last the policy decides. Needs mode screen. Empty (the default): the single early point. status.rungs counts "
+    "each rung's trials",
     "spec.promotion.rungs[]": "a fraction of training, strictly between 0 and 1",
     "spec.promotion.reduction": "with rungs: at each rung but the last, the top 1/reduction of the trials scored "
     "there go on to the next (never fewer than topK's K); at least 2",
@@ -533,6 +533,23 @@ def _status_schema() -> Schema:
             ),
             "testGainOverBaseline": _s(
                 "number", "test accuracy of the best searched trial minus the baseline's test accuracy"
+            ),
+            "rungs": _s(
+                "array",
+                "spec.promotion.rungs: each rung's trials, the baseline and audited trials left out (they bypass "
+                "rungs).",
+                items=_s(
+                    "object",
+                    "One rung.",
+                    properties={
+                        "fraction": _s("number", "the rung's fraction of training"),
+                        "scored": _s("integer", "trials scored at this rung"),
+                        "promoted": _s(
+                            "integer", "trials promoted past it: to the next rung, or at the last rung to the end"
+                        ),
+                        "pruned": _s("integer", "trials pruned at this rung"),
+                    },
+                ),
             ),
             "earlyScoreTrust": _s(
                 "object",

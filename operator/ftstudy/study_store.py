@@ -399,6 +399,31 @@ def screening_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     return {"screened": len(screened), "suspended": len(suspended), "promoted": len(promoted)}
 
 
+def rung_counts(trials: Sequence[FrozenTrial], fractions: Sequence[float]) -> list[dict[str, Any]]:
+    """For each rung of ``promotion.rungs``: the trials scored there, promoted past it (at the last rung: to the end)
+    and pruned there. The baseline and audited trials bypass rungs, so they are not counted (as in the core's
+    ``rung_standings``). What the status, the metrics and ``ftstudy run`` show of screening in rungs."""
+    out = []
+    last = len(fractions) - 1
+    for rung, fraction in enumerate(fractions):
+        scored = [t for t in trials if not (is_baseline(t) or is_audit(t)) and _score_at(t, rung) is not None]
+        if rung < last:
+            promoted = [t for t in scored if passed(t) > rung]
+        else:
+            promoted = [t for t in scored if decision(t) is Decision.CONTINUE]
+        went_on = {t.number for t in promoted}
+        pruned = [t for t in scored if t.state == TrialState.PRUNED and t.number not in went_on]
+        out.append({"fraction": fraction, "scored": len(scored), "promoted": len(promoted), "pruned": len(pruned)})
+    return out
+
+
+def _score_at(trial: FrozenTrial, rung: int) -> float | None:
+    if rung == 0:
+        return early_accuracy(trial)
+    later = later_scores(trial)
+    return later[rung - 1] if len(later) >= rung else None
+
+
 def drawn_by(trial: FrozenTrial) -> str | None:
     """What chose the trial's parameters (``Draw``); None for a trial recorded before this was kept."""
     value = trial.system_attrs.get(DRAWN_BY)

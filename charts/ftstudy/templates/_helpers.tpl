@@ -76,8 +76,9 @@ clusterWide. Also the place where values the schema cannot judge are refused, wi
 {{- end }}
 
 {{/*
-What the operator may do in each watched namespace: exactly ftstudy.kube.rbac.RULES (operator/ftstudy/kube/rbac.py,
-which says why each rule is needed). tests/test_chart.py renders the chart and compares, so the two cannot drift.
+What the operator may do in each watched namespace: exactly ftstudy.kube.rbac.rules(storage Secrets)
+(operator/ftstudy/kube/rbac.py, which says why each rule is needed); Secrets: only trialPolicy.storageSecrets.
+tests/test_chart.py renders the chart and compares, so the two cannot drift.
 */}}
 {{- define "ftstudy.rules" -}}
 - apiGroups: ["ftstudy.io"]
@@ -98,6 +99,7 @@ which says why each rule is needed). tests/test_chart.py renders the chart and c
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+  resourceNames: {{ .Values.trialPolicy.storageSecrets | default (list .Values.database.secretName) | uniq | sortAlpha | toJson }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]

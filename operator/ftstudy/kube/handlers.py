@@ -28,9 +28,12 @@ from ftstudy.kube import names
 from ftstudy.kube.api import Kube
 from ftstudy.kube.executor import job_ended
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
+from ftstudy.kube.policy import TrialPolicy
+from ftstudy.kube.problems import Problem
 from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event
 from ftstudy.kube.workqueue import RECONCILE_THREADS, WorkQueue
 from ftstudy.notify import Notifications
+from ftstudy.redact import redact
 from ftstudy.runner import Event
 from ftstudy.spec import SecretKeyRef
 
@@ -208,23 +211,8 @@ def register(workers: Workers) -> None:
 
     @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL, when=wants_cleanup)
     def delete_records(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-        """Delete the study's Optuna records; if that cannot be done, say so and let the deletion go on (a study
-        that cannot be deleted is worse than records left behind)."""
-        import optuna
-
         data = _plain(dict(body))
-        namespace = namespace or data["metadata"]["namespace"]
-        ref = ((data.get("spec") or {}).get("storage") or {}).get("secretRef") or {}
-        try:
-            url = _secret_url(workers.kube, namespace, SecretKeyRef(name=ref["name"], key=ref.get("key", "url")))
-            optuna.delete_study(study_name=names.optuna_study_name(namespace, name), storage=url)
-            log.info("deleted the Optuna records of %s/%s", namespace, name)
-        except KeyError:
-            log.info("no Optuna records of %s/%s to delete", namespace, name)
-        except Exception as error:
-            message = f"could not delete the study's records: {error}; they stay in the database"
-            log.warning("%s/%s: %s", namespace, name, message)
-            post_event(workers.kube, data, Event(None, message, "CleanupFailed"))
+        delete_study_records(workers.kube, workers.settings.policy, namespace or data["metadata"]["namespace"], data)
 
     @kopf.on.cleanup()
     def stop_workers(**_: Any) -> None:
@@ -246,6 +234,37 @@ def register(workers: Workers) -> None:
             certificate_path=config.cert_file,
             private_key_path=config.key_file,
         )
+
+
+def delete_study_records(kube: Kube, policy: TrialPolicy, namespace: str, data: dict[str, Any]) -> None:
+    """``cleanup.deleteStudyRecords``: delete the study's Optuna records; if that cannot be done, say so and let the
+    deletion go on (a study that cannot be deleted is worse than records left behind). The trial policy is passed
+    first, as for a live study: a deleted study may name only a Secret the platform team allows, or the operator
+    would read any Secret by name for whoever can create and delete a study. What is said is redacted."""
+    import optuna
+
+    name = data["metadata"]["name"]
+    ref = ((data.get("spec") or {}).get("storage") or {}).get("secretRef") or {}
+    secret = ref.get("name")
+    url = None
+    try:
+        if secret not in policy.storage_secrets:
+            allowed = ", ".join(sorted(policy.storage_secrets))
+            raise Problem(
+                "TrialPolicyViolation",
+                f"the trial policy does not allow Secret {secret!r} as storage (allowed: {allowed}; Helm value "
+                "trialPolicy.storageSecrets), so it was not read",
+            )
+        url = _secret_url(kube, namespace, SecretKeyRef(name=secret, key=ref.get("key", "url")))
+        optuna.delete_study(study_name=names.optuna_study_name(namespace, name), storage=url)
+        log.info("deleted the Optuna records of %s/%s", namespace, name)
+    except KeyError:
+        log.info("no Optuna records of %s/%s to delete", namespace, name)
+    except Exception as error:
+        detail = error.message if isinstance(error, Problem) else str(error)
+        message = redact(f"could not delete the study's records: {detail}; they stay in the database", url)
+        log.warning("%s/%s: %s", namespace, name, message)
+        post_event(kube, data, Event(None, message, "CleanupFailed"))
 
 
 def _plain(value: Any) -> Any:

@@ -51,6 +51,7 @@ RECENT_TRIALS = 50
 TRIAL_STATES = ("running", "completed", "cancelled", "failed", "screened", "suspended", "promoted", "audited")
 # status.earlyScoreTrust key -> what its gauge says
 TRUST_BOUNDS = {"spearman": "estimate", "low": "low", "high": "high"}
+RUNG_STATES = ("scored", "promoted", "pruned")  # the counts of each status.rungs entry
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 DECISIONS = {  # Event.reason -> kind
     "TrialLaunched": "launched",
@@ -62,6 +63,7 @@ DECISIONS = {  # Event.reason -> kind
     "TrialPromoted": "promoted",
     "TrialPruned": "pruned",
     "TrialResumed": "resumed",
+    "TrialPromotedPastRung": "promoted_past_rung",
 }
 OUTCOMES = {"TrialFinished": "completed", "TrialCancelled": "cancelled", "TrialPruned": "cancelled",
             "TrialFailed": "failed"}  # fmt: skip
@@ -134,10 +136,17 @@ class OperatorMetrics:
             STUDY,
             registry=r,
         )
+        self.rung_trials = Gauge(
+            "ftstudy_rung_trials",
+            "promotion.rungs: trials scored at each rung, promoted past it (at the last rung: to the end) and pruned "
+            "there (status.rungs; rung is the fraction of training, e.g. 0.2).",
+            [*STUDY, "rung", "state"],
+            registry=r,
+        )
         self.decisions = Counter(
             "ftstudy_decisions",
             "Decisions applied to trials: launched, continued, cancelled, finished, failed, relaunched; screening: "
-            "promoted, pruned, resumed.",
+            "promoted, pruned, resumed, promoted_past_rung.",
             [*STUDY, "kind"],
             registry=r,
         )
@@ -252,6 +261,14 @@ class OperatorMetrics:
                     self.early_final_spearman.remove_by_labels({"namespace": namespace, "study": study, "bound": bound})
                 else:
                     self.early_final_spearman.labels(namespace, study, bound).set(float(value))
+        rungs = status.get("rungs")
+        if isinstance(rungs, list):
+            for rung in rungs:
+                if isinstance(rung, Mapping) and _as_float(rung.get("fraction")) is not None:
+                    for state in RUNG_STATES:
+                        self.rung_trials.labels(namespace, study, f"{rung['fraction']:g}", state).set(
+                            float(rung.get(state) or 0)
+                        )
         if "best" in status:
             best = status.get("best") or {}
             for key, split in SPLITS.items():
@@ -341,6 +358,7 @@ class OperatorMetrics:
             self.gpu_saved,
             self.early_final_spearman,
             self.audited_trials,
+            self.rung_trials,
             self.reconcile_duration,
             self.decision_latency,
             self.database_errors,

@@ -8,9 +8,10 @@ request the operator makes on all its paths.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-RULES: list[dict[str, Any]] = [
+RULES: list[dict[str, Any]] = [  # the Secret rule's resourceNames are the trial policy's: ``rules`` adds them
     # the studies: listed and watched by kopf, which patches the cleanup finalizer in and out
     {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies"], "verbs": ["list", "watch", "patch"]},
     # the status, written by the reconcile loop
@@ -23,11 +24,21 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # pods are only listed, for exit codes and for why a pod cannot start
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    # the study's storage URL; read-only, one named Secret at a time (the trial policy's storageSecrets)
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    # the study's storage URL; read-only, and only the Secrets the trial policy allows (storageSecrets): the
+    # operator passes the policy before it reads one, and the API server refuses it any other
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": []},
     # Events on the studies (ours and kopf's); the Job controller's FailedCreate Events, when a pod never appears
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list"]},
 ]
+
+
+def rules(storage_secrets: Iterable[str]) -> list[dict[str, Any]]:
+    """The operator's rules in a watched namespace, its Secret rule limited to ``storage_secrets`` (the trial
+    policy's ``--storage-secret``, Helm's ``trialPolicy.storageSecrets``), sorted and once each as the chart writes
+    them."""
+    names = sorted(set(storage_secrets))
+    return [{**rule, "resourceNames": names} if "resourceNames" in rule else dict(rule) for rule in RULES]
+
 
 # In the operator's own namespace: leader election.
 LEADER_ELECTION_RULES: list[dict[str, Any]] = [

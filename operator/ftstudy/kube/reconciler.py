@@ -231,13 +231,6 @@ class StudyReconciler:
                 "spec.storage.secretRef is required in a cluster: name a Secret holding the storage URL",
                 permanent=True,
             )
-        if study.spec.promotion.rungs:  # the core and `ftstudy run` screen in rungs; the operator's shell does not yet
-            raise Problem(
-                "RungsNotSupported",
-                "promotion.rungs is not supported by the operator yet (screening in rungs runs with `ftstudy run`); "
-                "remove promotion.rungs to screen at the single early point (training.earlyFraction)",
-                permanent=True,
-            )
         refused = check_spec(study.spec, self.settings.policy)
         if refused:  # before the Secret is read: a study may name only Secrets the platform team allows
             raise Problem(
@@ -336,7 +329,11 @@ class StudyReconciler:
             now,
             k=promotion.k if promotion.policy == "topK" else 5,
             audit_fraction=built.store.audit_fraction,
+            rungs=promotion.rungs,
         )
+        failure = status.get("lastFailure")
+        if failure:  # a trainer's last log line may quote the storage URL, or its password alone
+            failure["reason"] = redact(str(failure["reason"]), built.url)
         outcome = built.engine.outcome
         old = body.get("status") or {}
         conditions = [
@@ -443,7 +440,7 @@ class StudyReconciler:
 
 # What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
 NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded", "TrialPromoted",
-          "TrialPruned", "TrialResumed"}  # fmt: skip
+          "TrialPruned", "TrialResumed", "TrialPromotedPastRung"}  # fmt: skip
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:

@@ -25,7 +25,7 @@ from ftstudy import trust
 from ftstudy.kube.times import api_time
 from ftstudy.report import Row, early_score_trust, rows
 from ftstudy.report import best as best_row
-from ftstudy.study_store import screening_counts
+from ftstudy.study_store import rung_counts, screening_counts
 from ftstudy.trainer.reporting import UserAttr
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -138,9 +138,11 @@ def study_status(
     now: datetime,
     k: int = 5,
     audit_fraction: float = 0.0,
+    rungs: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Everything in the status that follows from the trials (phase and conditions are the caller's). ``k``: the
-    top-K overlap's K; ``audit_fraction``: the share of trials the study audits (``ftstudy.audit``)."""
+    top-K overlap's K; ``audit_fraction``: the share of trials the study audits (``ftstudy.audit``); ``rungs``:
+    ``promotion.rungs``, whose counts go to ``status.rungs``."""
     table = rows(trials)
     counts = trial_counts(table, trials)
     finished = counts["completed"] + counts["cancelled"] + counts["failed"]
@@ -153,6 +155,8 @@ def study_status(
         "testGainOverBaseline": None,
         "earlyScoreTrust": trust_status(table, k, audit_fraction, max_trials),
     }
+    if rungs:
+        status["rungs"] = rung_counts(trials, rungs)
     top = best_row(table)
     if top is not None:
         status["best"] = _trial_summary(top)
