@@ -672,6 +672,35 @@ def test_deleting_a_study_reads_no_secret_the_trial_policy_does_not_allow() -> N
     )
 
 
+def test_an_unexpected_error_in_a_pass_is_a_condition_and_one_event_and_retries_back_off() -> None:
+    """A value the operator cannot read (here a malformed system attribute, ``ftstudy:attempts="x"``) raised past
+    ``reconcile``: a traceback every 10 s in the log, and nothing on the study. Now the study says it, once."""
+
+    class Broken:
+        spec, outcome = study().spec, None
+
+        def step(self) -> None:
+            int("x")
+
+    kube = Kube()
+    reconciler = StudyReconciler(kube, "ml", "demo", "uid-1", metrics=OperatorMetrics())  # type: ignore[arg-type]
+    reconciler._build = lambda *_: _Built(1, "postgresql://x", Broken(), Store([]))  # type: ignore[arg-type,method-assign,assignment]
+    document = study().model_dump(mode="json", by_alias=True, exclude_none=True)
+    body: dict[str, Any] = {
+        **document,
+        "metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1},
+    }
+    delays = [reconciler.reconcile(body) for _ in range(7)]
+    assert delays == [10, 20, 40, 80, 160, 300, 300]
+    ready = {c["type"]: c for c in kube.patches[-1]["status"]["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ReconcileError")
+    assert ready["message"].startswith(
+        "the operator failed on this study (ValueError: invalid literal for int() with base 10: 'x') and retries"
+    )
+    assert [e["reason"] for e in kube.events] == ["ReconcileError"], "one Event, not one per pass"
+    assert kube.events[0]["type"] == "Warning"
+
+
 def test_the_status_and_the_metrics_count_each_rungs_trials() -> None:
     """promotion.rungs [0.2, 0.5]: four screened trials scored at rung 0, two promoted past it and scored at rung 1,
     one of those trained to the end; the baseline and an audited trial bypass rungs and are not counted."""

@@ -57,6 +57,8 @@ _storages: dict[str, tuple[RDBStorage, int]] = {}  # url -> (its storage, how ma
 _storages_lock = threading.Lock()
 _opening: dict[str, threading.Lock] = {}  # url -> held while that URL's pool is being opened
 
+UNEXPECTED_RETRY_SECONDS = 10.0  # after an error no branch of reconcile expects: doubled each time, up to
+UNEXPECTED_RETRY_MAX_SECONDS = 300.0
 STATUS_REFRESH_SECONDS = 30.0  # GPU seconds tick up all the time; other changes are written at once
 STORAGE_REASONS = ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden", "StorageURLInvalid")
 
@@ -156,6 +158,7 @@ class StudyReconciler:
     written: dict[str, Any] = field(default_factory=dict)
     written_at: float = 0.0
     last_problem: str | None = None
+    unexpected_in_a_row: int = 0  # passes that ended in an error no branch expects: their retries back off
     url: str | None = None  # the storage URL last read from the Secret: what must never be shown
     url_read_at: float = float("-inf")  # time.monotonic() of that read
     events: list[Event] = field(default_factory=list)
@@ -185,6 +188,7 @@ class StudyReconciler:
             built.engine.step()
             self._write(built, generation, body)
             self.last_problem = None
+            self.unexpected_in_a_row = 0
             return self.next_poll(built.url)
         except spec.SpecError as error:
             self._problem(body, generation, Problem("InvalidSpec", str(error), permanent=True))
@@ -200,7 +204,7 @@ class StudyReconciler:
             self._problem(body, generation, Problem("DatabaseUnreachable", f"{error}; running trials continue"))
         except KeyError as error:
             if not self._records_deleted():
-                raise
+                return self._unexpected(body, generation, error)
             name = names.optuna_study_name(self.namespace, self.name)
             message = (
                 f"the study's Optuna records ({name!r}) were deleted from its database while it ran, so its history "
@@ -212,10 +216,31 @@ class StudyReconciler:
             log.warning("%s/%s: %s; retrying", self.namespace, self.name, error)
         except ApiError as error:  # the API server answered with an error (overloaded, restarting): try again
             log.warning("%s/%s: %s; retrying", self.namespace, self.name, redact(str(error), self.url))
+        except Exception as error:  # a bug, or data no check foresaw: on the study, not only in the log
+            return self._unexpected(body, generation, error)
         finally:
             self._post_events(body)
             self.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
         return max(min(self.settings.poll_seconds, self.settings.unnotified_poll_seconds), 5.0)
+
+    def _unexpected(self, body: dict[str, Any], generation: int, error: Exception) -> float:
+        """An error no branch of ``reconcile`` expects (a bug, a value the API server accepted and the operator
+        cannot read): a condition and one Event on the study that name it, the traceback in the log once per
+        distinct error, and retries that back off (10 s, doubling, at most 5 minutes) instead of a traceback every
+        10 s that nobody sees."""
+        self.unexpected_in_a_row += 1
+        delay = min(UNEXPECTED_RETRY_SECONDS * 2.0 ** (self.unexpected_in_a_row - 1), UNEXPECTED_RETRY_MAX_SECONDS)
+        described = f"{type(error).__name__}: {error}"
+        message = redact(
+            f"the operator failed on this study ({described}) and retries, backing off from "
+            f"{UNEXPECTED_RETRY_SECONDS:.0f} s to {UNEXPECTED_RETRY_MAX_SECONDS / 60:.0f} minutes; each pass stops "
+            "at the error, so the study waits. The operator's log has the traceback: please report it",
+            self.url,
+        )
+        if self.last_problem != message:  # the traceback once per distinct error; _problem posts the Event once
+            log.exception("%s/%s: unexpected error", self.namespace, self.name)
+        self._problem(body, generation, Problem("ReconcileError", message))
+        return delay
 
     def next_poll(self, url: str) -> float:
         """Seconds to the next pass if nothing wakes the loop earlier: the slow safety net while the study's reports
