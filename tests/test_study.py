@@ -197,6 +197,38 @@ def test_trainers_that_refuse_their_input_fail_the_study_with_the_reason(tmp_pat
     assert all(t.system_attrs["ftstudy:attempts"] == 1 for t in found), "bad input is never retried"
     reasons = [t.user_attrs["failure_reason"] for t in found]
     assert sum("missing.gguf' not found" in r for r in reasons) >= 2, reasons
+    # The summary says the reason once, with the trials it failed (it was only in each trial's log).
+    missing = sum("missing.gguf' not found" in r for r in reasons)
+    lines = result.stdout.splitlines()
+    said = [line for line in lines if line.startswith(f"{missing} trials (") and "missing.gguf' not found" in line]
+    assert len(said) == 1, result.stdout
+
+
+@pytest.mark.parametrize("broken", ["no directory", "a line without its id"])
+def test_data_that_cannot_be_read_launches_no_trial_and_says_why(broken: str, tmp_path: Path) -> None:
+    """Each trainer would load its model and then fail on the same file: four failed trials and a study failed for
+    "4 trials failed", the reason only in their logs. The data is read once before any trial instead."""
+    path = write_study(tmp_path / "s.yaml", "bad-data")
+    document = yaml.safe_load(path.read_text())
+    data = tmp_path / "data"
+    if broken == "a line without its id":
+        from ftstudy.task.generator import SplitSizes, write_dataset
+
+        write_dataset(data, 0, SplitSizes(train=8, validation=4, test=4, independent_test=4), ["de", "fr", "ch"])
+        lines = (data / "validation.jsonl").read_text().splitlines()
+        row = json.loads(lines[2])
+        del row["id"]
+        (data / "validation.jsonl").write_text("\n".join([*lines[:2], json.dumps(row), *lines[3:]]) + "\n")
+    document["spec"]["dataset"] = {"path": str(data)}
+    path.write_text(yaml.safe_dump(document))
+    url = "sqlite:///" + str(tmp_path / "study.db")
+    result = run(path, url, tmp_path, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the study's data cannot be read, so no trial was launched: " in result.stderr
+    missing = f"{data}/train.jsonl: dataset file not found"
+    expected = missing if broken == "no directory" else f"{data}/validation.jsonl:3"
+    assert expected in result.stderr, result.stderr
+    assert not trials(url, "bad-data"), "no trial was created"
 
 
 def test_a_data_efficiency_sweep_runs_as_a_study_and_names_its_saturation_point(

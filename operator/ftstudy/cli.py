@@ -41,8 +41,9 @@ def _run(args: argparse.Namespace) -> int:
     from ftstudy.redact import redact
     from ftstudy.report import leaderboard, page_scores, rows, summary, summary_text
     from ftstudy.retry import RetryPolicy, StorageUnavailable
-    from ftstudy.runner import Engine, prepare_data
+    from ftstudy.runner import Engine, check_data, prepare_data
     from ftstudy.study_store import StudyConflict, StudyStore
+    from ftstudy.task.dataset import DatasetError
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -60,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         store = StudyStore(url, name, study.spec, retry)
         data_dir = prepare_data(study.spec, workdir, args.study_file.resolve().parent)
+        check_data(study.spec, data_dir)
         # The trainers get the URL in their environment: a command line is visible to every user (ps).
         executor = LocalExecutor(workdir / "trials", study.spec.budget.parallelism, storage_url=url)
         engine = Engine(study, store, executor, data_dir, workdir / "trials", on_event=progress.event)
@@ -72,6 +74,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_STORAGE
     except StudyConflict as error:
         print(f"ftstudy: {redact(str(error), url)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DatasetError as error:
+        print(f"ftstudy: the study's data cannot be read, so no trial was launched: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("\nstopped: trials already running keep running; run the same command again to resume and adopt them.")

@@ -248,7 +248,19 @@ def summary(
         "steps": steps(table),
         "eval_share": eval_share(table),
         "data_efficiency": data_efficiency(table),
+        "failures": failures(table),
     }
+
+
+def failures(table: Sequence[Row]) -> list[dict[str, Any]]:
+    """Why trials failed, each reason once with its trials (several trials failing for one cause, a missing file
+    or a bad setting, are one thing to fix), most frequent first."""
+    by_reason: dict[str, list[int]] = {}
+    for r in table:
+        if r.state == "failed":
+            by_reason.setdefault(r.failure_reason or "no reason recorded", []).append(r.number)
+    return [{"reason": reason, "trials": numbers}
+            for reason, numbers in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))]  # fmt: skip
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -296,6 +308,11 @@ def summary_text(info: dict[str, Any]) -> str:
         )
     if info["eval_share"] is not None:
         lines.append(f"time spent scoring: {info['eval_share']:.0%} of the trainers' time")
+    for failure in info.get("failures") or []:
+        numbers = failure["trials"]
+        listed = ", ".join(map(str, numbers))
+        which = f"trial {numbers[0]}" if len(numbers) == 1 else f"{len(numbers)} trials ({listed})"
+        lines.append(f"{which} failed: {failure['reason']}")
     curve = info["data_efficiency"]
     if curve:
         points = ", ".join(f"{p['samples']}: {p['accuracy']:.3f}" for p in curve["points"])

@@ -124,6 +124,22 @@ def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
     return directory
 
 
+SPLIT_FILES = ("train", "validation", "test")  # needed; independent_test.jsonl is optional
+
+
+def check_data(spec: StudySpec, data_dir: Path) -> None:
+    """Read every split once, as each trainer will, before any trial starts: a missing file or a malformed line
+    would otherwise fail every trial for the same reason after each loaded its model (on a GPU, in a cluster).
+    Raises ``DatasetError`` naming the file and line."""
+    from ftstudy.task.dataset import load_jsonl
+
+    for split in SPLIT_FILES:
+        load_jsonl(data_dir / f"{split}.jsonl", spec.attributes, limit=0)
+    independent = data_dir / "independent_test.jsonl"
+    if independent.exists():
+        load_jsonl(independent, spec.attributes, limit=0)
+
+
 @dataclass
 class Event:
     """Something a person watching the study wants to see."""
