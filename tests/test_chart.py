@@ -526,7 +526,7 @@ def run_a_study(
 
 def assert_refused_the_rest(plane: ControlPlane, release_ns: str, watched: str, kubeconfig: Path) -> None:
     allowed = [
-        ("get", "secrets", "-n", watched),
+        ("get", f"secrets/{SECRET}", "-n", watched),  # the storage Secret the trial policy names, and no other
         ("create", "jobs.batch", "-n", watched),
         ("watch", "finetunestudies.ftstudy.io", "-n", watched),
         ("patch", "finetunestudies.ftstudy.io", "--subresource=status", "-n", watched),
@@ -535,8 +535,9 @@ def assert_refused_the_rest(plane: ControlPlane, release_ns: str, watched: str, 
     for request in allowed:
         assert can_i(plane, kubeconfig, *request), f"the operator needs: {request}"
     denied = [
-        ("get", "secrets", "-n", release_ns),  # secrets of a namespace it does not watch
-        ("get", "secrets", "-n", "default"),
+        ("get", f"secrets/{SECRET}", "-n", release_ns),  # secrets of a namespace it does not watch
+        ("get", f"secrets/{SECRET}", "-n", "default"),
+        ("get", "secrets/someone-elses", "-n", watched),  # even where it watches: only the policy's Secrets
         ("list", "secrets", "-n", watched),  # even where it watches: one named Secret at a time
         ("list", "secrets", "--all-namespaces"),
         ("get", "finetunestudies.ftstudy.io", "-n", release_ns),  # studies of an unwatched namespace
@@ -557,6 +558,8 @@ def assert_refused_the_rest(plane: ControlPlane, release_ns: str, watched: str, 
     # And real requests, refused by the API server.
     plane.kubectl("create", "secret", "generic", "not-yours", "-n", release_ns, "--from-literal=k=v")
     refused(plane, kubeconfig, "get", "secret", "not-yours", "-n", release_ns)
+    plane.kubectl("create", "secret", "generic", "someone-elses", "-n", watched, "--from-literal=k=v")
+    refused(plane, kubeconfig, "get", "secret", "someone-elses", "-n", watched)
     refused(plane, kubeconfig, "get", "secrets", "--all-namespaces")
     refused(plane, kubeconfig, "get", "fts", "-n", release_ns)
     refused(plane, kubeconfig, "create", "deployment", "intruder", "--image=busybox", "-n", watched)
@@ -585,8 +588,10 @@ def test_cluster_wide_install_with_the_bundled_postgresql_is_admitted_as_restric
         kubeconfig = plane.service_account_kubeconfig(release_ns, FULLNAME)
         assert can_i(plane, kubeconfig, "watch", "finetunestudies.ftstudy.io", "--all-namespaces")
         assert can_i(plane, kubeconfig, "create", "jobs.batch", "-n", "default")
+        assert can_i(plane, kubeconfig, "get", "secrets/ftstudy-db", "-n", "default")
         denied = [
             ("list", "secrets", "--all-namespaces"),
+            ("get", "secrets/someone-elses", "-n", "default"),
             ("create", "deployments.apps", "-n", "default"),
             ("delete", "namespaces/default"),
             ("update", "leases.coordination.k8s.io", "-n", "default"),
