@@ -429,6 +429,11 @@ def ratio_of_medians(numerator: Sequence[float], denominator: Sequence[float], s
     return ratio(range(count)), stats[int(0.025 * resamples)], stats[int(0.975 * resamples) - 1]
 
 
+def _fmt_ratio(value: float) -> str:
+    """inf: the method's median run never reaches the target; 0: the rival's never does."""
+    return "inf" if math.isinf(value) else f"{value:.2f}"
+
+
 def goals(results: dict[str, dict[str, Any]], k: int) -> list[str]:
     """The issue's goals for the default promotion (screening, top-K at 20%): to the target with at most 25% of
     random search's GPU-steps, and with fewer than SuccessiveHalving and Hyperband."""
@@ -439,9 +444,10 @@ def goals(results: dict[str, dict[str, Any]], k: int) -> list[str]:
     for rival in ("random search, to the end", "Optuna SuccessiveHalving", "Optuna Hyperband"):
         if rival in results:
             value, low, high = ratio_of_medians(results[default]["steps_to_target"], results[rival]["steps_to_target"])
-            interval = f"[{_fmt_share(low)}, {_fmt_share(high)}]"
-            lines.append(f"GPU-steps to the target, {default} / {rival}: {_fmt_share(value)} {interval} "
-                         "(ratio of medians, paired bootstrap over seeds)")  # fmt: skip
+            interval = f"[{_fmt_ratio(low)}, {_fmt_ratio(high)}]"
+            never = " (0: the rival's median run never reaches the target)" if value == 0 else ""
+            lines.append(f"GPU-steps to the target, {default} / {rival}: {_fmt_ratio(value)} {interval} "
+                         f"(ratio of medians, paired bootstrap over seeds){never}")  # fmt: skip
     return lines
 
 
