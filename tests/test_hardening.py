@@ -7,8 +7,9 @@ ServiceAccount, in namespaces that enforce the `restricted` Pod Security Standar
   adopted: a JobConflict condition says which and why, and nothing is launched or changed; Optuna records deleted
   under a running study fail it with a condition and one Event;
 - an operator killed right after asking for a trial, and again right after creating its Job, spends no retry;
-- a Job whose pod is never created (a missing PriorityClass), a Job the API server refuses (422), and a pod that
-  waited for a GPU before failing to pull its image: each fails its trial with the reason, at the right time;
+- a Job whose pod is never created (a missing PriorityClass), a Job the API server refuses (422), a pod no node
+  will take (budget.pendingSeconds), and a pod that waited for a GPU before failing to pull its image: each fails
+  its trial with the reason, at the right time;
 - a malformed trainer report fails its trial, not the study; a Job deleted by hand is retried only once its pod has
   stopped (no two attempts overlap);
 - no storage password in anything a study leaves: outputs, Events, status, Jobs, pods, logs, files.
@@ -249,6 +250,9 @@ def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
         ),
     )
     apply(plane, ns, study_manifest("late-gpu", trialTemplate={"image": "ftstudy/trainer:missing"}, budget=one))
+    # a node selector no node matches: unschedulable for good, failed after budget.pendingSeconds
+    apply(plane, ns, study_manifest("no-node", trialTemplate={"nodeSelector": {"gpu": "none"}},
+                                    budget={**one, "pendingSeconds": 8}))  # fmt: skip
     applied = time.monotonic()
 
     for name, words in (
@@ -256,6 +260,7 @@ def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
         ("no-class", "no PriorityClass with name no-such-class was found"),
         ("invalid", "the API server refused its Job invalid-t0-a1: "),
         ("invalid", "quantities must match the regular expression"),
+        ("no-node", "its pod did not start within budget.pendingSeconds (8 s): the scheduler could not place it: "),
     ):
         study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 90)
         assert study["status"]["phase"] == "Failed", study["status"]

@@ -383,6 +383,32 @@ def test_a_job_whose_pod_is_never_created_fails_with_the_job_controllers_reason(
     assert failed.reason == f"its pod could not be created: {refused}"
 
 
+def test_a_pod_that_never_starts_fails_its_trial_after_budget_pending_seconds_with_the_schedulers_reason() -> None:
+    """No node for it (a selector nobody matches, no free GPU for hours), or a volume that never mounts: the status
+    said "running" for ever. Now a trial fails once its pod waited budget.pendingSeconds, with the reason."""
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}  # fmt: skip
+
+    def waiting(age: float, **status: Any) -> dict[str, Any]:
+        return {"metadata": {"name": "p", "creationTimestamp": ago(age)}, "status": {"phase": "Pending", **status}}
+
+    unplaced_young = waiting(3000, conditions=[unschedulable])
+    unplaced_old = waiting(3700, conditions=[unschedulable])
+    assert job_process(job(), [unplaced_young], NOW, 120, None, 3600).state is Process.RUNNING
+    assert job_process(job(), [unplaced_old], NOW, 120, None).state is Process.RUNNING, "no bound given"
+    failed = job_process(job(), [unplaced_old], NOW, 120, None, 3600)
+    assert (failed.state, failed.retryable) == (Process.FAILED, False)
+    assert failed.reason == ("its pod did not start within budget.pendingSeconds (3600 s): the scheduler could not "
+                             "place it: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")  # fmt: skip
+    placed = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": ago(3690)}]
+    creating = waiting(3700, containerStatuses=[{"state": {"waiting": {"reason": "ContainerCreating"}}}],
+                       conditions=placed)  # fmt: skip
+    stuck = job_process(job(), [creating], NOW, 120, None, 3600)
+    assert stuck.state is Process.FAILED and "its container was still being created" in str(stuck.reason)
+    running = {**creating, "status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}}
+    assert job_process(job(), [running], NOW, 120, None, 3600).state is Process.RUNNING, "it started: long ago"
+
+
 def test_jobs_that_a_restored_database_no_longer_knows_are_a_conflict() -> None:
     """The Jobs of trials 0-3 against the records of a backup taken when trials 0-1 existed, after which trial 2 was
     asked for again: trial 2's Job is an earlier trial 2's (another creation time), trial 3's has no trial at all."""

@@ -273,6 +273,13 @@ class Budget(_Model):
     parallelism: int = Field(default=2, ge=1)
     max_failed_trials: int = Field(default=3, ge=1)
     retries_per_trial: int = Field(default=1, ge=0)
+    pending_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="in a cluster: how long a trial's pod may wait to start (the scheduler finds no node for it, or "
+        "its container is still being created) before the trial fails with the scheduler's message, without a retry. "
+        "Long by default (a day), since GPUs queue",
+    )
 
     @model_validator(mode="after")
     def _parallelism(self) -> Budget:

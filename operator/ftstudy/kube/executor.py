@@ -16,6 +16,9 @@ How a Job reads to the core:
   and a Job whose pod is never created (admission refused it, a missing PriorityClass; the Job's FailedCreate
   Events say why) for as long -> failed, without retries, since waiting longer costs a GPU slot and fixes nothing
   by itself. A pod refused by a ResourceQuota waits instead: capacity, like a GPU, frees up;
+- a pod that the scheduler cannot place (no free GPU, a selector no node matches), or that stays in
+  ContainerCreating (a volume that cannot be mounted), for ``budget.pendingSeconds`` after it was created -> failed
+  with the scheduler's message, without retries; before that it is running: GPUs queue;
 - an attempt that ended (failed, or its Job deleted by hand) while a pod of the trial still runs -> still running,
   until that pod is gone: a retry never overlaps the attempt it replaces.
 
@@ -126,10 +129,47 @@ def job_process(
     now: datetime,
     stuck_seconds: float,
     failed_create: str | None = None,
+    pending_seconds: float | None = None,
 ) -> TrialProcess:
     """What one trial attempt's Job and pods mean to the core (pure: the tests feed it API objects).
-    ``failed_create``: the Job's latest FailedCreate Event message, when its pod could not be created."""
-    return replace(_job_process(job, pods, now, stuck_seconds, failed_create), resume=_resume(job))
+    ``failed_create``: the Job's latest FailedCreate Event message, when its pod could not be created;
+    ``pending_seconds``: how long a pod may wait for a node, or in ContainerCreating (``budget.pendingSeconds``)."""
+    found = _job_process(job, pods, now, stuck_seconds, failed_create, pending_seconds)
+    return replace(found, resume=_resume(job))
+
+
+def _unscheduled(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod's PodScheduled condition while the scheduler cannot place it (its message says why: no node with a
+    free GPU, a selector no node matches)."""
+    for condition in pod.get("status", {}).get("conditions") or []:
+        if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            return dict(condition)
+    return None
+
+
+def _never_ran(pod: dict[str, Any], now: datetime, pending_seconds: float) -> str | None:
+    """Why a pod that has waited ``pending_seconds`` since it was created never ran, if it did not: not placed on a
+    node, or its container still being created (a volume that cannot be mounted: a missing ConfigMap or claim)."""
+    created = parse_api_time(pod["metadata"].get("creationTimestamp"))
+    if (
+        created is None
+        or (now - created).total_seconds() < pending_seconds
+        or pod.get("status", {}).get("phase") not in (None, "Pending")
+    ):
+        return None
+    unscheduled = _unscheduled(pod)
+    if unscheduled is not None:
+        message = (unscheduled.get("message") or "").strip()
+        return f"the scheduler could not place it: {message}" if message else "the scheduler could not place it"
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        waiting = status.get("state", {}).get("waiting") or {}
+        if waiting.get("reason") == "ContainerCreating":
+            return "its container was still being created (a volume that cannot be mounted? kubectl describe pod)"
+    return None
 
 
 def _job_process(
@@ -138,6 +178,7 @@ def _job_process(
     now: datetime,
     stuck_seconds: float,
     failed_create: str | None,
+    pending_seconds: float | None,
 ) -> TrialProcess:
     attempt = _attempt(job)
     if job["metadata"].get("deletionTimestamp"):
@@ -153,6 +194,11 @@ def _job_process(
         if waiting and since and (now - since).total_seconds() >= stuck_seconds:
             reason = f"its pod cannot start: {waiting.get('reason')}: {waiting.get('message', '').strip()}"
             return TrialProcess(Process.FAILED, retryable=False, reason=reason.rstrip(": "), attempt=attempt)
+    for pod in pods if pending_seconds is not None else ():
+        why = _never_ran(pod, now, pending_seconds or 0.0)
+        if why:
+            reason = f"its pod did not start within budget.pendingSeconds ({pending_seconds:.0f} s): {why}"
+            return TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt)
     created = parse_api_time(job["metadata"].get("creationTimestamp"))
     if not pods and failed_create and created and (now - created).total_seconds() >= stuck_seconds:
         reason = f"its pod could not be created: {failed_create.strip()}"
@@ -353,7 +399,8 @@ class JobExecutor:
             if not own and unfinished and created and (now - created).total_seconds() >= self.stuck_seconds:
                 failed_create = self._failed_create(job)
             seen[number] = self._drained(
-                job_process(job, own, now, self.stuck_seconds, failed_create), by_trial.get(number, [])
+                job_process(job, own, now, self.stuck_seconds, failed_create, self.spec.budget.pending_seconds),
+                by_trial.get(number, []),
             )
         for number, trial_pods in by_trial.items():  # pods whose Job is gone (deleted by hand): until they end
             live = [pod for pod in trial_pods if _live(pod)]
