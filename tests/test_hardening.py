@@ -323,6 +323,62 @@ def test_a_job_refused_by_a_resource_quota_waits_until_the_quota_allows_it(
     no_tracebacks(ops)
 
 
+def test_a_job_an_admission_policy_denies_fails_its_trial_with_the_policys_message(
+    operators: Operators, postgres_url: str
+) -> None:
+    """A platform's admission rule (here a ValidatingAdmissionPolicy, built into the API server; Gatekeeper and
+    Kyverno webhooks answer alike) denies the Job with 403: that was read as RBAC ("grant it create on jobs") and
+    retried for ever. Now the trial fails once, with the policy's message, and spends no retry."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    name = f"no-{ns}"[:63]  # cluster-scoped: one per test namespace
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
+                                                    "operations": ["CREATE"], "resources": ["jobs"]}]},
+            "validations": [{"expression": "false", "reason": "Forbidden",
+                             "message": "team policy: no GPU Jobs in this namespace today"}],
+        },
+    }  # fmt: skip
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}},
+    }  # fmt: skip
+    apply(plane, ns, policy)
+    apply(plane, ns, binding)
+    try:
+        probe = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe"},
+                 "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                                "containers": [{"name": "c", "image": "x"}]}}}}  # fmt: skip
+
+        def denying() -> bool:  # the API server takes a moment to load a new policy
+            result = plane.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", input=json.dumps(probe),
+                                   check=False)  # fmt: skip
+            return result.returncode != 0 and "denied request" in result.stderr
+
+        wait_for("the policy enforced", denying, 60)
+        ops.start()
+        study = "denied"
+        apply(plane, ns, study_manifest(study, budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1,
+                                                       "retriesPerTrial": 1}))  # fmt: skip
+        found = wait_for_phase(ops, study, ("Succeeded", "Failed"), 90)
+        assert found["status"]["phase"] == "Failed", found["status"]
+        (trial,) = optuna_trials(postgres_url, ns, study)
+        reason = trial.user_attrs["failure_reason"]
+        assert reason.startswith(f"an admission policy refused its Job {study}-t0-a1: "), reason
+        assert "team policy: no GPU Jobs in this namespace today" in reason
+        assert trial.system_attrs["ftstudy:attempts"] == 1, "not retried: it would be denied again"
+        assert not study_events(ops, study, "JobForbidden")
+        no_tracebacks(ops)
+    finally:
+        plane.kubectl("delete", "validatingadmissionpolicybinding", name, check=False)
+        plane.kubectl("delete", "validatingadmissionpolicy", name, check=False)
+
+
 def test_a_malformed_report_fails_its_trial_and_a_deleted_job_is_retried_only_once_its_pod_is_gone(
     operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
 ) -> None:

@@ -22,8 +22,9 @@ How a Job reads to the core:
 - an attempt that ended (failed, or its Job deleted by hand) while a pod of the trial still runs -> still running,
   until that pod is gone: a retry never overlaps the attempt it replaces.
 
-Creating a Job that the API server refuses is not a crash loop: an invalid Job (422) fails its trial with the
-server's message, a ResourceQuota (403) leaves the trial waiting and retried, other refusals (RBAC) are a condition.
+Creating a Job that the API server refuses is not a crash loop: an invalid Job (422) or one an admission webhook or
+policy denies (403 "denied") fails its trial with the server's message, a ResourceQuota (403) leaves the trial
+waiting and retried, other refusals (RBAC) are a condition.
 """
 
 from __future__ import annotations
@@ -236,6 +237,11 @@ def _failure(condition: dict[str, Any], pods: list[dict[str, Any]], attempt: int
     return TrialProcess(Process.FAILED, reason=reason, attempt=attempt)
 
 
+# What the API server says when admission, not RBAC, refused a request: "admission webhook "x" denied the request"
+# or "ValidatingAdmissionPolicy 'p' with binding 'b' denied request"
+ADMISSION_DENIALS = ("denied the request", "denied request")
+
+
 class JobExecutor:
     """Trials of one FineTuneStudy as Jobs in its namespace.
 
@@ -288,6 +294,14 @@ class JobExecutor:
                 self._adopt(manifest)
             elif error.status in (400, 422):  # the Job itself is invalid: it will be refused every time
                 reason = f"the API server refused its Job {name}: {error.message}"
+                self.refused[number] = TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt,
+                                                    resume=resume)  # fmt: skip
+                log.warning("%s/%s: trial %d: %s", self.namespace, self.study, number, reason)
+                return
+            elif error.status == 403 and any(words in error.message for words in ADMISSION_DENIALS):
+                # an admission webhook or a ValidatingAdmissionPolicy (Gatekeeper, Kyverno, a team's own rule): its
+                # message is the reason, and the same Job would be refused again
+                reason = f"an admission policy refused its Job {name}: {error.message}"
                 self.refused[number] = TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt,
                                                     resume=resume)  # fmt: skip
                 log.warning("%s/%s: trial %d: %s", self.namespace, self.study, number, reason)
