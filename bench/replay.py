@@ -287,6 +287,9 @@ def replay_ftstudy(table: Table, plan: Plan, early_tenths: int, seed: int, audit
 
 
 # ---- methods, seeds and intervals ------------------------------------------------------------------------------
+RANDOM = "random search, to the end"  # the rival every method's result is also compared with at its own GPU-steps
+
+
 def methods(trials: int, parallelism: int, k: int) -> dict[str, Callable[[Table, int], Trace]]:
     plan = Plan(max_trials=trials, parallelism=parallelism, max_failed_trials=trials, retries_per_trial=0,
                 promotion=TopK(k))  # fmt: skip
@@ -299,7 +302,7 @@ def methods(trials: int, parallelism: int, k: int) -> dict[str, Callable[[Table,
 
     nop = optuna.pruners.NopPruner
     return {
-        "random search, to the end": lambda t, s: replay_optuna(t, optuna.samplers.RandomSampler(seed=s), nop(),
+        RANDOM: lambda t, s: replay_optuna(t, optuna.samplers.RandomSampler(seed=s), nop(),
                                                                  trials, parallelism),
         "TPE, to the end": lambda t, s: replay_optuna(t, tpe(s), nop(), trials, parallelism),
         f"ftstudy online top-{k} at 20%": lambda t, s: replay_ftstudy(t, plan, 2, s),
@@ -366,15 +369,20 @@ def run(table: Table, trials: int, parallelism: int, k: int, seeds: int, toleran
     budget = trials * table.total_steps
     target = table.best_independent - tolerance
     results: dict[str, dict[str, Any]] = {}
-    for name, method in methods(trials, parallelism, k).items():
+    floor = table.zero_shot_independent
+    every = methods(trials, parallelism, k)
+    random_search = [every[RANDOM](table, seed) for seed in range(seeds)]
+    for name, method in every.items():
         if only and name not in only:
             continue
-        traces = [method(table, seed) for seed in range(seeds)]
+        traces = random_search if name == RANDOM else [method(table, seed) for seed in range(seeds)]
         results[name] = {
             "steps_to_target": [t.steps_to(target) / budget for t in traces],
             "spent": [t.spent / budget for t in traces],
-            **{f"at_{q}": [t.result_at(q * budget, table.zero_shot_independent) for t in traces]
-               for q in BUDGET_POINTS},
+            **{f"at_{q}": [t.result_at(q * budget, floor) for t in traces] for q in BUDGET_POINTS},
+            # what the method ends with, against what random search had after as many GPU-steps (same seed)
+            "over_random": [t.result_at(t.spent, floor) - r.result_at(t.spent, floor)
+                            for t, r in zip(traces, random_search, strict=True)],
         }  # fmt: skip
     return results
 
@@ -394,8 +402,8 @@ def report(table: Table, results: dict[str, dict[str, Any]], args: argparse.Name
         "",
         "| method | GPU-steps / B spent | to target, median share of B [95% CI] | reached | "
         + " | ".join(f"result at {int(q * 100)}% of B [95% CI]" for q in BUDGET_POINTS)
-        + " |",
-        "|---" * (4 + len(BUDGET_POINTS)) + "|",
+        + " | its result minus random search's at the same GPU-steps [95% CI] |",
+        "|---" * (5 + len(BUDGET_POINTS)) + "|",
     ]
     for name, figures in results.items():
         to_target = figures["steps_to_target"]
@@ -407,6 +415,9 @@ def report(table: Table, results: dict[str, dict[str, Any]], args: argparse.Name
             a, b = bootstrap(values, mean)
             cells.append(f"{mean(values):.3f} [{a:.3f}, {b:.3f}]")
         interval = f"[{_fmt_share(low)}, {_fmt_share(high)}]"
+        gain = figures["over_random"]
+        a, b = bootstrap(gain, mean)
+        cells.append(f"{mean(gain):+.3f} [{a:+.3f}, {b:+.3f}]")
         lines.append(f"| {name} | {mean(figures['spent']):.2f} | {_fmt_share(median(to_target))} {interval} "
                      f"| {reached:.0%} | " + " | ".join(cells) + " |")  # fmt: skip
     return lines
@@ -441,7 +452,7 @@ def goals(results: dict[str, dict[str, Any]], k: int) -> list[str]:
     if default not in results:
         return []
     lines = []
-    for rival in ("random search, to the end", "Optuna SuccessiveHalving", "Optuna Hyperband"):
+    for rival in (RANDOM, "Optuna SuccessiveHalving", "Optuna Hyperband"):
         if rival in results:
             value, low, high = ratio_of_medians(results[default]["steps_to_target"], results[rival]["steps_to_target"])
             interval = f"[{_fmt_ratio(low)}, {_fmt_ratio(high)}]"

@@ -72,6 +72,9 @@ def test_the_replay_of_the_committed_table_gives_fixed_numbers(replay: ModuleTyp
         assert [round(v, 4) for v in results[name]["spent"]] == spent, name
         assert [round(v, 4) for v in results[name]["steps_to_target"]] == to_target, name
     assert all(v == table.zero_shot_independent for v in results["random search, to the end"]["at_0.1"])
+    # what screening ends with against what random search had after as many GPU-steps, seed by seed
+    assert [round(v, 4) for v in results["ftstudy screen top-3 at 20%"]["over_random"]] == [-0.0001, 0.0296, -0.0001]
+    assert results["random search, to the end"]["over_random"] == [0.0, 0.0, 0.0]
 
 
 def test_intervals_are_seeded_and_cover_the_statistic(replay: ModuleType) -> None:
