@@ -249,6 +249,12 @@ def test_what_early_accuracy_means_is_immutable_the_budget_is_not(plane: Control
         refused = patch({field: change})
         assert refused.returncode != 0, (field, change)
         assert f"{field} is immutable once the study exists: it defines what the trials' early" in refused.stderr
+    # where the study's records and checkpoints are cannot change under it either
+    refused = patch({"storage": {"secretRef": {"name": "another-db"}}})
+    assert refused.returncode != 0 and "storage is immutable once set: the study's records" in refused.stderr
+    refused = patch({"trialTemplate": {"outputDir": "/elsewhere"}})
+    assert refused.returncode != 0
+    assert "trialTemplate.outputDir is immutable once set: screened trials resume from checkpoints" in refused.stderr
     accepted = patch({"budget": {"maxTrials": 8}, "trialTemplate": {"image": "ftstudy/trainer:0.1.1"}})
     assert accepted.returncode == 0, accepted.stderr
     after = stored(plane, cluster_namespace, "imm")["spec"]
@@ -268,7 +274,8 @@ def test_defaults_are_applied_by_the_api_server(plane: ControlPlane, cluster_nam
     body = document["spec"]
     assert body["training"]["earlyFraction"] == 0.2
     assert (body["promotion"]["policy"], body["promotion"]["k"], body["promotion"]["mode"]) == ("topK", 5, "screen")
-    assert body["budget"] == {"maxTrials": 20, "parallelism": 2, "maxFailedTrials": 3, "retriesPerTrial": 1}
+    assert body["budget"] == {"maxTrials": 20, "parallelism": 2, "maxFailedTrials": 3, "retriesPerTrial": 1,
+                              "pendingSeconds": 86400}  # fmt: skip
     assert body["storage"]["secretRef"]["key"] == "url"
     assert body["trialTemplate"]["resources"] == {"limits": {"nvidia.com/gpu": 1}}
     assert set(body["searchSpace"]) == {"learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules"}

@@ -195,6 +195,18 @@ _RULES: dict[str, list[Schema]] = {
             "searchSpace is immutable once the study exists; create a new FineTuneStudy to search another space",
         ),
         *(_frozen(field) for field in ("model", "dataset", "attributes", "training", "promotion")),
+        _rule(  # required in a cluster (above), so present on both sides
+            "self.storage == oldSelf.storage",
+            "storage is immutable once set: the study's records (its trials, their decisions) are in that database, "
+            "and another one would start it over beside its running trials; to move the database, keep the Secret "
+            "and change the URL inside it",
+        ),
+        _rule(
+            "!has(oldSelf.trialTemplate) || !has(oldSelf.trialTemplate.outputDir) || (has(self.trialTemplate) && "
+            "has(self.trialTemplate.outputDir) && self.trialTemplate.outputDir == oldSelf.trialTemplate.outputDir)",
+            "trialTemplate.outputDir is immutable once set: screened trials resume from checkpoints under it, and "
+            "every trial's adapters are there",
+        ),
         _rule(
             "self.sampler.type != 'grid' || !has(self.baseline)",
             "sampler grid runs every point of the grid; put the baseline's values in it instead",
