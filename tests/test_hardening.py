@@ -323,6 +323,31 @@ def test_a_job_refused_by_a_resource_quota_waits_until_the_quota_allows_it(
     no_tracebacks(ops)
 
 
+def test_finished_trials_jobs_make_room_under_a_job_count_quota(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    """A count/jobs.batch quota of 2 and four trials one at a time: the Jobs of finished trials were never deleted,
+    so the third trial waited for ever (JobQuotaExceeded). Now a refused create deletes the ended Jobs of trials whose
+    result is recorded, and the study runs to its end, each trial once."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "two-jobs"},
+             "spec": {"hard": {"count/jobs.batch": "2"}}}  # fmt: skip
+    apply(plane, ns, quota)
+    wait_for("the quota counted", lambda: plane.kubectl("get", "resourcequota", "two-jobs", "-n", ns, "-o",
+                                                         "jsonpath={.status.hard}").stdout, 30)  # fmt: skip
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    ops.start()
+    name = "full"
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 4, "parallelism": 1, "retriesPerTrial": 0}))
+    study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 420, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    trials = optuna_trials(postgres_url, ns, name)
+    assert [t.system_attrs.get("ftstudy:attempts") for t in trials] == [1, 1, 1, 1], "each once, no retry spent"
+    assert "deleted Job full-t0-a1: its trial has ended and its result is recorded" in ops.log()
+    assert len(job_names(ops, name)) <= 2
+    no_tracebacks(ops)
+
+
 def test_a_job_an_admission_policy_denies_fails_its_trial_with_the_policys_message(
     operators: Operators, postgres_url: str
 ) -> None:

@@ -350,7 +350,8 @@ class TrialTemplate(_Model):
 
 
 class Cleanup(_Model):
-    """What deleting the FineTuneStudy removes besides its Jobs (always removed, through owner references)."""
+    """What is cleaned up, and when: a finished trial's Jobs, a pruned trial's checkpoint, and what deleting the
+    FineTuneStudy removes besides its Jobs (always removed, through owner references)."""
 
     delete_study_records: bool = Field(
         default=False, description="also delete the study's Optuna records from the database"
@@ -359,6 +360,13 @@ class Cleanup(_Model):
         default=True,
         description="promotion.mode screen: delete a trial's checkpoint once the study prunes it (its early "
         "adapter stays)",
+    )
+    finished_jobs_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="in a cluster: delete a trial's Jobs and pods this long after they ended, once the trial's "
+        "result is recorded (at once when a ResourceQuota refuses a new Job), so that finished Jobs never pile up "
+        "or fill a count/jobs.batch quota; their logs go with them",
     )
 
 

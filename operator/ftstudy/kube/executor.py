@@ -35,7 +35,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from ftstudy.core import Process
 from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason, trial_dir
@@ -237,6 +237,30 @@ def _failure(condition: dict[str, Any], pods: list[dict[str, Any]], attempt: int
     return TrialProcess(Process.FAILED, reason=reason, attempt=attempt)
 
 
+def finished_trials_jobs(listed: list[dict[str, Any]], trials: Sequence[FrozenTrial]) -> list[tuple[str, datetime]]:
+    """The ended trial Jobs (not checkpoint cleanups, which have a TTL of their own) of trials whose result is
+    recorded (complete, pruned or failed in the study's records), with when each ended."""
+    done = {t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    found = []
+    for job in listed:
+        labels = job["metadata"].get("labels") or {}
+        number = str(labels.get(names.TRIAL, ""))
+        if (
+            not number.isdigit()
+            or int(number) not in done
+            or not _attempt(job)
+            or job["metadata"].get("deletionTimestamp")
+        ):
+            continue
+        ended = _condition(job, "Complete") or _condition(job, "Failed")
+        when = parse_api_time((ended or {}).get("lastTransitionTime")) or parse_api_time(
+            job.get("status", {}).get("completionTime")
+        )
+        if ended is not None and when is not None:
+            found.append((job["metadata"]["name"], when))
+    return found
+
+
 # What the API server says when admission, not RBAC, refused a request: "admission webhook "x" denied the request"
 # or "ValidatingAdmissionPolicy 'p' with binding 'b' denied request"
 ADMISSION_DENIALS = ("denied the request", "denied request")
@@ -273,6 +297,7 @@ class JobExecutor:
         self.latest: dict[int, dict[str, Any]] = {}  # trial number -> its newest attempt's Job, as last observed
         self.keys: dict[int, str] = {}  # trial number -> its key, from the study's records
         self.refused: dict[int, TrialProcess] = {}  # attempts whose Job the API server refused as invalid
+        self.ended: list[tuple[str, datetime]] = []  # Jobs of finished trials (observe's reading): name, when ended
 
     def _key(self, number: int) -> str:
         if number not in self.keys and self.store is not None:
@@ -307,6 +332,8 @@ class JobExecutor:
                 log.warning("%s/%s: trial %d: %s", self.namespace, self.study, number, reason)
                 return
             elif error.status == 403 and "exceeded quota" in error.message:
+                # finished trials' Jobs count against a count/jobs.batch quota: free it now, and retry next pass
+                self.delete_ended_jobs(datetime.now(UTC), 0.0)
                 raise Problem(
                     "JobQuotaExceeded",
                     f"trial {number} waits for its Job {name}: {error.message}; it is created once the namespace's "
@@ -388,6 +415,9 @@ class JobExecutor:
         listed = self.kube.list(self.jobs_path, selector)
         pods = self.kube.list(path("", "v1", "pods", self.namespace), selector)
         self._check(listed, trials)
+        now = datetime.now(UTC)
+        self.ended = finished_trials_jobs(listed, trials)
+        self.delete_ended_jobs(now, self.spec.cleanup.finished_jobs_seconds)
         newest: dict[int, dict[str, Any]] = {}
         for job in listed:
             number, attempt = int(job["metadata"]["labels"][names.TRIAL]), _attempt(job) or 0
@@ -403,7 +433,6 @@ class JobExecutor:
             by_job.setdefault(job_name, []).append(pod)
             if str(labels.get(names.TRIAL, "")).isdigit():
                 by_trial.setdefault(int(labels[names.TRIAL]), []).append(pod)
-        now = datetime.now(UTC)
         seen: dict[int, TrialProcess] = {}
         for number, job in newest.items():
             own = by_job.get(job["metadata"]["name"], [])
@@ -426,6 +455,28 @@ class JobExecutor:
             if shown is None or (shown.attempt or 0) < (refused.attempt or 0):
                 seen[number] = refused
         return seen
+
+    def delete_ended_jobs(self, now: datetime, older_than: float) -> None:
+        """Delete the Jobs (and, through the garbage collector, the pods) of trials whose result is recorded, once
+        they ended ``older_than`` seconds ago (``cleanup.finishedJobsSeconds``; at once when a ResourceQuota
+        refuses a new Job): they hold nothing the study needs, and would otherwise pile up without bound and fill a
+        ``count/jobs.batch`` quota for good. A suspended (screened) trial's Job is never one of them: its trial is
+        still running, and its Job says so."""
+        kept = []
+        for name, ended in self.ended:
+            if (now - ended).total_seconds() < older_than:
+                kept.append((name, ended))
+                continue
+            try:
+                self.kube.delete(path("batch", "v1", "jobs", self.namespace, name))
+                log.info("%s/%s: deleted Job %s: its trial has ended and its result is recorded", self.namespace,
+                         self.study, name)  # fmt: skip
+            except ApiError as error:
+                if error.status != 404:
+                    log.warning("%s/%s: could not delete the ended Job %s: %s", self.namespace, self.study, name,
+                                error.message)  # fmt: skip
+                    kept.append((name, ended))
+        self.ended = kept
 
     @staticmethod
     def _drained(process: TrialProcess, trial_pods: list[dict[str, Any]]) -> TrialProcess:
