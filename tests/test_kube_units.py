@@ -22,6 +22,7 @@ from ftstudy.kube.handlers import delete_study_records
 from ftstudy.kube.identity import MEANING, SpecChanged, check_unchanged, meaning, study_identity, trial_key
 from ftstudy.kube.metrics import OperatorMetrics
 from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
+from ftstudy.kube.problems import Problem
 from ftstudy.kube.reconciler import StudyReconciler, _Built
 from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.retry import RetryPolicy
@@ -307,6 +308,33 @@ def test_a_built_job_outside_the_policy_is_never_created(change: Any, words: str
     change(pod)
     refused = check_pod(pod, TrialPolicy(), "db")
     assert any(words in problem for problem in refused), refused
+
+
+def test_the_executor_checks_every_job_it_builds_before_creating_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the spec check cannot see (a future template field, a bug in the Job builder) still meets the policy at
+    the last step: a Job that mounts the node's disk is never sent to the API server. Removing the executor's call
+    of check_pod fails this test (the spec-level checks pass this study)."""
+    built = jobs.job_manifest
+
+    def with_host_disk(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        manifest = built(*args, **kwargs)
+        manifest["spec"]["template"]["spec"].setdefault("volumes", []).append(
+            {"name": "node", "hostPath": {"path": "/"}}
+        )
+        return manifest
+
+    class Refuses:
+        def create(self, path: str, body: dict[str, Any]) -> None:
+            raise AssertionError(f"created {body['metadata']['name']}")
+
+    monkeypatch.setattr(jobs, "job_manifest", with_host_disk)
+    s = study().spec
+    assert not check_spec(s, TrialPolicy(storage_secrets=["db"])), "the spec itself is allowed"
+    executor = JobExecutor(Refuses(), "ml", "demo", "uid-1", s, identity="a" * 32)  # type: ignore[arg-type]
+    with pytest.raises(Problem) as refused:
+        executor.launch(0, 1, ["--trial", "0"])
+    assert refused.value.reason == "TrialPolicyViolation"
+    assert "hostPath" in refused.value.message
 
 
 def job(conditions: list[dict[str, str]] | None = None, deleting: bool = False) -> dict[str, Any]:
