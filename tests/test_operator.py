@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -399,9 +400,19 @@ def test_two_replicas_never_both_act_and_the_standby_takes_over(
     assert "leading" not in operators.log("replica-b")
     leader.send_signal(signal.SIGKILL)
     leader.wait()
+    killed = datetime.now(UTC)
     study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 420, nodes)
     assert study["status"]["phase"] == "Succeeded", study["status"]
     assert "leading as replica-b" in operators.log("replica-b")
+    # Never both act, from the API server's audit log: each replica names itself in its requests' user agent; every
+    # write but the Lease's (Jobs, the status, Events) came from replica-a before its death or replica-b after it.
+    writes = [e for e in plane.requests_by(f"system:serviceaccount:{ns}:{SA}")
+              if e["verb"] in ("create", "patch", "update", "delete")
+              and (e.get("objectRef") or {}).get("resource") != "leases"]  # fmt: skip
+    at = {r: [datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
+              for e in writes if f"({r})" in e.get("userAgent", "")] for r in ("replica-a", "replica-b")}  # fmt: skip
+    assert at["replica-a"] and at["replica-b"], "each acted while it led"
+    assert max(at["replica-a"]) < killed < min(at["replica-b"]), (max(at["replica-a"]), killed, min(at["replica-b"]))
     assert sorted(t.number for t in optuna_trials(postgres_url, ns, name)) == list(range(3))
     assert all(count == 1 for count in runs_per_attempt(nodes, ns).values())
     holder = json.loads(plane.kubectl("get", "lease", "ftstudy-operator", "-n", ns, "-o", "json").stdout)

@@ -17,6 +17,8 @@ from urllib.parse import quote, urlencode
 import kubernetes
 import urllib3
 
+from ftstudy import __version__
+
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -69,6 +71,7 @@ class Kube:
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_SIZE)
         self.api = kubernetes.client.ApiClient(configuration)
         self.timeout = timeout
+        self.user_agent = f"ftstudy-operator/{__version__}"  # the operator adds its replica's name (leader election)
         self._lock = threading.Lock()
 
     def request(
@@ -82,7 +85,7 @@ class Kube:
         timeout: float | None = None,
     ) -> Any:
         """``timeout``: seconds for this request instead of the client's (leader election needs short ones)."""
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": self.user_agent}
         with self._lock:  # the client refreshes expiring tokens (bound service-account tokens) in place
             self.api.update_params_for_auth(headers, None, ["BearerToken"], resource_path, method, body)
         url = self.api.configuration.host + resource_path + (f"?{urlencode(query)}" if query else "")

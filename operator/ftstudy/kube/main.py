@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import Any
 
+from ftstudy import __version__
 from ftstudy.kube.workqueue import RECONCILE_THREADS
 
 EXIT_LOST_LEADERSHIP = 70
@@ -174,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
+        # the replica in every request it makes: the API server's audit log then tells which replica acted, and when
+        kube.user_agent = f"ftstudy-operator/{__version__} ({identity})"
         seconds = max(3, args.lease_seconds)
         # client-go's cadence (15 s lease, 10 s renew deadline, a try every 2 s): a renewal slowed down by a busy
         # API server or process still has several tries before the deadline (with a try every third of the lease,
