@@ -30,7 +30,13 @@ def plane(control_plane: ControlPlane) -> ControlPlane:
     """The session's control plane with the committed CRD applied and Established (applying it again is harmless,
     so other modules may do the same)."""
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / crd.PATH))
-    control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd.NAME}", "--timeout=60s")
+    # Right after the apply `kubectl wait` can fail at once ("status.conditions accessor error": no conditions yet;
+    # it failed the whole module so on a busy machine), so poll for Established.
+    deadline = time.monotonic() + 60
+    while control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd.NAME}", "--timeout=5s",
+                                check=False).returncode != 0:  # fmt: skip
+        assert time.monotonic() < deadline, f"crd/{crd.NAME} not Established within 60 s"
+        time.sleep(0.5)
     return control_plane
 
 
