@@ -17,6 +17,7 @@ from ftstudy import audit, spec
 from ftstudy.core import Process
 from ftstudy.executor import TrialProcess
 from ftstudy.kube import jobs, names
+from ftstudy.kube.api import Kube as ApiKube
 from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
 from ftstudy.kube.handlers import delete_study_records
 from ftstudy.kube.identity import MEANING, SpecChanged, check_unchanged, meaning, study_identity, trial_key
@@ -398,6 +399,37 @@ def test_how_a_job_reads_to_the_core(
 ) -> None:
     seen = job_process(the_job, pods, NOW, stuck_seconds=120)
     assert (seen.state, seen.retryable, seen.reason) == (state, retryable, reason)
+
+
+def test_how_long_a_pod_waited_is_measured_on_the_api_servers_clock() -> None:
+    """The pod's timestamps are the API server's; the operator's machine may be off by more than stuck_seconds.
+    Here the server says the pod has waited 60 s (its clock reads NOW, days behind this machine's): not stuck."""
+    labels = {names.TRIAL: "0", names.ATTEMPT: "1"}
+    the_job = {"metadata": {"name": "demo-t0-a1", "labels": labels, "creationTimestamp": ago(60)}, "status": {}}
+    waiting = pod({"waiting": {"reason": "ImagePullBackOff", "message": "x"}}, age_seconds=60)
+    waiting["metadata"]["labels"] = {**labels, "job-name": "demo-t0-a1"}
+
+    class Skewed:
+        def list(self, resource_path: str, selector: str | None = None) -> list[dict[str, Any]]:
+            return [the_job] if "/jobs" in resource_path else [waiting]
+
+        def server_now(self) -> datetime:
+            return NOW
+
+    executor = JobExecutor(Skewed(), "ml", "demo", "uid-1", study().spec)  # type: ignore[arg-type]
+    seen = executor.observe([frozen(0, TrialState.RUNNING, None, None, 0)])
+    assert seen[0].state is Process.RUNNING, seen[0]
+    assert datetime.now(UTC) - NOW > timedelta(seconds=120), "on this machine's clock it would be stuck"
+
+
+def test_the_api_servers_clock_is_its_last_date_header_plus_the_time_since() -> None:
+    kube = ApiKube.__new__(ApiKube)  # no client: only the clock
+    kube._server_clock = None
+    assert abs((kube.server_now() - datetime.now(UTC)).total_seconds()) < 5, "before any answer: this machine's"
+    kube._heard("Wed, 25 Nov 2026 12:00:00 GMT")
+    assert timedelta(0) <= kube.server_now() - datetime(2026, 11, 25, 12, 0, tzinfo=UTC) < timedelta(seconds=5)
+    kube._heard("not a date")
+    assert kube.server_now() - datetime(2026, 11, 25, 12, 0, tzinfo=UTC) < timedelta(seconds=5), "kept"
 
 
 def test_a_job_whose_pod_is_never_created_fails_with_the_job_controllers_reason() -> None:

@@ -9,8 +9,11 @@ official client's configuration (in-cluster service account or kubeconfig), so e
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -72,6 +75,7 @@ class Kube:
         self.api = kubernetes.client.ApiClient(configuration)
         self.timeout = timeout
         self.user_agent = f"ftstudy-operator/{__version__}"  # the operator adds its replica's name (leader election)
+        self._server_clock: tuple[datetime, float] | None = None  # the last Date header, and when it came
         self._lock = threading.Lock()
 
     def request(
@@ -101,6 +105,7 @@ class Kube:
             )
         except Exception as error:  # urllib3 raises its own hierarchy; all of it means "no answer"
             raise Unreachable(f"Kubernetes API unreachable ({type(error).__name__}: {error})") from error
+        self._heard(response.headers.get("Date"))
         data = response.data
         if response.status >= 400:
             message = data.decode(errors="replace")
@@ -108,6 +113,22 @@ class Kube:
                 message = json.loads(data).get("message", message)
             raise ApiError(response.status, str(response.reason), message)
         return json.loads(data) if data else None
+
+    def _heard(self, date: str | None) -> None:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            when = email.utils.parsedate_to_datetime(date)  # type: ignore[arg-type]
+            if when.tzinfo is not None:
+                self._server_clock = (when, time.monotonic())
+
+    def server_now(self) -> datetime:
+        """The API server's time now: its last answer's Date header plus the time elapsed since, on this process's
+        monotonic clock; this machine's clock before any answer. Durations measured against the API server's
+        timestamps (a pod's creation, a condition's transition) then do not depend on how far this machine's clock
+        is from the server's (to the second: Date has no finer resolution)."""
+        if self._server_clock is None:
+            return datetime.now(UTC)
+        when, at = self._server_clock
+        return when + timedelta(seconds=time.monotonic() - at)
 
     def get(self, resource_path: str, timeout: float | None = None) -> Any:
         return self.request("GET", resource_path, timeout=timeout)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -333,7 +333,7 @@ class JobExecutor:
                 return
             elif error.status == 403 and "exceeded quota" in error.message:
                 # finished trials' Jobs count against a count/jobs.batch quota: free it now, and retry next pass
-                self.delete_ended_jobs(datetime.now(UTC), 0.0)
+                self.delete_ended_jobs(self.kube.server_now(), 0.0)
                 raise Problem(
                     "JobQuotaExceeded",
                     f"trial {number} waits for its Job {name}: {error.message}; it is created once the namespace's "
@@ -415,7 +415,7 @@ class JobExecutor:
         listed = self.kube.list(self.jobs_path, selector)
         pods = self.kube.list(path("", "v1", "pods", self.namespace), selector)
         self._check(listed, trials)
-        now = datetime.now(UTC)
+        now = self.kube.server_now()  # the API server's clock, as the timestamps it is compared with
         self.ended = finished_trials_jobs(listed, trials)
         self.delete_ended_jobs(now, self.spec.cleanup.finished_jobs_seconds)
         newest: dict[int, dict[str, Any]] = {}
