@@ -44,16 +44,22 @@ SEED = int(os.environ.get("FTSTUDY_CHAOS_SEED", "20261201"))
 # recorded, Job not yet annotated; trial told PRUNED, Job not yet deleted. (fail.between needs a failing trial.)
 FAULTS = ("launch.before=1", "launch.between=1", "continue.between=1", "cancel.between=1", "launch.between=2",
           "cancel.between=1", "continue.between=1", "launch.before=2")  # fmt: skip
+# Screening adds: resume asked for, Job not yet created; resume Job created, not yet counted.
+SCREEN_FAULTS = ("resume.before=1", "resume.between=1")
 LEASE_SECONDS = 3
 TRIALS = 8  # at first: raised while the kills go on, if the study would otherwise end before them
 
 
 def assert_each_attempt_ran_once_and_none_overlapped(nodes: GpuNodes, ns: str, name: str, trials: list[Any]) -> None:
-    runs = [r for r in nodes.runs if r["namespace"] == ns and r["pod"].startswith(f"{name}-t")]
+    """Every launch and every resume (screening: a resume is the next attempt number) ran once, none overlapping
+    another of its trial; checkpoint-cleanup Jobs (``-forget``) are not trial attempts."""
+    runs = [r for r in nodes.runs if r["namespace"] == ns and r["pod"].startswith(f"{name}-t")
+            and not r["pod"].rsplit("-", 1)[0].endswith("-forget")]  # fmt: skip
     by_job: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by_job.setdefault(run["pod"].rsplit("-", 1)[0], []).append(run)
-    recorded = {f"{name}-t{t.number}-a{a}" for t in trials for a in range(1, t.system_attrs["ftstudy:attempts"] + 1)}
+    runs_of = {t.number: t.system_attrs["ftstudy:attempts"] + t.system_attrs.get("ftstudy:resumes", 0) for t in trials}
+    recorded = {f"{name}-t{number}-a{a}" for number, count in runs_of.items() for a in range(1, count + 1)}
     assert set(by_job) == recorded, "every recorded attempt ran, and nothing else"
     assert all(len(found) == 1 for found in by_job.values()), {j: len(r) for j, r in by_job.items() if len(r) > 1}
     for trial in trials:
@@ -71,17 +77,25 @@ def created_trials(url: str, namespace: str, name: str) -> int:
         return 0
 
 
+@pytest.mark.parametrize("mode", ["online", "screen"])
 def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
-    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+    mode: str, operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
 ) -> None:
+    """``screen``, the default mode: trials stop at the early step and the promoted ones are resumed. Its fault list
+    adds the resume points, but the study keeps growing while the kills go on (so that they land while trials
+    remain), and a screened study decides once every trial is scored: in the first runs no kill reached a promotion
+    or a resume (tests/test_screening_cluster.py kills the operator inside a resume on purpose)."""
     ops, plane, ns = operators, operators.plane, operators.namespace
     rng = random.Random(SEED)
     ops.extra_args = ["--lease-seconds", str(LEASE_SECONDS)]
     nodes = gpu_nodes_factory({"gpu-a": 2})
     name = "chaos"
-    apply(plane, ns, study_manifest(name, budget={"maxTrials": TRIALS, "parallelism": 2, "retriesPerTrial": 1}))
+    promotion = {"policy": "topK", "k": 2, "mode": mode, "auditFraction": 0.0}
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": TRIALS, "parallelism": 2, "retriesPerTrial": 1},
+                                    promotion=promotion))  # fmt: skip
     max_trials, identity, kills, hit = TRIALS, "chaos-0", [], []
-    faults: list[str | None] = [*FAULTS, *[None] * (20 - len(FAULTS))]
+    chosen = FAULTS + (SCREEN_FAULTS if mode == "screen" else ())
+    faults: list[str | None] = [*chosen, *[None] * (20 - len(chosen))]
     rng.shuffle(faults)
     for i, fault in enumerate(faults):
         changed = i % 4 == 3  # a new identity: it may lead only once the killed one's Lease has expired
