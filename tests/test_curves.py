@@ -5,13 +5,13 @@ the page scores and the timings of every trial run elsewhere."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests import bench_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "tests" / "data" / "curves-small.jsonl"
@@ -19,12 +19,7 @@ TABLE = ROOT / "tests" / "data" / "curves-small.jsonl"
 
 @pytest.fixture(scope="module")
 def curves() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("curves", ROOT / "bench" / "curves.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["curves"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return bench_modules.load("curves")
 
 
 def test_records_imported_into_a_fresh_study_are_exported_unchanged(curves: ModuleType, tmp_path: Path) -> None:

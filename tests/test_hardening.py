@@ -292,17 +292,24 @@ def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
     no_tracebacks(ops)
 
 
+def job_quota(plane: ControlPlane, ns: str, name: str, jobs: int) -> dict[str, Any]:
+    """A ResourceQuota of ``jobs`` Jobs in ``ns``, once the quota controller has counted it (before that the API
+    server admits anything); the manifest, to raise it later."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
+             "spec": {"hard": {"count/jobs.batch": str(jobs)}}}  # fmt: skip
+    apply(plane, ns, quota)
+    wait_for("the quota counted", lambda: plane.kubectl("get", "resourcequota", name, "-n", ns, "-o",
+                                                         "jsonpath={.status.hard}").stdout, 30)  # fmt: skip
+    return quota
+
+
 def test_a_job_refused_by_a_resource_quota_waits_until_the_quota_allows_it(
     operators: Operators, postgres_url: str
 ) -> None:
     """Not a failure of the trial (it would succeed later) nor a spent retry: a condition, and the Job is created once
     the quota is raised."""
     ops, plane, ns = operators, operators.plane, operators.namespace
-    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "jobs"},
-             "spec": {"hard": {"count/jobs.batch": "1"}}}  # fmt: skip
-    apply(plane, ns, quota)
-    wait_for("the quota counted", lambda: plane.kubectl("get", "resourcequota", "jobs", "-n", ns, "-o",
-                                                         "jsonpath={.status.hard}").stdout, 30)  # fmt: skip
+    quota = job_quota(plane, ns, "jobs", 1)
     ops.start()
     name = "quota"
     apply(plane, ns, study_manifest(name, budget={"maxTrials": 2, "parallelism": 2, "retriesPerTrial": 0}))
@@ -330,11 +337,7 @@ def test_finished_trials_jobs_make_room_under_a_job_count_quota(
     so the third trial waited for ever (JobQuotaExceeded). Now a refused create deletes the ended Jobs of trials whose
     result is recorded, and the study runs to its end, each trial once."""
     ops, plane, ns = operators, operators.plane, operators.namespace
-    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "two-jobs"},
-             "spec": {"hard": {"count/jobs.batch": "2"}}}  # fmt: skip
-    apply(plane, ns, quota)
-    wait_for("the quota counted", lambda: plane.kubectl("get", "resourcequota", "two-jobs", "-n", ns, "-o",
-                                                         "jsonpath={.status.hard}").stdout, 30)  # fmt: skip
+    job_quota(plane, ns, "two-jobs", 2)
     nodes = gpu_nodes_factory({"gpu-a": 1})
     ops.start()
     name = "full"

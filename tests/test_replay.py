@@ -7,13 +7,13 @@ learners rise early and plateau lower, made once by a throwaway script): a fixtu
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests import bench_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "tests" / "data" / "curves-small.jsonl"
@@ -21,12 +21,7 @@ TABLE = ROOT / "tests" / "data" / "curves-small.jsonl"
 
 @pytest.fixture(scope="module")
 def replay() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("replay", ROOT / "bench" / "replay.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["replay"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return bench_modules.load("replay")
 
 
 def test_a_configuration_is_answered_by_the_nearest_in_log_space(replay: ModuleType) -> None:
