@@ -258,7 +258,8 @@ def test_a_dry_run_returns_the_defaulted_manifest_and_stores_nothing(kube: Kube)
     document = base("dry-run")
     studies = path("ftstudy.io", "v1alpha1", "finetunestudies", "default")
     stored = kube.request("POST", studies, query={"dryRun": "All"}, body=document)
-    assert stored["spec"]["budget"] == document["spec"]["budget"] and stored["spec"]["promotion"]["percentile"] == 50
+    assert stored["spec"]["budget"] == {**document["spec"]["budget"], "pendingSeconds": 86400}  # defaulted
+    assert stored["spec"]["promotion"]["percentile"] == 50
     with pytest.raises(ApiError) as missing:
         kube.get(f"{studies}/dry-run")
     assert missing.value.status == 404
