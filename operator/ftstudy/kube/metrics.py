@@ -198,6 +198,12 @@ class OperatorMetrics:
             "ftstudy_database_up", "1 when the study's last reconcile reached its database, 0 when it could not.",
             STUDY, registry=r,
         )  # fmt: skip
+        self.reports = Counter(
+            "ftstudy_reports",
+            "Requests to the report endpoint by kind (status, early, attrs) and result (accepted, or the reason it "
+            "was refused: unauthenticated, audience, other-trial, trial-ended, malformed, ...).",
+            ["kind", "result"], registry=r,
+        )  # fmt: skip
         self.build_info.labels(__version__).set(1)
         self.leader.set(0)
         self._lock = threading.Lock()

@@ -1,0 +1,110 @@
+"""The report protocol's decisions (``ftstudy.report_protocol``), fed the shapes the API server answers with.
+
+The same checks run against the real API server in tests/test_reports_cluster.py; here each refusal is pinned to
+its status and reason, which are what the trainer's log and the operator's metric show.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from ftstudy import report_protocol as rp
+from ftstudy.kube import certs
+from ftstudy.kube.report_server import expected_labels
+
+REF = rp.TrialRef("team-a", "study", "uid-1", 3, 1)
+WHO = rp.PodIdentity("team-a", "default", "study-t3-a1-xyz", "pod-uid")
+
+
+def body(**fields: Any) -> bytes:
+    base = {"namespace": "team-a", "study": "study", "studyUID": "uid-1", "trial": 3, "attempt": 1}
+    return json.dumps({**base, **fields}).encode()
+
+
+def refused(call: Any, *args: Any) -> rp.Refused:
+    with pytest.raises(rp.Refused) as caught:
+        call(*args)
+    return caught.value
+
+
+def test_requests_parse_and_bad_ones_are_refused_with_the_cause() -> None:
+    early = rp.parse(body(kind="early", step=3, accuracy=0.5))
+    assert (early.ref, early.kind, early.step, early.accuracy) == (REF, rp.Kind.EARLY, 3, 0.5)
+    assert rp.parse(body(kind="attrs", attrs={"outcome": "completed"})).attrs == {"outcome": "completed"}
+    assert rp.parse(body(kind="status")).kind is rp.Kind.STATUS
+    cases = {
+        b"not json": "not JSON",
+        b"[1]": "JSON object",
+        body(kind="delete"): "'kind'",
+        body(kind="early", step=3, accuracy=float("nan")): "finite",
+        body(kind="early", step=-1, accuracy=0.5): "'step'",
+        body(kind="attrs", attrs={}): "'attrs'",
+        body(kind="status", trial="3"): "'trial'",
+        body(kind="status", studyUID=""): "'studyUID'",
+    }
+    for raw, words in cases.items():
+        error = refused(rp.parse, raw)
+        assert (error.status, error.reason) == (400, "malformed") and words in error.message, raw
+    large = refused(rp.parse, body(kind="attrs", attrs={"x": "y" * rp.MAX_BODY_BYTES}))
+    assert (large.status, large.reason) == (413, "too-large")
+
+
+def review(**user: Any) -> dict[str, Any]:
+    extra = {rp.POD_NAME_CLAIM: [WHO.pod_name], rp.POD_UID_CLAIM: [WHO.pod_uid]}
+    return {"authenticated": True, "audiences": [rp.AUDIENCE],
+            "user": {"username": "system:serviceaccount:team-a:default", "extra": extra, **user}}  # fmt: skip
+
+
+def test_only_a_pod_bound_token_for_our_audience_is_someone() -> None:
+    assert rp.identity(review()) == WHO
+    assert refused(rp.identity, {"authenticated": False, "error": "token expired"}).message.endswith("token expired")
+    assert refused(rp.identity, {**review(), "audiences": ["https://kubernetes.default.svc"]}).reason == "audience"
+    assert refused(rp.identity, review(username="alice")).reason == "not-a-pod"
+    assert refused(rp.identity, review(extra={})).reason == "not-a-pod"
+    assert all(refused(rp.identity, r).status == 401 for r in ({"authenticated": False}, review(username="alice")))
+
+
+def trial_pod(**metadata: Any) -> dict[str, Any]:
+    labels = expected_labels(REF)
+    owner = {"kind": "Job", "name": labels["job-name"], "controller": True}
+    return {"metadata": {"uid": WHO.pod_uid, "labels": labels, "ownerReferences": [owner], **metadata}}
+
+
+def test_a_report_is_taken_only_from_the_pod_of_the_launch_it_names() -> None:
+    labels = expected_labels(REF)
+    rp.authorize(REF, WHO, trial_pod(), labels)
+    other_trial = {**labels, "ftstudy.io/trial": "4"}
+    cases = {
+        "other-namespace": (rp.PodIdentity("team-b", "default", WHO.pod_name, WHO.pod_uid), trial_pod()),
+        "pod-gone": (WHO, None),
+        "pod-replaced": (WHO, trial_pod(uid="another")),
+        "other-trial": (WHO, trial_pod(labels=other_trial)),
+        "not-the-job": (WHO, trial_pod(ownerReferences=[{"kind": "Job", "name": "mine", "controller": True}])),
+    }
+    for reason, (who, pod) in cases.items():
+        error = refused(rp.authorize, REF, who, pod, labels)
+        assert (error.status, error.reason) == (403, reason)
+
+
+def test_an_ended_trial_or_an_older_launch_takes_no_report() -> None:
+    rp.check_launch(REF, finished=False, current_attempt=1)
+    rp.check_launch(REF, finished=False, current_attempt=0)  # the launch is not recorded yet: the pod's checks stand
+    assert refused(rp.check_launch, REF, True, 1).status == 409
+    assert refused(rp.check_launch, REF, False, 2).reason == "stale-launch"
+
+
+def test_the_serving_certificate_is_renewed_before_it_expires_and_keeps_its_ca() -> None:
+    now = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+    ca, ca_key = certs.make_ca(now)
+    cert, key = certs.make_serving(ca, ca_key, ["ftstudy-operator.ftstudy.svc", "127.0.0.1"], now)
+    bundle = certs.Bundle(ca, ca_key, cert, key)
+    hosts = ["ftstudy-operator.ftstudy.svc", "127.0.0.1"]
+    assert certs.renewal_due(bundle, hosts, now + dt.timedelta(days=59)) is None
+    assert "expires" in (certs.renewal_due(bundle, hosts, now + dt.timedelta(days=61)) or "")
+    assert "names" in (certs.renewal_due(bundle, ["other.svc"], now) or "")
+    other_ca, other_key = certs.make_ca(now)
+    assert "CA" in (certs.renewal_due(certs.Bundle(other_ca, other_key, cert, key), hosts, now) or "")
