@@ -51,6 +51,7 @@ class RetryPolicy:
     deadline_seconds: float = 120.0
     first_delay: float = 0.5
     max_delay: float = 10.0
+    target: str = "database"  # what was unreachable, in messages ("the operator's report endpoint" for a trial)
 
     def call(self, what: str, function: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
         """Run ``function``; on a transient error wait and try again until the deadline passes."""
@@ -66,11 +67,12 @@ class RetryPolicy:
                 waited = time.monotonic() - started
                 if waited + delay > self.deadline_seconds:
                     raise StorageUnavailable(
-                        f"database unreachable while trying to {what}: gave up after {attempt} attempts over "
+                        f"{self.target} unreachable while trying to {what}: gave up after {attempt} attempts over "
                         f"{waited:.0f}s (last error: {_first_line(error)})"
                     ) from error
                 log.warning(
-                    "database unreachable while trying to %s (attempt %d): %s; retrying in %.1fs",
+                    "%s unreachable while trying to %s (attempt %d): %s; retrying in %.1fs",
+                    self.target,
                     what,
                     attempt,
                     _first_line(error),

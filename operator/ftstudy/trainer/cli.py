@@ -100,6 +100,13 @@ def parser() -> argparse.ArgumentParser:
         default=120.0,
         help="how long to retry an unreachable database before giving up",
     )
+    study.add_argument(
+        "--report-retry-seconds",
+        type=float,
+        default=600.0,
+        help="in a cluster: how long to retry a report the operator cannot take yet (it restarts, a new leader "
+        "takes over) before the trial fails with that reason",
+    )
     p.add_argument(
         "--params",
         default=None,
@@ -162,6 +169,7 @@ def _fractions(text: str, option: str = "--extra-eval-fractions") -> tuple[float
 
 def _reporter(args: argparse.Namespace) -> Any:
     from ftstudy.retry import RetryPolicy
+    from ftstudy.trainer import reporting
     from ftstudy.trainer.reporting import LocalReporter, OptunaReporter
 
     try:
@@ -170,6 +178,8 @@ def _reporter(args: argparse.Namespace) -> Any:
         raise ValueError(f"--params is not valid JSON: {error}") from None
     if not isinstance(params, dict):
         raise ValueError("--params must be a JSON object of hyperparameters")
+    if os.environ.get(reporting.REPORT_URL_ENV):  # a cluster's trial: reports go to the operator, over HTTPS
+        return _http_reporter(args, params)
     study_args = [args.storage, args.study, args.trial]
     if any(a is not None for a in study_args):
         if not all(a is not None for a in study_args):
@@ -178,6 +188,25 @@ def _reporter(args: argparse.Namespace) -> Any:
         return OptunaReporter(args.storage, args.study, args.trial, retry, defaults=params)
     args.output.mkdir(parents=True, exist_ok=True)
     return LocalReporter(params, args.output)
+
+
+def _http_reporter(args: argparse.Namespace, params: dict[str, Any]) -> Any:
+    """The reporter of a trial in a cluster, from what its Job gives it (``ftstudy.kube.jobs``)."""
+    from ftstudy.retry import RetryPolicy
+    from ftstudy.trainer import reporting
+
+    missing = [name for name in (reporting.REPORT_CA_ENV, reporting.REPORT_TOKEN_ENV, reporting.REPORT_TRIAL_ENV)
+               if not os.environ.get(name)]  # fmt: skip
+    if missing:
+        raise ValueError(f"${reporting.REPORT_URL_ENV} is set but {', '.join('$' + m for m in missing)} not")
+    try:
+        trial = json.loads(os.environ[reporting.REPORT_TRIAL_ENV])
+    except json.JSONDecodeError as error:
+        raise ValueError(f"${reporting.REPORT_TRIAL_ENV} is not valid JSON: {error}") from None
+    retry = RetryPolicy(deadline_seconds=args.report_retry_seconds, target="the operator's report endpoint")
+    url, ca, token = (os.environ[n] for n in (reporting.REPORT_URL_ENV, reporting.REPORT_CA_ENV,
+                                             reporting.REPORT_TOKEN_ENV))  # fmt: skip
+    return reporting.HttpReporter(url, ca, Path(token), trial, retry, defaults=params)
 
 
 def _generate_data(directory: Path, settings_json: str) -> None:
@@ -270,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ftstudy.retry import StorageUnavailable
     from ftstudy.task.dataset import DatasetError
+    from ftstudy.trainer.reporting import ReportRefused
 
     reporter = None
     try:
@@ -281,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.generate_data:
             _generate_data(args.data, args.generate_data)
         result = Trainer(_settings(args), reporter, stop).run()
-    except StorageUnavailable as error:
+    except (StorageUnavailable, ReportRefused) as error:  # the study cannot be told: say so, and which report
         log.error("%s", error)
         return EXIT_STORAGE
     except (DatasetError, ModelError, ConfigError, LookupError, ValueError) as error:

@@ -5,8 +5,10 @@ trial, writes the early accuracy as the trial's intermediate value at the early 
 user attributes (names in ``UserAttr``). It never finishes the trial: the study engine does, after it has decided.
 Every few steps it reads the trial's state; PRUNED means the study cancelled it and it must stop.
 
-Writes go straight to the study's database, not through logs: the operator reads them there (see
-docs/protocol.md). Every call is retried through transient outages (``ftstudy.retry``).
+Two ways to the study (docs/protocol.md): in a cluster, ``HttpReporter`` posts each report to the operator's
+endpoint over HTTPS and holds no database credentials; ``ftstudy run`` (and an operator started without
+``--report-url``) gives the trainer the storage URL and ``OptunaReporter`` writes to the database itself. Both
+retry through transient outages (``ftstudy.retry``).
 """
 
 from __future__ import annotations
@@ -147,6 +149,97 @@ class OptunaReporter:
         if state.is_finished():
             return TrialStatus.FINISHED
         return TrialStatus.RUNNING
+
+
+# In a cluster the trainer reports to the operator over HTTPS (ftstudy.report_protocol); the Job gives it these.
+REPORT_URL_ENV = "FTSTUDY_REPORT_URL"  # https://<operator service>:8443
+REPORT_CA_ENV = "FTSTUDY_REPORT_CA"  # the CA's certificate, PEM (public): what the endpoint's certificate must chain to
+REPORT_TOKEN_ENV = "FTSTUDY_REPORT_TOKEN"  # the projected service-account token's file (the kubelet renews it)
+REPORT_TRIAL_ENV = "FTSTUDY_REPORT_TRIAL"  # JSON: namespace, study, studyUID, trial, attempt
+
+
+class EndpointBusy(ConnectionError):
+    """The report endpoint answered "not now" (503: no leader yet, the database away): retried like a refused
+    connection."""
+
+
+class ReportRefused(RuntimeError):
+    """The operator refused the report for good (401, 403, 404, 409, 4xx): retrying cannot help."""
+
+
+class HttpReporter:
+    """Reports to the operator's report endpoint over HTTPS with the pod's projected token; holds no database
+    credentials. Writes are retried through an unreachable operator (a restart, a leader change) until
+    ``retry``'s deadline; a state check that cannot reach it says "running" (the next check asks again), so an
+    operator away for minutes costs no training."""
+
+    def __init__(self, url: str, ca_pem: str, token_path: Path, trial: dict[str, Any], retry: RetryPolicy,
+                 defaults: dict[str, Any] | None = None, timeout: float = 15.0) -> None:  # fmt: skip
+        import ssl
+
+        if not url.startswith("https://"):
+            raise ValueError(f"${REPORT_URL_ENV} must be an https:// URL, got {url!r}")
+        self.url = url.rstrip("/") + "/v1/report"
+        self.context = ssl.create_default_context(cadata=ca_pem)  # verification on, against the operator's CA only
+        self.token_path = token_path
+        self.trial = dict(trial)
+        self.retry = retry
+        self.defaults = dict(defaults or {})
+        self.timeout = timeout
+        self._params: dict[str, Any] | None = None
+        self.unreachable_since: float | None = None
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        import urllib.error
+        import urllib.request
+
+        token = self.token_path.read_text().strip()  # read each time: the kubelet rotates it
+        data = json.dumps({**self.trial, **body}).encode()
+        request = urllib.request.Request(self.url, data=data, method="POST", headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
+        except urllib.error.HTTPError as error:
+            try:
+                detail = json.loads(error.read())
+            except (ValueError, OSError):
+                detail = {}
+            message = f"{error.code} {detail.get('reason', error.reason)}: {detail.get('error', '')}"
+            if error.code in (502, 503, 504) or detail.get("retry"):
+                raise EndpointBusy(message) from None
+            raise ReportRefused(f"the operator refused the report: {message}") from None
+
+    def _call(self, what: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.retry.call(what, lambda: self._post(body))
+
+    def params(self) -> dict[str, Any]:
+        if self._params is None:
+            answer = self._call("read the trial's parameters", {"kind": "status"})
+            if answer.get("state") != TrialStatus.RUNNING.value:
+                raise ReportRefused(f"the trial is {answer.get('state')}, not running")
+            self._params = dict(answer.get("params") or {})
+        return {**self.defaults, **self._params}
+
+    def report_early(self, step: int, accuracy: float) -> None:
+        self._call("report the early accuracy", {"kind": "early", "step": step, "accuracy": accuracy})
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        self._call("report results", {"kind": "attrs", "attrs": attrs})
+
+    def status(self) -> TrialStatus:
+        import time
+
+        try:
+            answer = self._post({"kind": "status"})
+        except (OSError, EndpointBusy) as error:
+            if self.unreachable_since is None:
+                self.unreachable_since = time.monotonic()
+                log.warning("cannot reach the operator to check the trial's state (%s); training on", error)
+            return TrialStatus.RUNNING
+        self.unreachable_since = None
+        return TrialStatus(answer.get("state", "running"))
 
 
 class LocalReporter:
