@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ CRD = ROOT / "crds" / "finetunestudies.ftstudy.io.yaml"
 SECRET = "ftstudy-db"
 LATER_SECRET = "ftstudy-db-later"  # allowed by the operators' trial policy, created by a test when it wants
 SA = "ftstudy-operator"
+REPORT_TLS_SECRET = "ftstudy-report-tls"
 ARTIFACTS = "artifacts"  # the PersistentVolumeClaim every test study writes to
 RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
 
@@ -86,6 +88,27 @@ class Operators:
         log.close()
         self.procs.append(proc)
         return proc
+
+    def enable_reports(self) -> Callable[[], None]:
+        """Trials report over HTTPS (``--report-url``, the chart's default): the endpoint's TLS Secret created empty
+        as the chart creates it, and the rules ``ftstudy.kube.rbac`` gives the operator for it and for TokenReviews
+        (a ClusterRole). Returns what removes the cluster-wide objects again."""
+        ns = self.namespace
+        self.plane.kubectl("create", "secret", "generic", REPORT_TLS_SECRET, "-n", ns)
+        cluster_name = f"ftstudy-reports-{ns}"
+        manifests = [
+            rbac.role("ftstudy-operator-report-tls", ns, rbac.report_tls_rules(REPORT_TLS_SECRET)),
+            rbac.role_binding("ftstudy-operator-report-tls", ns, SA, ns),
+            rbac.cluster_role(cluster_name, rbac.TOKEN_REVIEW_RULES),
+            rbac.cluster_role_binding(cluster_name, SA, ns),
+        ]
+        self.plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.extra_args += ["--report-url", f"https://127.0.0.1:{port}", "--report-address", "127.0.0.1",
+                            "--report-port", str(port)]  # fmt: skip
+        return lambda: self.plane.kubectl("delete", "clusterrolebinding,clusterrole", cluster_name, check=False)
 
     def log(self, identity: str = "replica-a") -> str:
         path = self.logs / f"operator-{identity}.log"

@@ -1,10 +1,11 @@
 """The operator's RBAC, derived from what it actually calls: the API server's audit log of every request its
 ServiceAccount makes while the operator goes through every path that needs a permission.
 
-The paths: a study run to the end with cancellations and continues (Jobs created, annotated, deleted; pods and
-Jobs listed; the Secret read; status patched; Events posted), a Job that exists but is not the study's (read
-before refusing it), a Job whose pod is never created (its FailedCreate Events listed), a study with
-``cleanup.deleteStudyRecords`` deleted (kopf's finalizer), and leader election. Every rule of
+The paths: a study run to the end with cancellations and continues, its trials reporting over HTTPS as the chart
+sets up by default (Jobs created, annotated, deleted; pods and Jobs listed; the Secret read; status patched; Events
+posted; the report TLS Secret filled; each report's token reviewed and its pod listed), a Job that exists but is
+not the study's (read before refusing it), a Job whose pod is never created (its FailedCreate Events listed), a
+study with ``cleanup.deleteStudyRecords`` deleted (kopf's finalizer), and leader election. Every rule of
 ``ftstudy.kube.rbac`` must be used by one of them, or be on the short list below with the reason it is granted
 anyway; nothing the operator asks is refused.
 """
@@ -16,7 +17,18 @@ from collections.abc import Callable
 
 from ftstudy.kube import rbac
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.test_operator import SA, SECRET, Operators, apply, diagnosis, jobs, study_manifest, wait_for, wait_for_phase
+from tests.test_operator import (
+    REPORT_TLS_SECRET,
+    SA,
+    SECRET,
+    Operators,
+    apply,
+    diagnosis,
+    jobs,
+    study_manifest,
+    wait_for,
+    wait_for_phase,
+)
 
 # Granted though no request shows it, each for a reason the audit log cannot see.
 NOT_A_REQUEST = {
@@ -61,6 +73,7 @@ def test_every_rule_the_operator_is_granted_is_one_it_uses(
 ) -> None:
     ops, plane, ns = operators, operators.plane, operators.namespace
     ops.extra_args = ["--stuck-seconds", "4"]
+    undo = ops.enable_reports()  # the chart's default: trials report over HTTPS (TokenReviews, the TLS Secret)
     nodes = gpu_nodes_factory({"gpu-a": 2})
     foreign = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "rbac-t0-a1"},
                "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never", "containers": [
@@ -90,9 +103,11 @@ def test_every_rule_the_operator_is_granted_is_one_it_uses(
     ops.stop_all()  # a clean stop releases the Lease (update)
     wait_for("no Job left", lambda: not [j for j in jobs(plane, ns) if j["metadata"]["name"].startswith("rbac")], 60)
 
+    undo()
     asked, refused = used(plane.requests_by(f"system:serviceaccount:{ns}:{SA}"))
     assert not refused, refused
     rules = granted(rbac.rules([SECRET])) | granted(rbac.LEADER_ELECTION_RULES)
+    rules |= granted(rbac.report_tls_rules(REPORT_TLS_SECRET)) | granted(rbac.TOKEN_REVIEW_RULES)
     assert asked <= rules, f"asked beyond its rules: {sorted(asked - rules)}"
     unused = rules - asked - NOT_A_REQUEST
     assert not unused, f"granted but never used: {sorted(unused)}; drop them from ftstudy.kube.rbac and the chart"

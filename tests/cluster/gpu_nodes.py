@@ -16,7 +16,8 @@ that is the mountPath or starts with ``mountPath/`` (also after a ``--flag=``) i
 instead, except the image's own files (the project and its Python environment, ``IMAGE_ROOTS``). Paths the program
 builds itself are not rewritten, nor is the container's image filesystem anything but this machine's
 (``readOnlyRootFilesystem``, ``fsGroup`` and users are not simulated: processes run as this user).
-Projected, service-account and other volumes are ignored.
+A ``projected`` volume of ``serviceAccountToken`` sources gets real tokens (a TokenRequest bound to the pod, as the
+kubelet makes them); other projected, service-account and other volumes are ignored.
 
 Also simulated: an image whose tag is ``missing`` never pulls (waiting ``ErrImagePull``); a missing Secret,
 ConfigMap or key in ``env``/``envFrom`` keeps the container waiting in ``CreateContainerConfigError`` with the
@@ -577,7 +578,7 @@ class GpuNodes:
         result = []
         for mount in container.get("volumeMounts") or []:
             volume = volumes.get(mount["name"], {})
-            host = self._volume_dir(pod, volume)
+            host = self._volume_dir(pod, volume, item)
             if host is None:
                 continue
             if mount.get("subPath"):
@@ -586,7 +587,9 @@ class GpuNodes:
             result.append((mount["mountPath"].rstrip("/") or "/", str(host)))
         return sorted(result, key=lambda m: len(m[0]), reverse=True)
 
-    def _volume_dir(self, pod: _Pod, volume: Json) -> Path | None:
+    def _volume_dir(self, pod: _Pod, volume: Json, item: Json | None = None) -> Path | None:
+        if "projected" in volume and item is not None:
+            return self._projected_tokens(pod, volume, item)
         if "persistentVolumeClaim" in volume:
             return self._claim_dir(pod, volume["persistentVolumeClaim"]["claimName"])
         if "hostPath" in volume:
@@ -611,6 +614,31 @@ class GpuNodes:
                         target = path / entry["path"]
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_text(data[entry["key"]])
+        return path
+
+    def _projected_tokens(self, pod: _Pod, volume: Json, item: Json) -> Path | None:
+        """A projected volume of service-account tokens, minted as the kubelet mints them: a TokenRequest for the
+        pod's service account, bound to the pod (name and UID), with the source's audience and expiry. Not
+        renewed (the kubelet renews at 80% of the expiry; tests end sooner). Other projected sources: None."""
+        sources = (volume.get("projected") or {}).get("sources") or []
+        if not sources or not all("serviceAccountToken" in source for source in sources):
+            return None
+        path = self._pod_dir(pod) / "volumes" / str(volume["name"])
+        path.mkdir(parents=True, exist_ok=True)
+        account = item["spec"].get("serviceAccountName") or "default"
+        for source in sources:
+            token = source["serviceAccountToken"]
+            request = {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": [token["audience"]] if token.get("audience") else [],
+                    "expirationSeconds": int(token.get("expirationSeconds", 3600)),
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid},
+                },
+            }
+            answer = self._call("POST", f"/api/v1/namespaces/{pod.namespace}/serviceaccounts/{account}/token", request)
+            (path / token["path"]).write_text(answer["status"]["token"])
         return path
 
     def _claim_dir(self, pod: _Pod, claim: str) -> Path | None:

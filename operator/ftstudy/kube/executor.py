@@ -283,8 +283,11 @@ class JobExecutor:
         policy: TrialPolicy | None = None,
         store: StudyStore | None = None,
         identity: str = "",
+        reports: jobs.Reports | None = None,
     ) -> None:
+        """``reports``: trials report over HTTPS to the operator (``--report-url``), else to the database."""
         self.kube = kube
+        self.reports = reports
         self.namespace = namespace
         self.study = study
         self.uid = uid
@@ -306,7 +309,8 @@ class JobExecutor:
 
     def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
         manifest = jobs.job_manifest(self.spec, self.namespace, self.study, self.uid, number, attempt, args,
-                                     identity=self.identity, key=self._key(number), resume=resume)  # fmt: skip
+                                     identity=self.identity, key=self._key(number), resume=resume,
+                                     reports=self.reports)  # fmt: skip
         secret = self.spec.storage.secret_ref.name if self.spec.storage is not None else None
         refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, secret)
         if refused:

@@ -31,6 +31,7 @@ from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.policy import TrialPolicy
 from ftstudy.kube.problems import Problem
 from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event
+from ftstudy.kube.report_server import Target
 from ftstudy.kube.workqueue import RECONCILE_THREADS, WorkQueue
 from ftstudy.notify import Notifications
 from ftstudy.redact import redact
@@ -98,6 +99,16 @@ class Workers:
             known = uid in self.studies
         if known:
             self.queue.add(uid)
+
+    def report_target(self, uid: str) -> Target | None:
+        """The study with this UID as the report endpoint needs it (``ftstudy.kube.report_server``)."""
+        with self.lock:
+            study = self.studies.get(uid)
+        if study is None:
+            return None
+        metadata = study.body["metadata"]
+        built = study.reconciler.built if study.reconciler is not None else None
+        return Target(metadata["namespace"], metadata["name"], built.store if built is not None else None, study.wake)
 
     def forget(self, uid: str) -> None:
         """The study is deleted: a thread closes its reconciler after any pass under way."""

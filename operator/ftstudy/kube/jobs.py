@@ -3,12 +3,15 @@
 Choices a platform team would ask about:
 - ``backoffLimit: 0``: the study engine retries a crashed trial itself (``retriesPerTrial``), as a new attempt with
   its own Job, so a retry is visible and counted in the study's storage instead of hidden inside the Job.
-- The storage URL reaches the trainer as ``FTSTUDY_STORAGE_URL`` from the study's Secret: never in the manifest,
-  the pod's command line or the operator's logs.
-- The trainer needs no Kubernetes API access, so no service-account token is mounted, and it runs as non-root
-  without privilege escalation, with no capabilities and a read-only root file system (the ``restricted`` Pod
-  Security Standard, and more): an emptyDir at /tmp is its scratch space (``HOME`` points there too, for the caches
-  of Python libraries), and ``trialTemplate.fsGroup`` makes a fresh volume at ``outputDir`` writable.
+- With the report endpoint (``Reports``, the chart's default) the trainer gets no storage URL: it reports to the
+  operator over HTTPS with a projected token for the report audience, bound to its pod (docs/protocol.md).
+  Without it, the storage URL reaches the trainer as ``FTSTUDY_STORAGE_URL`` from the study's Secret: never in the
+  manifest, the pod's command line or the operator's logs.
+- The trainer needs no Kubernetes API access, so no API token is mounted (the report token's audience is not the
+  API server's), and it runs as non-root without privilege escalation, with no capabilities and a read-only root
+  file system (the ``restricted`` Pod Security Standard, and more): an emptyDir at /tmp is its scratch space
+  (``HOME`` points there too, for the caches of Python libraries), and ``trialTemplate.fsGroup`` makes a fresh
+  volume at ``outputDir`` writable.
   ``ftstudy.kube.policy`` checks every Job built here before it is created.
 - Owner reference to the study: deleting the study deletes its Jobs (and their pods) through the garbage
   collector, even while the operator is down.
@@ -16,15 +19,30 @@ Choices a platform team would ask about:
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from ftstudy.kube import names
-from ftstudy.kube.policy import SCRATCH_PATH, SCRATCH_VOLUME, volume_type
+from ftstudy.kube.policy import REPORT_TOKEN_VOLUME, SCRATCH_PATH, SCRATCH_VOLUME, volume_type
+from ftstudy.report_protocol import AUDIENCE
 from ftstudy.spec import StudySpec
 from ftstudy.trainer.cli import STORAGE_ENV
+from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
 
 CONTAINER = "trainer"
+REPORT_TOKEN_DIR = "/var/run/secrets/ftstudy.io/report"
+REPORT_TOKEN_SECONDS = 3600  # the kubelet renews the token at 80% of this; the trainer reads it at every report
+
+
+@dataclass(frozen=True)
+class Reports:
+    """Where trials report when the operator serves the report endpoint (``--report-url``): its URL as trials
+    reach it, and the CA its certificate chains to (public; ``ftstudy.kube.certs``)."""
+
+    url: str
+    ca_pem: str
 
 
 def trials_root(spec: StudySpec, namespace: str, study: str) -> PurePosixPath:
@@ -93,25 +111,33 @@ def job_manifest(
     identity: str = "",
     key: str = "",
     resume: bool = False,
+    reports: Reports | None = None,
 ) -> dict[str, Any]:
     """``identity`` and ``key``: the Optuna study's and the trial's (``ftstudy.kube.identity``), as labels.
     ``resume``: the Job resumes a screened trial (labelled so; launches are numbered through the trial's life, so
-    its name is new)."""
+    its name is new). ``reports``: the trial reports to the operator over HTTPS with a projected token and gets no
+    storage URL; None: it gets the URL from the study's Secret and writes to the database itself."""
     t = spec.trial_template
     assert spec.storage is not None, "the operator refuses studies without spec.storage before launching"
     labels = names.labels(study, uid, number, attempt, identity, key, resume)
+    if reports is None:
+        ref = spec.storage.secret_ref
+        channel = [{"name": STORAGE_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+    else:
+        trial = {"namespace": namespace, "study": study, "studyUID": uid, "trial": number, "attempt": attempt}
+        channel = [
+            {"name": REPORT_URL_ENV, "value": reports.url},
+            {"name": REPORT_CA_ENV, "value": reports.ca_pem},
+            {"name": REPORT_TOKEN_ENV, "value": f"{REPORT_TOKEN_DIR}/token"},
+            {"name": REPORT_TRIAL_ENV, "value": json.dumps(trial, sort_keys=True)},
+        ]
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": t.image,
         "command": list(t.command),
         "args": list(args),
         "env": [
-            {
-                "name": STORAGE_ENV,
-                "valueFrom": {
-                    "secretKeyRef": {"name": spec.storage.secret_ref.name, "key": spec.storage.secret_ref.key}
-                },
-            },
+            *channel,
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": SCRATCH_PATH},
             *t.env,
@@ -130,6 +156,12 @@ def job_manifest(
     }
     if t.image_pull_policy is not None:
         container["imagePullPolicy"] = t.image_pull_policy
+    token_volumes: list[dict[str, Any]] = []
+    if reports is not None:  # a token for our audience only, bound to the pod: no API access (no automount)
+        source = {"audience": AUDIENCE, "expirationSeconds": REPORT_TOKEN_SECONDS, "path": "token"}
+        token_volumes = [{"name": REPORT_TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}]
+        container["volumeMounts"].append({"name": REPORT_TOKEN_VOLUME, "mountPath": REPORT_TOKEN_DIR,
+                                          "readOnly": True})  # fmt: skip
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -137,7 +169,7 @@ def job_manifest(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [*t.volumes, {"name": SCRATCH_VOLUME, "emptyDir": {}}],
+        "volumes": [*t.volumes, {"name": SCRATCH_VOLUME, "emptyDir": {}}, *token_volumes],
     }
     if t.fs_group is not None:
         # OnRootMismatch: a volume already owned by the group is not walked again at every trial's start
@@ -182,7 +214,7 @@ def checkpoint_cleanup_manifest(
     template = job["spec"]["template"]
     template["metadata"]["labels"] = labels
     container = template["spec"]["containers"][0]
-    container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]
+    container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]  # it reports nothing
     container["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
     job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
     return job

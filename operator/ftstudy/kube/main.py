@@ -90,6 +90,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on this port at /metrics (0: none); docs/observability.md",
     )
     p.add_argument("--metrics-address", default="0.0.0.0", help="the address the metrics port listens on")
+    reports = p.add_argument_group("report endpoint (trials report over HTTPS and hold no database login)")
+    reports.add_argument(
+        "--report-url",
+        default=None,
+        help="the endpoint's URL as trial pods reach it, e.g. https://ftstudy-operator.ftstudy.svc:8443; with it "
+        "the leader serves reports and trials get no storage URL; without it trials write to the database",
+    )
+    reports.add_argument("--report-address", default="0.0.0.0", help="the address the endpoint listens on")
+    reports.add_argument("--report-port", type=int, default=8443, help="the port the endpoint listens on")
+    reports.add_argument(
+        "--report-tls-secret",
+        default="ftstudy-report-tls",
+        help="the Secret (in $POD_NAMESPACE, else the Lease's namespace) that holds the endpoint's CA and serving "
+        "certificate; it must exist (the chart creates it empty), the operator fills and renews it",
+    )
+    reports.add_argument(
+        "--report-dns-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name (or IP address) the serving certificate names, besides --report-url's host (repeat)",
+    )
     policy = p.add_argument_group("trial policy (what a study's trialTemplate may ask for; docs/operator.md)")
     policy.add_argument(
         "--trial-service-account",
@@ -141,10 +163,51 @@ def _serve_metrics(address: str, port: int) -> None:
         log.info("serving metrics on http://%s:%d/metrics", address, port)
 
 
+RENEW_CHECK_SECONDS = 12 * 3600.0  # how often the serving certificate's expiry is looked at
+
+
+def _report_server(
+    args: argparse.Namespace, kube: Any, namespace: str | None, settings: Any, stop: threading.Event
+) -> Any:
+    """The report endpoint (not yet started), its certificate made or renewed first, and a thread that renews it
+    while the operator runs. Trials' Jobs get the URL and the CA through ``settings.reports``."""
+    from urllib.parse import urlsplit
+
+    from ftstudy.kube import certs, jobs
+    from ftstudy.kube.api import ApiError
+    from ftstudy.kube.report_server import ReportHandler, ReportServer
+
+    url = urlsplit(args.report_url)
+    if url.scheme != "https" or not url.hostname:
+        raise ValueError(f"--report-url must be an https:// URL with a host, got {args.report_url!r}")
+    if namespace is None:
+        raise ValueError("give $POD_NAMESPACE or --lease-namespace: where the report TLS Secret is")
+    hosts = list(dict.fromkeys([url.hostname, *args.report_dns_name]))
+    try:
+        bundle = certs.ensure_retrying(kube, namespace, args.report_tls_secret, hosts)
+    except ApiError as error:
+        if error.status == 404:
+            raise ValueError(f"Secret {namespace}/{args.report_tls_secret} does not exist: create it empty "
+                             "(the chart does), the operator fills it") from None  # fmt: skip
+        raise
+    settings.reports = jobs.Reports(args.report_url, bundle.ca_pem)
+    server = ReportServer(ReportHandler(kube, lambda uid: None), bundle, args.report_address, args.report_port)
+
+    def renew() -> None:
+        while not stop.wait(RENEW_CHECK_SECONDS):
+            try:
+                server.renew(certs.ensure_retrying(kube, namespace, args.report_tls_secret, hosts))
+            except Exception as error:  # the current certificate still serves: try again at the next check
+                log.error("could not renew the report endpoint's certificate: %s", error)
+
+    threading.Thread(target=renew, name="ftstudy-report-tls", daemon=True).start()
+    return server
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf
 
-    from ftstudy.kube.api import Kube, load_config
+    from ftstudy.kube.api import ApiError, Kube, load_config
     from ftstudy.kube.handlers import Workers, register
     from ftstudy.kube.leader import LeaderElector
     from ftstudy.kube.metrics import METRICS
@@ -198,8 +261,21 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(poll_seconds=args.poll_seconds, unnotified_poll_seconds=args.unnotified_poll_seconds,
                         secret_refresh_seconds=args.secret_refresh_seconds, stuck_seconds=args.stuck_seconds,
                         policy=policy)  # fmt: skip
+    server = None
+    if args.report_url:
+        tls_namespace = os.environ.get("POD_NAMESPACE") or args.lease_namespace or next(iter(namespaces), None)
+        try:
+            server = _report_server(args, kube, tls_namespace, settings, stop)
+        except (ValueError, OSError, ApiError) as error:
+            print(f"ftstudy operator: cannot serve reports: {error}", file=sys.stderr)
+            return 2
     workers = Workers(kube, settings, notifications=Notifications(enabled=not args.no_notifications),
                       threads=args.reconcile_threads)  # fmt: skip
+    if server is not None:
+        server.server.report_handler.lookup = workers.report_target
+        server.start()
+        log.info("serving trial reports at %s (listening on %s:%d)", args.report_url, args.report_address,
+                 server.port)  # fmt: skip
     register(workers)
 
     @kopf.on.startup()
@@ -222,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         stop.set()
+        if server is not None:
+            server.stop()
         workers.stop_all()
         if elector is not None:
             elector.release()

@@ -26,6 +26,8 @@ from ftstudy.spec import StudySpec
 from ftstudy.trainer.cli import STORAGE_ENV
 
 SCRATCH_VOLUME = "ftstudy-scratch"
+# The projected token a trial reports with (``ftstudy.kube.jobs``): our audience only, so not an API credential.
+REPORT_TOKEN_VOLUME = "ftstudy-report-token"
 SCRATCH_PATH = "/tmp"
 DEFAULT_STORAGE_SECRET = "ftstudy-db"
 
@@ -152,7 +154,7 @@ def check_pod(pod: dict[str, Any], policy: TrialPolicy, storage_secret: str | No
         found.add(f"{where}.securityContext.seccompProfile", "must be RuntimeDefault or Localhost")
     for i, volume in enumerate(pod.get("volumes") or []):
         kind = volume_type(volume)
-        ours = volume.get("name") == SCRATCH_VOLUME and kind == "emptyDir"
+        ours = (volume.get("name") == SCRATCH_VOLUME and kind == "emptyDir") or _report_token(volume)
         if not ours and kind not in policy.volume_types:
             found.add(f"{where}.volumes[{i}]", f"volume type {kind} is not allowed")
         if kind == "hostPath":
@@ -161,6 +163,18 @@ def check_pod(pod: dict[str, Any], policy: TrialPolicy, storage_secret: str | No
     for container in containers:
         _check_container(found, container, f"{where}.containers[{container.get('name')}]", storage_secret)
     return found.problems
+
+
+def _report_token(volume: dict[str, Any]) -> bool:
+    """The operator's own report token volume: one projected service-account token, for the report audience."""
+    from ftstudy.report_protocol import AUDIENCE
+
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return (
+        volume.get("name") == REPORT_TOKEN_VOLUME
+        and len(sources) == 1
+        and (sources[0].get("serviceAccountToken") or {}).get("audience") == AUDIENCE
+    )
 
 
 def _check_container(found: _Findings, container: dict[str, Any], where: str, storage_secret: str | None) -> None:

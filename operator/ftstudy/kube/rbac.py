@@ -46,6 +46,33 @@ LEADER_ELECTION_RULES: list[dict[str, Any]] = [
 ]
 
 
+# Cluster-wide, with --report-url: each trial's report is authenticated by a TokenReview (its token's pod).
+TOKEN_REVIEW_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+]
+
+
+def report_tls_rules(secret: str) -> list[dict[str, Any]]:
+    """In the operator's own namespace, with --report-url: the report endpoint's CA and certificate, kept in one
+    Secret the chart creates empty (the operator fills and renews it, and creates no Secret)."""
+    return [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [secret]}]
+
+
+def cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+            "rules": rules}  # fmt: skip
+
+
+def cluster_role_binding(name: str, service_account: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+    }
+
+
 def role(name: str, namespace: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",

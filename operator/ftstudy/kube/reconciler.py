@@ -77,6 +77,7 @@ class Settings:
     secret_refresh_seconds: float = 60.0
     stuck_seconds: float = 120.0
     policy: TrialPolicy = field(default_factory=TrialPolicy)
+    reports: jobs.Reports | None = None  # trials report to the operator's endpoint (--report-url), not the database
 
 
 @dataclass
@@ -301,6 +302,7 @@ class StudyReconciler:
             policy=self.settings.policy,
             store=store,
             identity=identity,
+            reports=self.settings.reports,
         )
         root = jobs.trials_root(study.spec, self.namespace, self.name)
         if study.spec.dataset.generate is not None:

@@ -1,0 +1,168 @@
+"""Trials that hold no credentials (``--report-url``), on the real control plane with the real trainer.
+
+The operator serves the report endpoint over HTTPS with the certificate it made in its TLS Secret; trial pods get
+the endpoint's URL, its CA and a projected service-account token for the report audience (minted by the simulated
+kubelet through the real TokenRequest API, bound to the pod), and no storage URL. A study runs to the end that way.
+Then requests are forged as a tenant would: with no token, a token for the API server's audience, a trial's token
+claiming another trial, a pod of another namespace claiming this study's trial, an oversized body. Each is refused
+with its status and reason, and nothing of the study changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftstudy import report_protocol as rp
+from tests.cluster.gpu_nodes import GpuNodes
+from tests.test_operator import REPORT_TLS_SECRET, Operators, apply, study_manifest, wait_for_phase
+
+from .test_operator import optuna_trials
+
+FORGED_STEP = 99_999
+
+
+@pytest.fixture
+def reporting_operators(operators: Operators) -> Iterator[Operators]:
+    undo = operators.enable_reports()
+    yield operators
+    operators.stop_all()
+    undo()
+
+
+class Endpoint:
+    """Requests to the operator's report endpoint, verified against the CA in its Secret."""
+
+    def __init__(self, url: str, ca_pem: str) -> None:
+        self.url = url + "/v1/report"
+        self.context = ssl.create_default_context(cadata=ca_pem)
+
+    def post(self, body: dict[str, Any] | bytes, token: str | None) -> tuple[int, dict[str, Any]]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        request = urllib.request.Request(self.url, data=data, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+
+def token(operators: Operators, namespace: str, pod: dict[str, Any], audience: str = rp.AUDIENCE) -> str:
+    """A token bound to ``pod``, as the kubelet would project it (``kubectl create token``, the TokenRequest API)."""
+    meta = pod["metadata"]
+    return operators.plane.kubectl(
+        "create", "token", pod["spec"].get("serviceAccountName") or "default", "-n", namespace,
+        f"--audience={audience}", "--bound-object-kind=Pod", f"--bound-object-name={meta['name']}",
+        f"--bound-object-uid={meta['uid']}", "--duration=10m",
+    ).stdout.strip()  # fmt: skip
+
+
+def pods(operators: Operators, namespace: str, selector: str) -> list[dict[str, Any]]:
+    result = operators.plane.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+    items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+    return items
+
+
+def intruder_pod(operators: Operators, namespace: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod that never runs (no node matches), with ``labels``: a token can be bound to it all the same."""
+    security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "intruder", "namespace": namespace, "labels": labels or {}},
+        "spec": {
+            "nodeSelector": {"ftstudy.io/nowhere": "true"},
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "ftstudy/trainer:test", "securityContext": security}],
+        },
+    }
+    operators.plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    pod: dict[str, Any] = json.loads(
+        operators.plane.kubectl("get", "pod", "intruder", "-n", namespace, "-o", "json").stdout
+    )
+    return pod
+
+
+def test_trials_report_over_https_and_forged_reports_change_nothing(
+    reporting_operators: Operators,
+    gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    ops, plane, ns = reporting_operators, reporting_operators.plane, reporting_operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    ops.start()
+    name = "reports"
+    apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 3, "parallelism": 2}))
+    study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 300, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert study["status"]["trials"]["completed"] >= 1
+
+    # the trials reported through the endpoint: their pods had no way to the database
+    trial_pods = pods(ops, ns, "app.kubernetes.io/component=trial")
+    assert len(trial_pods) == 3
+    for pod in trial_pods:
+        container = pod["spec"]["containers"][0]
+        env = {e["name"] for e in container["env"]}
+        assert "FTSTUDY_STORAGE_URL" not in env and "FTSTUDY_REPORT_URL" in env, env
+        assert not any("secretKeyRef" in (e.get("valueFrom") or {}) for e in container["env"])
+        assert pod["spec"]["automountServiceAccountToken"] is False
+    before = {t.number: (t.state, dict(t.intermediate_values), dict(t.user_attrs))
+              for t in optuna_trials(postgres_url, ns, name)}  # fmt: skip
+    assert all(values for _state, values, _attrs in before.values()), "each trial's early accuracy was reported"
+
+    secret = json.loads(plane.kubectl("get", "secret", REPORT_TLS_SECRET, "-n", ns, "-o", "json").stdout)
+    endpoint = Endpoint(ops.extra_args[ops.extra_args.index("--report-url") + 1],
+                        base64.b64decode(secret["data"]["ca.crt"]).decode())  # fmt: skip
+    uid = study["metadata"]["uid"]
+    by_trial = {int(p["metadata"]["labels"]["ftstudy.io/trial"]): p for p in trial_pods}
+    launch = {n: int(p["metadata"]["labels"]["ftstudy.io/attempt"]) for n, p in by_trial.items()}
+
+    def claim(trial: int, **fields: Any) -> dict[str, Any]:
+        return {"namespace": ns, "study": name, "studyUID": uid, "trial": trial, "attempt": launch[trial], **fields}
+
+    own = token(ops, ns, by_trial[1])
+    forged_early = {"kind": "early", "step": FORGED_STEP, "accuracy": 1.0}
+    # its own trial: it may ask, but the trial has ended, so it may no longer write
+    status, answer = endpoint.post(claim(1, kind="status"), own)
+    assert (status, answer["state"]) == (200, "finished"), answer
+    assert endpoint.post(claim(1, **forged_early), own)[1]["reason"] == "trial-ended"
+    other = plane.kubectl("create", "namespace", f"{ns}-other")
+    assert other.returncode == 0
+    try:
+        stranger = token(ops, f"{ns}-other", intruder_pod(ops, f"{ns}-other"))
+        # a pod of this namespace with trial 0's labels, but not made by trial 0's Job (without the Job's
+        # controller-uid, which would let the Job controller adopt it: whoever may create pods in the study's
+        # namespace is trusted as much as its author, docs/operator.md)
+        forged = {k: v for k, v in by_trial[0]["metadata"]["labels"].items() if "controller-uid" not in k}
+        neighbour = token(ops, ns, intruder_pod(ops, ns, forged))
+        refusals = {
+            "no-token": (claim(0, **forged_early), None),
+            "unauthenticated": (claim(1, **forged_early), token(ops, ns, by_trial[1], audience="https://kubernetes")),
+            "other-trial": (claim(0, **forged_early), own),
+            "other-namespace": (claim(0, **forged_early), stranger),
+            "not-the-job": (claim(0, kind="attrs", attrs={"forged": True}), neighbour),
+            "too-large": (claim(0, kind="attrs", attrs={"forged": "x" * rp.MAX_BODY_BYTES}), own),
+            "malformed": (b"{not json", own),
+        }
+        for reason, (body, credential) in refusals.items():
+            status, answer = endpoint.post(body, credential)
+            assert answer["reason"] == reason, (reason, status, answer)
+            assert status in (400, 401, 403, 413), (reason, status)
+    finally:
+        plane.kubectl("delete", "namespace", f"{ns}-other", "--wait=false", check=False)
+    after = {t.number: (t.state, dict(t.intermediate_values), dict(t.user_attrs))
+             for t in optuna_trials(postgres_url, ns, name)}  # fmt: skip
+    assert after == before, "no forged request changed the study"
+    log = ops.log()
+    assert "report refused (403 other-trial)" in log and "report refused (401 no-token)" in log
