@@ -145,16 +145,24 @@ def test_watching_named_namespaces_binds_exactly_the_operators_rules_in_each_and
 ) -> None:
     manifests = helm.template("--set", "watchNamespaces={ml,research}")
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in only(manifests, "Role")}
-    assert set(roles) == {("ml", FULLNAME), ("research", FULLNAME), (RELEASE_NS, f"{FULLNAME}-leader-election")}
+    assert set(roles) == {("ml", FULLNAME), ("research", FULLNAME), (RELEASE_NS, f"{FULLNAME}-leader-election"),
+                          (RELEASE_NS, f"{FULLNAME}-report-tls")}  # fmt: skip
     for namespace in ("ml", "research"):
         assert roles[(namespace, FULLNAME)]["rules"] == rbac.rules(["ftstudy-db"]), "exactly ftstudy.kube.rbac's"
     assert roles[(RELEASE_NS, f"{FULLNAME}-leader-election")]["rules"] == rbac.LEADER_ELECTION_RULES
-    assert not only(manifests, "ClusterRole") and not only(manifests, "ClusterRoleBinding")
+    assert roles[(RELEASE_NS, f"{FULLNAME}-report-tls")]["rules"] == rbac.report_tls_rules(f"{FULLNAME}-report-tls")
+    # cluster-wide, only TokenReviews (reports.enabled): not namespaced, so no Role can grant them
+    (cluster_role,) = only(manifests, "ClusterRole")
+    assert cluster_role["rules"] == rbac.TOKEN_REVIEW_RULES
+    (cluster_binding,) = only(manifests, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    without = helm.template("--set", "watchNamespaces={ml,research}", "--set", "reports.enabled=false")
+    assert not only(without, "ClusterRole") and not only(without, "ClusterRoleBinding")
 
     service_account = one(manifests, "ServiceAccount")["metadata"]
     assert service_account == {**service_account, "name": FULLNAME, "namespace": RELEASE_NS}
     bindings = only(manifests, "RoleBinding")
-    assert len(bindings) == 3
+    assert len(bindings) == 4
     for binding in bindings:
         role = binding["roleRef"]["name"]
         assert (binding["metadata"]["namespace"], role) in roles and binding["roleRef"]["kind"] == "Role"
@@ -172,6 +180,7 @@ def test_by_default_the_operator_watches_only_the_release_namespace(helm: Helm) 
     assert {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in only(manifests, "Role")} == {
         (RELEASE_NS, FULLNAME),
         (RELEASE_NS, f"{FULLNAME}-leader-election"),
+        (RELEASE_NS, f"{FULLNAME}-report-tls"),
     }
     assert [a for a in operator_container(manifests)["args"] if a.startswith("--namespace")] == [
         f"--namespace={RELEASE_NS}"
@@ -179,7 +188,7 @@ def test_by_default_the_operator_watches_only_the_release_namespace(helm: Helm) 
 
 
 def test_cluster_wide_mode_binds_the_same_rules_in_a_cluster_role(helm: Helm) -> None:
-    manifests = helm.template("--set", "clusterWide=true")
+    manifests = helm.template("--set", "clusterWide=true", "--set", "reports.enabled=false")
     cluster_role = one(manifests, "ClusterRole")
     assert cluster_role["rules"] == rbac.rules(["ftstudy-db"])
     assert "namespace" not in cluster_role["metadata"]
@@ -216,8 +225,9 @@ def test_the_operator_may_read_only_the_secrets_the_trial_policy_allows(helm: He
                               (["--set", "trialPolicy.storageSecrets={team-b-db,team-a-db}"],
                                ["team-a-db", "team-b-db"])):  # fmt: skip
             manifests = helm.template(*mode, *values)
+            others = ("leader-election", "report-tls", "token-review")
             (role,) = [r for r in only(manifests, "ClusterRole") + only(manifests, "Role")
-                       if not r["metadata"]["name"].endswith("leader-election")]  # fmt: skip
+                       if not r["metadata"]["name"].endswith(others)]  # fmt: skip
             (secrets,) = [rule for rule in role["rules"] if "secrets" in rule["resources"]]
             assert secrets == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": names}
             assert role["rules"] == rbac.rules(names)
@@ -272,7 +282,8 @@ def test_every_pod_satisfies_the_restricted_pod_security_standard(helm: Helm) ->
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert container["command"] == ["ftstudy", "operator"] and container["image"] == "ftstudy/operator:0.1.0"
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9090, "health": 8080}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9090, "health": 8080,
+                                                                          "reports": 8443}  # fmt: skip
 
 
 def test_the_charts_crd_is_the_generated_one_byte_for_byte(helm: Helm) -> None:
@@ -289,13 +300,15 @@ def test_the_charts_crd_is_the_generated_one_byte_for_byte(helm: Helm) -> None:
 def test_metrics_service_monitor_alerts_dashboard_and_network_policy(helm: Helm) -> None:
     default = helm.template()
     assert not only(default, "ServiceMonitor") and not only(default, "PrometheusRule")
-    service = one(default, "Service")
+    service = one(default, "Service", f"{FULLNAME}-metrics")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
     assert service["spec"]["selector"] == one(default, "Deployment")["spec"]["selector"]["matchLabels"]
     policy = one(default, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"], "egress is open unless networkPolicy.egress is given"
-    (ingress,) = policy["spec"]["ingress"]
+    ingress, reports = policy["spec"]["ingress"]
     assert {p["port"] for p in ingress["ports"]} == {"metrics", "health"} and "from" not in ingress
+    assert reports["ports"] == [{"port": "reports", "protocol": "TCP"}], "trials' reports, from watched namespaces"
+    assert reports["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == [RELEASE_NS]
 
     peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     egress = [{"ports": [{"port": 443, "protocol": "TCP"}]}]
@@ -325,11 +338,13 @@ def test_metrics_service_monitor_alerts_dashboard_and_network_policy(helm: Helm)
 def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_each_watched_namespace(
     helm: Helm,
 ) -> None:
-    assert not only(helm.template(), "StatefulSet") and not only(helm.template(), "Secret")
+    assert not only(helm.template(), "StatefulSet")
+    assert [s["metadata"]["name"] for s in only(helm.template(), "Secret")] == [f"{FULLNAME}-report-tls"]
     manifests = helm.template("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml,research}")
     statefulset = one(manifests, "StatefulSet")
     assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:17"
-    secrets = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in only(manifests, "Secret")}
+    secrets = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in only(manifests, "Secret")
+               if not s["metadata"]["name"].endswith("report-tls")}  # fmt: skip
     assert set(secrets) == {(RELEASE_NS, f"{FULLNAME}-postgresql"), ("ml", "ftstudy-db"), ("research", "ftstudy-db")}
     password = base64.b64decode(secrets[(RELEASE_NS, f"{FULLNAME}-postgresql")]["data"]["password"]).decode()
     assert len(password) == 32
@@ -344,6 +359,34 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_e
     (url_secret,) = only(given, "Secret", "ftstudy-db")
     assert ":s3cret@" in base64.b64decode(url_secret["data"]["url"]).decode()
     assert url_secret["metadata"]["namespace"] == RELEASE_NS
+
+
+def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_admits_only_the_operator(
+    helm: Helm,
+) -> None:
+    """reports.enabled (the default): the operator gets --report-url at its Service's name, the TLS Secret is
+    rendered empty (nothing secret, the same on every render: GitOps-stable), and the bundled PostgreSQL's
+    NetworkPolicy admits the operator alone, since trial pods no longer write to it."""
+    from ftstudy.cli import parser
+
+    manifests = helm.template("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml}")
+    args = parser().parse_args(["operator", *operator_container(manifests)["args"]])
+    service = one(manifests, "Service", f"{FULLNAME}-reports")
+    assert args.report_url == f"https://{FULLNAME}-reports.{RELEASE_NS}.svc:8443"
+    assert args.report_tls_secret == f"{FULLNAME}-report-tls" and args.report_port == 8443
+    assert service["spec"]["ports"] == [{"name": "reports", "port": 8443, "targetPort": "reports", "protocol": "TCP"}]
+    secret = one(manifests, "Secret", f"{FULLNAME}-report-tls")
+    assert "data" not in secret and secret == one(helm.template(), "Secret", f"{FULLNAME}-report-tls")
+    postgres_policy = one(manifests, "NetworkPolicy", f"{FULLNAME}-postgresql")
+    (peer,) = postgres_policy["spec"]["ingress"][0]["from"]
+    assert set(peer) == {"podSelector"}, "the operator only"
+
+    legacy = helm.template("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml}",
+                           "--set", "reports.enabled=false")  # fmt: skip
+    assert not [a for a in operator_container(legacy)["args"] if a.startswith("--report")]
+    assert not only(legacy, "Service", f"{FULLNAME}-reports") and not only(legacy, "Secret", f"{FULLNAME}-report-tls")
+    peers = one(legacy, "NetworkPolicy", f"{FULLNAME}-postgresql")["spec"]["ingress"][0]["from"]
+    assert peers[1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["ml"], "trials write to it then"
 
 
 # --- values that are refused ----------------------------------------------------------------------------------

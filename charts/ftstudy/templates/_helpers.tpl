@@ -112,6 +112,26 @@ tests/test_chart.py renders the chart and compares, so the two cannot drift.
   verbs: ["get", "create", "update"]
 {{- end }}
 
+{{/* The report endpoint's TLS Secret (reports.tlsSecretName), and what the operator may do with it. */}}
+{{- define "ftstudy.reportTLSSecret" -}}
+{{- .Values.reports.tlsSecretName | default (printf "%s-report-tls" (include "ftstudy.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+
+{{/* ftstudy.kube.rbac.report_tls_rules(secret): in the release namespace, with reports.enabled. */}}
+{{- define "ftstudy.reportTLSRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "update"]
+  resourceNames: [{{ include "ftstudy.reportTLSSecret" . | quote }}]
+{{- end }}
+
+{{/* ftstudy.kube.rbac.TOKEN_REVIEW_RULES: cluster-wide (TokenReviews are not namespaced), with reports.enabled. */}}
+{{- define "ftstudy.tokenReviewRules" -}}
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+{{- end }}
+
 {{- define "ftstudy.postgresql.fullname" -}}
 {{- printf "%s-postgresql" (include "ftstudy.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
