@@ -627,12 +627,10 @@ def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], tag: str) 
         for path in (cluster.workdir / "artifacts" / cluster.namespace / name).glob("trial-*/bench.json"):
             record = json.loads(path.read_text())
             records[int(record["trial"])] = record
-        try:
-            study = optuna.load_study(
-                study_name=names.optuna_study_name(cluster.namespace, name), storage=cluster.storage
-            )
-        except KeyError:
+        optuna_name = names.newest_optuna_study(optuna.get_all_study_names(cluster.storage), cluster.namespace, name)
+        if optuna_name is None:
             continue
+        study = optuna.load_study(study_name=optuna_name, storage=cluster.storage)
         for trial in study.get_trials(deepcopy=False):
             record = records.get(trial.number)
             if record is None or "reported_at" not in record:
@@ -938,9 +936,13 @@ def main() -> int:
             api.close()
         plane.stop()
         for result in results:  # the bench's Optuna records: best effort
+            with contextlib.suppress(Exception):
+                stored = optuna.get_all_study_names(storage)
             for name in (*result.base.phases, *(n for run in result.many for n in run.phases)):
                 with contextlib.suppress(Exception):
-                    optuna.delete_study(study_name=names.optuna_study_name(namespace, name), storage=storage)
+                    found = names.newest_optuna_study(stored, namespace, name)
+                    if found is not None:
+                        optuna.delete_study(study_name=found, storage=storage)
         if args.keep or not ok:
             print(f"work directory (logs, artifacts): {workdir}")
         else:

@@ -43,6 +43,7 @@ from tests.test_operator import (
     get_study,
     jobs,
     optuna_trials,
+    runs_per_attempt,
     study_manifest,
     wait_for,
     wait_for_phase,
@@ -184,7 +185,7 @@ def test_jobs_that_are_not_the_studys_are_never_adopted(operators: Operators, po
 
     # The Optuna study deleted and created again while no operator ran: the Jobs belong to the old one.
     ops.stop_all()
-    optuna.delete_study(study_name=f"{ns}.{name}", storage=postgres_url)
+    optuna.delete_study(study_name=get_study(plane, ns, name)["status"]["optunaStudy"], storage=postgres_url)
     ops.start("replica-b")
     conflict = wait_for_condition(ops, name, "Ready", "JobConflict")
     assert "was made for another Optuna study" in conflict["message"], conflict
@@ -202,13 +203,57 @@ def test_optuna_records_deleted_under_a_running_study_fail_it_with_one_event(
     name = "vanish"
     apply(plane, ns, study_manifest(name))
     wait_for("two trials launched", lambda: len(job_names(ops, name)) == 2, 60, diagnosis(ops, name))
-    optuna.delete_study(study_name=f"{ns}.{name}", storage=postgres_url)
+    recorded = wait_for("status.optunaStudy",
+                        lambda: (get_study(plane, ns, name).get("status") or {}).get("optunaStudy"), 30)  # fmt: skip
+    optuna.delete_study(study_name=recorded, storage=postgres_url)
     failed = wait_for_condition(ops, name, "Failed", "StudyRecordsDeleted")
     assert failed["status"] == "True" and "were deleted from its database while it ran" in failed["message"]
     assert get_study(plane, ns, name)["status"]["phase"] == "Failed"
     time.sleep(4)
     assert len(study_events(ops, name, "StudyRecordsDeleted")) == 1
     no_tracebacks(ops)
+
+
+def test_a_study_created_again_under_its_name_starts_afresh_and_can_continue_on_purpose(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    """Deleted (its Jobs with it) and applied again: the new object gets Optuna records of its own and runs its
+    trials, the old records stay as they were; with ``spec.storage.continueFrom`` a third one continues them, and
+    with its budget already spent there, ends at once. (Keyed by name alone, the second would have taken the first's
+    finished trials as its own and ended without a trial.)"""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    ops.start()
+    name = "again"
+    manifest = study_manifest(name, budget={"maxTrials": 2, "parallelism": 2})
+    apply(plane, ns, manifest)
+    first = wait_for_phase(ops, name, ("Succeeded", "Failed"), 180, nodes)
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    first_records = first["status"]["optunaStudy"]
+    assert first_records == f"{ns}.{name}.{first['metadata']['uid']}"
+    plane.kubectl("delete", "fts", name, "-n", ns, "--wait=true", "--timeout=60s")
+    wait_for("the first study's Jobs gone", lambda: not jobs(plane, ns), 60)
+
+    apply(plane, ns, manifest)
+    second = wait_for_phase(ops, name, ("Succeeded", "Failed"), 180, nodes)
+    assert second["status"]["phase"] == "Succeeded", second["status"]
+    assert second["status"]["optunaStudy"] == f"{ns}.{name}.{second['metadata']['uid']}" != first_records
+    assert len(optuna_trials(postgres_url, ns, name)) == 2, "its own two trials"
+    old = optuna.load_study(study_name=first_records, storage=postgres_url).get_trials(deepcopy=False)
+    assert [t.state.name for t in old] == ["COMPLETE", "COMPLETE"], "the first study's records untouched"
+    assert runs_per_attempt(nodes, ns) == {f"{name}-t0-a1": 2, f"{name}-t1-a1": 2}, "each study ran its own trials"
+
+    continued = study_manifest("continued", budget={"maxTrials": 2, "parallelism": 2})
+    continued["spec"]["storage"]["continueFrom"] = first_records
+    apply(plane, ns, continued)
+    third = wait_for_phase(ops, "continued", ("Succeeded", "Failed"), 120, nodes)
+    assert third["status"]["optunaStudy"] == first_records and third["status"]["trials"]["completed"] == 2
+    assert not [j for j in jobs(plane, ns) if j["metadata"]["name"].startswith("continued")], "nothing to run"
+    elsewhere = study_manifest("elsewhere")
+    elsewhere["spec"]["storage"]["continueFrom"] = f"other-namespace.{name}.{first['metadata']['uid']}"
+    apply(plane, ns, elsewhere)
+    refused = wait_for_condition(ops, "elsewhere", "Failed", "ContinueFromRefused")
+    assert "is not a study of namespace" in refused["message"], refused
 
 
 def test_an_operator_killed_inside_a_launch_spends_no_retry(operators: Operators, postgres_url: str) -> None:

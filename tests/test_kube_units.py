@@ -679,7 +679,7 @@ class Kube:
 
 class Store:
     def __init__(self, trials: list[optuna.trial.FrozenTrial]) -> None:
-        self._trials, self.audit_fraction = trials, 0.3
+        self._trials, self.audit_fraction, self.name = trials, 0.3, "ml.demo.uid-1"
 
     def trials(self) -> list[optuna.trial.FrozenTrial]:
         return self._trials
@@ -819,3 +819,35 @@ def test_the_status_and_the_metrics_count_each_rungs_trials() -> None:
     found = {(x.labels["rung"], x.labels["state"]): x.value for x in scraped if x.name == "ftstudy_rung_trials"}
     assert found == {("0.2", "scored"): 4, ("0.2", "promoted"): 2, ("0.2", "pruned"): 2,
                      ("0.5", "scored"): 2, ("0.5", "promoted"): 1, ("0.5", "pruned"): 1}  # fmt: skip
+
+
+def test_a_study_created_again_under_the_same_name_gets_records_of_its_own() -> None:
+    """The Optuna study is keyed by the FineTuneStudy's UID (issue: a re-created study inherited its predecessor's
+    running trials); records a pre-0.2 operator kept under the name alone stay with the study that made them, and
+    ``spec.storage.continueFrom`` continues an earlier study's records on purpose, within its namespace only."""
+    from ftstudy.kube.identity import OWNER, optuna_name
+
+    storage = optuna.storages.InMemoryStorage()
+    retry = RetryPolicy(deadline_seconds=1)
+    created = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+
+    def resolve(uid: str, when: datetime | None = created, continue_from: str | None = None) -> str:
+        return optuna_name(storage, retry, "ml", "demo", uid, when, continue_from)
+
+    assert resolve("uid-1") == "ml.demo.uid-1"
+    legacy = optuna.create_study(storage=storage, study_name="ml.demo", direction="maximize")
+    legacy.ask()
+    started = legacy.trials[0].datetime_start.astimezone()  # type: ignore[union-attr]
+    assert resolve("uid-2", when=started - timedelta(seconds=5)) == "ml.demo", "made after the object: its own"
+    assert resolve("uid-2", when=started + timedelta(seconds=5)) == "ml.demo.uid-2", "older: a predecessor's"
+    storage.set_study_system_attr(legacy._study_id, OWNER, "uid-2")
+    assert resolve("uid-2", when=None) == "ml.demo", "recorded as its own"
+    assert resolve("uid-3", when=None) == "ml.demo.uid-3", "recorded as another's"
+    assert resolve("uid-3", continue_from="ml.demo") == "ml.demo"
+    for other, reason in (("research.demo", "ContinueFromRefused"), ("ml.gone", "ContinueFromMissing")):
+        with pytest.raises(Problem) as refused:
+            resolve("uid-3", continue_from=other)
+        assert refused.value.reason == reason and refused.value.permanent
+    names_in_order = ["ml.demo", "ml.demo.x" + "0" * 35, "ml.demo.bar." + "0" * 36, "ml.demo." + "a" * 36]
+    assert names.newest_optuna_study(names_in_order, "ml", "demo") == "ml.demo." + "a" * 36
+    assert names.newest_optuna_study(names_in_order[:3], "ml", "demo") == "ml.demo"

@@ -26,7 +26,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ftstudy.kube import rbac
+from ftstudy.kube import names, rbac
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 
@@ -222,7 +222,9 @@ def wait_for_phase(ops: Operators, name: str, phases: tuple[str, ...], timeout: 
 
 
 def optuna_trials(url: str, namespace: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=f"{namespace}.{name}", storage=url).get_trials(deepcopy=False)
+    found = names.newest_optuna_study(optuna.get_all_study_names(url), namespace, name)
+    assert found is not None, f"no Optuna study of {namespace}/{name}"
+    return optuna.load_study(study_name=found, storage=url).get_trials(deepcopy=False)
 
 
 def jobs(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:

@@ -498,6 +498,11 @@ def _status_schema() -> Schema:
             ),
             "message": _s("string", "what the study is doing or, when it failed, why"),
             "observedGeneration": _s("integer", "the spec generation the operator last acted on"),
+            "optunaStudy": _s(
+                "string",
+                "the Optuna study holding the study's records, in its database (what spec.storage.continueFrom of a "
+                "later study names to continue them)",
+            ),
             "startTime": _s("string", "when the study started", format="date-time"),
             "completionTime": _s("string", "when the study ended", format="date-time"),
             "progress": _s(

@@ -309,6 +309,13 @@ class StorageRef(_Model):
     Secret, never inline, so it stays out of the manifest, the Job specs and the logs."""
 
     secret_ref: SecretKeyRef
+    continue_from: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="the Optuna study of an earlier FineTuneStudy (its status.optunaStudy) whose trials this study "
+        "continues; by default a study has records of its own, even when an earlier one had its name",
+    )
 
 
 def _one_gpu() -> dict[str, dict[str, str | int]]:

@@ -20,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
 
-from ftstudy.kube import names
+from ftstudy.kube import identity, names
 from ftstudy.kube.api import Kube
 from ftstudy.kube.executor import job_ended
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
@@ -35,6 +36,7 @@ from ftstudy.kube.report_server import Target
 from ftstudy.kube.workqueue import RECONCILE_THREADS, WorkQueue
 from ftstudy.notify import Notifications
 from ftstudy.redact import redact
+from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Event
 from ftstudy.spec import SecretKeyRef
 
@@ -51,6 +53,7 @@ class _Study:
     body: dict[str, Any]
     wake: Callable[[], None]  # one object, so that the notifications registered with it can be removed with it
     reconciler: StudyReconciler | None = None
+    optuna_name: str | None = None  # the Optuna study its notifications are registered under
 
 
 class Workers:
@@ -163,7 +166,13 @@ class Workers:
 
     def _reconciler(self, uid: str, study: _Study) -> StudyReconciler:
         metadata = study.body["metadata"]
-        optuna_name = names.optuna_study_name(metadata["namespace"], metadata["name"])
+
+        def listen(url: str, optuna_name: str) -> None:
+            if study.optuna_name is not None and study.optuna_name != optuna_name:
+                self.notifications.forget(study.optuna_name, study.wake)
+            study.optuna_name = optuna_name
+            self.notifications.watch(url, optuna_name, study.wake)
+
         return StudyReconciler(
             self.kube,
             metadata["namespace"],
@@ -171,15 +180,17 @@ class Workers:
             uid,
             self.settings,
             metrics=self.metrics,
-            listen=lambda url: self.notifications.watch(url, optuna_name, study.wake),
+            listen=listen,
             listening=self.notifications.listening,
+            created=_timestamp(metadata.get("creationTimestamp")),
         )
 
     def _retire(self, uid: str, study: _Study) -> None:
         """Stop listening for the study's reports, close its storage, drop its metric series."""
         metadata = study.body["metadata"]
+        if study.optuna_name is not None:
+            self.notifications.forget(study.optuna_name, study.wake)
         if study.reconciler is not None:
-            self.notifications.forget(names.optuna_study_name(metadata["namespace"], metadata["name"]), study.wake)
             study.reconciler.close()
         self._forget_metrics(uid, metadata["namespace"], metadata["name"])
 
@@ -267,7 +278,7 @@ def delete_study_records(kube: Kube, policy: TrialPolicy, namespace: str, data: 
                 "trialPolicy.storageSecrets), so it was not read",
             )
         url = _secret_url(kube, namespace, SecretKeyRef(name=secret, key=ref.get("key", "url")))
-        optuna.delete_study(study_name=names.optuna_study_name(namespace, name), storage=url)
+        optuna.delete_study(study_name=_records_of(namespace, data, url), storage=url)
         log.info("deleted the Optuna records of %s/%s", namespace, name)
     except KeyError:
         log.info("no Optuna records of %s/%s to delete", namespace, name)
@@ -276,6 +287,31 @@ def delete_study_records(kube: Kube, policy: TrialPolicy, namespace: str, data: 
         message = redact(f"could not delete the study's records: {detail}; they stay in the database", url)
         log.warning("%s/%s: %s", namespace, name, message)
         post_event(kube, data, Event(None, message, "CleanupFailed"))
+
+
+def _records_of(namespace: str, data: dict[str, Any], url: str) -> str:
+    """The Optuna study of a deleted FineTuneStudy: what its status says (only within its namespace: a status edited
+    to name another namespace's study must not delete that), else found as the reconciler finds it."""
+    from optuna.storages import RDBStorage
+
+    recorded = (data.get("status") or {}).get("optunaStudy")
+    if isinstance(recorded, str) and recorded.startswith(f"{namespace}."):
+        return recorded
+    metadata = data["metadata"]
+    storage = RDBStorage(url, skip_table_creation=True)
+    try:
+        return identity.optuna_name(storage, RetryPolicy(deadline_seconds=15), namespace, metadata["name"],
+                                    metadata["uid"], _timestamp(metadata.get("creationTimestamp")), None)  # fmt: skip
+    finally:
+        storage.engine.dispose()
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """An API server timestamp (``2026-12-04T10:00:00Z``) as an aware datetime; None if absent or unreadable."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
 
 
 def _plain(value: Any) -> Any:

@@ -21,15 +21,21 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
+from ftstudy.kube import names
+from ftstudy.kube.problems import Problem
+from ftstudy.retry import RetryPolicy
 from ftstudy.spec import Promotion, StudySpec, Training
 from ftstudy.study_store import StudyStore
 
 IDENTITY = "ftstudy:identity"
 MEANING = "ftstudy:meaning"
+OWNER = "ftstudy:owner-uid"  # the UID of the FineTuneStudy that created the records
 # What an early accuracy means; a change makes the study's history mislead both the sampler and the promotion.
 FROZEN_FIELDS = ("model", "dataset", "attributes", "training", "searchSpace", "promotion")
 
@@ -47,6 +53,53 @@ def _recorded(store: StudyStore, key: str, value: str) -> str:
         store.retry.call("record the study", lambda: store.storage.set_study_system_attr(study_id, key, value))
         attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(study_id))
     return str(attrs[key])
+
+
+def optuna_name(storage: BaseStorage, retry: RetryPolicy, namespace: str, name: str, uid: str,
+                created: datetime | None, continue_from: str | None) -> str:  # fmt: skip
+    """Which Optuna study holds this FineTuneStudy's records.
+
+    ``spec.storage.continueFrom`` names one explicitly: an earlier study's of the same namespace (never another
+    namespace's, which shares the database but not the tenant). Otherwise the study's own, keyed by its UID: a study
+    deleted and created again under the same name starts afresh, and its predecessor's running trials are not
+    relaunched as its own. A study begun by an operator before 0.2 has records under the name alone; they stay its
+    own if they record this UID, or record none and their first trial started after this object was created
+    (``created``, the API server's creationTimestamp): records older than the object are a predecessor's."""
+
+    def find(study: str) -> int | None:
+        try:
+            return int(retry.call("find the study", lambda: storage.get_study_id_from_name(study)))
+        except KeyError:
+            return None
+
+    if continue_from:
+        if not continue_from.startswith(f"{namespace}."):
+            prefix = namespace + "."
+            raise Problem("ContinueFromRefused", f"spec.storage.continueFrom {continue_from!r} is not a study of "
+                          f"namespace {namespace} (its name starts with {prefix!r})", permanent=True)  # fmt: skip
+        if find(continue_from) is None:
+            raise Problem("ContinueFromMissing", f"spec.storage.continueFrom names Optuna study {continue_from!r}, "
+                          "which the study's database does not hold: copy the earlier study's status.optunaStudy, "
+                          "or remove the field to start afresh", permanent=True)  # fmt: skip
+        return continue_from
+    keyed = names.optuna_study_name(namespace, name, uid)
+    legacy = names.legacy_optuna_study_name(namespace, name)
+    legacy_id = find(legacy)
+    if legacy_id is None or find(keyed) is not None:
+        return keyed
+    attrs = retry.call("read the study", lambda: storage.get_study_system_attrs(legacy_id))
+    if OWNER in attrs:
+        return legacy if attrs[OWNER] == uid else keyed
+    trials = retry.call("read the trials", lambda: storage.get_all_trials(legacy_id, deepcopy=False))
+    starts = [t.datetime_start.astimezone() for t in trials if t.datetime_start is not None]
+    if starts and created is not None and min(starts) >= created:
+        return legacy
+    return keyed
+
+
+def record_owner(store: StudyStore, uid: str) -> None:
+    """The records' owner, recorded once (continued records keep their first owner's)."""
+    _recorded(store, OWNER, uid)
 
 
 def study_identity(store: StudyStore) -> str:

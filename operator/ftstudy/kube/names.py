@@ -8,6 +8,7 @@ started (no in-process state has to survive a restart), and what it checks befor
 from __future__ import annotations
 
 import hashlib
+import re
 
 GROUP = "ftstudy.io"
 VERSION = "v1alpha1"
@@ -31,8 +32,22 @@ CLEANUP = "checkpoint-cleanup"
 MAX_NAME = 63  # a Job's name becomes its pods' job-name label value
 
 
-def optuna_study_name(namespace: str, name: str) -> str:
-    """Studies of the same name in two namespaces must not share Optuna records."""
+def optuna_study_name(namespace: str, name: str, uid: str) -> str:
+    """The Optuna study of one FineTuneStudy: keyed by its UID too, so a study deleted and created again under the
+    same name starts with records of its own (``spec.storage.continueFrom`` continues an earlier one's on purpose),
+    and studies of the same name in two namespaces never share records."""
+    return f"{namespace}.{name}.{uid}"
+
+
+def newest_optuna_study(study_names: list[str], namespace: str, name: str) -> str | None:
+    """Of a database's Optuna study names in creation order (``optuna.get_all_study_names``), the newest that holds
+    a FineTuneStudy of this namespace and name (for tests and benches, which know no UIDs)."""
+    own = re.compile(re.escape(f"{namespace}.{name}") + r"(\.[0-9a-f-]{36})?")
+    return next((study for study in reversed(study_names) if own.fullmatch(study)), None)
+
+
+def legacy_optuna_study_name(namespace: str, name: str) -> str:
+    """The name operators before 0.2 gave a study's records (no UID): still used for a study that started then."""
     return f"{namespace}.{name}"
 
 

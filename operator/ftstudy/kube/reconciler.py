@@ -25,6 +25,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from ftstudy import core, spec
+from ftstudy.kube import identity as identity_module
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.executor import JobExecutor
@@ -165,7 +166,9 @@ class StudyReconciler:
     events: list[Event] = field(default_factory=list)
     metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
     trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
-    listen: Callable[[str], None] = lambda url: None  # the study's storage is open at url: wake on its reports
+    # the study's storage is open at url, its records under this Optuna name: wake on their reports
+    listen: Callable[[str, str], None] = lambda url, optuna_name: None
+    created: datetime | None = None  # the FineTuneStudy's creationTimestamp (which records are its own)
     listening: Callable[[str], bool] = lambda url: False  # is a listener on url connected now?
 
     @property
@@ -206,7 +209,7 @@ class StudyReconciler:
         except KeyError as error:
             if not self._records_deleted():
                 return self._unexpected(body, generation, error)
-            name = names.optuna_study_name(self.namespace, self.name)
+            name = self.built.store.name if self.built is not None else "?"
             message = (
                 f"the study's Optuna records ({name!r}) were deleted from its database while it ran, so its history "
                 "is gone and its trials cannot report; delete and create the FineTuneStudy again to start over"
@@ -274,7 +277,6 @@ class StudyReconciler:
         if self.built is not None and self.built.generation == generation and self.built.url == url:
             return self.built
         retry = RetryPolicy(deadline_seconds=self.settings.storage_retry_seconds)
-        optuna_name = names.optuna_study_name(self.namespace, self.name)
         try:
             storage = shared_storage(url, retry)
         except (ValueError, ImportError, sqlalchemy.exc.ArgumentError) as error:  # NoSuchModuleError: an ArgumentError
@@ -286,7 +288,10 @@ class StudyReconciler:
                 "postgresql+psycopg2://user:password@host:5432/db",
             ) from None
         try:
+            optuna_name = identity_module.optuna_name(storage, retry, self.namespace, self.name, self.uid,
+                                                      self.created, study.spec.storage.continue_from)  # fmt: skip
             store = StudyStore(url, optuna_name, study.spec, retry, storage=storage)
+            identity_module.record_owner(store, self.uid)
             identity = study_identity(store)
             check_unchanged(store, study.spec)
         except BaseException:
@@ -323,7 +328,7 @@ class StudyReconciler:
         )
         self.close()  # the previous generation's, or another URL's (a rotated Secret)
         self.built = _Built(generation, url, engine, store)
-        self.listen(url)
+        self.listen(url, optuna_name)
         return self.built
 
     def close(self) -> None:
@@ -387,6 +392,7 @@ class StudyReconciler:
             if trusted["status"] == "True" and not self._warned_untrusted(old):
                 self.events.append(Event(None, trusted["message"], "EarlyScoresUntrusted"))
         status.update(
+            optunaStudy=built.store.name,
             phase=phase,
             message=message,
             observedGeneration=generation,
