@@ -254,3 +254,57 @@ def test_the_bundled_postgresql_serves_a_study(real_cluster: RealCluster, helm: 
     assert study["status"]["trials"]["cancelled"] >= 1, study["status"]["trials"]
     url = cluster.get("secret", "ftstudy-db", "-n", namespace)["data"]["url"]
     assert ".ftstudy-try.svc:5432/" in base64.b64decode(url).decode(), "the Secret names the bundled server"
+
+    # A study author's own command, in a trial pod: it tries the bundled database, and reports for the other
+    # study's trial 0 with its own token. It holds no database login, and the operator refuses the report.
+    victim = {"namespace": namespace, "study": "tiny-bundled", "studyUID": study["metadata"]["uid"], "trial": 0,
+              "attempt": 1, "kind": "early", "step": 99_999, "accuracy": 1.0}  # fmt: skip
+    intruder = tiny_study("intruder", k=1, mode="online", maxTrials=1, parallelism=1, maxFailedTrials=1,
+                          retriesPerTrial=0)  # fmt: skip
+    intruder["spec"] |= {
+        "storage": document["spec"]["storage"],
+        "trialTemplate": {
+            **document["spec"]["trialTemplate"],
+            "command": ["python", "-c", INTRUDER, json.dumps(victim)],
+        },
+    }
+    cluster.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(intruder))
+
+    def tried() -> Json | None:
+        for pod in cluster.pods(namespace, "ftstudy.io/study=intruder"):
+            log = cluster.plane.kubectl("logs", "-n", namespace, pod["metadata"]["name"], check=False).stdout
+            for line in log.splitlines():
+                if line.startswith("INTRUDER "):
+                    found: Json = json.loads(line.removeprefix("INTRUDER "))
+                    return found
+        return None
+
+    outcome = wait_for("the intruding trial's attempts", tried, 300, cluster.diagnosis)
+    assert outcome["storage_env"] == [], outcome
+    assert "no password supplied" in outcome["database"], outcome
+    assert outcome["report"] == "403 other-trial", outcome
+    again = cluster.get("fts", "tiny-bundled", "-n", namespace)
+    assert again["status"]["trials"] == study["status"]["trials"] and again["status"]["best"] == study["status"]["best"]
+
+
+# What a study author can run in a trial pod (its command is theirs): try the study database without credentials,
+# list any storage variable, and post a report for another study's trial (argv[1]) with the pod's own token.
+INTRUDER = """
+import json, os, ssl, sys, urllib.error, urllib.request
+out = {"storage_env": sorted(k for k in os.environ if "STORAGE" in k or "DATABASE" in k)}
+try:
+    import psycopg2
+    psycopg2.connect(host="try-ftstudy-postgresql.ftstudy-try.svc", user="ftstudy", dbname="ftstudy",
+                     connect_timeout=10)
+    out["database"] = "connected"
+except Exception as error:
+    out["database"] = f"{type(error).__name__}: {error}".strip()
+request = urllib.request.Request(os.environ["FTSTUDY_REPORT_URL"] + "/v1/report", data=sys.argv[1].encode(),
+    headers={"Authorization": "Bearer " + open(os.environ["FTSTUDY_REPORT_TOKEN"]).read().strip()}, method="POST")
+try:
+    urllib.request.urlopen(request, context=ssl.create_default_context(cadata=os.environ["FTSTUDY_REPORT_CA"]))
+    out["report"] = "accepted"
+except urllib.error.HTTPError as error:
+    out["report"] = f"{error.code} {json.loads(error.read())['reason']}"
+print("INTRUDER " + json.dumps(out), flush=True)
+"""
