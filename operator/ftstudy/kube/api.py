@@ -13,6 +13,7 @@ import email.utils
 import json
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -113,6 +114,41 @@ class Kube:
                 message = json.loads(data).get("message", message)
             raise ApiError(response.status, str(response.reason), message)
         return json.loads(data) if data else None
+
+    def watch(
+        self, resource_path: str, query: dict[str, str], timeout: float, stop: threading.Event
+    ) -> Iterator[dict[str, Any]]:
+        """The events of a watch (``?watch=true``), one JSON object per line as the API server streams them, until
+        it ends the watch, ``timeout`` seconds pass without a byte, or ``stop`` is set."""
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
+        with self._lock:
+            self.api.update_params_for_auth(headers, None, ["BearerToken"], resource_path, "GET", None)
+        url = self.api.configuration.host + resource_path + "?" + urlencode({**query, "watch": "true"})
+        try:
+            response = self.api.rest_client.pool_manager.request(
+                "GET", url, headers=headers, preload_content=False, retries=False,
+                timeout=urllib3.Timeout(connect=10, read=timeout),
+            )  # fmt: skip
+        except Exception as error:
+            raise Unreachable(f"Kubernetes API unreachable ({type(error).__name__}: {error})") from error
+        try:
+            if response.status >= 400:
+                data = response.read()
+                message = data.decode(errors="replace")
+                with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                    message = json.loads(data).get("message", message)
+                raise ApiError(response.status, str(response.reason), message)
+            pending = b""
+            for chunk in response.stream(65536):
+                if stop.is_set():
+                    return
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.release_conn()
 
     def _heard(self, date: str | None) -> None:
         with contextlib.suppress(TypeError, ValueError, IndexError):

@@ -3,12 +3,14 @@
 Why a pool of reconcile threads instead of a kopf daemon per study: kopf puts a finalizer on every object that has a
 daemon, so with the operator down (or uninstalled) no study could be deleted. Here a study carries a finalizer only when
 its spec asks the operator to delete its Optuna records (``cleanup.deleteStudyRecords``), the one thing that needs the
-operator at deletion time; its Jobs go through owner references either way. kopf still watches, lists every study at
-start-up (which is how a restarted operator adopts them), serves the liveness probe and logs in.
+operator at deletion time; its Jobs go through owner references either way. kopf still watches the studies, lists
+every one at start-up (which is how a restarted operator adopts them), serves the liveness probe and logs in; the
+operator's Jobs are watched by ``ftstudy.kube.job_watch``, with a label selector the API server applies (kopf would
+stream every Job of the watched namespaces and filter them itself).
 
 Each study is reconciled every ``--poll-seconds`` (``--unnotified-poll-seconds`` while its trainers' reports cannot wake
-it) and whenever something wakes it: a change of the study, an event of one of its Jobs (kopf watches the operator's
-Jobs), or a trainer's report (PostgreSQL NOTIFY, ``ftstudy.notify``). The poll is the safety net for what a watch or a
+it) and whenever something wakes it: a change of the study, one of its Jobs that ended, or a trainer's report (the
+report endpoint, or PostgreSQL NOTIFY, ``ftstudy.notify``). The poll is the safety net for what a watch or a
 notification can miss.
 """
 
@@ -102,6 +104,16 @@ class Workers:
             known = uid in self.studies
         if known:
             self.queue.add(uid)
+
+    def job_changed(self, job: dict[str, Any]) -> None:
+        """One of the operator's Jobs as its watch saw it (``ftstudy.kube.job_watch``). A Job that ended wakes its
+        study now (a finished trial frees a slot for the next, a crashed one is retried), not at its next poll. Only
+        endings wake it: every other change of a Job (created, its pod started, annotated by the operator itself)
+        would cost a pass that decides nothing, and on a busy operator those passes delay the ones that do. The poll
+        stays, for what a watch can miss."""
+        uid = ((job.get("metadata") or {}).get("labels") or {}).get(names.STUDY_UID)
+        if uid and job_ended(job):
+            self.wake(str(uid))
 
     def report_target(self, uid: str) -> Target | None:
         """The study with this UID as the report endpoint needs it (``ftstudy.kube.report_server``)."""
@@ -217,16 +229,6 @@ def register(workers: Workers) -> None:
             workers.forget(data["metadata"]["uid"])
         else:
             workers.update(_plain(data))
-
-    @kopf.on.event("batch", "v1", "jobs", labels={names.MANAGED_BY: names.OPERATOR})
-    def job_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        """A trial's Job ended: its study acts now (a finished trial frees a slot for the next, a crashed one is
-        retried), not at its next poll. Only endings wake it: every other change of a Job (created, its pod
-        started, annotated by the operator itself) would cost a pass that decides nothing, and on a busy operator
-        those passes delay the ones that do. The poll stays, for what a watch can miss."""
-        uid = (body.get("metadata", {}).get("labels") or {}).get(names.STUDY_UID)
-        if uid and event.get("type") != "DELETED" and job_ended(_plain(dict(body))):
-            workers.wake(str(uid))
 
     def wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:
         return bool((spec.get("cleanup") or {}).get("deleteStudyRecords"))

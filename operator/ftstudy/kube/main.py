@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ftstudy.kube.api import ApiError, Kube, load_config
     from ftstudy.kube.handlers import Workers, register
+    from ftstudy.kube.job_watch import JobWatch
     from ftstudy.kube.leader import LeaderElector
     from ftstudy.kube.metrics import METRICS
     from ftstudy.kube.policy import TrialPolicy
@@ -277,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("serving trial reports at %s (listening on %s:%d)", args.report_url, args.report_address,
                  server.port)  # fmt: skip
     register(workers)
+    job_watch = JobWatch(kube, namespaces, workers.job_changed).start()
 
     @kopf.on.startup()
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -298,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         stop.set()
+        job_watch.stop()
         if server is not None:
             server.stop()
         workers.stop_all()
