@@ -32,6 +32,7 @@ from tests.test_operator import (
     apply,
     diagnosis,
     get_study,
+    jobs,
     optuna_trials,
     study_manifest,
     wait_for,
@@ -81,13 +82,16 @@ def created_trials(url: str, namespace: str, name: str) -> int:
 def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     mode: str, operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
 ) -> None:
-    """``screen``, the default mode: trials stop at the early step and the promoted ones are resumed. Its fault list
-    adds the resume points, but the study keeps growing while the kills go on (so that they land while trials
-    remain), and a screened study decides once every trial is scored: in the first runs no kill reached a promotion
-    or a resume (tests/test_screening_cluster.py kills the operator inside a resume on purpose)."""
+    """``screen``, the default mode: trials stop at the early step and the promoted ones are resumed, and (as the chart
+    sets it up by default) report over HTTPS to the operator, so every kill also leaves trainers retrying their
+    reports until the next leader serves them. Its fault list adds the resume points, but the study keeps growing
+    while the kills go on (so that they land while trials remain), and a screened study decides once every trial is
+    scored: in the first runs no kill reached a promotion or a resume (tests/test_screening_cluster.py kills the
+    operator inside a resume on purpose)."""
     ops, plane, ns = operators, operators.plane, operators.namespace
     rng = random.Random(SEED)
     ops.extra_args = ["--lease-seconds", str(LEASE_SECONDS)]
+    undo = ops.enable_reports() if mode == "screen" else lambda: None
     nodes = gpu_nodes_factory({"gpu-a": 2})
     name = "chaos"
     promotion = {"policy": "topK", "k": 2, "mode": mode, "auditFraction": 0.0}
@@ -139,6 +143,10 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     assert_each_attempt_ran_once_and_none_overlapped(nodes, ns, name, trials)
     for log in ops.logs.glob("operator-chaos-*.log"):
         assert "Traceback" not in log.read_text(errors="replace"), (log.name, SEED, kills)
+    if mode == "screen":  # the trainers' reports went through the endpoint, across the kills: they had no URL
+        env = {e["name"] for job in jobs(plane, ns) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "FTSTUDY_REPORT_URL" in env and "FTSTUDY_STORAGE_URL" not in env, env
+    undo()
 
 
 @pytest.fixture

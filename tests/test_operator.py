@@ -223,7 +223,8 @@ def wait_for_phase(ops: Operators, name: str, phases: tuple[str, ...], timeout: 
 
 def optuna_trials(url: str, namespace: str, name: str) -> list[optuna.trial.FrozenTrial]:
     found = names.newest_optuna_study(optuna.get_all_study_names(url), namespace, name)
-    assert found is not None, f"no Optuna study of {namespace}/{name}"
+    if found is None:
+        raise KeyError(f"no Optuna study of {namespace}/{name}")
     return optuna.load_study(study_name=found, storage=url).get_trials(deepcopy=False)
 
 
