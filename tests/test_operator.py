@@ -443,3 +443,37 @@ def test_two_replicas_never_both_act_and_the_standby_takes_over(
     assert all(count == 1 for count in runs_per_attempt(nodes, ns).values())
     holder = json.loads(plane.kubectl("get", "lease", "ftstudy-operator", "-n", ns, "-o", "json").stdout)
     assert holder["spec"]["holderIdentity"] == "replica-b"
+
+
+def test_a_leader_stopped_while_a_pass_is_stuck_keeps_its_lease_until_it_is_gone(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    """Fencing on a clean stop: a reconcile thread held inside a launch (the Job created, the launch not yet
+    counted) when the leader gets SIGTERM. The leader keeps renewing its Lease while it waits for that thread, and,
+    the thread still stuck, exits without handing the Lease over: the standby leads only after the old leader's
+    process is gone, never while a thread of it may still act. It then adopts the half-made launch; no attempt runs
+    twice."""
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    operators.extra_args = ["--lease-seconds", "3"]  # shorter than the leader's wait for its threads (2 x 10 s)
+    operators.env = {"FTSTUDY_FAULTS": "launch.between=1:hold=60"}
+    leader = operators.start("replica-a")
+    wait_for("replica-a to lead", lambda: "leading as replica-a" in operators.log("replica-a"), 60)
+    operators.env = {}
+    operators.start("replica-b")
+    wait_for("replica-b to stand by", lambda: "standing by" in operators.log("replica-b"), 60)
+    name = "fenced"
+    apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 2}))
+    wait_for("the held launch's Job", lambda: jobs(plane, ns), 60, diagnosis(operators, name, nodes))
+    leader.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 90
+    while leader.poll() is None:
+        assert "leading as replica-b" not in operators.log("replica-b"), "the standby led while replica-a could act"
+        assert time.monotonic() < deadline, "replica-a did not exit"
+        time.sleep(0.2)
+    assert "leaving the Lease to expire" in operators.log("replica-a")
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 300, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert "leading as replica-b" in operators.log("replica-b")
+    assert all(count == 1 for count in runs_per_attempt(nodes, ns).values()), runs_per_attempt(nodes, ns)
+    assert [t.system_attrs["ftstudy:attempts"] for t in optuna_trials(postgres_url, ns, name)] == [1, 1]

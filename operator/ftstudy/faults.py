@@ -3,7 +3,8 @@
 A SIGKILL from outside lands wherever the process happens to be, which is rarely inside the few microseconds
 between two writes that must both happen (a Job created, then its launch counted). Named points put the kill
 exactly there. They are off unless ``$FTSTUDY_FAULTS`` names them (``name=N``: die with SIGKILL the N-th time the
-point is passed; several, comma-separated), which nothing but the tests sets.
+point is passed; ``name=N:hold=S``: stop there for S seconds instead, a thread stuck mid-sequence; several,
+comma-separated), which nothing but the tests sets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
 
 ENV = "FTSTUDY_FAULTS"
@@ -18,12 +20,14 @@ _passed: Counter[str] = Counter()
 _lock = threading.Lock()
 
 
-def _armed() -> dict[str, int]:
-    armed: dict[str, int] = {}
+def _armed() -> dict[str, tuple[int, float | None]]:
+    """Point name -> (the pass that triggers it, seconds to hold there; None: die)."""
+    armed: dict[str, tuple[int, float | None]] = {}
     for item in os.environ.get(ENV, "").split(","):
-        name, _, count = item.strip().partition("=")
+        name, _, rest = item.strip().partition("=")
+        count, _, hold = rest.partition(":hold=")
         if name and count.isdigit():
-            armed[name] = int(count)
+            armed[name] = (int(count), float(hold) if hold else None)
     return armed
 
 
@@ -31,11 +35,14 @@ def point(name: str) -> None:
     """Die here (SIGKILL, no clean-up of any kind) if ``$FTSTUDY_FAULTS`` says so; otherwise nothing."""
     if ENV not in os.environ:
         return
-    wanted = _armed().get(name)
-    if wanted is None:
+    armed = _armed().get(name)
+    if armed is None:
         return
+    wanted, hold = armed
     with _lock:
         _passed[name] += 1
         hit = _passed[name] == wanted
-    if hit:
+    if hit and hold is not None:
+        time.sleep(hold)
+    elif hit:
         os.kill(os.getpid(), signal.SIGKILL)

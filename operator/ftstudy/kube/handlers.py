@@ -134,17 +134,23 @@ class Workers:
         if study is not None:
             self.queue.add(uid)
 
-    def stop_all(self, timeout: float = 10.0) -> None:
+    def stop_all(self, timeout: float = 10.0) -> bool:
+        """Stop the reconcile threads; True once every one has stopped (False: one is still inside a pass after
+        ``timeout``, and may still act)."""
         self.queue.close()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        stopped = not any(thread.is_alive() for thread in self.threads)
+        if not stopped:
+            return False
         with self.lock:
             studies = [*self.studies.items(), *self.retiring.items()]
             self.studies, self.retiring = {}, {}
         for uid, study in studies:
             self._retire(uid, study)
         self.notifications.close()
+        return True
 
     def _work(self) -> None:
         while (uid := self.queue.get()) is not None:

@@ -231,6 +231,9 @@ def run(args: argparse.Namespace) -> int:
     namespaces = _namespaces(args)
     _serve_metrics(args.metrics_address, args.metrics_port)
     stop = threading.Event()
+    # Renewals go on until every reconcile thread has stopped: a leader stops renewing (and hands the Lease over)
+    # only once nothing of it can act any more.
+    renewals = threading.Event()
     elector = None
     if not args.no_leader_election:
         lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or next(iter(namespaces), None)
@@ -255,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             log.critical("leadership lost: stopping at once so that only one replica acts")
             os._exit(EXIT_LOST_LEADERSHIP)
 
-        elector.keep_leading(lost, stop)
+        elector.keep_leading(lost, renewals)
     else:
         METRICS.leader.set(1)
 
@@ -303,7 +306,14 @@ def run(args: argparse.Namespace) -> int:
         job_watch.stop()
         if server is not None:
             server.stop()
-        workers.stop_all()
-        if elector is not None:
+        stopped = workers.stop_all()
+        renewals.set()
+        if elector is not None and stopped:
             elector.release()
+        elif elector is not None:
+            # A thread still inside a pass may act until this process is gone: the Lease is not handed over, so a
+            # standby waits for it to expire (--lease-seconds after the last renewal, just made); the process ends
+            # now, and its threads with it.
+            log.error("a reconcile thread did not stop in time: leaving the Lease to expire instead of handing it "
+                      "over, and exiting")  # fmt: skip
     return 0
