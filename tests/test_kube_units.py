@@ -92,12 +92,15 @@ class Recorder:
 
     def __init__(self) -> None:
         self.launches: list[tuple[int, int, list[str]]] = []
+        self.forgotten: list[int] = []
+        self.ended: dict[int, TrialProcess] = {}  # what observe says of these instead of RUNNING
 
     def launch(self, number: int, attempt: int, args: list[str]) -> None:
         self.launches.append((number, attempt, args))
 
     def observe(self, trials: object = ()) -> dict[int, TrialProcess]:
-        return {n: TrialProcess(Process.RUNNING, attempt=a) for n, a, _ in self.launches}
+        running = {n: TrialProcess(Process.RUNNING, attempt=a) for n, a, _ in self.launches}
+        return running | self.ended
 
     def cancel(self, number: int) -> None:
         pass
@@ -106,7 +109,29 @@ class Recorder:
         pass
 
     def forget_checkpoint(self, number: int) -> None:
-        pass
+        self.forgotten.append(number)
+
+
+def test_a_study_that_fails_deletes_its_suspended_trials_checkpoints(private_database: PrivateDatabase) -> None:
+    """Suspended (screened, waiting for a verdict) when the study fails: failed with it, their checkpoints go too
+    (``cleanup.prunedCheckpoints``), as a pruned trial's do; they would never be resumed."""
+    s = study(storage={"secretRef": {"name": "ftstudy-db"}}, promotion={"policy": "topK", "k": 1, "mode": "screen"},
+              budget={"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 1, "retriesPerTrial": 0})  # fmt: skip
+    store = StudyStore(private_database.url, "ml.failing", s.spec, RetryPolicy(deadline_seconds=10))
+    recorder = Recorder()
+    root = PurePosixPath("/artifacts/ml/failing")
+    engine = Engine(s, store, recorder, root / "data", root, study_name="ml.failing", generate_data=True)
+    engine.step()
+    first = store.storage.get_trial_id_from_study_id_trial_number(store.study_id, 0)
+    for key, value in (("outcome", "screened"), ("early_step", 3), ("checkpoint", "/artifacts/x")):
+        store.storage.set_trial_user_attr(first, key, value)
+    store.storage.set_trial_intermediate_value(first, 3, 0.5)
+    recorder.ended = {0: TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=1),
+                      1: TrialProcess(Process.FAILED, reason="boom", attempt=1)}  # fmt: skip
+    engine.step()
+    assert engine.outcome is not None and "maxFailedTrials" in str(engine.outcome)
+    assert recorder.forgotten == [0], "the suspended trial's checkpoint, not the crashed one's (it has none)"
+    assert store.trial(0).state.name == "FAIL"
 
 
 def test_the_jobs_the_engine_launches_carry_no_storage_url(private_database: PrivateDatabase) -> None:

@@ -283,6 +283,8 @@ class Engine:
                 text = f"finished: final {final:.3f}" if final is not None else "finished: diverged (accuracy 0)"
                 self.on_event(Event(number, text, "TrialFinished"))
             case core.Fail(number=number, reason=reason):
+                if is_screened(trials[number]):  # a failure is final: its checkpoint will never be resumed
+                    self._drop_checkpoint(number)  # first, as for a prune: a crash after it meets the same verdict
                 # Recorded first: stopped first, a crash in between would leave a RUNNING trial with no process,
                 # which the next pass would retry, spending a retry the failure did not allow.
                 self.store.fail(number, reason)
@@ -297,8 +299,8 @@ class Engine:
                 )
 
     def _drop_checkpoint(self, number: int) -> None:
-        """``cleanup.prunedCheckpoints``: a pruned trial's checkpoint is never resumed; free its disk (the local
-        runner deletes it, the operator has a Job do it on the trials' volume)."""
+        """``cleanup.prunedCheckpoints``: a pruned (or failed) trial's checkpoint is never resumed; free its disk
+        (the local runner deletes it, the operator has a Job do it on the trials' volume)."""
         if self.spec.cleanup.pruned_checkpoints:
             self.executor.forget_checkpoint(number)
 
