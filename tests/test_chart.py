@@ -413,9 +413,12 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
          "the cluster has no ServiceMonitor kind (monitoring.coreos.com/v1): install the Prometheus Operator's CRDs"),
         (["--set", "trialPolicy.volumeTypes={persistentVolumeClaim,hostPath}"],
          "- at '/trialPolicy/volumeTypes/1': value must be one of 'persistentVolumeClaim'"),
+        (["--set", "postgresql.enabled=true", "--set", "reports.enabled=false", "--set", "watchNamespaces={a,b}"],
+         "postgresql.enabled with reports.enabled=false serves several namespaces from one database"),
     ],
     ids=["negative-replicas", "namespaces-string", "unknown-key", "log-level", "namespace-name", "not-a-boolean",
-         "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator", "host-path-for-trials"],
+         "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator", "host-path-for-trials",
+         "one-database-for-tenants-holding-its-login"],
 )  # fmt: skip
 def test_bad_values_are_refused_with_a_message_that_names_the_field(
     helm: Helm, values: list[str], message: str
