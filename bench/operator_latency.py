@@ -418,7 +418,8 @@ class Cluster:
                        ) -> subprocess.Popen[bytes]:  # fmt: skip
         """``ftstudy operator`` as in tests/test_operator.py (leader election on), once it leads."""
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
-                   "--kubeconfig", str(kubeconfig), "--identity", IDENTITY, *(extra or [])]  # fmt: skip
+                   "--kubeconfig", str(kubeconfig), "--identity", IDENTITY, "--trial-claim", "artifacts",
+                   *(extra or [])]  # fmt: skip
         if poll_seconds is not None:
             command += ["--poll-seconds", str(poll_seconds)]
         if "metrics_port" in operator_defaults():  # its Prometheus metrics, on loopback and a free port

@@ -31,6 +31,7 @@ from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_operator import (
     SECRET,
+    TEST_POLICY,
     Operators,
     apply,
     provision_artifacts,
@@ -209,9 +210,15 @@ def test_the_trial_policy_reaches_the_operator_as_flags_it_accepts(helm: Helm) -
 
     def policy(*values: str) -> TrialPolicy:
         args = parser().parse_args(["operator", *operator_container(helm.template(*values))["args"]])
-        return TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret)
+        return TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret,
+                              args.trial_toleration_key, args.trial_node_selector_key, args.trial_priority_class,
+                              args.trial_claim, args.trial_ephemeral_max)  # fmt: skip
 
-    assert policy() == TrialPolicy(frozenset(), DEFAULT_VOLUME_TYPES, frozenset({"ftstudy-db"}))
+    assert policy() == TrialPolicy(frozenset(), DEFAULT_VOLUME_TYPES, frozenset({"ftstudy-db"})), "the code's defaults"
+    assert policy("--set", "trialPolicy.claims={team-a-data}", "--set", "trialPolicy.ephemeralStorageMax=1Gi",
+                  "--set-json", "trialPolicy.priorityClasses=[]") == TrialPolicy(
+        frozenset(), DEFAULT_VOLUME_TYPES, frozenset({"ftstudy-db"}), claims=frozenset({"team-a-data"}),
+        ephemeral_max_bytes=2**30)  # fmt: skip
     assert policy("--set", "database.secretName=optuna").storage_secrets == {"optuna"}
     widened = policy("--set", "trialPolicy.serviceAccounts={trainer}", "--set", "trialPolicy.volumeTypes={csi}",
                      "--set", "trialPolicy.storageSecrets={team-a-db,team-b-db}")  # fmt: skip
@@ -535,7 +542,7 @@ def start_operator(
     operators = Operators(plane, study_ns, kubeconfig, logs)
     command = [sys.executable, "-m", "ftstudy.cli", "operator", *scope, "--kubeconfig", str(kubeconfig),
                "--lease-namespace", release_ns, "--identity", "chart-sa", "--poll-seconds", "0.5",
-               "--stuck-seconds", "30", "--metrics-port", "0"]  # fmt: skip
+               "--stuck-seconds", "30", "--metrics-port", "0", *TEST_POLICY]  # fmt: skip
     with (logs / "operator-chart-sa.log").open("ab") as log:
         operators.procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
     return operators

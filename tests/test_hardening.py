@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -572,3 +573,34 @@ def test_a_rotated_secrets_old_connection_pool_is_closed(
     finally:
         reconciler.close()
     assert connections(private_database.url, "ftstudy-new") == 0, "the last user of a pool closes it"
+
+
+def test_check_pod_refuses_what_the_api_servers_pod_security_admission_refuses(operators: Operators) -> None:
+    """check_pod against the real thing: each pod built to break one `restricted` rule (tests/test_kube_units.py's
+    BREAKING marked PSA) is refused by the API server's Pod Security admission in a namespace that enforces
+    `restricted` (a server-side dry run), and by check_pod; the unbroken trial pod is admitted by both."""
+    import copy
+
+    from ftstudy.kube.policy import TrialPolicy, check_pod
+    from tests.test_kube_units import BREAKING, pod_spec_of, study
+
+    plane, ns = operators.plane, operators.namespace
+
+    def admitted(pod_spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": ns}, "spec": pod_spec}
+        return plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+
+    clean = pod_spec_of(study().spec)
+    assert check_pod(clean, TrialPolicy(), "db") == []
+    assert admitted(clean).returncode == 0, admitted(clean).stderr
+    checked = 0
+    for change, words, psa in BREAKING:
+        if not psa:
+            continue
+        broken = copy.deepcopy(clean)
+        change(broken)
+        assert any(words in problem for problem in check_pod(broken, TrialPolicy(), "db")), words
+        result = admitted(broken)
+        assert result.returncode != 0 and "violates PodSecurity" in result.stderr, (words, result.stderr)
+        checked += 1
+    assert checked >= 10

@@ -233,7 +233,7 @@ def test_a_pruned_trials_checkpoint_is_deleted_by_a_small_job_outside_the_trials
     assert container["args"] == ["--stage", "forget", "--output", "/artifacts/ml/demo/trial-0003"]
     assert "nvidia.com/gpu" not in json.dumps(container["resources"])
     assert all(e["name"] != "FTSTUDY_STORAGE_URL" for e in container["env"])
-    assert PVC in pod["volumes"] and check_pod(pod, TrialPolicy(), None) == []
+    assert PVC in pod["volumes"] and check_pod(pod, TrialPolicy(claims=frozenset({"artifacts"})), None) == []
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     labels = job["spec"]["template"]["metadata"]["labels"]
     selected = dict(term.split("=") for term in names.study_selector("uid-1").split(","))
@@ -309,25 +309,46 @@ def test_the_platform_team_widens_the_policy_but_never_to_host_paths() -> None:
         TrialPolicy.of(volume_types=["hostPath", "emptyDir"])
 
 
-@pytest.mark.parametrize(
-    ("change", "words"),
-    [
-        (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "privileged"),
-        (lambda p: p.update(hostNetwork=True), "hostNetwork"),
-        (lambda p: p.update(hostPID=True), "hostPID"),
-        (lambda p: p["containers"][0]["securityContext"].update(capabilities={"add": ["SYS_ADMIN"], "drop": ["ALL"]}),
-         "no capabilities may be added"),
-        (lambda p: p["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True),
-         "allowPrivilegeEscalation"),
-        (lambda p: p["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False),
-         "readOnlyRootFilesystem"),
-        (lambda p: p["securityContext"].update(runAsUser=0), "must not be 0"),
-        (lambda p: p.update(automountServiceAccountToken=True), "no Kubernetes API token"),
-        (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
-        (lambda p: p["containers"][0]["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "other"}}}),
-         "reads Secret 'other'"),
-    ],
-)  # fmt: skip
+# Pods built to break one rule each (of `restricted`, and of the trial policy beyond it): check_pod must refuse every
+# one; those marked PSA are ones the API server's Pod Security admission refuses too (tests/test_hardening.py).
+def _container(p: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = p["containers"][0]["securityContext"]
+    return container
+
+
+BREAKING: list[tuple[Any, str, bool]] = [
+    (lambda p: _container(p).update(privileged=True, allowPrivilegeEscalation=True), "privileged", True),
+    (lambda p: p.update(hostNetwork=True), "hostNetwork", True),
+    (lambda p: p.update(hostPID=True), "hostPID", True),
+    (lambda p: _container(p).update(capabilities={"add": ["SYS_ADMIN"], "drop": ["ALL"]}),
+     "no capabilities may be added", True),
+    (lambda p: _container(p).update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation", True),
+    (lambda p: _container(p).update(readOnlyRootFilesystem=False), "readOnlyRootFilesystem", False),
+    (lambda p: p["securityContext"].update(runAsUser=0), "must not be 0", True),
+    (lambda p: p.update(automountServiceAccountToken=True), "no Kubernetes API token", False),
+    (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath", True),
+    (lambda p: p["containers"][0]["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "other"}}}),
+     "reads Secret 'other'", False),
+    (lambda p: _container(p).update(seccompProfile={"type": "Unconfined"}), "Unconfined is not allowed", True),
+    (lambda p: _container(p).update(appArmorProfile={"type": "Unconfined"}), "Unconfined is not allowed", True),
+    (lambda p: _container(p).update(seLinuxOptions={"user": "system_u"}), "only a container type", True),
+    (lambda p: p["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]),
+     "not a safe sysctl", True),
+    (lambda p: p.update(tolerations=[{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]),
+     "tolerates key 'node-role.kubernetes.io/control-plane'", False),
+    (lambda p: p.update(tolerations=[{"operator": "Exists"}]), "tolerates every taint", False),
+    (lambda p: p.update(nodeSelector={"node-role.kubernetes.io/control-plane": ""}), "not one trials may select",
+     False),
+    (lambda p: p.update(priorityClassName="system-node-critical"), "'system-node-critical' is not allowed", False),
+    (lambda p: p["volumes"].append({"name": "d", "persistentVolumeClaim": {"claimName": "data-postgresql-0"}}),
+     "claim 'data-postgresql-0' is not one trials may mount", False),
+    (lambda p: p["volumes"].append({"name": "e", "ephemeral": {"volumeClaimTemplate": {"spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Ti"}}}}}}),
+     "must request at most 100Gi", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "words"), [(change, words) for change, words, _ in BREAKING])
 def test_a_built_job_outside_the_policy_is_never_created(change: Any, words: str) -> None:
     """The last check before a create: whatever a future template field or a bug put into the pod."""
     pod = pod_spec_of(study().spec)
@@ -876,3 +897,34 @@ def test_a_study_created_again_under_the_same_name_gets_records_of_its_own() -> 
     names_in_order = ["ml.demo", "ml.demo.x" + "0" * 35, "ml.demo.bar." + "0" * 36, "ml.demo." + "a" * 36]
     assert names.newest_optuna_study(names_in_order, "ml", "demo") == "ml.demo." + "a" * 36
     assert names.newest_optuna_study(names_in_order[:3], "ml", "demo") == "ml.demo"
+
+
+def test_scheduling_and_claims_outside_the_allow_lists_are_refused_in_the_spec() -> None:
+    """The trial policy sees scheduling and claims: a control-plane toleration, a node-role selector, node affinity,
+    a PriorityClass that preempts other tenants, another workload's claim, an unbounded ephemeral volume. What the
+    platform team lists is allowed."""
+    template = {
+        "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}],
+        "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+        "priorityClassName": "system-node-critical",
+        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data-postgresql-0"}},
+                    {"name": "e", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}}}],
+    }  # fmt: skip
+    s = study(trialTemplate=template).spec
+    refused = check_spec(s, TrialPolicy(storage_secrets=frozenset({"db"})))
+    fields = sorted(problem.split(":")[0] for problem in refused)
+    assert fields == ["spec.trialTemplate.nodeSelector.node-role.kubernetes.io/control-plane",
+                      "spec.trialTemplate.priorityClassName", "spec.trialTemplate.tolerations[0]",
+                      "spec.trialTemplate.volumes[0]", "spec.trialTemplate.volumes[1]"], refused  # fmt: skip
+    widened = TrialPolicy.of(toleration_keys=["node-role.kubernetes.io/control-plane"],
+                             node_selector_keys=["node-role.kubernetes.io/control-plane"],
+                             priority_classes=["system-node-critical"], claims=["data-postgresql-0"],
+                             storage_secrets=["db"])  # fmt: skip
+    assert [p.split(":")[0] for p in check_spec(s, widened)] == ["spec.trialTemplate.volumes[1]"], "no size asked"
+    assert jobs_quantity_examples() == [10 * 2**30, 500 * 10**6, 1024, None]
+
+
+def jobs_quantity_examples() -> list[int | None]:
+    from ftstudy.kube.policy import quantity_bytes
+
+    return [quantity_bytes(q) for q in ("10Gi", "500M", "1024", "ten")]

@@ -38,6 +38,7 @@ from ftstudy.runner import Event
 from tests.cluster.control_plane import ControlPlane, free_port
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_operator import (
+    TEST_POLICY,
     Operators,
     apply,
     crd_installed,  # noqa: F401  (a fixture)
@@ -387,7 +388,7 @@ class MeteredOperators(Operators):
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
                    "--kubeconfig", str(self.kubeconfig), "--identity", identity, "--poll-seconds", "0.5",
                    "--stuck-seconds", "30", "--metrics-address", "127.0.0.1",
-                   "--metrics-port", str(self.metrics_port)]  # fmt: skip
+                   "--metrics-port", str(self.metrics_port), *TEST_POLICY]  # fmt: skip
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(proc)

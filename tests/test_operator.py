@@ -41,6 +41,10 @@ SA = "ftstudy-operator"
 REPORT_TLS_SECRET = "ftstudy-report-tls"
 ARTIFACTS = "artifacts"  # the PersistentVolumeClaim every test study writes to
 RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
+# What the tests' studies ask for beyond the trial policy's defaults: their claim, a node label key and a
+# PriorityClass that does not exist (tests of pods that never start).
+TEST_POLICY = ["--trial-claim", ARTIFACTS, "--trial-node-selector-key", "gpu", "--trial-priority-class",
+               "no-such-class"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +86,7 @@ class Operators:
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
                    "--kubeconfig", str(self.kubeconfig), "--identity", identity, "--poll-seconds", "0.5",
                    "--stuck-seconds", "30", "--metrics-port", "0", "--storage-secret", SECRET,
-                   "--storage-secret", LATER_SECRET, *self.extra_args]  # fmt: skip
+                   "--storage-secret", LATER_SECRET, *TEST_POLICY, *self.extra_args]  # fmt: skip
         env = {**os.environ, **self.env} if self.env else None
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()

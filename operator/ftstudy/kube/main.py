@@ -136,6 +136,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a Secret that studies may name as spec.storage.secretRef (repeat; default: ftstudy-db); the operator "
         "reads no other",
     )
+    policy.add_argument("--trial-toleration-key", action="append", default=None, metavar="KEY",
+                        help="a taint key trials may tolerate (repeat; default: nvidia.com/gpu)")  # fmt: skip
+    policy.add_argument("--trial-node-selector-key", action="append", default=None, metavar="KEY",
+                        help="a node label key trials may select by (repeat; default: the NVIDIA GPU labels, "
+                        "instance type, zone, arch)")  # fmt: skip
+    policy.add_argument("--trial-priority-class", action="append", default=None, metavar="NAME",
+                        help="a PriorityClass trials may use (repeat; default: batch-low)")  # fmt: skip
+    policy.add_argument("--trial-claim", action="append", default=None, metavar="NAME",
+                        help="a PersistentVolumeClaim trials may mount (repeat; default: ftstudy-artifacts)")  # fmt: skip
+    policy.add_argument("--trial-ephemeral-max", default=None, metavar="QUANTITY",
+                        help="the most storage an ephemeral volume of a trial may request (default: 100Gi)")  # fmt: skip
 
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
@@ -217,7 +228,9 @@ def run(args: argparse.Namespace) -> int:
     from ftstudy.notify import Notifications
 
     try:
-        policy = TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret)
+        policy = TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret,
+                                args.trial_toleration_key, args.trial_node_selector_key, args.trial_priority_class,
+                                args.trial_claim, args.trial_ephemeral_max)  # fmt: skip
     except ValueError as error:
         print(f"ftstudy operator: {error}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ Two checks, both pure:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,14 +40,33 @@ RESTRICTED_VOLUME_TYPES = frozenset(
 )
 
 
+# Scheduling a study may ask for by default: the GPU taint, the usual GPU and instance labels, the examples'
+# PriorityClass and claim. Anything else (a control-plane toleration, a node-role selector, system-node-critical to
+# preempt other tenants, the database's own data claim) only if the platform team adds it.
+DEFAULT_TOLERATION_KEYS = frozenset({"nvidia.com/gpu"})
+DEFAULT_NODE_SELECTOR_KEYS = frozenset({"nvidia.com/gpu.present", "nvidia.com/gpu.product", "nvidia.com/gpu.memory",
+                                        "cloud.google.com/gke-accelerator", "node.kubernetes.io/instance-type",
+                                        "topology.kubernetes.io/zone", "kubernetes.io/arch"})  # fmt: skip
+DEFAULT_PRIORITY_CLASSES = frozenset({"batch-low"})
+DEFAULT_CLAIMS = frozenset({"ftstudy-artifacts"})
+DEFAULT_EPHEMERAL_MAX = "100Gi"
+
+
 @dataclass(frozen=True)
 class TrialPolicy:
     """Set by the platform team. ``service_accounts``: besides each namespace's ``default``; ``storage_secrets``:
-    the Secrets a study's ``storage.secretRef`` may name (the operator reads nothing else)."""
+    the Secrets a study's ``storage.secretRef`` may name (the operator reads nothing else); the keys of the
+    tolerations and node selectors, the PriorityClasses and the PersistentVolumeClaims trials may use; the largest
+    ephemeral volume (bytes)."""
 
     service_accounts: frozenset[str] = frozenset()
     volume_types: frozenset[str] = DEFAULT_VOLUME_TYPES
     storage_secrets: frozenset[str] = frozenset({DEFAULT_STORAGE_SECRET})
+    toleration_keys: frozenset[str] = DEFAULT_TOLERATION_KEYS
+    node_selector_keys: frozenset[str] = DEFAULT_NODE_SELECTOR_KEYS
+    priority_classes: frozenset[str] = DEFAULT_PRIORITY_CLASSES
+    claims: frozenset[str] = DEFAULT_CLAIMS
+    ephemeral_max_bytes: int = 100 * 2**30
 
     @classmethod
     def of(
@@ -54,9 +74,14 @@ class TrialPolicy:
         service_accounts: Iterable[str] = (),
         volume_types: Iterable[str] | None = None,
         storage_secrets: Iterable[str] | None = None,
+        toleration_keys: Iterable[str] | None = None,
+        node_selector_keys: Iterable[str] | None = None,
+        priority_classes: Iterable[str] | None = None,
+        claims: Iterable[str] | None = None,
+        ephemeral_max: str | None = None,
     ) -> TrialPolicy:
         """From flags or values; refuses a volume type the restricted standard does not admit (hostPath above all),
-        since no trial pod could ever use it."""
+        since no trial pod could ever use it. A list not given keeps its default."""
         types = frozenset(volume_types) if volume_types is not None else DEFAULT_VOLUME_TYPES
         outside = sorted(types - RESTRICTED_VOLUME_TYPES)
         if outside:
@@ -65,7 +90,66 @@ class TrialPolicy:
                 f"Standard, which admits only {', '.join(sorted(RESTRICTED_VOLUME_TYPES))}"
             )
         secrets = frozenset(storage_secrets) if storage_secrets else frozenset({DEFAULT_STORAGE_SECRET})
-        return cls(frozenset(service_accounts), types, secrets)
+
+        def listed(given: Iterable[str] | None, default: frozenset[str]) -> frozenset[str]:
+            return frozenset(given) if given is not None else default
+
+        maximum = quantity_bytes(ephemeral_max or DEFAULT_EPHEMERAL_MAX)
+        if maximum is None:
+            raise ValueError(f"the ephemeral volume bound {ephemeral_max!r} is no quantity (e.g. 100Gi)")
+        return cls(frozenset(service_accounts), types, secrets, listed(toleration_keys, DEFAULT_TOLERATION_KEYS),
+                   listed(node_selector_keys, DEFAULT_NODE_SELECTOR_KEYS),
+                   listed(priority_classes, DEFAULT_PRIORITY_CLASSES), listed(claims, DEFAULT_CLAIMS),
+                   maximum)  # fmt: skip
+
+
+_SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}  # fmt: skip
+
+
+def quantity_bytes(value: Any) -> int | None:
+    """A Kubernetes quantity of bytes (``10Gi``, ``500M``, ``1e9``, ``1024``); None if it is not one."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?(?:[eE][0-9]+)?)([kMGTP]i?|Ki)?", str(value).strip())
+    if match is None or (match[2] or "") not in _SUFFIXES:
+        return None
+    return int(float(match[1]) * _SUFFIXES[match[2] or ""])
+
+
+def check_scheduling(found: _Findings, pod: dict[str, Any], policy: TrialPolicy, where: str) -> None:
+    """Tolerations, node selectors, PriorityClass, claims and ephemeral sizes against the allow-lists: a pod spec
+    (camelCase keys), the study's template or the built pod alike."""
+    for i, toleration in enumerate(pod.get("tolerations") or []):
+        key = toleration.get("key") or ""
+        if key not in policy.toleration_keys:
+            tolerated = f"key {key!r}" if key else "every taint (no key)"
+            allowed = ", ".join(sorted(policy.toleration_keys)) or "none"
+            found.add(f"{where}.tolerations[{i}]", f"tolerates {tolerated}; trials may tolerate only {allowed} "
+                      "(Helm value trialPolicy.tolerationKeys)")  # fmt: skip
+    for key in sorted((pod.get("nodeSelector") or {}).keys()):
+        if key not in policy.node_selector_keys:
+            found.add(f"{where}.nodeSelector.{key}", "this label key is not one trials may select nodes by (Helm "
+                      "value trialPolicy.nodeSelectorKeys)")  # fmt: skip
+    if (pod.get("affinity") or {}).get("nodeAffinity"):
+        found.add(f"{where}.affinity.nodeAffinity", "use nodeSelector (whose keys the policy checks)")
+    priority = pod.get("priorityClassName")
+    if priority and priority not in policy.priority_classes:
+        allowed = ", ".join(sorted(policy.priority_classes)) or "none"
+        found.add(f"{where}.priorityClassName", f"{priority!r} is not allowed for trials (allowed: {allowed}; Helm "
+                  "value trialPolicy.priorityClasses)")  # fmt: skip
+    for i, volume in enumerate(pod.get("volumes") or []):
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim is not None and claim not in policy.claims:
+            allowed = ", ".join(sorted(policy.claims)) or "none"
+            found.add(f"{where}.volumes[{i}]", f"claim {claim!r} is not one trials may mount (allowed: {allowed}; "
+                      "Helm value trialPolicy.claims)")  # fmt: skip
+        ephemeral = (volume.get("ephemeral") or {}).get("volumeClaimTemplate") or {}
+        if "ephemeral" in volume:
+            size = ((ephemeral.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+            bytes_ = quantity_bytes(size) if size is not None else None
+            if bytes_ is None or bytes_ > policy.ephemeral_max_bytes:
+                found.add(f"{where}.volumes[{i}]", f"an ephemeral volume must request at most "
+                          f"{policy.ephemeral_max_bytes / 2**30:g}Gi of storage (it asks for {size}; Helm value "
+                          "trialPolicy.ephemeralStorageMax)")  # fmt: skip
 
 
 @dataclass
@@ -112,6 +196,9 @@ def check_spec(spec: StudySpec, policy: TrialPolicy) -> list[str]:
             allowed = ", ".join(sorted(policy.volume_types))
             hint = f"allowed: {allowed}; Helm value trialPolicy.volumeTypes"
             found.add(where, f"volume type {kind} is not allowed for trials ({hint})")
+    template = {"tolerations": t.tolerations, "nodeSelector": t.node_selector,
+                "priorityClassName": t.priority_class_name, "volumes": t.volumes}  # fmt: skip
+    check_scheduling(found, template, policy, "spec.trialTemplate")
     for i, mount in enumerate(t.volume_mounts):
         path = str(mount.get("mountPath", "")).rstrip("/")
         if path == SCRATCH_PATH:
@@ -145,7 +232,12 @@ def check_pod(pod: dict[str, Any], policy: TrialPolicy, storage_secret: str | No
     account = pod.get("serviceAccountName")
     if account and account != "default" and account not in policy.service_accounts:
         found.add(f"{where}.serviceAccountName", f"{account!r} is not an allowed service account")
+    check_scheduling(found, pod, policy, where)
     security = pod.get("securityContext") or {}
+    _check_restricted_context(found, security, f"{where}.securityContext")
+    for sysctl in security.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            found.add(f"{where}.securityContext.sysctls", f"{sysctl.get('name')} is not a safe sysctl")
     if security.get("runAsNonRoot") is not True:
         found.add(f"{where}.securityContext.runAsNonRoot", "must be true")
     if security.get("runAsUser") == 0:
@@ -177,8 +269,41 @@ def _report_token(volume: dict[str, Any]) -> bool:
     )
 
 
+# The `restricted` (and `baseline`) Pod Security Standard's lists.
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+
+
+def _check_restricted_context(found: _Findings, security: dict[str, Any], where: str) -> None:
+    """What a pod's and a container's securityContext share under `restricted`: no Unconfined seccomp or AppArmor,
+    SELinux only a container type and no user or role, no Windows host process."""
+    if (security.get("seccompProfile") or {}).get("type") == "Unconfined":
+        found.add(f"{where}.seccompProfile", "Unconfined is not allowed")
+    if (security.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        found.add(f"{where}.appArmorProfile", "Unconfined is not allowed")
+    selinux = security.get("seLinuxOptions") or {}
+    if selinux.get("type", "") not in SELINUX_TYPES or selinux.get("user") or selinux.get("role"):
+        found.add(f"{where}.seLinuxOptions", "only a container type, and no user or role")
+    if (security.get("windowsOptions") or {}).get("hostProcess"):
+        found.add(f"{where}.windowsOptions.hostProcess", "host processes are not allowed")
+
+
 def _check_container(found: _Findings, container: dict[str, Any], where: str, storage_secret: str | None) -> None:
     security = container.get("securityContext") or {}
+    _check_restricted_context(found, security, f"{where}.securityContext")
     if security.get("privileged"):
         found.add(f"{where}.securityContext.privileged", "privileged containers are not allowed")
     if security.get("allowPrivilegeEscalation") is not False:
