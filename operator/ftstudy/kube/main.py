@@ -144,9 +144,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     policy.add_argument("--trial-priority-class", action="append", default=None, metavar="NAME",
                         help="a PriorityClass trials may use (repeat; default: batch-low)")  # fmt: skip
     policy.add_argument("--trial-claim", action="append", default=None, metavar="NAME",
-                        help="a PersistentVolumeClaim trials may mount (repeat; default: ftstudy-artifacts)")  # fmt: skip
+                        help="a claim trials may mount (repeat; default: ftstudy-artifacts)")  # fmt: skip
     policy.add_argument("--trial-ephemeral-max", default=None, metavar="QUANTITY",
-                        help="the most storage an ephemeral volume of a trial may request (default: 100Gi)")  # fmt: skip
+                        help="the most storage a trial's ephemeral volume may request (default: 100Gi)")  # fmt: skip
 
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
