@@ -487,6 +487,38 @@ def test_a_malformed_report_fails_its_trial_and_a_deleted_job_is_retried_only_on
     no_tracebacks(ops)
 
 
+def test_a_trial_pod_evicted_by_a_drain_is_replaced_by_its_job_and_spends_no_retry(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    """A shared cluster disrupts pods that did nothing wrong (a drain's eviction, preemption): the API server marks
+    them DisruptionTarget, the trial's Job ignores that failure (podFailurePolicy) and starts a new pod of the same
+    attempt, after the evicted one has stopped. Without it the Job would fail (backoffLimit 0) and the study would
+    spend a retry on it."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    ops.start()
+    apply(plane, ns, study_manifest("drained", trialTemplate={"command": [*FAKE_TRAINER, "linger"]},
+                                    budget={"maxTrials": 1, "parallelism": 1}))  # fmt: skip
+
+    def runs() -> list[dict[str, Any]]:
+        return [r for r in nodes.runs if r["pod"].startswith("drained-")]
+
+    wait_for("the lingering trainer", lambda: len(runs()) == 1, 60, diagnosis(ops, "drained", nodes))
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": runs()[0]["pod"], "namespace": ns}}
+    plane.kubectl("create", "--raw", f"/api/v1/namespaces/{ns}/pods/{runs()[0]['pod']}/eviction", "-f", "-",
+                  input=json.dumps(eviction))  # fmt: skip
+    wait_for("the replacement pod", lambda: len(runs()) == 2, 90, diagnosis(ops, "drained", nodes), every=0.2)
+    first, second = runs()
+    assert first["ended"] is not None and second["started"] >= first["ended"], (first, second)
+    assert second["pod"].startswith("drained-t0-a1-"), "the same attempt's Job, a new pod"
+    time.sleep(3)  # a pass or two: nothing is retried or failed
+    (trial,) = optuna_trials(postgres_url, ns, "drained")
+    assert trial.system_attrs["ftstudy:attempts"] == 1 and trial.state.name == "RUNNING", trial
+    assert [j["metadata"]["name"] for j in jobs(plane, ns)] == ["drained-t0-a1"]
+    plane.kubectl("delete", "fts", "drained", "-n", ns, "--wait=true", "--timeout=60s")
+    no_tracebacks(ops)
+
+
 def test_no_storage_password_in_anything_a_study_leaves(
     operators: Operators,
     gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],

@@ -2,7 +2,9 @@
 
 Choices a platform team would ask about:
 - ``backoffLimit: 0``: the study engine retries a crashed trial itself (``retriesPerTrial``), as a new attempt with
-  its own Job, so a retry is visible and counted in the study's storage instead of hidden inside the Job.
+  its own Job, so a retry is visible and counted in the study's storage instead of hidden inside the Job. A pod
+  disrupted from outside (evicted by a drain, preempted) is no crash: ``podFailurePolicy`` ignores it and the Job
+  replaces the pod, so a shared cluster's disruptions spend no retry.
 - With the report endpoint (``Reports``, the chart's default) the trainer gets no storage URL: it reports to the
   operator over HTTPS with a projected token for the report audience, bound to its pod (docs/protocol.md).
   Without it, the storage URL reaches the trainer as ``FTSTUDY_STORAGE_URL`` from the study's Secret: never in the
@@ -184,6 +186,10 @@ def job_manifest(
         pod_spec["priorityClassName"] = t.priority_class_name
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
+        # A pod disrupted from outside (a drain's eviction, preemption by a higher priority, a node shutting down:
+        # the API server marks it DisruptionTarget) is replaced by the Job itself, and counts as no failure: the
+        # trial did nothing wrong, so it spends no retry (the replacement starts its stage again).
+        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
     if t.active_deadline_seconds is not None:
