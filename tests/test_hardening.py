@@ -519,6 +519,37 @@ def test_a_trial_pod_evicted_by_a_drain_is_replaced_by_its_job_and_spends_no_ret
     no_tracebacks(ops)
 
 
+def test_a_study_whose_data_cannot_be_read_fails_once_before_any_trial_takes_a_gpu(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], tmp_path: Path
+) -> None:
+    """``dataset.path`` in a cluster: a CPU Job reads the dataset once before any trial. A missing dataset fails the
+    study with the reason (DataInvalid, naming the file) and no GPU trial ever runs; a readable one passes the check
+    and the study runs to the end."""
+    from ftstudy.task.generator import SplitSizes, write_dataset
+
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    ops.start()
+    write_dataset(tmp_path / "artifacts" / "good-data", 1, SplitSizes(40, 4, 4, 4))  # on the trials' volume
+    for name, data in (("baddata", "missing-data"), ("gooddata", "good-data")):
+        manifest = study_manifest(name, budget={"maxTrials": 2, "parallelism": 2})
+        manifest["spec"]["dataset"] = {"path": data}
+        apply(plane, ns, manifest)
+    failed = wait_for_phase(ops, "baddata", ("Succeeded", "Failed"), 120, nodes)
+    assert failed["status"]["phase"] == "Failed", failed["status"]
+    invalid = condition(ops, "baddata", "Failed")
+    assert invalid is not None and invalid["reason"] == "DataInvalid", invalid
+    assert "missing-data/train.jsonl: dataset file not found" in invalid["message"], invalid
+    assert [j["metadata"]["name"] for j in jobs(plane, ns) if j["metadata"]["name"].startswith("baddata")] == [
+        "baddata-data-check"
+    ], "no trial Job"
+    assert {r["pod"].rsplit("-", 1)[0] for r in nodes.runs if r["pod"].startswith("baddata")} == {"baddata-data-check"}
+    good = wait_for_phase(ops, "gooddata", ("Succeeded", "Failed"), 240, nodes)
+    assert good["status"]["phase"] == "Succeeded", good["status"]
+    assert study_events(ops, "gooddata", "CheckingData"), "a Normal Event while the data was read"
+    no_tracebacks(ops)
+
+
 def test_no_storage_password_in_anything_a_study_leaves(
     operators: Operators,
     gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],

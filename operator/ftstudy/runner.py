@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -131,13 +131,18 @@ def check_data(spec: StudySpec, data_dir: Path) -> None:
     """Read every split once, as each trainer will, before any trial starts: a missing file or a malformed line
     would otherwise fail every trial for the same reason after each loaded its model (on a GPU, in a cluster).
     Raises ``DatasetError`` naming the file and line."""
+    check_data_dir(data_dir, spec.attributes)
+
+
+def check_data_dir(data_dir: Path, attributes: Sequence[str]) -> None:
+    """``check_data`` by attribute names: what the trainer's ``--stage check-data`` runs in a cluster."""
     from ftstudy.task.dataset import load_jsonl
 
     for split in SPLIT_FILES:
-        load_jsonl(data_dir / f"{split}.jsonl", spec.attributes, limit=0)
+        load_jsonl(data_dir / f"{split}.jsonl", attributes, limit=0)
     independent = data_dir / "independent_test.jsonl"
     if independent.exists():
-        load_jsonl(independent, spec.attributes, limit=0)
+        load_jsonl(independent, attributes, limit=0)
 
 
 @dataclass

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -497,6 +498,35 @@ class JobExecutor:
         for job in self.kube.list(self.jobs_path, selector):
             if not job["metadata"].get("deletionTimestamp"):
                 self.kube.delete(path("batch", "v1", "jobs", self.namespace, job["metadata"]["name"]))
+
+    def check_data(self, data_dir: PurePosixPath) -> tuple[Process, str | None]:
+        """The study's data check Job (``jobs.data_check_manifest``), created if it does not exist yet: RUNNING
+        while it runs, SUCCEEDED once the dataset read, FAILED with the reason (the trainer's last log line: which
+        file, which line) otherwise. Its name is the study's, so a restarted operator finds it."""
+        name = names.data_check_job_name(self.study)
+        job_path = path("batch", "v1", "jobs", self.namespace, name)
+        try:
+            job = self.kube.get(job_path)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            manifest = jobs.data_check_manifest(self.spec, self.namespace, self.study, self.uid, data_dir)
+            refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None)
+            if refused:
+                why = "; ".join(refused)
+                raise Problem("TrialPolicyViolation", f"the trial policy refuses the data check Job: {why}") from None
+            self.kube.create(self.jobs_path, manifest)
+            return Process.RUNNING, None
+        if (job.get("metadata", {}).get("labels") or {}).get(names.STUDY_UID) != self.uid:
+            raise Problem("JobConflict", f"Job {self.namespace}/{name} exists but is not this study's data check: "
+                          "delete it, or name the study otherwise")  # fmt: skip
+        if _condition(job, "Complete"):
+            return Process.SUCCEEDED, None
+        failed = _condition(job, "Failed")
+        if failed:
+            pods = self.kube.list(path("", "v1", "pods", self.namespace), label_selector=f"job-name={name}")
+            return Process.FAILED, _failure(failed, pods, None).reason
+        return Process.RUNNING, None
 
     def forget_checkpoint(self, number: int) -> None:
         """A Job deletes the checkpoint on the trials' volume (``jobs.checkpoint_cleanup_manifest``). Its name is

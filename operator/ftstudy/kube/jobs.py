@@ -224,3 +224,24 @@ def checkpoint_cleanup_manifest(
     container["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
     job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
     return job
+
+
+def data_check_manifest(
+    spec: StudySpec, namespace: str, study: str, uid: str, data_dir: PurePosixPath
+) -> dict[str, Any]:
+    """A study with ``dataset.path`` in a cluster: before any trial takes a GPU, a small Job in the trainer image, with
+    the trials' volumes and security settings and no GPU, reads every split once (``ftstudy-trainer --stage
+    check-data``). A missing file or a malformed line then fails the study once, with the reason, instead of failing
+    every trial after it loaded its model on a GPU."""
+    args = ["--stage", "check-data", "--data", str(data_dir), "--attributes", ",".join(spec.attributes),
+            "--output", SCRATCH_PATH]  # fmt: skip
+    job = job_manifest(spec, namespace, study, uid, 0, 0, args)
+    labels = names.data_check_labels(study, uid)
+    job["metadata"] |= {"name": names.data_check_job_name(study), "labels": labels}
+    template = job["spec"]["template"]
+    template["metadata"]["labels"] = labels
+    container = template["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]
+    container["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
+    return job

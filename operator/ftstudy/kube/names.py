@@ -28,6 +28,7 @@ DECISION = "ftstudy.io/decision"
 OPERATOR = "ftstudy-operator"
 TRIAL_COMPONENT = "trial"
 CLEANUP = "checkpoint-cleanup"
+DATA_CHECK = "data-check"
 
 MAX_NAME = 63  # a Job's name becomes its pods' job-name label value
 
@@ -84,6 +85,15 @@ def labels(
         TRIAL_KEY: key,
         **({RESUME: "true"} if resume else {}),
     }
+
+
+def data_check_job_name(study: str) -> str:
+    """The Job that reads a study's dataset once before any trial (``ftstudy.kube.jobs.data_check_manifest``)."""
+    return _suffixed(study, "-data-check")
+
+
+def data_check_labels(study: str, study_uid: str) -> dict[str, str]:
+    return {MANAGED_BY: OPERATOR, COMPONENT: DATA_CHECK, STUDY: study, STUDY_UID: study_uid}
 
 
 def cleanup_labels(study: str, study_uid: str, number: int) -> dict[str, str]:

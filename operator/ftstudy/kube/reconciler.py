@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 import sqlalchemy.exc
@@ -61,6 +62,7 @@ _opening: dict[str, threading.Lock] = {}  # url -> held while that URL's pool is
 UNEXPECTED_RETRY_SECONDS = 10.0  # after an error no branch of reconcile expects: doubled each time, up to
 UNEXPECTED_RETRY_MAX_SECONDS = 300.0
 STATUS_REFRESH_SECONDS = 30.0  # GPU seconds tick up all the time; other changes are written at once
+DATA_CHECKED = "ftstudy:data-checked"  # in the Optuna study's system attributes: the data check Job passed
 STORAGE_REASONS = ("DatabaseUnreachable", "SecretNotFound", "SecretKeyMissing", "SecretForbidden", "StorageURLInvalid")
 
 
@@ -87,6 +89,7 @@ class _Built:
     url: str
     engine: Engine
     store: StudyStore
+    data_checked: bool = False
 
 
 def _secret_url(kube: Kube, namespace: str, ref: spec.SecretKeyRef) -> str:
@@ -187,6 +190,7 @@ class StudyReconciler:
         try:
             study = spec.parse(body, f"FineTuneStudy {self.namespace}/{self.name}")
             built = self._build(study, generation)
+            self._check_data(built, study)
             if built.engine.outcome is not None:
                 built.engine.outcome = None  # the spec changed after the end (more trials): decide again
             built.engine.step()
@@ -331,6 +335,34 @@ class StudyReconciler:
         self.listen(url, optuna_name)
         return self.built
 
+    def _check_data(self, built: _Built, study: spec.FineTuneStudy) -> None:
+        """A study with ``dataset.path``: before its first trial, a CPU Job reads the dataset once
+        (``JobExecutor.check_data``). Raises a Problem while it runs (phase Pending, a Normal Event) and a permanent
+        one if the data cannot be read (no trial ever launched, no GPU spent); passed, it is recorded in the study's
+        records and not run again. A study that already has trials (started before this check existed, or resumed
+        after it passed) is not held up."""
+        if study.spec.dataset.path is None or built.data_checked:
+            return
+        store = built.store
+        attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(store.study_id))
+        if attrs.get(DATA_CHECKED) or store.trials():
+            built.data_checked = True
+            return
+        executor = built.engine.executor
+        assert isinstance(executor, JobExecutor)
+        state, reason = executor.check_data(PurePosixPath(str(built.engine.data_dir)))
+        if state is core.Process.SUCCEEDED:
+            record = store.storage.set_study_system_attr
+            store.retry.call("record the data check", lambda: record(store.study_id, DATA_CHECKED, True))
+            built.data_checked = True
+            return
+        if state is core.Process.FAILED:
+            where = built.engine.data_dir
+            raise Problem("DataInvalid", f"the dataset at spec.dataset.path ({where}) cannot be read, so no trial "
+                          f"was launched: {reason}; fix it and create the study again", permanent=True)  # fmt: skip
+        raise Problem("CheckingData", "reading the dataset once in a CPU Job "
+                      f"({names.data_check_job_name(self.name)}) before any trial takes a GPU")  # fmt: skip
+
     def close(self) -> None:
         """Forget the built engine and release its connection pool (the study ended, or its URL changed)."""
         if self.built is not None:
@@ -473,7 +505,7 @@ class StudyReconciler:
 
 # What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
 NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded", "TrialPromoted",
-          "TrialPruned", "TrialResumed", "TrialPromotedPastRung"}  # fmt: skip
+          "TrialPruned", "TrialResumed", "TrialPromotedPastRung", "CheckingData"}  # fmt: skip
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:

@@ -69,12 +69,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stage",
-        choices=("full", "screen", "resume", "forget"),
+        choices=("full", "screen", "resume", "forget", "check-data"),
         default="full",
         help="full: the whole trial; screen: train to the early step, write a checkpoint, report and exit; "
         "resume: continue a screened trial from its checkpoint in --output to the next of --rungs after it (scored "
         "there, checkpointed, exits as screened again), else to the end; forget: delete the "
-        "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume)",
+        "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume); "
+        "check-data: read every split of --data once and exit (2 naming the file and line if one cannot be read)",
     )
     p.add_argument(
         "--group-by-length", action="store_true", help="batch training examples of similar length (less padding)"
@@ -276,6 +277,23 @@ def _forget(run_dir: Path) -> int:
     return EXIT_OK
 
 
+def _check_data(directory: Path, attributes: str | None) -> int:
+    """Read the dataset once, as every trial would: the operator runs this in a CPU Job before any trial takes a
+    GPU, so that a missing file or a malformed line fails the study once, with the reason, instead of every trial."""
+    from ftstudy.runner import check_data_dir
+    from ftstudy.task.attributes import DEFAULT_ATTRIBUTES
+    from ftstudy.task.dataset import DatasetError
+
+    names = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else list(DEFAULT_ATTRIBUTES)
+    try:
+        check_data_dir(directory, names)
+    except DatasetError as error:
+        log.error("bad input: %s", str(error).strip("'\""))
+        return EXIT_BAD_INPUT
+    log.info("the dataset in %s reads", directory)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -288,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return _forget(args.output)
     if args.data is None:
         p.error("the following arguments are required: --data")
+    if args.stage == "check-data":
+        return _check_data(args.data, args.attributes)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
