@@ -31,6 +31,7 @@ import optuna
 import sqlalchemy
 
 from ftstudy.kube.api import Kube, load_config
+from ftstudy.kube.policy import TrialPolicy
 from ftstudy.kube.reconciler import Settings, StudyReconciler
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
@@ -618,7 +619,8 @@ def test_a_rotated_secrets_old_connection_pool_is_closed(
     apply(plane, ns, study_manifest(name))
     body = get_study(plane, ns, name)
     kube, refresh = Kube(load_config(str(plane.kubeconfig))), 3600.0
-    reconciler = StudyReconciler(kube, ns, name, body["metadata"]["uid"], Settings(secret_refresh_seconds=refresh))
+    settings = Settings(secret_refresh_seconds=refresh, policy=TrialPolicy.of(claims=["artifacts"]))
+    reconciler = StudyReconciler(kube, ns, name, body["metadata"]["uid"], settings)
     try:
         reconciler.reconcile(body)
         assert reconciler.built is not None and connections(private_database.url, "ftstudy-old") >= 1
