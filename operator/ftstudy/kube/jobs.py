@@ -207,41 +207,48 @@ def job_manifest(
     }
 
 
+def _helper_job(
+    spec: StudySpec,
+    namespace: str,
+    study: str,
+    uid: str,
+    args: list[str],
+    name: str,
+    labels: dict[str, str],
+    requests: dict[str, str],
+) -> dict[str, Any]:
+    """A small Job in the trainer image beside the trials (a checkpoint cleanup, a data check): the trials' volumes
+    and security settings, its own name and labels (so the study's trial selector never takes it for an attempt), no
+    GPU, no storage URL (it reports nothing), an hour's TTL after it ends (its log kept until then), ten minutes
+    at most."""
+    job = job_manifest(spec, namespace, study, uid, 0, 0, args)
+    job["metadata"] |= {"name": name, "labels": labels}
+    template = job["spec"]["template"]
+    template["metadata"]["labels"] = labels
+    container = template["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]
+    container["resources"] = {"requests": dict(requests)}
+    job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
+    return job
+
+
 def checkpoint_cleanup_manifest(
     spec: StudySpec, namespace: str, study: str, uid: str, number: int, run_dir: PurePosixPath
 ) -> dict[str, Any]:
     """``cleanup.prunedCheckpoints`` in a cluster: a pruned trial's checkpoint lies on the trials' volume, which the
-    operator does not mount, so a small Job in the trainer image, with the trials' volumes and security settings,
-    deletes it (``ftstudy-trainer --stage forget``). It asks for no GPU and gets no storage URL; the TTL controller
-    deletes it an hour after it ends, its log kept until then."""
-    job = job_manifest(spec, namespace, study, uid, number, 0, ["--stage", "forget", "--output", str(run_dir)])
-    labels = names.cleanup_labels(study, uid, number)
-    job["metadata"] |= {"name": names.cleanup_job_name(study, number), "labels": labels}
-    template = job["spec"]["template"]
-    template["metadata"]["labels"] = labels
-    container = template["spec"]["containers"][0]
-    container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]  # it reports nothing
-    container["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"}}
-    job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
-    return job
+    operator does not mount, so a helper Job deletes it (``ftstudy-trainer --stage forget``)."""
+    return _helper_job(spec, namespace, study, uid, ["--stage", "forget", "--output", str(run_dir)],
+                       names.cleanup_job_name(study, number), names.cleanup_labels(study, uid, number),
+                       {"cpu": "50m", "memory": "128Mi"})  # fmt: skip
 
 
 def data_check_manifest(
     spec: StudySpec, namespace: str, study: str, uid: str, data_dir: PurePosixPath
 ) -> dict[str, Any]:
-    """A study with ``dataset.path`` in a cluster: before any trial takes a GPU, a small Job in the trainer image, with
-    the trials' volumes and security settings and no GPU, reads every split once (``ftstudy-trainer --stage
-    check-data``). A missing file or a malformed line then fails the study once, with the reason, instead of failing
-    every trial after it loaded its model on a GPU."""
+    """A study with ``dataset.path`` in a cluster: before any trial takes a GPU, a helper Job reads every split once
+    (``ftstudy-trainer --stage check-data``). A missing file or a malformed line then fails the study once, with the
+    reason, instead of failing every trial after it loaded its model on a GPU."""
     args = ["--stage", "check-data", "--data", str(data_dir), "--attributes", ",".join(spec.attributes),
             "--output", SCRATCH_PATH]  # fmt: skip
-    job = job_manifest(spec, namespace, study, uid, 0, 0, args)
-    labels = names.data_check_labels(study, uid)
-    job["metadata"] |= {"name": names.data_check_job_name(study), "labels": labels}
-    template = job["spec"]["template"]
-    template["metadata"]["labels"] = labels
-    container = template["spec"]["containers"][0]
-    container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]
-    container["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
-    job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
-    return job
+    return _helper_job(spec, namespace, study, uid, args, names.data_check_job_name(study),
+                       names.data_check_labels(study, uid), {"cpu": "100m", "memory": "256Mi"})  # fmt: skip
