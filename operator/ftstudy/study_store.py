@@ -16,6 +16,7 @@ retried through connection failures; the connection pool is small and bounded.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -307,6 +308,18 @@ class StudyStore:
         """One trial as stored now (the operator labels its Jobs with the trial's creation time)."""
         trial_id = self._trial_id(number)
         return self._call("read a trial", lambda: self.storage.get_trial(trial_id))
+
+    def record_early(self, number: int, step: int, accuracy: float) -> None:
+        """A trainer's early accuracy, as it reports it (through the operator's report endpoint)."""
+        trial_id = self._trial_id(number)
+        self._call("record the early accuracy",
+                   lambda: self.storage.set_trial_intermediate_value(trial_id, step, accuracy))  # fmt: skip
+
+    def record_attrs(self, number: int, attrs: dict[str, Any]) -> None:
+        """A trainer's results, each a user attribute (``ftstudy.trainer.reporting.UserAttr``)."""
+        trial_id = self._trial_id(number)
+        for key, value in attrs.items():
+            self._call(f"record {key}", functools.partial(self.storage.set_trial_user_attr, trial_id, key, value))
 
     def record_attempt(self, number: int, attempt: int) -> None:
         trial_id = self._trial_id(number)

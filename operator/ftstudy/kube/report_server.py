@@ -193,20 +193,11 @@ class ReportHandler:
                 state = "finished"
             return rp.answer(state=state, params=dict(trial.params))
         rp.check_launch(ref, trial.state.is_finished(), launch)
-        trial_id = store._trial_id(ref.trial)
         if request.kind is rp.Kind.EARLY:
             assert request.step is not None and request.accuracy is not None
-            step, accuracy = request.step, request.accuracy
-            store.retry.call(
-                "record the early accuracy",
-                lambda: store.storage.set_trial_intermediate_value(trial_id, step, accuracy),
-            )
+            store.record_early(ref.trial, request.step, request.accuracy)
         else:
-            for key, value in request.attrs.items():
-                store.retry.call(
-                    f"record {key}",
-                    lambda key=key, value=value: store.storage.set_trial_user_attr(trial_id, key, value),  # type: ignore[misc]
-                )
+            store.record_attrs(ref.trial, request.attrs)
         target.wake()  # the decision follows now, not at the next poll
         return rp.answer()
 
