@@ -7,7 +7,9 @@ adapter: the optimiser's moments, the scheduler's position, every random generat
 micro-batches of the shuffled data were consumed.
 
 Layout (``<trial>/checkpoint/``): ``state.pt`` (torch tensors and states) and ``checkpoint.json`` (the step, the
-hyperparameters it was written for, the size and SHA-256 of ``state.pt``). The directory is written under a
+hyperparameters it was written for, the size and SHA-256 of ``state.pt``, and why it was written: ``screened``
+at a screening point, ``preempted`` when a SIGTERM from outside stopped the run, which the same command then resumes
+from by itself). The directory is written under a
 temporary name and renamed into place, so a reader sees a complete checkpoint or none; the digest catches a
 truncated or altered file, and every failure to read names the file.
 """
@@ -32,6 +34,7 @@ DIRECTORY = CHECKPOINT_DIRECTORY
 FORMAT = 1
 STATE_FILE = "state.pt"
 META_FILE = "checkpoint.json"
+SCREENED, PREEMPTED = "screened", "preempted"  # why a checkpoint was written
 
 
 class CheckpointError(ValueError):
@@ -68,7 +71,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save(run_dir: Path, checkpoint: Checkpoint) -> Path:
+def save(run_dir: Path, checkpoint: Checkpoint, reason: str = SCREENED) -> Path:
     """Write ``run_dir/checkpoint`` atomically (a sibling temporary directory, then a rename); returns its path."""
     target = run_dir / DIRECTORY
     tmp = run_dir / f".{DIRECTORY}.tmp"
@@ -83,6 +86,7 @@ def save(run_dir: Path, checkpoint: Checkpoint) -> Path:
         "identity": checkpoint.identity,
         "state_bytes": state_path.stat().st_size,
         "state_sha256": _sha256(state_path),
+        "reason": reason,
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     for path in (state_path, tmp / META_FILE):
@@ -90,6 +94,19 @@ def save(run_dir: Path, checkpoint: Checkpoint) -> Path:
             os.fsync(handle.fileno())
     replace_directory(tmp, target)  # a screening attempt retried after a crash replaces the older one whole
     return target
+
+
+def preempted_at(run_dir: Path) -> int | None:
+    """The step of the checkpoint a preempted run left in ``run_dir``, if that is what is there (a screening
+    checkpoint is resumed only when the study says so: stage ``resume``). A file that cannot be read is not ignored:
+    ``load`` then names it."""
+    try:
+        meta = json.loads((run_dir / DIRECTORY / META_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint file {run_dir / DIRECTORY / META_FILE} is unreadable ({error})") from None
+    return int(meta["step"]) if isinstance(meta, dict) and meta.get("reason") == PREEMPTED else None
 
 
 def load(run_dir: Path, identity: dict[str, Any]) -> Checkpoint:

@@ -7,6 +7,9 @@ Exit codes tell the study engine what happened without parsing logs:
 2     bad input: missing model or data file, malformed dataset line, unknown attribute or hyperparameter, a
       missing or corrupt checkpoint (stage resume; the message names the file)
 3     the study's database stayed unreachable past the retry deadline
+75    preempted (``--checkpoint-on-stop``): stopped by SIGTERM from outside, with the training state checkpointed
+      in --output; the next run of the same command resumes there (a Job's next pod; ``podFailurePolicy`` does not
+      count it as a failure)
 143   stopped by SIGTERM (or SIGINT) before finishing; every file on disk is complete
 1     anything else (a bug): the traceback is printed
 ====  ==========================================================================================
@@ -26,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_TERMINATED = 0, 1, 2, 3, 143
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later; the operator's Jobs ignore this exit code (podFailurePolicy)
 STORAGE_ENV = "FTSTUDY_STORAGE_URL"
 log = logging.getLogger("ftstudy.trainer")
 
@@ -76,6 +80,13 @@ def parser() -> argparse.ArgumentParser:
         "there, checkpointed, exits as screened again), else to the end; forget: delete the "
         "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume); "
         "check-data: read every split of --data once and exit (2 naming the file and line if one cannot be read)",
+    )
+    p.add_argument(
+        "--checkpoint-on-stop",
+        action="store_true",
+        help="on SIGTERM, checkpoint the training state in --output and exit 75 (preempted); started again with "
+        "the same arguments, resume from that checkpoint (a cluster's Jobs: a drained or preempted pod loses at "
+        "most the step it was in)",
     )
     p.add_argument(
         "--group-by-length", action="store_true", help="batch training examples of similar length (less padding)"
@@ -151,6 +162,7 @@ def _settings(args: argparse.Namespace) -> Any:
         rungs=_fractions(args.rungs, "--rungs"),
         score_base_model=args.score_base_model,
         stage=args.stage,
+        checkpoint_on_stop=args.checkpoint_on_stop,
         eval_samples=args.eval_samples,
         test_samples=args.test_samples,
         eval_batch_size=args.eval_batch_size,
@@ -340,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         _record_failure(reporter, message)
         return EXIT_BAD_INPUT
     log.info("outcome: %s after %d of %d steps", result.outcome.value, result.steps_done, result.total_steps)
-    return EXIT_TERMINATED if result.outcome is Outcome.TERMINATED else EXIT_OK
+    exits = {Outcome.TERMINATED: EXIT_TERMINATED, Outcome.PREEMPTED: EXIT_PREEMPTED}
+    return exits.get(result.outcome, EXIT_OK)
 
 
 if __name__ == "__main__":

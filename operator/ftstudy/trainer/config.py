@@ -119,6 +119,9 @@ class RunSettings:
     device: str = "auto"
     score_base_model: bool = False  # also score the model before any training (the study's zero-shot accuracy)
     stage: str = "full"  # one of STAGES
+    # SIGTERM from outside (a drain, a preemption, Kueue suspending the Job): checkpoint and exit ``preempted`` so
+    # that the Job's next pod resumes there (a Job's trials); off, a SIGTERM just stops (``ftstudy run`` cancels).
+    checkpoint_on_stop: bool = False
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunSettings:

@@ -31,6 +31,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
+from ftstudy import faults
 from ftstudy.task.dataset import Example, load_jsonl
 from ftstudy.task.scoring import Accuracy
 from ftstudy.trainer import checkpoint
@@ -59,6 +60,8 @@ class Outcome(StrEnum):
     TERMINATED = "terminated"  # SIGTERM: stopped promptly, nothing half-written
     FINISHED_ELSEWHERE = "finished_elsewhere"  # the study finished the trial while it was still training
     SCREENED = "screened"  # stopped at the early step with a checkpoint (stage screen); the study may resume it
+    # SIGTERM from outside with ``checkpoint_on_stop``: checkpointed where it stopped; the same command resumes there
+    PREEMPTED = "preempted"
 
 
 @dataclass
@@ -157,6 +160,8 @@ class Progress:
     accuracy_at: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    # A preemption inside the scoring after ``step``: that scoring is still to do (a resumed run does it first).
+    redo: bool = False
 
 
 @dataclass
@@ -214,6 +219,7 @@ class Trainer:
 
     def _accuracy(self, model: Any, encoder: Encoder, examples: list[Example], device: torch.device) -> Accuracy:
         started = time.monotonic()
+        faults.point("trainer.scoring", wake=self.stop)
         try:
             return accuracy(model, encoder, examples, self.settings.eval_batch_size, device, self.stop)
         finally:
@@ -245,13 +251,16 @@ class Trainer:
         )
         self.eval_seconds = 0.0
         started = time.monotonic()  # train_seconds: from here (the base model's scoring included) to the end
-        if (s.score_base_model and s.stage != "resume") or not data.train:
+        preempted = s.checkpoint_on_stop and checkpoint.preempted_at(self.out) is not None
+        if (s.score_base_model and s.stage != "resume" and not preempted) or not data.train:
             # Generation over every page: minutes for a large model on a CPU, so say what the silence is.
             pages = len(data.validation) + len(data.test) + len(data.independent_test)
             log.info("scoring the base model (zero-shot) on %d pages first", pages)
             try:
                 base = self._score_base_model(loaded.model, encoder, data, device)
             except Interrupted:
+                if s.checkpoint_on_stop:
+                    return self._preempted_untrained(TrialResult(Outcome.PREEMPTED, 0, 0))
                 return self._terminated(TrialResult(Outcome.TERMINATED, 0, 0), 0)
             if not data.train:
                 return self._untrained(base)
@@ -271,7 +280,6 @@ class Trainer:
         total = total_steps(s, hp, len(train_items))
         early = early_step(total, s.early_fraction)
         extra_steps = {early_step(total, f) for f in s.extra_eval_fractions} - {early}
-        accuracy_at: dict[str, float] = {}
         loss_every = max(1, math.ceil(total / s.eval_loss_points))
         result = TrialResult(outcome=Outcome.COMPLETED, total_steps=total, early_step=early)
 
@@ -288,13 +296,15 @@ class Trainer:
         if s.group_by_length:  # the data order: a checkpoint written without it must not resume with it
             identity["group_by_length"] = True
         progress = Progress()
-        if s.stage == "resume":
+        if s.stage == "resume" or preempted:
             progress = self._resume(model, optimizer, scheduler, identity)
             started -= progress.train_seconds  # train_seconds counts the screening run too, not the wait between
             self.eval_seconds = progress.eval_seconds
-            accuracy_at = progress.accuracy_at
-        # The rung this run stops at (a resumed one only): the first after the checkpoint's step, before the end.
-        rung_step = next((r for r in sorted({early_step(total, f) for f in s.rungs}) if progress.step < r < total), 0)
+        # The first step whose work after training (scoring, a rung) is still to do: the checkpoint's own step when
+        # a preemption stopped that work, else the next one.
+        pending = progress.step if progress.redo else progress.step + 1
+        # The rung this run stops at (a resumed one only): the first from that step on, before the end.
+        rung_step = next((r for r in sorted({early_step(total, f) for f in s.rungs}) if pending <= r < total), 0)
         rung_step = rung_step if s.stage == "resume" else 0
         self._record(
             {
@@ -317,61 +327,62 @@ class Trainer:
             loaded.dtype,
             f", resumed after step {progress.step}" if progress.step else "",
         )
+        if preempted:
+            log.info("resumed from the checkpoint written when this trial was preempted at step %d", progress.step)
 
         micro = min(hp.batch_size, len(train_items))
         batches = batch_stream(train_items, micro, s.seed, progress.step * hp.grad_accum, s.group_by_length)
-        best_loss, best_loss_step = progress.best_loss, progress.best_loss_step
-        early_reported = progress.step >= early
-        for step in range(progress.step + 1, total + 1):
-            if self.stop.is_set():
-                return self._terminated(result, step - 1)
-            step_loss = train_step(model, batches, hp, optimizer, scheduler, tokenizer.pad_token_id, device)
+        early_reported = pending > early
+        optimiser = (optimizer, scheduler)
+        trained = progress.step  # the step whose training the model's state holds
+        for step in range(pending, total + 1):
             result.steps_done = step
-            progress.losses.append(step_loss)
-
-            if not math.isfinite(step_loss):
-                return self._diverged(result, step, early_reported, started)
-            if step % s.check_every == 0:
-                status = self.reporter.status()
-                if status is not TrialStatus.RUNNING:
-                    return self._stopped_by_study(result, status, step)
+            if step > trained:  # not a step whose training a preempted run did already
+                if self.stop.is_set():
+                    return self._stopped(result, model, optimiser, identity, progress, started, trained, redo=False)
+                step_loss = train_step(model, batches, hp, optimizer, scheduler, tokenizer.pad_token_id, device)
+                trained = step
+                progress.losses.append(step_loss)
+                if not math.isfinite(step_loss):
+                    return self._diverged(result, step, early_reported, started)
+                if step % s.check_every == 0:
+                    status = self.reporter.status()
+                    if status is not TrialStatus.RUNNING:
+                        return self._stopped_by_study(result, status, step)
             if step % loss_every == 0 or step == total:
                 loss_started = time.monotonic()
                 current = eval_loss(model, val_items, s.eval_batch_size, tokenizer.pad_token_id, device)
                 self.eval_seconds += time.monotonic() - loss_started
-                if current < best_loss:
-                    best_loss, best_loss_step = current, step
-                log.info("step %d/%d train loss %.4f eval loss %.4f", step, total, step_loss, current)
+                if current < progress.best_loss:
+                    progress.best_loss, progress.best_loss_step = current, step
+                log.info("step %d/%d train loss %.4f eval loss %.4f", step, total, progress.losses[-1], current)
             try:
                 if step == rung_step:
-                    progress.step, progress.best_loss, progress.best_loss_step = step, best_loss, best_loss_step
-                    progress.accuracy_at = accuracy_at
-                    return self._rung(model, encoder, data, device, (optimizer, scheduler), identity, progress,
-                                      result, started)  # fmt: skip
+                    progress.step = step
+                    return self._rung(model, encoder, data, device, optimiser, identity, progress, result, started)
                 if step == early and s.stage == "screen":
-                    progress.step, progress.best_loss, progress.best_loss_step = step, best_loss, best_loss_step
-                    progress.accuracy_at = accuracy_at
-                    return self._screen(model, encoder, data, device, (optimizer, scheduler), identity, progress,
-                                        result, started)  # fmt: skip
+                    progress.step = step
+                    return self._screen(model, encoder, data, device, optimiser, identity, progress, result, started)
                 if step == early:
                     self._early(model, encoder, data, step, device)
                     early_reported = True
                 elif step in extra_steps:
-                    accuracy_at[str(step)] = self._accuracy(model, encoder, data.validation, device).mean
-                    self._record({UserAttr.ACCURACY_AT_STEP: accuracy_at})
-            except Interrupted:
-                return self._terminated(result, step)
+                    progress.accuracy_at[str(step)] = self._accuracy(model, encoder, data.validation, device).mean
+                    self._record({UserAttr.ACCURACY_AT_STEP: progress.accuracy_at})
+            except Interrupted:  # inside this step's scoring: a preempted run does it again when resumed
+                return self._stopped(result, model, optimiser, identity, progress, started, step, redo=True)
+            faults.point(f"trainer.after-step.{step}", wake=self.stop)
 
         try:
             final = self._scores(model, encoder, data, device)
         except Interrupted:
-            return self._terminated(result, total)
+            return self._stopped(result, model, optimiser, identity, progress, started, total, redo=True)
         adapter = self.out / "final_adapter"
         save_adapter(model, adapter)
         attrs: dict[str, Any] = {
             **self._score_attrs(final),
-            UserAttr.BEST_EVAL_LOSS: best_loss,
-            UserAttr.BEST_EVAL_LOSS_STEP: best_loss_step,
+            UserAttr.BEST_EVAL_LOSS: progress.best_loss,
+            UserAttr.BEST_EVAL_LOSS_STEP: progress.best_loss_step,
             UserAttr.FINAL_ADAPTER: str(adapter),
             UserAttr.STEPS_DONE: total,
             UserAttr.TRAIN_SECONDS: round(time.monotonic() - started, 3),
@@ -495,6 +506,7 @@ class Trainer:
         identity: dict[str, Any],
         progress: Progress,
         started: float,
+        reason: str = checkpoint.SCREENED,
     ) -> dict[str, Any]:
         """Write the full training state at ``progress.step``; the attributes that say a trial is screened there."""
         optimizer, scheduler = optimiser
@@ -508,8 +520,9 @@ class Trainer:
             "progress": asdict(progress),
         }
         micro_batches = progress.step * identity["hyperparameters"]["grad_accum"]
-        where = checkpoint.save(self.out, checkpoint.Checkpoint(progress.step, micro_batches, identity, state))
-        log.info("screened at step %d: checkpoint in %s", progress.step, where)
+        saved = checkpoint.Checkpoint(progress.step, micro_batches, identity, state)
+        where = checkpoint.save(self.out, saved, reason)
+        log.info("%s at step %d: checkpoint in %s", reason, progress.step, where)
         return {
             UserAttr.CHECKPOINT: str(where),
             UserAttr.STEPS_DONE: progress.step,
@@ -565,6 +578,43 @@ class Trainer:
         except (OSError, json.JSONDecodeError):
             self.summary = {}
         return Progress(**saved.state["progress"])
+
+    def _stopped(
+        self,
+        result: TrialResult,
+        model: Any,
+        optimiser: tuple[torch.optim.Optimizer, Any],
+        identity: dict[str, Any],
+        progress: Progress,
+        started: float,
+        step: int,
+        redo: bool,
+    ) -> TrialResult:
+        """SIGTERM at ``step``, its training done (``redo``: inside its scoring). With ``checkpoint_on_stop`` the
+        trial is preempted, not over: the training state is checkpointed (well inside a pod's grace period: no
+        scoring is finished first) and the same command resumes there, scoring that step again if ``redo``. That is
+        exact because scoring draws no random number (greedy decoding, dropout off), so the generators' state saved
+        after an interrupted scoring is the one before it. Nothing is reported to the study: the operator sees the
+        pod's exit code, and the trial still runs."""
+        if not self.settings.checkpoint_on_stop:
+            return self._terminated(result, step)
+        if step == 0:
+            return self._preempted_untrained(result)
+        progress.step, progress.redo = step, redo
+        self._checkpoint(model, optimiser, identity, progress, started, checkpoint.PREEMPTED)
+        progress.redo = False
+        result.outcome, result.steps_done = Outcome.PREEMPTED, step
+        self._record({UserAttr.OUTCOME: Outcome.PREEMPTED.value, UserAttr.STEPS_DONE: step}, to_storage=False)
+        log.warning("preempted after step %d%s: checkpointed; started again, this trial resumes there", step,
+                    " (its scoring there is done again)" if redo else "")  # fmt: skip
+        return result
+
+    def _preempted_untrained(self, result: TrialResult) -> TrialResult:
+        """SIGTERM before the first step: nothing to keep; preempted all the same (not a failure: the Job's next pod
+        starts the trial again)."""
+        result.outcome, result.steps_done = Outcome.PREEMPTED, 0
+        log.warning("preempted before the first training step: started again, this trial begins from the start")
+        return result
 
     def _terminated(self, result: TrialResult, step: int) -> TrialResult:
         log.warning("stop requested: ending at step %d", step)
