@@ -520,6 +520,49 @@ def test_a_trial_pod_evicted_by_a_drain_is_replaced_by_its_job_and_spends_no_ret
     no_tracebacks(ops)
 
 
+def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from_its_checkpoint(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    """Preemption costs a trial nothing: the real trainer, held after step 7 of 15 by a fault point, gets SIGTERM
+    from a pod deleted by hand (as Kueue or a person would stop it, with no DisruptionTarget condition). It
+    checkpoints and exits 75; the Job ignores that exit (podFailurePolicy) and starts a new pod, whose trainer
+    resumes after step 7. The trial completes on its first attempt, and the study tells the preemption once
+    (Event TrialPreempted, naming the pod and the step)."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    ops.start()
+    env = [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"},
+           {"name": "FTSTUDY_FAULTS", "value": "trainer.after-step.7=1:hold=600"}]  # fmt: skip
+    apply(plane, ns, study_manifest("preempted", trialTemplate={"env": env}, budget={"maxTrials": 1, "parallelism": 1}))
+
+    def runs() -> list[dict[str, Any]]:
+        return [r for r in nodes.runs if r["pod"].startswith("preempted-")]
+
+    def log(run: dict[str, Any]) -> str:
+        where = nodes.log_path(ns, run["pod"])
+        return where.read_text() if where.exists() else ""
+
+    wait_for("the trainer held after step 7", lambda: runs() and "holding for" in log(runs()[0]), 300,
+             diagnosis(ops, "preempted", nodes))  # fmt: skip
+    first_pod = runs()[0]["pod"]
+    plane.kubectl("delete", "pod", first_pod, "-n", ns, "--wait=false")
+    done = wait_for_phase(ops, "preempted", ("Succeeded", "Failed"), 300, nodes)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    first, second = runs()
+    assert first["exit_code"] == 75, first
+    assert second["pod"].startswith("preempted-t0-a1-") and second["started"] >= first["ended"], (first, second)
+    assert "preempted after step 7: checkpointed" in log(first)
+    assert "resumed from the checkpoint written when this trial was preempted at step 7" in log(second)
+    (trial,) = optuna_trials(postgres_url, ns, "preempted")
+    assert trial.state.name == "COMPLETE" and trial.system_attrs["ftstudy:attempts"] == 1, trial
+    assert trial.system_attrs["ftstudy:preemptions"] == {"1": 1}
+    told = study_events(ops, "preempted", "TrialPreempted")
+    assert len(told) == 1 and told[0]["type"] == "Normal", told
+    assert f"pod {first_pod}" in told[0]["message"] and "preempted after 7 of 15 steps" in told[0]["message"], told
+    assert not study_events(ops, "preempted", "TrialRelaunched"), "no retry"
+    no_tracebacks(ops)
+
+
 def test_a_study_whose_data_cannot_be_read_fails_once_before_any_trial_takes_a_gpu(
     operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], tmp_path: Path
 ) -> None:

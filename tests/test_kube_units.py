@@ -447,6 +447,33 @@ def test_how_a_job_reads_to_the_core(
     assert (seen.state, seen.retryable, seen.reason) == (state, retryable, reason)
 
 
+def test_pods_stopped_from_outside_read_as_preemptions_not_as_the_jobs_failure() -> None:
+    """A failed pod the Job's podFailurePolicy ignores (exit 75, or marked DisruptionTarget) is a preemption, told
+    with its cause and the trainer's last words; it never explains why the Job failed; and while the Job is being
+    deleted (the operator stopping the trial) nothing is a preemption."""
+    deleted = pod({"terminated": {"exitCode": 75, "message": "x\noutcome: preempted after 7 of 15 steps"}},
+                  age_seconds=300, phase="Failed")  # fmt: skip
+    deleted["metadata"]["name"] = "demo-t0-a1-aaaaa"
+    drained = pod({"terminated": {"exitCode": 137}}, age_seconds=200, phase="Failed")
+    disruption = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    drained["status"]["conditions"] = [{**disruption, "message": "Eviction API: evicting"}]
+    drained["metadata"]["name"] = "demo-t0-a1-bbbbb"
+    crashed = pod({"terminated": {"exitCode": 1, "message": "boom"}}, age_seconds=100, phase="Failed")
+    running = pod({"running": {}}, age_seconds=100)
+    seen = job_process(job(), [running, drained, deleted], NOW, stuck_seconds=120)
+    assert seen.state is Process.RUNNING
+    assert seen.preempted == (
+        "pod demo-t0-a1-aaaaa: it was stopped from outside (SIGTERM); "
+        "the trainer said: outcome: preempted after 7 of 15 steps",
+        "pod demo-t0-a1-bbbbb: EvictionByEvictionAPI: Eviction API: evicting",
+    )
+    failed = job_process(job(FAILED), [deleted, crashed], NOW, stuck_seconds=120)
+    assert (failed.state, failed.reason) == (Process.FAILED, "the trainer crashed (exit code 1): boom")
+    assert job_process(job(deleting=True), [deleted], NOW, stuck_seconds=120).preempted == ()
+    plain_stop = pod({"terminated": {"exitCode": 143}}, phase="Failed")
+    assert job_process(job(), [plain_stop], NOW, stuck_seconds=120).preempted == ()
+
+
 def test_how_long_a_pod_waited_is_measured_on_the_api_servers_clock() -> None:
     """The pod's timestamps are the API server's; the operator's machine may be off by more than stuck_seconds.
     Here the server says the pod has waited 60 s (its clock reads NOW, days behind this machine's): not stuck."""

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 from optuna.trial import FrozenTrial
 
 from ftstudy.core import Process
-from ftstudy.trainer.cli import STORAGE_ENV
+from ftstudy.trainer.cli import EXIT_PREEMPTED, STORAGE_ENV
 from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY
 
 P = TypeVar("P", bound=PurePath)
@@ -42,6 +42,8 @@ class TrialProcess:
     reason: str | None = None
     attempt: int | None = None  # the attempt this is (a Job's label, process.json): a launch the count lost is found
     resume: bool = False  # the launch resumes a screened trial from its checkpoint
+    # Pods of this launch stopped from outside and replaced by its Job (a drain, a preemption): what each said
+    preempted: tuple[str, ...] = ()
 
 
 class Executor(Protocol):
@@ -72,7 +74,8 @@ def trial_dir(root: P, number: int) -> P:
 def exit_reason(code: int) -> str:
     if code < 0:
         return f"the trainer was killed by signal {signal.Signals(-code).name}"
-    meaning = {1: "crashed", 2: "refused its input", 3: "could not reach the database", 143: "was terminated"}
+    meaning = {1: "crashed", 2: "refused its input", 3: "could not reach the database",
+               EXIT_PREEMPTED: "was preempted", 143: "was terminated"}  # fmt: skip
     return f"the trainer {meaning.get(code, 'failed')} (exit code {code})"
 
 

@@ -37,6 +37,7 @@ from ftstudy.study_store import (
     later_scores,
     passed,
     phase,
+    preemptions,
     resumes,
     screening_counts,
 )
@@ -193,7 +194,21 @@ class Engine:
                 self.store.record_attempt(trial.number, seen.attempts)
             if seen.phase is Phase.RUNNING and seen.resumes > resumes(trial):
                 self.store.record_resume(trial.number, seen.resumes)
+            process = processes.get(trial.number)
+            if seen.phase is Phase.RUNNING and process is not None and process.preempted:
+                self._preempted(trial, process)
         return trials, views
+
+    def _preempted(self, trial: FrozenTrial, process: TrialProcess) -> None:
+        """Tell each preemption of a launch once (an Event, then the count recorded: a crash in between tells it
+        again, never loses it). The launch goes on in a new pod of its Job; no retry is spent."""
+        launch, told = str(process.attempt or 0), preemptions(trial)
+        new = process.preempted[told.get(launch, 0) :]
+        for what in new:
+            text = f"preempted: {what}; its Job started a new pod, which resumes from the checkpoint (no retry spent)"
+            self.on_event(Event(trial.number, text, "TrialPreempted"))
+        if new:
+            self.store.record_preemptions(trial.number, {**told, launch: len(process.preempted)})
 
     def step(self) -> list[core.Action]:
         trials, views = self.observe()

@@ -48,6 +48,7 @@ from ftstudy.kube.problems import Problem
 from ftstudy.kube.times import parse_api_time
 from ftstudy.spec import StudySpec
 from ftstudy.study_store import StudyStore
+from ftstudy.trainer.cli import EXIT_PREEMPTED
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,36 @@ def job_process(
     ``failed_create``: the Job's latest FailedCreate Event message, when its pod could not be created;
     ``pending_seconds``: how long a pod may wait for a node, or in ContainerCreating (``budget.pendingSeconds``)."""
     found = _job_process(job, pods, now, stuck_seconds, failed_create, pending_seconds)
-    return replace(found, resume=_resume(job))
+    return replace(found, resume=_resume(job), preempted=_preempted(job, pods))
+
+
+def _ignored_failure(pod: dict[str, Any]) -> bool:
+    """A failed pod that the trial Job's ``podFailurePolicy`` does not count (``jobs.job_manifest``)."""
+    if pod.get("status", {}).get("phase") != "Failed":
+        return False
+    return _condition(pod, "DisruptionTarget") is not None or (_terminated(pod) or {}).get("exitCode") == EXIT_PREEMPTED
+
+
+def _preempted(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The Job's pods that were stopped from outside and that its ``podFailurePolicy`` ignored (so the Job started
+    another): marked DisruptionTarget by the API server (a drain's eviction, the scheduler's preemption, a node
+    shutting down), or ended by the trainer's "preempted" exit (any SIGTERM not from the operator: a pod deleted by
+    hand, Kueue suspending the Job). Oldest first, each with its cause and the trainer's last words. None while the
+    Job is being deleted: the operator's own stop is no preemption."""
+    if job["metadata"].get("deletionTimestamp"):
+        return ()
+    found = []
+    for pod in sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", ""))):
+        if not _ignored_failure(pod):
+            continue
+        disruption = _condition(pod, "DisruptionTarget")
+        terminated = _terminated(pod) or {}
+        cause = "it was stopped from outside (SIGTERM)"
+        if disruption is not None:
+            cause = f"{disruption.get('reason', 'DisruptionTarget')}: {(disruption.get('message') or '').strip()}"
+        said = _last_line(terminated.get("message"))
+        found.append(f"pod {pod['metadata']['name']}: {cause}" + (f"; the trainer said: {said}" if said else ""))
+    return tuple(found)
 
 
 def _unscheduled(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -213,7 +243,7 @@ def _failure(condition: dict[str, Any], pods: list[dict[str, Any]], attempt: int
     if job_reason == "DeadlineExceeded":
         reason = "the trial ran past trialTemplate.activeDeadlineSeconds"
         return TrialProcess(Process.FAILED, reason=reason, attempt=attempt)
-    for pod in pods:
+    for pod in (p for p in pods if not _ignored_failure(p)):  # a preempted pod is not why the Job failed
         status = pod.get("status", {})
         if status.get("reason") == "Evicted":
             reason = f"its pod was evicted: {status.get('message', '').strip()}"
@@ -309,6 +339,7 @@ class JobExecutor:
         return self.keys.get(number, "")
 
     def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
+        args = [*args, "--checkpoint-on-stop"]  # a SIGTERM not the operator's is a preemption: the Job resumes it
         manifest = jobs.job_manifest(self.spec, self.namespace, self.study, self.uid, number, attempt, args,
                                      identity=self.identity, key=self._key(number), resume=resume,
                                      reports=self.reports)  # fmt: skip

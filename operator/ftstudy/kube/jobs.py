@@ -30,7 +30,7 @@ from ftstudy.kube import names
 from ftstudy.kube.policy import REPORT_TOKEN_VOLUME, SCRATCH_PATH, SCRATCH_VOLUME, volume_type
 from ftstudy.report_protocol import AUDIENCE
 from ftstudy.spec import StudySpec
-from ftstudy.trainer.cli import STORAGE_ENV
+from ftstudy.trainer.cli import EXIT_PREEMPTED, STORAGE_ENV
 from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
 
 CONTAINER = "trainer"
@@ -100,6 +100,10 @@ def owner_reference(study: str, uid: str) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+# The trainer's exit code for a SIGTERM it took as a preemption (``--checkpoint-on-stop``): the Job ignores it.
+PREEMPTED_EXIT = {"containerName": CONTAINER, "operator": "In", "values": [EXIT_PREEMPTED]}
 
 
 def job_manifest(
@@ -187,9 +191,17 @@ def job_manifest(
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         # A pod disrupted from outside (a drain's eviction, preemption by a higher priority, a node shutting down:
-        # the API server marks it DisruptionTarget) is replaced by the Job itself, and counts as no failure: the
-        # trial did nothing wrong, so it spends no retry (the replacement starts its stage again).
-        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+        # the API server marks it DisruptionTarget), or stopped by any other SIGTERM not the operator's (a pod
+        # deleted by hand, Kueue suspending the Job: the trainer checkpoints and exits "preempted"), is replaced by
+        # the Job itself and counts as no failure: the trial did nothing wrong, so it spends no retry, and the
+        # replacement resumes from the checkpoint (``--checkpoint-on-stop``; from the start if the trials' volume
+        # does not outlive a pod).
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "Ignore", "onExitCodes": PREEMPTED_EXIT},
+            ]
+        },
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
     if t.active_deadline_seconds is not None:

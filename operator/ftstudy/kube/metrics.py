@@ -150,6 +150,13 @@ class OperatorMetrics:
             [*STUDY, "kind"],
             registry=r,
         )
+        self.preemptions = Counter(
+            "ftstudy_trial_preemptions",
+            "Trial pods stopped from outside (a drain, a preemption, a pod deleted by hand) and replaced by their "
+            "Job, which resumes the trial from its checkpoint; no retry is spent on them (Event TrialPreempted).",
+            STUDY,
+            registry=r,
+        )
         self.trial_duration = Histogram(
             "ftstudy_trial_duration_seconds",
             "Wall time of trials from creation to their end, by outcome (completed, cancelled, failed).",
@@ -225,6 +232,7 @@ class OperatorMetrics:
         for outcome in OUTCOMES.values():
             self.trial_duration.labels(namespace, study, outcome)
         self.database_errors.labels(namespace, study)
+        self.preemptions.labels(namespace, study)
         self.reconcile_duration.labels(namespace, study)
         self.decision_latency.labels(namespace, study)
 
@@ -329,6 +337,8 @@ class OperatorMetrics:
         reading of the study's trials, by number)."""
         now = time.time() if now is None else now
         for event in events:
+            if event.reason == "TrialPreempted":
+                self.preemptions.labels(namespace, study).inc()
             kind = DECISIONS.get(event.reason)
             if kind is None:
                 continue
@@ -368,6 +378,7 @@ class OperatorMetrics:
             self.reconcile_duration,
             self.decision_latency,
             self.database_errors,
+            self.preemptions,
             self.database_up,
         ):
             metric.remove_by_labels(labels)

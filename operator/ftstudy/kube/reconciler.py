@@ -505,7 +505,8 @@ class StudyReconciler:
 
 # What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
 NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded", "TrialPromoted",
-          "TrialPruned", "TrialResumed", "TrialPromotedPastRung", "CheckingData"}  # fmt: skip
+          "TrialPruned", "TrialResumed", "TrialPromotedPastRung", "CheckingData",
+          "TrialPreempted"}  # fmt: skip
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
