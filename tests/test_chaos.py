@@ -1,6 +1,7 @@
 """Chaos at random moments, on the real control plane with the real trainer: the operator SIGKILLed twenty times
 across a study (inside its multi-write sequences too, through fault-injection points, and restarted under new
-identities that must wait for the Lease to expire); PostgreSQL crashed three times and the API server restarted once.
+identities that must wait for the Lease to expire); in a study screening in rungs, PostgreSQL crashed three times,
+the operator killed inside three PostgreSQL outages, and the API server restarted once.
 
 What must hold afterwards, read from the simulated kubelet's record of every process it ran and from the study's
 Optuna records: the study completes; every trial ran exactly once per recorded attempt; no two attempts of a trial
@@ -152,9 +153,10 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
 @pytest.fixture
 def supervised(operators: Operators) -> Iterator[Operators]:
     """The operator restarted whenever it exits, as its Deployment would (a leader that could not renew its Lease
-    through an outage exits by design)."""
+    through an outage exits by design); trials report over HTTPS, as the chart sets it up by default."""
     stop = threading.Event()
     ops = operators
+    undo = ops.enable_reports()
 
     def supervise() -> None:
         proc = ops.start()
@@ -167,30 +169,56 @@ def supervised(operators: Operators) -> Iterator[Operators]:
     yield ops
     stop.set()
     thread.join()
+    undo()
 
 
-def test_the_study_completes_through_postgresql_crashes_and_an_apiserver_restart(
+def operator_killed_during_an_outage(ops: Operators, rng: random.Random) -> str:
+    """PostgreSQL down (a fast shutdown: every connection cut), the running operator SIGKILLed inside the outage
+    (its supervisor starts another, which meets the outage from its first pass), PostgreSQL back seconds later."""
+    script = str(ROOT / "scripts" / "postgres.sh")
+    subprocess.run([script, "stop"], check=True, capture_output=True)
+    try:
+        time.sleep(rng.uniform(0.5, 2.0))
+        running = [proc for proc in ops.procs if proc.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGKILL)
+        time.sleep(rng.uniform(2.0, 5.0))
+    finally:
+        subprocess.run([script, "start"], check=True, capture_output=True)
+    return f"{len(running)} operator(s) killed"
+
+
+def test_the_study_completes_through_postgresql_crashes_operator_kills_in_outages_and_an_apiserver_restart(
     supervised: Operators,
     control_plane: ControlPlane,
     gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
     postgres_url: str,
 ) -> None:
+    """Screening with rungs (the default mode, with its resumes) and reports over HTTPS: three PostgreSQL crashes,
+    three operator kills inside PostgreSQL outages, one API server restart, in a random order. Every trial once, no
+    duplicate, none lost, no retry spent."""
     ops, plane, ns = supervised, supervised.plane, supervised.namespace
     rng = random.Random(SEED + 1)
     nodes = gpu_nodes_factory({"gpu-a": 2})
     name = "storms"
-    apply(plane, ns, study_manifest(name, budget={"maxTrials": 6, "parallelism": 2}))
+    promotion = {"policy": "topK", "k": 2, "mode": "screen", "auditFraction": 0.0, "rungs": [0.2, 0.5]}
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 6, "parallelism": 2}, promotion=promotion))
     wait_for("a running trial", lambda: nodes.running() > 0, 120, diagnosis(ops, name, nodes), every=0.2)
-    events = ["postgresql", "postgresql", "postgresql", "kube-apiserver"]
+    events = ["postgresql", "postgresql", "postgresql", "outage-kill", "outage-kill", "outage-kill", "kube-apiserver"]
     rng.shuffle(events)
     done = []
     for event in events:
         time.sleep(rng.uniform(1.0, 6.0))
+        what = ""
         if event == "postgresql":
             subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "crash"], check=True, capture_output=True)
+        elif event == "outage-kill":
+            what = ": " + operator_killed_during_an_outage(ops, rng)
         else:
             control_plane.restart_apiserver()
-        done.append(f"{event} at {time.monotonic():.0f}")
+        done.append(f"{event} at {time.monotonic():.0f}{what}")
+    print(f"seed {SEED + 1}; events: {done}")
+    assert sum("operator(s) killed" in d and not d.endswith(": 0 operator(s) killed") for d in done) == 3, done
     study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 600, nodes)
     assert study["status"]["phase"] == "Succeeded", (SEED + 1, done, study["status"])
     trials = optuna_trials(postgres_url, ns, name)
