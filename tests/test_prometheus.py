@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.control_plane import free_port
+from tests.cluster.control_plane import free_port, stop_process
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_chart import Helm, helm  # noqa: F401 (the session's pinned helm)
 from tests.test_observability import (
@@ -86,12 +86,7 @@ class Prometheus:
         return result
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 30)
 
 
 def chart_monitoring(helm: Helm, interval: str) -> tuple[dict[str, Any], dict[str, Any]]:  # noqa: F811
