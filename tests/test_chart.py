@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ftstudy.kube import rbac
+from ftstudy.kube import db_password, rbac
+from ftstudy.kube.api import Kube, load_config
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_operator import (
@@ -157,6 +158,9 @@ def test_watching_named_namespaces_binds_exactly_the_operators_rules_in_each_and
     assert cluster_role["rules"] == rbac.TOKEN_REVIEW_RULES
     (cluster_binding,) = only(manifests, "ClusterRoleBinding")
     assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    queued = helm.template("--set", "watchNamespaces={ml}", "--set", "kueue.enabled=true")
+    (role,) = [r for r in only(queued, "Role") if r["metadata"]["name"] == FULLNAME]
+    assert role["rules"] == rbac.rules(["ftstudy-db"]) + rbac.KUEUE_RULES, "kueue.enabled: LocalQueues, read only"
     without = helm.template("--set", "watchNamespaces={ml,research}", "--set", "reports.enabled=false")
     assert not only(without, "ClusterRole") and not only(without, "ClusterRoleBinding")
 
@@ -347,18 +351,26 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_e
 ) -> None:
     assert not only(helm.template(), "StatefulSet")
     assert [s["metadata"]["name"] for s in only(helm.template(), "Secret")] == [f"{FULLNAME}-report-tls"]
-    manifests = helm.template("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml,research}")
+    from ftstudy.cli import parser
+
+    values = ("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml,research}")
+    manifests = helm.template(*values)
+    assert manifests == helm.template(*values), "the same on every render: helm template and GitOps change nothing"
     statefulset = one(manifests, "StatefulSet")
     assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:17"
     secrets = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in only(manifests, "Secret")
                if not s["metadata"]["name"].endswith("report-tls")}  # fmt: skip
     assert set(secrets) == {(RELEASE_NS, f"{FULLNAME}-postgresql"), ("ml", "ftstudy-db"), ("research", "ftstudy-db")}
-    password = base64.b64decode(secrets[(RELEASE_NS, f"{FULLNAME}-postgresql")]["data"]["password"]).decode()
-    assert len(password) == 32
+    assert "password" not in secrets[(RELEASE_NS, f"{FULLNAME}-postgresql")]["data"], "the operator generates it"
+    args = parser().parse_args(["operator", *operator_container(manifests)["args"]])
+    assert args.database_password_secret == f"{FULLNAME}-postgresql"
+    roles = {r["metadata"]["name"]: r for r in only(manifests, "Role")}
+    password_rules = roles[f"{FULLNAME}-database-password"]["rules"]
+    assert password_rules == rbac.database_password_rules(f"{FULLNAME}-postgresql"), "get and update it, by name"
     for namespace in ("ml", "research"):
         url = base64.b64decode(secrets[(namespace, "ftstudy-db")]["data"]["url"]).decode()
         host = f"{FULLNAME}-postgresql.{RELEASE_NS}.svc"
-        assert url == f"postgresql+psycopg2://ftstudy:{password}@{host}:5432/ftstudy"
+        assert url == f"postgresql+psycopg2://ftstudy@{host}:5432/ftstudy", "no password: the operator's PGPASSWORD"
     service = one(manifests, "Service", f"{FULLNAME}-postgresql")
     assert service["spec"]["ports"][0]["port"] == 5432
 
@@ -371,6 +383,8 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_e
     (url_secret,) = only(given, "Secret", "ftstudy-db")
     assert ":s3cret@" in base64.b64decode(url_secret["data"]["url"]).decode()
     assert url_secret["metadata"]["namespace"] == RELEASE_NS
+    assert not [a for a in operator_container(given)["args"] if a.startswith("--database-password")]
+    assert not only(given, "Role", f"{FULLNAME}-database-password")
 
 
 def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_admits_only_the_operator(
@@ -394,7 +408,7 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
     assert set(peer) == {"podSelector"}, "the operator only"
 
     legacy = helm.template("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml}",
-                           "--set", "reports.enabled=false")  # fmt: skip
+                           "--set", "reports.enabled=false", "--set", "postgresql.auth.password=given")  # fmt: skip
     assert not [a for a in operator_container(legacy)["args"] if a.startswith("--report")]
     assert not only(legacy, "Service", f"{FULLNAME}-reports") and not only(legacy, "Secret", f"{FULLNAME}-report-tls")
     peers = one(legacy, "NetworkPolicy", f"{FULLNAME}-postgresql")["spec"]["ingress"][0]["from"]
@@ -425,12 +439,15 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
          "the cluster has no ServiceMonitor kind (monitoring.coreos.com/v1): install the Prometheus Operator's CRDs"),
         (["--set", "trialPolicy.volumeTypes={persistentVolumeClaim,hostPath}"],
          "- at '/trialPolicy/volumeTypes/1': value must be one of 'persistentVolumeClaim'"),
-        (["--set", "postgresql.enabled=true", "--set", "reports.enabled=false", "--set", "watchNamespaces={a,b}"],
+        (["--set", "postgresql.enabled=true", "--set", "reports.enabled=false", "--set", "watchNamespaces={a,b}",
+          "--set", "postgresql.auth.password=given"],
          "postgresql.enabled with reports.enabled=false serves several namespaces from one database"),
+        (["--set", "postgresql.enabled=true", "--set", "reports.enabled=false"],
+         "postgresql.enabled with reports.enabled=false needs postgresql.auth.password"),
     ],
     ids=["negative-replicas", "namespaces-string", "unknown-key", "log-level", "namespace-name", "not-a-boolean",
          "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator", "host-path-for-trials",
-         "one-database-for-tenants-holding-its-login"],
+         "one-database-for-tenants-holding-its-login", "generated-password-with-trials-writing"],
 )  # fmt: skip
 def test_bad_values_are_refused_with_a_message_that_names_the_field(
     helm: Helm, values: list[str], message: str
@@ -658,13 +675,22 @@ def test_cluster_wide_install_with_the_bundled_postgresql_is_admitted_as_restric
             assert not can_i(plane, kubeconfig, *request), request
         assert_acts_cluster_wide(plane, kubeconfig, release_ns, elsewhere, tmp_path)
 
-        def password() -> str:
+        def password() -> str | None:
             secret = plane.kubectl("get", "secret", f"{FULLNAME}-postgresql", "-n", release_ns, "-o", "json").stdout
-            return base64.b64decode(json.loads(secret)["data"]["password"]).decode()
+            data = json.loads(secret).get("data") or {}
+            return base64.b64decode(data["password"]).decode() if "password" in data else None
 
-        before = password()
+        # The operator generates the password (no operator runs here: no node): the same call, with its identity.
+        assert password() is None
+        operator = Kube(load_config(str(plane.service_account_kubeconfig(release_ns, FULLNAME))))
+        before = db_password.ensure(operator, release_ns, f"{FULLNAME}-postgresql")
+        assert password() == before and len(before) >= 32
+        assert db_password.ensure(operator, release_ns, f"{FULLNAME}-postgresql") == before, "generated once"
         url = plane.kubectl("get", "secret", "ftstudy-db", "-n", release_ns, "-o", "jsonpath={.data.url}").stdout
-        assert f":{before}@{FULLNAME}-postgresql.{release_ns}.svc:5432/" in base64.b64decode(url).decode()
+        assert (
+            base64.b64decode(url).decode()
+            == f"postgresql+psycopg2://ftstudy@{FULLNAME}-postgresql.{release_ns}.svc:5432/ftstudy"
+        )
         helm("upgrade", RELEASE, str(CHART), "--namespace", release_ns, *values, kubeconfig=plane.kubeconfig)
         assert password() == before, "the generated password survives an upgrade"
     finally:

@@ -106,6 +106,12 @@ tests/test_chart.py renders the chart and compares, so the two cannot drift.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]
+{{- if .Values.kueue.enabled }}
+{{- /* ftstudy.kube.rbac.KUEUE_RULES */}}
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["localqueues"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 
 {{/* In the release namespace: leader election (ftstudy.kube.rbac.LEADER_ELECTION_RULES). */}}
@@ -118,6 +124,15 @@ tests/test_chart.py renders the chart and compares, so the two cannot drift.
 {{/* The report endpoint's TLS Secret (reports.tlsSecretName), and what the operator may do with it. */}}
 {{- define "ftstudy.reportTLSSecret" -}}
 {{- .Values.reports.tlsSecretName | default (printf "%s-report-tls" (include "ftstudy.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+
+{{/* ftstudy.kube.rbac.database_password_rules(secret): in the release namespace, with the bundled PostgreSQL and no
+given password (the operator generates it into this Secret). */}}
+{{- define "ftstudy.databasePasswordRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "update"]
+  resourceNames: [{{ include "ftstudy.postgresql.fullname" . | quote }}]
 {{- end }}
 
 {{/* ftstudy.kube.rbac.report_tls_rules(secret): in the release namespace, with reports.enabled. */}}

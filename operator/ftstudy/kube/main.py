@@ -112,6 +112,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="another name (or IP address) the serving certificate names, besides --report-url's host (repeat)",
     )
+    p.add_argument(
+        "--database-password-secret",
+        default=None,
+        metavar="NAME",
+        help="the chart's bundled PostgreSQL: the Secret (in $POD_NAMESPACE, else the Lease's namespace) whose "
+        "'password' the operator generates once if it has none, and then uses for every storage URL that carries "
+        "no password (libpq's PGPASSWORD); it must exist (the chart creates it without the password)",
+    )
     policy = p.add_argument_group("trial policy (what a study's trialTemplate may ask for; docs/operator.md)")
     policy.add_argument(
         "--trial-service-account",
@@ -242,6 +250,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"ftstudy operator: no Kubernetes credentials: {error}", file=sys.stderr)
         return 2
     namespaces = _namespaces(args)
+    if args.database_password_secret:  # every replica: any of them may lead, and leading connects
+        from ftstudy.kube import db_password
+
+        own = os.environ.get("POD_NAMESPACE") or args.lease_namespace or next(iter(namespaces), None)
+        try:
+            if own is None:
+                raise ValueError("give $POD_NAMESPACE or --lease-namespace: where the Secret is")
+            db_password.use(kube, own, args.database_password_secret)
+        except (ValueError, ApiError) as error:
+            print(f"ftstudy operator: cannot read the bundled PostgreSQL's password from Secret "
+                  f"{args.database_password_secret}: {error}", file=sys.stderr)  # fmt: skip
+            return 2
     _serve_metrics(args.metrics_address, args.metrics_port)
     stop = threading.Event()
     # Renewals go on until every reconcile thread has stopped: a leader stops renewing (and hands the Lease over)

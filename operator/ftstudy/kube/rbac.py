@@ -52,6 +52,19 @@ TOKEN_REVIEW_RULES: list[dict[str, Any]] = [
 ]
 
 
+# In each watched namespace, with the chart's kueue.enabled: a study's trialTemplate.queueName is looked up before
+# any Job is submitted to it, so that a missing LocalQueue is a condition that names it, not Jobs suspended forever.
+KUEUE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues"], "verbs": ["get"]},
+]
+
+
+def database_password_rules(secret: str) -> list[dict[str, Any]]:
+    """In the operator's own namespace, with --database-password-secret (the chart's bundled PostgreSQL without a
+    given password): the Secret whose password the operator generates once (``ftstudy.kube.db_password``)."""
+    return [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [secret]}]
+
+
 def report_tls_rules(secret: str) -> list[dict[str, Any]]:
     """In the operator's own namespace, with --report-url: the report endpoint's CA and certificate, kept in one
     Secret the chart creates empty (the operator fills and renews it, and creates no Secret)."""
