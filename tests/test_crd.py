@@ -301,9 +301,10 @@ def test_api_server_defaults_build_the_same_spec_as_pydantic(study: dict[str, An
 def test_printer_columns_point_into_the_status_schema() -> None:
     (version,) = crd.crd()["spec"]["versions"]
     columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Phase", "Done", "Running", "Suspended", "Promoted", "Best-Early", "Best-Final", "Age"]
+    assert list(columns) == ["Phase", "Done", "Running", "Suspended", "Promoted", "Queued", "Best-Early", "Best-Final",
+                             "Age"]  # fmt: skip
     wide = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
-    assert wide == {"Suspended", "Promoted"}, "screening's columns only with -o wide"
+    assert wide == {"Suspended", "Promoted", "Queued"}, "screening's and Kueue's columns only with -o wide"
     root = _schema()
     for name, (kind, json_path) in columns.items():
         if json_path.startswith(".metadata"):

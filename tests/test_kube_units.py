@@ -221,6 +221,20 @@ def test_screening_needs_a_volume_that_outlives_the_pod_at_output_dir(
         assert missing is not None and words in missing and "promotion.mode: online" in missing, missing
 
 
+def test_a_queued_trials_job_is_created_suspended_with_the_queue_label_and_its_helpers_are_not() -> None:
+    """trialTemplate.queueName: Kueue's Job integration reads the label on the Job and admits a suspended Job; the
+    pods carry no queue label (Kueue's pod integration would take them), and the CPU helpers (a data check, a
+    checkpoint cleanup) go to no queue: suspended without Kueue's label, they would wait forever."""
+    s = study(trialTemplate={"queueName": "trials"}).spec
+    job = jobs.job_manifest(s, "ml", "demo", "uid-1", 0, 1, ["--trial", "0"])
+    assert job["metadata"]["labels"][jobs.QUEUE_LABEL] == "trials" and job["spec"]["suspend"] is True
+    assert jobs.QUEUE_LABEL not in job["spec"]["template"]["metadata"]["labels"]
+    helper = jobs.data_check_manifest(s, "ml", "demo", "uid-1", PurePosixPath("/artifacts/data"))
+    assert jobs.QUEUE_LABEL not in helper["metadata"]["labels"] and "suspend" not in helper["spec"]
+    plain = jobs.job_manifest(study().spec, "ml", "demo", "uid-1", 0, 1, [])
+    assert jobs.QUEUE_LABEL not in plain["metadata"]["labels"] and "suspend" not in plain["spec"]
+
+
 def test_a_pruned_trials_checkpoint_is_deleted_by_a_small_job_outside_the_trials() -> None:
     """No GPU, no storage URL, the trials' volumes and security; labelled so that the study's trial selector does
     not see it as an attempt, and named by the trial so that asking twice creates it once."""

@@ -513,7 +513,10 @@ def _status_schema() -> Schema:
                 "Trials by state.",
                 properties={
                     "created": _s("integer", "trials created so far, running or not"),
-                    "running": _s("integer", "trials running now"),
+                    "running": _s("integer", "trials running now (admitted, when trialTemplate.queueName is set)"),
+                    "queued": _s(
+                        "integer", "trialTemplate.queueName: trials whose Job waits, suspended, for Kueue to admit it"
+                    ),
                     "completed": _s("integer", "trials that ran to the end"),
                     "cancelled": _s("integer", "trials cancelled (pruned) at the early evaluation"),
                     "failed": _s("integer", "trials that failed"),
@@ -656,6 +659,13 @@ def crd() -> dict[str, Any]:
             "description": "screened trials paused at the early step, holding no GPU",
         },
         {"name": "Promoted", "type": "integer", "jsonPath": ".status.trials.promoted", "priority": 1},
+        {
+            "name": "Queued",
+            "type": "integer",
+            "jsonPath": ".status.trials.queued",
+            "priority": 1,
+            "description": "trials whose Job waits for Kueue to admit it",
+        },
         {"name": "Best-Early", "type": "number", "jsonPath": ".status.best.earlyAccuracy"},
         {"name": "Best-Final", "type": "number", "jsonPath": ".status.best.finalAccuracy"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

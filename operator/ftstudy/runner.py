@@ -258,7 +258,9 @@ class Engine:
                 audited = self._audited(number, baseline)
                 self._launch(number, 1, baseline or audited)
                 label = "launched (baseline)" if baseline else "launched (audit)" if audited else "launched"
-                self.on_event(Event(number, f"{label} {format_params(params)}", "TrialLaunched"))
+                queue = self.spec.trial_template.queue_name
+                where = f", queued in LocalQueue {queue}" if queue else ""
+                self.on_event(Event(number, f"{label} {format_params(params)}{where}", "TrialLaunched"))
             case core.Relaunch(number=number, attempt=attempt):
                 baseline = is_baseline(trials[number])
                 self._launch(number, attempt, baseline or self._audited(number, baseline, trials[number]))

@@ -341,6 +341,13 @@ class TrialTemplate(_Model):
     env: list[dict[str, Any]] = Field(default_factory=list, description="extra core/v1 EnvVars for the trainer")
     service_account_name: str | None = None
     priority_class_name: str | None = None
+    queue_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Kueue: the LocalQueue, in the study's namespace, that admits every trial's Job (created "
+        "suspended, with the kueue.x-k8s.io/queue-name label) within its ClusterQueue's quotas",
+    )
     output_dir: str = Field(
         default="/artifacts",
         min_length=1,

@@ -332,13 +332,43 @@ class JobExecutor:
         self.keys: dict[int, str] = {}  # trial number -> its key, from the study's records
         self.refused: dict[int, TrialProcess] = {}  # attempts whose Job the API server refused as invalid
         self.ended: list[tuple[str, datetime]] = []  # Jobs of finished trials (observe's reading): name, when ended
+        self.queues_seen: set[str] = set()  # LocalQueues found to exist (trialTemplate.queueName)
 
     def _key(self, number: int) -> str:
         if number not in self.keys and self.store is not None:
             self.keys[number] = trial_key(self.identity, self.store.trial(number))
         return self.keys.get(number, "")
 
+    def queued(self) -> int:
+        """Trials whose newest Job waits, suspended, for Kueue to admit it (``trialTemplate.queueName``): waiting
+        for quota, not running (as read by the last ``observe``)."""
+        return sum(1 for job in self.latest.values() if job.get("spec", {}).get("suspend") and not job_ended(job))
+
+    def _check_queue(self) -> None:
+        """A study whose LocalQueue does not exist gets a condition that names it and no Job: Kueue would keep such
+        Jobs suspended, with the reason only on a Workload the study's author may not even see."""
+        queue = self.spec.trial_template.queue_name
+        if not queue or queue in self.queues_seen:
+            return
+        try:
+            self.kube.get(path("kueue.x-k8s.io", "v1beta2", "localqueues", self.namespace, queue))
+        except ApiError as error:
+            if error.status == 404 and "localqueues" in error.message and "not found" in error.message:
+                raise Problem("QueueNotFound", f"spec.trialTemplate.queueName: LocalQueue {queue} does not exist in "
+                              f"namespace {self.namespace}; create it (pointing at a ClusterQueue) or fix the "
+                              "name; no trial is launched until it exists") from None  # fmt: skip
+            if error.status == 404:
+                raise Problem("KueueNotInstalled", "spec.trialTemplate.queueName is set but this cluster serves no "
+                              "kueue.x-k8s.io/v1beta2 LocalQueues: install Kueue (v0.17 or later), or remove "
+                              "queueName") from None  # fmt: skip
+            if error.status == 403:
+                raise Problem("QueueForbidden", f"the operator may not read LocalQueue {queue}: install the chart "
+                              "with kueue.enabled=true") from None  # fmt: skip
+            raise
+        self.queues_seen.add(queue)
+
     def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
+        self._check_queue()
         args = [*args, "--checkpoint-on-stop"]  # a SIGTERM not the operator's is a preemption: the Job resumes it
         manifest = jobs.job_manifest(self.spec, self.namespace, self.study, self.uid, number, attempt, args,
                                      identity=self.identity, key=self._key(number), resume=resume,

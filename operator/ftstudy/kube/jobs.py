@@ -102,6 +102,7 @@ def owner_reference(study: str, uid: str) -> dict[str, Any]:
     }
 
 
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # The trainer's exit code for a SIGTERM it took as a preemption (``--checkpoint-on-stop``): the Job ignores it.
 PREEMPTED_EXIT = {"containerName": CONTAINER, "operator": "In", "values": [EXIT_PREEMPTED]}
 
@@ -206,13 +207,19 @@ def job_manifest(
     }
     if t.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = t.active_deadline_seconds
+    job_labels = dict(labels)
+    if t.queue_name:
+        # Kueue: created suspended, as Kueue expects; it unsuspends the Job once its ClusterQueue admits it. The
+        # label is on the Job only (Kueue's Job integration reads it there).
+        job_labels[QUEUE_LABEL] = t.queue_name
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": names.job_name(study, number, attempt),
             "namespace": namespace,
-            "labels": labels,
+            "labels": job_labels,
             "ownerReferences": [owner_reference(study, uid)],
         },
         "spec": job_spec,
@@ -241,6 +248,7 @@ def _helper_job(
     container["env"] = [e for e in container["env"] if e["name"] != STORAGE_ENV]
     container["resources"] = {"requests": dict(requests)}
     job["spec"] |= {"ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600}
+    job["spec"].pop("suspend", None)  # a CPU helper is not submitted to the trials' (GPU) queue
     return job
 
 

@@ -48,7 +48,8 @@ from ftstudy.trainer.reporting import UserAttr
 
 RECENT_TRIALS = 50
 # the names of status.trials (screened, suspended and promoted: promotion.mode screen; audited: promotion.auditFraction)
-TRIAL_STATES = ("running", "completed", "cancelled", "failed", "screened", "suspended", "promoted", "audited")
+TRIAL_STATES = ("running", "completed", "cancelled", "failed", "screened", "suspended", "promoted", "audited",
+                "queued")  # fmt: skip
 # status.earlyScoreTrust key -> what its gauge says
 TRUST_BOUNDS = {"spearman": "estimate", "low": "low", "high": "high"}
 RUNG_STATES = ("scored", "promoted", "pruned")  # the counts of each status.rungs entry

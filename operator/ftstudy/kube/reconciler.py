@@ -395,6 +395,9 @@ class StudyReconciler:
             audit_fraction=built.store.audit_fraction,
             rungs=promotion.rungs,
         )
+        if study_spec.trial_template.queue_name and isinstance(built.engine.executor, JobExecutor):
+            queued = min(built.engine.executor.queued(), status["trials"]["running"])
+            status["trials"] |= {"queued": queued, "running": status["trials"]["running"] - queued}
         failure = status.get("lastFailure")
         if failure:  # a trainer's last log line may quote the storage URL, or its password alone
             failure["reason"] = redact(str(failure["reason"]), built.url)
