@@ -555,10 +555,10 @@ def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from
     assert "resumed from the checkpoint written when this trial was preempted at step 7" in log(second)
     (trial,) = optuna_trials(postgres_url, ns, "preempted")
     assert trial.state.name == "COMPLETE" and trial.system_attrs["ftstudy:attempts"] == 1, trial
-    assert trial.system_attrs["ftstudy:preemptions"] == {"1": 1}
+    assert trial.system_attrs["ftstudy:preemptions"] == 1 and trial.user_attrs["preempted_at_steps"] == [7]
     told = study_events(ops, "preempted", "TrialPreempted")
     assert len(told) == 1 and told[0]["type"] == "Normal", told
-    assert f"pod {first_pod}" in told[0]["message"] and "preempted after 7 of 15 steps" in told[0]["message"], told
+    assert "preempted after step 7" in told[0]["message"], told
     assert not study_events(ops, "preempted", "TrialRelaunched"), "no retry"
     no_tracebacks(ops)
 

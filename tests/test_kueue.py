@@ -5,6 +5,7 @@ could hold. A study whose LocalQueue does not exist gets a condition naming it, 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from ftstudy.kube import rbac
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.cluster.kueue import Kueue, cluster_queue, local_queue, resource_flavor
+from tests.cluster.kueue import Kueue, cluster_queue, local_queue, priority_class, resource_flavor
 from tests.test_hardening import study_events, wait_for_condition
 from tests.test_operator import (
     SA,
@@ -104,3 +105,69 @@ def test_a_study_whose_local_queue_does_not_exist_launches_nothing_and_says_so(
     assert "LocalQueue nope does not exist" in found["message"], found
     assert study_events(ops, "unqueued", "QueueNotFound")
     assert not jobs(plane, ns), "no Job until the queue exists"
+
+
+def urgent_job(namespace: str, queue: str) -> dict[str, Any]:
+    """Someone else's work, of a higher WorkloadPriorityClass, asking for the queue's one GPU (a few seconds)."""
+    security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    container = {"name": "work", "image": "ftstudy/trainer:test", "command": [sys.executable, "-c",
+                 "import time; time.sleep(3)"], "resources": {"limits": {"nvidia.com/gpu": 1}},
+                 "securityContext": security}  # fmt: skip
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "urgent", "namespace": namespace,
+                         "labels": {"kueue.x-k8s.io/queue-name": queue, "kueue.x-k8s.io/priority-class": "urgent"}},
+            "spec": {"suspend": True, "backoffLimit": 0,
+                     "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}}  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_a_trial_preempted_by_kueue_for_urgent_work_resumes_from_its_checkpoint_and_spends_no_retry(
+    queued_operators: Operators,
+    kueue: Kueue,
+    gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    """A ClusterQueue of one GPU: the study's trial holds it (held after step 7 of 15 by a fault point) when a Job
+    of a higher WorkloadPriorityClass arrives. Kueue evicts the trial's Workload: its Job is suspended and its pod
+    deleted; the trainer checkpoints on that SIGTERM and exits "preempted", which the Job ignores. The urgent Job
+    runs, Kueue admits the trial's Job again, and its new pod resumes after step 7. One attempt, no retry, and the
+    study says the trial was preempted."""
+    ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
+    # One GPU on the node as in the queue: Kueue hands the quota over once the trial's pod is terminating, and the
+    # scheduler then places the urgent pod only when that pod (still checkpointing) is gone.
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    cq = f"one-{ns}"
+    kueue.apply(resource_flavor(), cluster_queue(cq, 1), local_queue(ns, "one", cq), priority_class("urgent", 1000))
+    ops.start()
+    env = [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"},
+           {"name": "FTSTUDY_FAULTS", "value": "trainer.after-step.7=1:hold=600"}]  # fmt: skip
+    apply(plane, ns, study_manifest("bumped", tmp_path / "artifacts", trialTemplate={"queueName": "one", "env": env},
+                                    budget={"maxTrials": 1, "parallelism": 1}))  # fmt: skip
+
+    def runs(prefix: str) -> list[dict[str, Any]]:
+        return [r for r in nodes.runs if r["namespace"] == ns and r["pod"].startswith(prefix)]
+
+    def log(run: dict[str, Any]) -> str:
+        where = nodes.log_path(ns, run["pod"])
+        return where.read_text() if where.exists() else ""
+
+    wait_for("the trial held after step 7", lambda: runs("bumped-t") and "holding for" in log(runs("bumped-t")[0]),
+             300, diagnosis(ops, "bumped", nodes))  # fmt: skip
+    kueue.apply(urgent_job(ns, "one"))
+    study = wait_for_phase(ops, "bumped", ("Succeeded", "Failed"), 420, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    first, second = runs("bumped-t")
+    (urgent,) = runs("urgent-")
+    assert first["exit_code"] == 75 and "preempted after step 7: checkpointed" in log(first), (first, log(first))
+    assert first["ended"] <= urgent["started"] and urgent["ended"] <= second["started"], (first, urgent, second)
+    assert "resumed from the checkpoint written when this trial was preempted at step 7" in log(second)
+    (trial,) = optuna_trials(postgres_url, ns, "bumped")
+    assert trial.state.name == "COMPLETE" and trial.system_attrs["ftstudy:attempts"] == 1, trial
+    told = study_events(ops, "bumped", "TrialPreempted")
+    assert len(told) == 1 and "preempted after step 7" in told[0]["message"], told
+    print(
+        f"preempted after step 7 of 15; steps lost: 0 (the resumed run began at step 8); trainer runs: "
+        f"{[(r['pod'], r['exit_code']) for r in runs('bumped-t')]}"
+    )

@@ -194,21 +194,25 @@ class Engine:
                 self.store.record_attempt(trial.number, seen.attempts)
             if seen.phase is Phase.RUNNING and seen.resumes > resumes(trial):
                 self.store.record_resume(trial.number, seen.resumes)
-            process = processes.get(trial.number)
-            if seen.phase is Phase.RUNNING and process is not None and process.preempted:
-                self._preempted(trial, process)
+            if seen.phase is Phase.RUNNING:
+                self._preempted(trial, processes.get(trial.number))
         return trials, views
 
-    def _preempted(self, trial: FrozenTrial, process: TrialProcess) -> None:
-        """Tell each preemption of a launch once (an Event, then the count recorded: a crash in between tells it
-        again, never loses it). The launch goes on in a new pod of its Job; no retry is spent."""
-        launch, told = str(process.attempt or 0), preemptions(trial)
-        new = process.preempted[told.get(launch, 0) :]
-        for what in new:
-            text = f"preempted: {what}; its Job started a new pod, which resumes from the checkpoint (no retry spent)"
+    def _preempted(self, trial: FrozenTrial, process: TrialProcess | None) -> None:
+        """Tell each preemption once: the trainer reports the step it checkpointed at before it exits (whatever
+        stopped it: a drain, Kueue suspending its Job, a pod deleted by hand); an Event, then the count recorded (a
+        crash in between tells it again, never loses it). The cause, when the stopped pod is still to be seen, is
+        its DisruptionTarget condition or its last words. The trial goes on from that checkpoint; no retry spent."""
+        steps = trial.user_attrs.get(UserAttr.PREEMPTED_AT_STEPS.value)
+        told = preemptions(trial)
+        if not isinstance(steps, list) or len(steps) <= told:
+            return
+        seen = process.preempted[-1] if process is not None and process.preempted else None
+        cause = seen or "its pod was stopped from outside (SIGTERM)"
+        for step in steps[told:]:
+            text = f"preempted after step {step}: {cause}; it resumes from that checkpoint (no retry spent)"
             self.on_event(Event(trial.number, text, "TrialPreempted"))
-        if new:
-            self.store.record_preemptions(trial.number, {**told, launch: len(process.preempted)})
+        self.store.record_preemptions(trial.number, len(steps))
 
     def step(self) -> list[core.Action]:
         trials, views = self.observe()

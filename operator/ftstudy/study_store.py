@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = "ftstudy:attempts"
 RESUMES = "ftstudy:resumes"  # screening: launches of a continued trial from its checkpoint
-PREEMPTIONS = "ftstudy:preemptions"  # launch -> how many of its pods were preempted (and replaced by its Job)
+PREEMPTIONS = "ftstudy:preemptions"  # how many of the trial's preemptions the study has told (Event TrialPreempted)
 DECISION = "ftstudy:decision"
 PASSED = "ftstudy:passed"  # promotion.rungs: how many rungs a screened trial was promoted past (each a resume)
 SPEC = "ftstudy:search_space"
@@ -330,9 +330,9 @@ class StudyStore:
         trial_id = self._trial_id(number)
         self._call("record a resume", lambda: self.storage.set_trial_system_attr(trial_id, RESUMES, resume))
 
-    def record_preemptions(self, number: int, counts: dict[str, int]) -> None:
+    def record_preemptions(self, number: int, told: int) -> None:
         trial_id = self._trial_id(number)
-        self._call("record a preemption", lambda: self.storage.set_trial_system_attr(trial_id, PREEMPTIONS, counts))
+        self._call("record a preemption", lambda: self.storage.set_trial_system_attr(trial_id, PREEMPTIONS, told))
 
     def record_audit(self, number: int) -> None:
         trial_id = self._trial_id(number)
@@ -399,9 +399,10 @@ def resumes(trial: FrozenTrial) -> int:
     return int(trial.system_attrs.get(RESUMES, 0))
 
 
-def preemptions(trial: FrozenTrial) -> dict[str, int]:
-    """Launch number (as text) -> how many of its pods were preempted: what the study has told so far."""
-    return {str(k): int(v) for k, v in (trial.system_attrs.get(PREEMPTIONS) or {}).items()}
+def preemptions(trial: FrozenTrial) -> int:
+    """How many of the trial's preemptions the study has told so far."""
+    told = trial.system_attrs.get(PREEMPTIONS)
+    return told if isinstance(told, int) else 0
 
 
 def is_screened(trial: FrozenTrial) -> bool:

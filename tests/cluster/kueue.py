@@ -130,3 +130,7 @@ def resource_flavor() -> dict[str, Any]:
 def local_queue(namespace: str, name: str, cluster_queue_name: str) -> dict[str, Any]:
     return {"apiVersion": API, "kind": "LocalQueue", "metadata": {"name": name, "namespace": namespace},
             "spec": {"clusterQueue": cluster_queue_name}}  # fmt: skip
+
+
+def priority_class(name: str, value: int) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "WorkloadPriorityClass", "metadata": {"name": name}, "value": value}

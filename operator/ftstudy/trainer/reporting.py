@@ -64,6 +64,7 @@ class UserAttr(StrEnum):
     ZERO_SHOT_INDEPENDENT_TEST_ACCURACY = "zero_shot_independent_test_accuracy"
     OUTCOME = "outcome"
     FAILURE_REASON = "failure_reason"
+    PREEMPTED_AT_STEPS = "preempted_at_steps"  # the steps after which a SIGTERM from outside checkpointed the trial
 
 
 class TrialStatus(StrEnum):

@@ -604,10 +604,22 @@ class Trainer:
         self._checkpoint(model, optimiser, identity, progress, started, checkpoint.PREEMPTED)
         progress.redo = False
         result.outcome, result.steps_done = Outcome.PREEMPTED, step
-        self._record({UserAttr.OUTCOME: Outcome.PREEMPTED.value, UserAttr.STEPS_DONE: step}, to_storage=False)
+        steps = [*self.summary.get(UserAttr.PREEMPTED_AT_STEPS.value, []), step]
+        self._record({UserAttr.OUTCOME: Outcome.PREEMPTED.value, UserAttr.STEPS_DONE: step,
+                      UserAttr.PREEMPTED_AT_STEPS: steps}, to_storage=False)  # fmt: skip
+        self._tell({UserAttr.PREEMPTED_AT_STEPS: steps})
         log.warning("preempted after step %d%s: checkpointed; started again, this trial resumes there", step,
                     " (its scoring there is done again)" if redo else "")  # fmt: skip
         return result
+
+    def _tell(self, attrs: dict[str, Any], seconds: float = 5.0) -> None:
+        """Report ``attrs`` if the study takes them within ``seconds``, else go on: a preempted pod has a grace
+        period to leave in, and what it says is for people (the operator's TrialPreempted Event), not a result."""
+        thread = threading.Thread(target=lambda: self.reporter.set_attrs(attrs), daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if thread.is_alive():
+            log.warning("the study was not told of the preemption within %.0f s; going on", seconds)
 
     def _preempted_untrained(self, result: TrialResult) -> TrialResult:
         """SIGTERM before the first step: nothing to keep; preempted all the same (not a failure: the Job's next pod
