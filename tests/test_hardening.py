@@ -527,8 +527,10 @@ def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from
     from a pod deleted by hand (as Kueue or a person would stop it, with no DisruptionTarget condition). It
     checkpoints and exits 75; the Job ignores that exit (podFailurePolicy) and starts a new pod, whose trainer
     resumes after step 7. The trial completes on its first attempt, and the study tells the preemption once
-    (Event TrialPreempted, naming the pod and the step)."""
+    (Event TrialPreempted, with the step). Trials report over HTTPS, as the chart sets them up by default: the
+    preempted trainer's report comes from a pod already being deleted."""
     ops, plane, ns = operators, operators.plane, operators.namespace
+    undo = ops.enable_reports()
     nodes = gpu_nodes_factory({"gpu-a": 1})
     ops.start()
     env = [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"},
@@ -561,6 +563,7 @@ def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from
     assert "preempted after step 7" in told[0]["message"], told
     assert not study_events(ops, "preempted", "TrialRelaunched"), "no retry"
     no_tracebacks(ops)
+    undo()
 
 
 def test_a_study_whose_data_cannot_be_read_fails_once_before_any_trial_takes_a_gpu(
