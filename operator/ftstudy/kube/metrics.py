@@ -153,8 +153,9 @@ class OperatorMetrics:
         )
         self.preemptions = Counter(
             "ftstudy_trial_preemptions",
-            "Trial pods stopped from outside (a drain, a preemption, a pod deleted by hand) and replaced by their "
-            "Job, which resumes the trial from its checkpoint; no retry is spent on them (Event TrialPreempted).",
+            "Preemptions of trials (a drain, a higher priority, Kueue suspending the Job, a pod deleted by hand), as "
+            "their trainers reported them: each checkpointed and the trial resumes there; no retry is spent on them "
+            "(Event TrialPreempted).",
             STUDY,
             registry=r,
         )
