@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +76,12 @@ def trainer_cmd() -> Iterator[list[str]]:
     yield [sys.executable, "-m", "ftstudy.trainer.cli"]
 
 
-def postgres_outage(seconds: float) -> None:
-    """Stop the project's PostgreSQL for ``seconds``, then start it again: a real outage for the code under test."""
+def postgres_outage(seconds: float, during: Callable[[], object] = lambda: None) -> None:
+    """Stop the project's PostgreSQL, do ``during`` (a fault inside the outage), wait ``seconds``, then start it again:
+    a real outage for the code under test."""
     subprocess.run([str(PG_SCRIPT), "stop"], check=True, capture_output=True, text=True)
     try:
+        during()
         time.sleep(seconds)
     finally:
         subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True)

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
+from tests.conftest import postgres_outage
 from tests.test_operator import (
     Operators,
     apply,
@@ -175,17 +176,17 @@ def supervised(operators: Operators) -> Iterator[Operators]:
 def operator_killed_during_an_outage(ops: Operators, rng: random.Random) -> str:
     """PostgreSQL down (a fast shutdown: every connection cut), the running operator SIGKILLed inside the outage
     (its supervisor starts another, which meets the outage from its first pass), PostgreSQL back seconds later."""
-    script = str(ROOT / "scripts" / "postgres.sh")
-    subprocess.run([script, "stop"], check=True, capture_output=True)
-    try:
-        time.sleep(rng.uniform(0.5, 2.0))
-        running = [proc for proc in ops.procs if proc.poll() is None]
-        for proc in running:
+    killed: list[subprocess.Popen[bytes]] = []
+    before, after = rng.uniform(0.5, 2.0), rng.uniform(2.0, 5.0)  # drawn in this order: a seed replays the moments
+
+    def kill_the_operator() -> None:
+        time.sleep(before)
+        killed.extend(proc for proc in ops.procs if proc.poll() is None)
+        for proc in killed:
             proc.send_signal(signal.SIGKILL)
-        time.sleep(rng.uniform(2.0, 5.0))
-    finally:
-        subprocess.run([script, "start"], check=True, capture_output=True)
-    return f"{len(running)} operator(s) killed"
+
+    postgres_outage(after, during=kill_the_operator)
+    return f"{len(killed)} operator(s) killed"
 
 
 def test_the_study_completes_through_postgresql_crashes_operator_kills_in_outages_and_an_apiserver_restart(

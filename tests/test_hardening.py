@@ -83,6 +83,13 @@ def job_names(ops: Operators, study: str) -> set[str]:
     return {j["metadata"]["name"] for j in jobs(ops.plane, ops.namespace) if j["metadata"]["name"].startswith(study)}
 
 
+def held_after(step: int) -> list[dict[str, str]]:
+    """A trial template's env that holds the real trainer after ``step`` (once) until a SIGTERM, for a test to stop
+    it there (``ftstudy.faults``); one thread each, as study_manifest's env."""
+    return [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"},
+            {"name": "FTSTUDY_FAULTS", "value": f"trainer.after-step.{step}=1:hold=600"}]  # fmt: skip
+
+
 def no_tracebacks(ops: Operators, identity: str = "replica-a") -> None:
     assert "Traceback" not in ops.log(identity), ops.log(identity)[-4000:]
 
@@ -533,16 +540,14 @@ def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from
     undo = ops.enable_reports()
     nodes = gpu_nodes_factory({"gpu-a": 1})
     ops.start()
-    env = [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"},
-           {"name": "FTSTUDY_FAULTS", "value": "trainer.after-step.7=1:hold=600"}]  # fmt: skip
-    apply(plane, ns, study_manifest("preempted", trialTemplate={"env": env}, budget={"maxTrials": 1, "parallelism": 1}))
+    apply(plane, ns, study_manifest("preempted", trialTemplate={"env": held_after(7)},
+                                    budget={"maxTrials": 1, "parallelism": 1}))  # fmt: skip
 
     def runs() -> list[dict[str, Any]]:
         return [r for r in nodes.runs if r["pod"].startswith("preempted-")]
 
     def log(run: dict[str, Any]) -> str:
-        where = nodes.log_path(ns, run["pod"])
-        return where.read_text() if where.exists() else ""
+        return nodes.log(ns, run["pod"])
 
     wait_for("the trainer held after step 7", lambda: runs() and "holding for" in log(runs()[0]), 300,
              diagnosis(ops, "preempted", nodes))  # fmt: skip

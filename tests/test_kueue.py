@@ -16,7 +16,7 @@ from ftstudy.kube import rbac
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.cluster.kueue import Kueue, cluster_queue, local_queue, priority_class, resource_flavor
-from tests.test_hardening import study_events, wait_for_condition
+from tests.test_hardening import held_after, study_events, wait_for_condition
 from tests.test_operator import (
     SA,
     Operators,
@@ -141,17 +141,15 @@ def test_a_trial_preempted_by_kueue_for_urgent_work_resumes_from_its_checkpoint_
     cq = f"one-{ns}"
     kueue.apply(resource_flavor(), cluster_queue(cq, 1), local_queue(ns, "one", cq), priority_class("urgent", 1000))
     ops.start()
-    env = [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "MKL_NUM_THREADS", "value": "1"},
-           {"name": "FTSTUDY_FAULTS", "value": "trainer.after-step.7=1:hold=600"}]  # fmt: skip
-    apply(plane, ns, study_manifest("bumped", tmp_path / "artifacts", trialTemplate={"queueName": "one", "env": env},
+    held = {"queueName": "one", "env": held_after(7)}
+    apply(plane, ns, study_manifest("bumped", tmp_path / "artifacts", trialTemplate=held,
                                     budget={"maxTrials": 1, "parallelism": 1}))  # fmt: skip
 
     def runs(prefix: str) -> list[dict[str, Any]]:
         return [r for r in nodes.runs if r["namespace"] == ns and r["pod"].startswith(prefix)]
 
     def log(run: dict[str, Any]) -> str:
-        where = nodes.log_path(ns, run["pod"])
-        return where.read_text() if where.exists() else ""
+        return nodes.log(ns, run["pod"])
 
     wait_for("the trial held after step 7", lambda: runs("bumped-t") and "holding for" in log(runs("bumped-t")[0]),
              300, diagnosis(ops, "bumped", nodes))  # fmt: skip

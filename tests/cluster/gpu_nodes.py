@@ -221,6 +221,11 @@ class GpuNodes:
         """Where the pod's stdout and stderr go (what ``kubectl logs`` would show)."""
         return self.workdir / "logs" / namespace / f"{pod_name}.log"
 
+    def log(self, namespace: str, pod_name: str) -> str:
+        """The pod's output so far ("" before it starts)."""
+        where = self.log_path(namespace, pod_name)
+        return where.read_text() if where.exists() else ""
+
     # --- API access ------------------------------------------------------------------------------------------
 
     def _call(

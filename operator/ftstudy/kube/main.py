@@ -250,10 +250,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"ftstudy operator: no Kubernetes credentials: {error}", file=sys.stderr)
         return 2
     namespaces = _namespaces(args)
+    # Where the operator's own Secrets are (the report endpoint's TLS, the bundled database's password).
+    own = os.environ.get("POD_NAMESPACE") or args.lease_namespace or next(iter(namespaces), None)
     if args.database_password_secret:  # every replica: any of them may lead, and leading connects
         from ftstudy.kube import db_password
 
-        own = os.environ.get("POD_NAMESPACE") or args.lease_namespace or next(iter(namespaces), None)
         try:
             if own is None:
                 raise ValueError("give $POD_NAMESPACE or --lease-namespace: where the Secret is")
@@ -300,9 +301,8 @@ def run(args: argparse.Namespace) -> int:
                         policy=policy)  # fmt: skip
     server = None
     if args.report_url:
-        tls_namespace = os.environ.get("POD_NAMESPACE") or args.lease_namespace or next(iter(namespaces), None)
         try:
-            server = _report_server(args, kube, tls_namespace, settings, stop)
+            server = _report_server(args, kube, own, settings, stop)
         except (ValueError, OSError, ApiError) as error:
             print(f"ftstudy operator: cannot serve reports: {error}", file=sys.stderr)
             return 2

@@ -594,8 +594,8 @@ class Trainer:
         trial is preempted, not over: the training state is checkpointed (well inside a pod's grace period: no
         scoring is finished first) and the same command resumes there, scoring that step again if ``redo``. That is
         exact because scoring draws no random number (greedy decoding, dropout off), so the generators' state saved
-        after an interrupted scoring is the one before it. Nothing is reported to the study: the operator sees the
-        pod's exit code, and the trial still runs."""
+        after an interrupted scoring is the one before it. The study is told the step (best effort, ``_tell``), for
+        its TrialPreempted Event; the trial still runs."""
         if not self.settings.checkpoint_on_stop:
             return self._terminated(result, step)
         if step == 0:
