@@ -9,6 +9,9 @@ export FTSTUDY_TEST_PG_URL="$(scripts/postgres.sh start)"
 export FTSTUDY_K8S_BIN="$(scripts/k8s-build.sh)"
 # helm, built from Go modules like Kubernetes, for the chart tests.
 export FTSTUDY_HELM_BIN="$(scripts/helm-build.sh)"
+# Kueue's manager, built from Go modules like Kubernetes, for the queueing tests (about 5 minutes of CPU the first
+# time): built here rather than inside the first Kueue test, whose time limit would otherwise count the build.
+scripts/kueue-build.sh >/dev/null
 # promtool, from Debian's prometheus package, for the alert-rule tests.
 export FTSTUDY_PROMTOOL="$(scripts/promtool.sh)"
 # The operator, trainer and pause images, built with buildah on a Debian base made by mmdebstrap (about 5 minutes
