@@ -4,6 +4,7 @@ where the uninterrupted run of the same seed ends; a checkpoint that cannot be u
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import uuid
@@ -76,14 +77,24 @@ def test_a_screened_then_resumed_trial_ends_as_the_uninterrupted_one(
 def test_a_trial_screened_and_resumed_at_every_rung_ends_as_the_uninterrupted_one(
     trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
 ) -> None:
-    """promotion.rungs [0.2, 0.4, 0.6] over 15 steps: stops at steps 3, 6 and 9, each scored and checkpointed."""
+    """promotion.rungs [0.2, 0.4, 0.6] over 15 steps: stops at steps 3, 6 and 9, each scored and checkpointed; a
+    run killed after a rung's checkpoint and before its score leaves the next run to score it."""
     whole, paused = tmp_path / "whole", tmp_path / "paused"
     rungs = ("--rungs", "0.4,0.6")
     assert trainer(trainer_cmd, dataset_dir, whole, "full", *rungs).returncode == 0
     assert trainer(trainer_cmd, dataset_dir, paused, "screen", *rungs).returncode == 0
+    # Killed between the rung's checkpoint and its score (as when an object store took the checkpoint after its
+    # client gave up): the next run scores that rung instead of training past it unscored.
+    command = [*trainer_cmd, *RUN, "--data", str(dataset_dir), "--output", str(paused), "--stage", "resume", *rungs]
+    killed = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "FTSTUDY_FAULTS": "trainer.rung-checkpointed=1"})  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert json.loads((paused / "checkpoint" / "checkpoint.json").read_text())["step"] == 6
+    assert "rung_accuracy" not in json.loads((paused / "result.json").read_text())
     for step in (6, 9):
         resumed = trainer(trainer_cmd, dataset_dir, paused, "resume", *rungs)
         assert resumed.returncode == 0, resumed.stderr
+        assert ("checkpointed but not scored" in resumed.stderr) == (step == 6)
         result = json.loads((paused / "result.json").read_text())
         assert result["outcome"] == "screened" and result["steps_done"] == step
         assert json.loads((paused / "checkpoint" / "checkpoint.json").read_text())["step"] == step

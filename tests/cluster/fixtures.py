@@ -24,9 +24,10 @@ from kubernetes.client import ApiClient
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.cluster.real_node import RealNode, node_ip
+from tests.cluster.seaweedfs import SeaweedFS
 from tests.images import Images
 
-__all__ = ["cluster_namespace", "control_plane", "gpu_nodes_factory", "k8s_bin_dir", "real_cluster"]
+__all__ = ["cluster_namespace", "control_plane", "gpu_nodes_factory", "k8s_bin_dir", "object_store", "real_cluster"]
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "k8s-build.sh"
@@ -112,6 +113,17 @@ class RealCluster:
     node: RealNode
     pg_url: str
     pod_pg_url: str
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (SeaweedFS), on the node's address: trainers run here and trial pods on the real
+    node both reach it. Tests take buckets of their own."""
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), host=node_ip())
+    try:
+        yield store.start()
+    finally:
+        store.stop()
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from tests.cluster.builds import cached_build
 from tests.cluster.control_plane import ControlPlane, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,10 +36,7 @@ class KueueError(RuntimeError):
 
 def build() -> Path:
     """The cached build (minutes the first time)."""
-    result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise KueueError(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return cached_build(BUILD_SCRIPT)
 
 
 def _self_signed(directory: Path) -> None:

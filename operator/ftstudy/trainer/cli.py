@@ -7,6 +7,8 @@ Exit codes tell the study engine what happened without parsing logs:
 2     bad input: missing model or data file, malformed dataset line, unknown attribute or hyperparameter, a
       missing or corrupt checkpoint (stage resume; the message names the file)
 3     the study's database stayed unreachable past the retry deadline
+4     the object store of --output (a URL) refused or could not be reached past its retry deadline: nothing
+      half-written is ever resumed from, and the attempt may be retried
 75    preempted (``--checkpoint-on-stop``): stopped by SIGTERM from outside, with the training state checkpointed
       in --output; the next run of the same command resumes there (a Job's next pod; ``podFailurePolicy`` does not
       count it as a failure)
@@ -28,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_TERMINATED = 0, 1, 2, 3, 143
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_ARTIFACTS, EXIT_TERMINATED = 0, 1, 2, 3, 4, 143
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later; the operator's Jobs ignore this exit code (podFailurePolicy)
 STORAGE_ENV = "FTSTUDY_STORAGE_URL"
 log = logging.getLogger("ftstudy.trainer")
@@ -44,7 +46,25 @@ def parser() -> argparse.ArgumentParser:
         "--model", default="tiny", help="'tiny', 'mini', 'smollm2', a .gguf file or a Hugging Face directory"
     )
     p.add_argument("--data", type=Path, default=None, help="directory with train/validation/test(.jsonl) (required)")
-    p.add_argument("--output", type=Path, required=True, help="run directory: adapters and result.json")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="where the run's files go (adapters, checkpoint, result.json): a directory, or an object store URL "
+        "(s3://bucket/prefix, gs://, az://; credentials from the environment, as the cloud's SDKs read them), "
+        "written through a local scratch directory (--scratch)",
+    )
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        default=None,
+        help="with --output a URL: the local working directory (default: under $TMPDIR, named after the URL)",
+    )
+    p.add_argument(
+        "--store-retry-seconds",
+        type=float,
+        default=30.0,
+        help="with --output a URL: how long one request to the object store is retried before the run fails (exit 4)",
+    )
     p.add_argument("--attributes", default=None, help="comma-separated attribute names (default: the eight)")
     p.add_argument(
         "--train-samples", type=int, default=None, help="use the first N training examples (0: score the base model)"
@@ -79,7 +99,8 @@ def parser() -> argparse.ArgumentParser:
         "resume: continue a screened trial from its checkpoint in --output to the next of --rungs after it (scored "
         "there, checkpointed, exits as screened again), else to the end; forget: delete the "
         "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume); "
-        "check-data: read every split of --data once and exit (2 naming the file and line if one cannot be read)",
+        "check-data: read every split of --data once and, with --output an object store, write and read it back once, "
+        "then exit (2 naming the file and line if a split cannot be read, 4 naming the store's refusal)",
     )
     p.add_argument(
         "--checkpoint-on-stop",
@@ -150,7 +171,7 @@ def _settings(args: argparse.Namespace) -> Any:
     return RunSettings(
         model=args.model,
         data_dir=args.data,
-        output_dir=args.output,
+        output_dir=args.run_dir,
         attributes=attributes,
         train_samples=args.train_samples,
         epochs=args.epochs,
@@ -199,8 +220,8 @@ def _reporter(args: argparse.Namespace) -> Any:
             raise ValueError("--storage, --study and --trial go together")
         retry = RetryPolicy(deadline_seconds=args.storage_retry_seconds)
         return OptunaReporter(args.storage, args.study, args.trial, retry, defaults=params)
-    args.output.mkdir(parents=True, exist_ok=True)
-    return LocalReporter(params, args.output)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    return LocalReporter(params, args.run_dir)
 
 
 def _http_reporter(args: argparse.Namespace, params: dict[str, Any]) -> Any:
@@ -273,19 +294,51 @@ def _record_failure(reporter: Any, reason: str) -> None:
         log.warning("could not record the failure reason in the study: %s", error)
 
 
-def _forget(run_dir: Path) -> int:
+def _forget(run_dir: Path, artifacts: Any) -> int:
     """Delete the run's checkpoint (its adapters stay): what ``cleanup.prunedCheckpoints`` asks for a pruned trial.
     Gone already is done: the operator may ask again after a restart."""
-    import shutil
+    from ftstudy.object_store import ObjectStoreError
 
-    from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY
+    try:
+        artifacts.forget_checkpoint(run_dir)
+    except (OSError, ObjectStoreError) as error:
+        log.error("could not delete the checkpoint: %s", error)
+        return EXIT_ARTIFACTS if isinstance(error, ObjectStoreError) else EXIT_BUG
+    log.info("deleted the checkpoint of %s (or it was gone)", run_dir)
+    return EXIT_OK
 
-    directory = run_dir / CHECKPOINT_DIRECTORY
-    shutil.rmtree(directory, ignore_errors=True)
-    if directory.exists():
-        log.error("could not delete %s", directory)
-        return EXIT_BUG
-    log.info("deleted the checkpoint %s (or it was gone)", directory)
+
+def _artifacts(args: argparse.Namespace) -> Any:
+    """Where the run's files go (``ftstudy.trainer.artifacts``); sets ``args.run_dir``, the local directory the
+    trainer writes into first."""
+    import hashlib
+    import tempfile
+
+    from ftstudy.object_store import ObjectStore, is_url
+    from ftstudy.trainer.artifacts import LocalArtifacts, ObjectArtifacts
+
+    if not is_url(args.output):
+        args.run_dir = Path(args.output)
+        return LocalArtifacts()
+    name = hashlib.sha256(args.output.encode()).hexdigest()[:16]
+    args.run_dir = args.scratch or Path(tempfile.gettempdir()) / "ftstudy-runs" / name
+    return ObjectArtifacts(ObjectStore(args.output, args.store_retry_seconds))
+
+
+def _check_store(artifacts: Any) -> int:
+    """With --output an object store: write, read back and delete a small object there, as every trial will (the
+    operator's preflight Job runs this before any trial takes a GPU). 0 when it works or --output is a directory."""
+    from ftstudy.object_store import ObjectStoreError
+    from ftstudy.trainer.artifacts import ObjectArtifacts
+
+    if not isinstance(artifacts, ObjectArtifacts):
+        return EXIT_OK
+    try:
+        artifacts.store.probe()
+    except ObjectStoreError as error:
+        log.error("object store: %s", error)
+        return EXIT_ARTIFACTS
+    log.info("the object store at %s takes writes", artifacts.store.url)
     return EXIT_OK
 
 
@@ -314,12 +367,19 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from ftstudy.object_store import ObjectStoreError
+
+    try:
+        artifacts = _artifacts(args)
+    except ObjectStoreError as error:
+        log.error("%s", error)
+        return EXIT_BAD_INPUT  # a URL the client cannot use at all (an unknown scheme, a malformed bucket)
     if args.stage == "forget":
-        return _forget(args.output)
+        return _forget(args.run_dir, artifacts)
+    if args.stage == "check-data":
+        return _check_store(artifacts) or (_check_data(args.data, args.attributes) if args.data else EXIT_OK)
     if args.data is None:
         p.error("the following arguments are required: --data")
-    if args.stage == "check-data":
-        return _check_data(args.data, args.attributes)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -342,10 +402,14 @@ def main(argv: list[str] | None = None) -> int:
         reporter = _reporter(args)
         if args.generate_data:
             _generate_data(args.data, args.generate_data)
-        result = Trainer(_settings(args), reporter, stop).run()
+        result = Trainer(_settings(args), reporter, stop, artifacts).run()
     except (StorageUnavailable, ReportRefused) as error:  # the study cannot be told: say so, and which report
         log.error("%s", error)
         return EXIT_STORAGE
+    except ObjectStoreError as error:  # the study is told why (best effort); the engine may retry the attempt
+        log.error("object store: %s", error)
+        _record_failure(reporter, f"object store: {error}")
+        return EXIT_ARTIFACTS
     except (DatasetError, ModelError, ConfigError, LookupError, ValueError) as error:
         message = str(error).strip("'\"")
         log.error("bad input: %s", message)

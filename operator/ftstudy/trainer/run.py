@@ -35,6 +35,7 @@ from ftstudy import faults
 from ftstudy.task.dataset import Example, load_jsonl
 from ftstudy.task.scoring import Accuracy
 from ftstudy.trainer import checkpoint
+from ftstudy.trainer.artifacts import Artifacts, LocalArtifacts
 from ftstudy.trainer.atomic import replace_directory
 from ftstudy.trainer.config import (
     TARGET_MODULES,
@@ -201,12 +202,15 @@ def load_data(settings: RunSettings) -> Data:
 
 
 class Trainer:
-    def __init__(self, settings: RunSettings, reporter: Reporter, stop: threading.Event) -> None:
+    def __init__(
+        self, settings: RunSettings, reporter: Reporter, stop: threading.Event, artifacts: Artifacts | None = None
+    ) -> None:
         settings.check()
         self.settings = settings
         self.reporter = reporter
         self.stop = stop
-        self.out = settings.output_dir
+        self.out = settings.output_dir  # written here first; ``artifacts`` publishes it (an object store, or nothing)
+        self.artifacts: Artifacts = artifacts or LocalArtifacts()
         self.out.mkdir(parents=True, exist_ok=True)
         self.summary: dict[str, Any] = {}
         self.eval_seconds = 0.0
@@ -214,6 +218,7 @@ class Trainer:
     def _record(self, attrs: dict[str, Any], to_storage: bool = True) -> None:
         self.summary.update(attrs)
         _write_json_atomic(self.out / "result.json", self.summary)
+        self.artifacts.publish(self.out, "result.json")
         if to_storage:
             self.reporter.set_attrs(attrs)
 
@@ -251,6 +256,7 @@ class Trainer:
         )
         self.eval_seconds = 0.0
         started = time.monotonic()  # train_seconds: from here (the base model's scoring included) to the end
+        self.artifacts.fetch(self.out)
         preempted = s.checkpoint_on_stop and checkpoint.preempted_at(self.out) is not None
         if (s.score_base_model and s.stage != "resume" and not preempted) or not data.train:
             # Generation over every page: minutes for a large model on a CPU, so say what the silence is.
@@ -300,6 +306,14 @@ class Trainer:
             progress = self._resume(model, optimizer, scheduler, identity)
             started -= progress.train_seconds  # train_seconds counts the screening run too, not the wait between
             self.eval_seconds = progress.eval_seconds
+            rung_scores = self.summary.get(UserAttr.RUNG_ACCURACY.value, {})
+            at_rung = progress.step in {early_step(total, f) for f in s.rungs}
+            if s.stage == "resume" and at_rung and str(progress.step) not in rung_scores:
+                # A rung's checkpoint whose score was never recorded: the run stopped between the two (a crash, or
+                # an object store that took the checkpoint after its client gave up). Score that rung now; exact,
+                # since scoring draws no random number.
+                log.info("the rung at step %d was checkpointed but not scored: scoring it", progress.step)
+                progress.redo = True
         # The first step whose work after training (scoring, a rung) is still to do: the checkpoint's own step when
         # a preemption stopped that work, else the next one.
         pending = progress.step if progress.redo else progress.step + 1
@@ -377,13 +391,13 @@ class Trainer:
             final = self._scores(model, encoder, data, device)
         except Interrupted:
             return self._stopped(result, model, optimiser, identity, progress, started, total, redo=True)
-        adapter = self.out / "final_adapter"
-        save_adapter(model, adapter)
+        save_adapter(model, self.out / "final_adapter")
+        adapter = self.artifacts.publish(self.out, "final_adapter")
         attrs: dict[str, Any] = {
             **self._score_attrs(final),
             UserAttr.BEST_EVAL_LOSS: progress.best_loss,
             UserAttr.BEST_EVAL_LOSS_STEP: progress.best_loss_step,
-            UserAttr.FINAL_ADAPTER: str(adapter),
+            UserAttr.FINAL_ADAPTER: adapter,
             UserAttr.STEPS_DONE: total,
             UserAttr.TRAIN_SECONDS: round(time.monotonic() - started, 3),
             UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
@@ -392,6 +406,8 @@ class Trainer:
         self._record(attrs)
         _write_json_atomic(self.out / "loss_curve.json", {"train_loss": progress.losses})
         _write_json_atomic(self.out / PAGE_SCORES, _page_scores(final))
+        for name in ("loss_curve.json", PAGE_SCORES):
+            self.artifacts.publish(self.out, name)
         log.info(
             "finished: validation %.4f, test %.4f (%.0f%% of the time scoring)",
             final.validation.mean,
@@ -444,6 +460,7 @@ class Trainer:
         }
         self._record(attrs)
         _write_json_atomic(self.out / PAGE_SCORES, _page_scores(base))
+        self.artifacts.publish(self.out, PAGE_SCORES)
         self.reporter.report_early(0, base.validation.mean)
         result = TrialResult(outcome=Outcome.COMPLETED, total_steps=0, early_step=0, attrs=self.summary)
         return result
@@ -460,14 +477,14 @@ class Trainer:
         """``before_report``: more work that must be done before the study can see the early accuracy (screening's
         checkpoint); it returns the attributes to record with it."""
         early = self._accuracy(model, encoder, data.validation, device)
-        adapter = self.out / "early_adapter"
-        save_adapter(model, adapter)
+        save_adapter(model, self.out / "early_adapter")
+        adapter = self.artifacts.publish(self.out, "early_adapter")
         extra = before_report()
         self._record(
             {
                 UserAttr.EARLY_ACCURACY: early.mean,
                 UserAttr.EARLY_PER_ATTRIBUTE: early.per_attribute,
-                UserAttr.EARLY_ADAPTER: str(adapter),
+                UserAttr.EARLY_ADAPTER: adapter,
                 **extra,
                 UserAttr.EARLY_REPORTED_AT: round(time.time(), 3),  # the operator times its decision from here
             }
@@ -521,10 +538,11 @@ class Trainer:
         }
         micro_batches = progress.step * identity["hyperparameters"]["grad_accum"]
         saved = checkpoint.Checkpoint(progress.step, micro_batches, identity, state)
-        where = checkpoint.save(self.out, saved, reason)
+        checkpoint.save(self.out, saved, reason)
+        where = self.artifacts.publish_checkpoint(self.out)
         log.info("%s at step %d: checkpoint in %s", reason, progress.step, where)
         return {
-            UserAttr.CHECKPOINT: str(where),
+            UserAttr.CHECKPOINT: where,
             UserAttr.STEPS_DONE: progress.step,
             UserAttr.TRAIN_SECONDS: round(progress.train_seconds, 3),
             UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
@@ -547,7 +565,9 @@ class Trainer:
         scoring comes after, so it cannot disturb what is resumed), then score validation and record it. The rung's
         accuracy is written last, with nothing after it, so the study sees it only once the checkpoint exists; the
         outcome (already ``screened``) is written again to wake the study (a NOTIFY)."""
+        progress.redo = False  # whether a resume scores this rung again is read from the record (``run``)
         screened = self._checkpoint(model, optimiser, identity, progress, started)
+        faults.point("trainer.rung-checkpointed")
         score = self._accuracy(model, encoder, data.validation, device)
         rungs = {**self.summary.get(UserAttr.RUNG_ACCURACY.value, {}), str(progress.step): score.mean}
         self._record({key: value for key, value in screened.items() if key != UserAttr.OUTCOME})
