@@ -229,7 +229,7 @@ def test_a_queued_trials_job_is_created_suspended_with_the_queue_label_and_its_h
     job = jobs.job_manifest(s, "ml", "demo", "uid-1", 0, 1, ["--trial", "0"])
     assert job["metadata"]["labels"][jobs.QUEUE_LABEL] == "trials" and job["spec"]["suspend"] is True
     assert jobs.QUEUE_LABEL not in job["spec"]["template"]["metadata"]["labels"]
-    helper = jobs.data_check_manifest(s, "ml", "demo", "uid-1", PurePosixPath("/artifacts/data"))
+    helper = jobs.data_check_manifest(s, "ml", "demo", "uid-1", PurePosixPath("/artifacts/data"), "/tmp")
     assert jobs.QUEUE_LABEL not in helper["metadata"]["labels"] and "suspend" not in helper["spec"]
     plain = jobs.job_manifest(study().spec, "ml", "demo", "uid-1", 0, 1, [])
     assert jobs.QUEUE_LABEL not in plain["metadata"]["labels"] and "suspend" not in plain["spec"]
@@ -969,3 +969,48 @@ def jobs_quantity_examples() -> list[int | None]:
     from ftstudy.kube.policy import quantity_bytes
 
     return [quantity_bytes(q) for q in ("10Gi", "500M", "1024", "ten")]
+
+
+def test_trials_with_an_object_store_get_its_url_and_credentials_and_need_no_shared_volume() -> None:
+    """outputDir s3://...: each trial (and its checkpoint cleanup, and the preflight check) gets its own prefix on
+    the command line and the store's credentials from the allowed Secret through envFrom, never inline; screening
+    asks for no volume; a generated dataset goes to the pod's scratch space."""
+    s = study(trialTemplate={"outputDir": "s3://models/ftstudy", "artifactSecret": "ftstudy-object-store"},
+              promotion={"mode": "screen"}).spec  # fmt: skip
+    assert jobs.trials_root(s, "ml", "demo") == "s3://models/ftstudy/ml/demo"
+    assert jobs.checkpoint_volume_missing(s) is None
+    pod = pod_spec_of(s)
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "ftstudy-object-store"}}]
+    policy = TrialPolicy.of(storage_secrets=["db"])
+    assert check_spec(s, policy) == [] and check_pod(pod, policy, "db", "ftstudy-object-store") == []
+    assert any("envFrom" in p for p in check_pod(pod, policy, "db")), "only the study's own Secret"
+    cleanup = jobs.checkpoint_cleanup_manifest(s, "ml", "demo", "uid-1", 3, "s3://models/ftstudy/ml/demo/trial-0003")
+    container = cleanup["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--stage", "forget", "--output", "s3://models/ftstudy/ml/demo/trial-0003"]
+    assert container["envFrom"] == [{"secretRef": {"name": "ftstudy-object-store"}}]
+    check = jobs.data_check_manifest(s, "ml", "demo", "uid-1", None, "s3://models/ftstudy/ml/demo")
+    assert check["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == [
+        "--output",
+        "s3://models/ftstudy/ml/demo",
+    ]
+
+    other = study(trialTemplate={"outputDir": "s3://models/x", "artifactSecret": "cloud-admin-keys"}).spec
+    refused = check_spec(other, policy)
+    assert len(refused) == 1 and refused[0].startswith("spec.trialTemplate.artifactSecret: "), refused
+    assert check_spec(other, TrialPolicy.of(storage_secrets=["db"], artifact_secrets=["cloud-admin-keys"])) == []
+
+
+@pytest.mark.parametrize(
+    ("template", "dataset", "words"),
+    [
+        ({"outputDir": "ftp://host/x"}, None, "neither a directory nor an object store URL"),
+        ({"outputDir": "s3://"}, None, "names no bucket"),
+        ({"artifactSecret": "keys"}, None, "outputDir (/artifacts) is a directory"),
+        ({"outputDir": "s3://b/p"}, {"path": "data/eu"}, "dataset.path 'data/eu' is relative"),
+    ],
+)  # fmt: skip
+def test_an_output_dir_the_trials_cannot_use_is_refused_when_applied(
+    template: dict[str, Any], dataset: dict[str, Any] | None, words: str
+) -> None:
+    with pytest.raises(spec.SpecError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        study(trialTemplate=template, **({"dataset": dataset} if dataset else {}))

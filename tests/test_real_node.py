@@ -5,7 +5,8 @@ One test, in the order a platform team meets it: the README's "In a cluster" com
 Secret's URL filled in) install the operator from its image, whose probes must pass, and `helm test` passes; the
 README's example study (SmolLM2, sized for a GPU) starts its trials in the trainer image on the node; then a small
 study runs there to the end with its operator pod deleted mid-study, and the Deployment's new pod finishes it.
-A second release tries ftstudy out with the chart's bundled PostgreSQL, which a study then uses.
+A second release tries ftstudy out with the chart's bundled PostgreSQL, which a study then uses; a third runs a
+screened study whose checkpoints are in a real S3 server, with no shared volume.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import os
 import re
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from ftstudy.object_store import ObjectStore
 from tests.cluster.fixtures import RealCluster
+from tests.cluster.seaweedfs import BUCKET, SeaweedFS
 from tests.studies import tiny_study
 from tests.test_chart import Helm
 
@@ -308,3 +312,85 @@ except urllib.error.HTTPError as error:
     out["report"] = f"{error.code} {json.loads(error.read())['reason']}"
 print("INTRUDER " + json.dumps(out), flush=True)
 """
+
+
+def test_a_screened_study_keeps_its_checkpoints_in_a_bucket_with_no_shared_volume(
+    real_cluster: RealCluster, helm: Helm, object_store: SeaweedFS
+) -> None:
+    """trialTemplate.outputDir s3://...: no claim, no volume but the pods' scratch; the screening Jobs leave their
+    checkpoints in a real S3 server (SeaweedFS, on the node's address) and the resume Jobs, new pods, read them back.
+    The preflight Job wrote to the bucket before any trial; the pruned trials' checkpoints are gone from it at the
+    end, their early adapters kept; status.best.adapter is the bucket's URL. A second study whose key may not write
+    there is stopped before its first trial, with the store's answer and not the secret."""
+    cluster = Cluster(real_cluster, helm)
+    namespace, release_ns = "s3-ml", "ftstudy-s3"
+    cluster.shell(f"kubectl create namespace {namespace}")
+    cluster.shell(
+        f"kubectl create secret generic ftstudy-db -n {namespace} --from-literal=url='{real_cluster.pod_pg_url}'"
+    )
+    keys = " ".join(f"--from-literal={k}={v}" for k, v in object_store.env().items())
+    cluster.shell(f"kubectl create secret generic ftstudy-object-store -n {namespace} {keys}")
+    wrong = {**object_store.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret-0123456789"}
+    cluster.shell(f"kubectl create secret generic wrong-keys -n {namespace} "
+                  + " ".join(f"--from-literal={k}={v}" for k, v in wrong.items()))  # fmt: skip
+    cluster.shell(
+        f"helm install s3 charts/ftstudy -n {release_ns} --create-namespace --set 'watchNamespaces={{{namespace}}}'"
+        " --set 'trialPolicy.artifactSecrets={ftstudy-object-store,wrong-keys}' --wait --timeout 5m",
+        timeout=360,
+    )
+    prefix = f"real-node-{uuid.uuid4().hex[:8]}"
+    output = f"s3://{BUCKET}/{prefix}"
+    document = tiny_study("tiny-s3", k=2, mode="screen", maxTrials=3)
+    template = {
+        "image": "ftstudy/trainer:0.1.0",
+        "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}},
+        "outputDir": output,
+        "artifactSecret": "ftstudy-object-store",
+        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+    }
+    document["spec"] |= {"storage": {"secretRef": {"name": "ftstudy-db", "key": "url"}}, "trialTemplate": template}
+    refused = tiny_study("tiny-s3-refused", k=2, mode="screen", maxTrials=3)
+    refused["spec"] |= {"storage": document["spec"]["storage"],
+                        "trialTemplate": {**template, "artifactSecret": "wrong-keys"}}  # fmt: skip
+    for study in (document, refused):
+        cluster.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(study))
+
+    def ended(name: str) -> Any:
+        def check() -> Json | None:
+            study = cluster.get("fts", name, "-n", namespace)
+            conditions = {c["type"]: c for c in (study.get("status") or {}).get("conditions") or []}
+            done = (study.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            return study if done or conditions.get("Ready", {}).get("reason") == "ObjectStoreUnusable" else None
+
+        return check
+
+    stopped = wait_for("the study with the wrong key to stop", ended("tiny-s3-refused"), 300, cluster.diagnosis)
+    why = {c["type"]: c for c in stopped["status"]["conditions"]}["Ready"]
+    assert why["reason"] == "ObjectStoreUnusable", stopped["status"]
+    assert "SignatureDoesNotMatch" in why["message"] and "not-the-secret" not in json.dumps(stopped), why
+    assert not cluster.pods(namespace, "ftstudy.io/study=tiny-s3-refused,app.kubernetes.io/component=trial")
+
+    study = wait_for("the study in the bucket to finish", ended("tiny-s3"), 600, cluster.diagnosis)
+    status = study["status"]
+    assert status["phase"] == "Succeeded", (status, cluster.diagnosis())
+    assert status["trials"]["completed"] == 2 and status["trials"]["cancelled"] == 1, status["trials"]
+    trials = f"{output}/{namespace}/tiny-s3"
+    assert status["best"]["adapter"].startswith(f"{trials}/trial-"), status["best"]
+
+    jobs = cluster.get("jobs", "-n", namespace, "-l", "ftstudy.io/study=tiny-s3")["items"]
+    resumed = [j for j in jobs if (j["metadata"].get("labels") or {}).get("ftstudy.io/resume") == "true"]
+    assert resumed, "a promoted trial resumed in a Job of its own"
+    for job in jobs:  # no claim, no volume but the operator's own
+        volumes = job["spec"]["template"]["spec"].get("volumes") or []
+        assert {v["name"] for v in volumes} <= {"ftstudy-scratch", "ftstudy-report-token"}, volumes
+
+    os.environ.update(object_store.env())
+    bucket = ObjectStore(trials)
+    keys = bucket.keys()
+    finals = {k.split("/")[0] for k in keys if k.endswith("final_adapter/adapter_model.safetensors")}
+    screened = {k.split("/")[0] for k in keys if k.endswith("early_adapter/adapter_model.safetensors")}
+    checkpoints = {k.split("/")[0] for k in keys if k.endswith("checkpoint/checkpoint.json")}
+    assert len(finals) == 2 and len(screened) >= 2, keys
+    pruned = screened - finals
+    assert pruned and not (pruned & checkpoints), ("the pruned trials' checkpoints are deleted", keys)
+    assert ".ftstudy-probe" not in keys, "the preflight's object is gone"

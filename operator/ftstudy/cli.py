@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftstudy.spec import StudySpec
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -30,6 +34,20 @@ def _default_storage(workdir: Path) -> str:
     return f"sqlite:///{(workdir / 'study.db').resolve()}"
 
 
+def _artifact_root(study_spec: StudySpec, name: str) -> str | None:
+    """With ``trialTemplate.outputDir`` an object store URL, ``ftstudy run``'s trials write there too, under
+    ``<outputDir>/<study>``, after one write and read back (a missing bucket or refused credentials stop the study
+    before any trial, with the store's reason). None: the trials' files stay in the work directory."""
+    from ftstudy.object_store import ObjectStore, join
+    from ftstudy.spec import is_store_url
+
+    if not is_store_url(study_spec.trial_template.output_dir):
+        return None
+    root = join(study_spec.trial_template.output_dir, name)
+    ObjectStore(root).probe()
+    return root
+
+
 def _run(args: argparse.Namespace) -> int:
     import logging
 
@@ -37,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ftstudy import core, spec
     from ftstudy.executor import LocalExecutor
+    from ftstudy.object_store import ObjectStoreError
     from ftstudy.progress import Progress
     from ftstudy.redact import redact
     from ftstudy.report import leaderboard, page_scores, rows, summary, summary_text
@@ -62,10 +81,14 @@ def _run(args: argparse.Namespace) -> int:
         store = StudyStore(url, name, study.spec, retry)
         data_dir = prepare_data(study.spec, workdir, args.study_file.resolve().parent)
         check_data(study.spec, data_dir)
+        artifacts = _artifact_root(study.spec, name)
         # The trainers get the URL in their environment: a command line is visible to every user (ps).
-        executor = LocalExecutor(workdir / "trials", study.spec.budget.parallelism, storage_url=url)
-        engine = Engine(study, store, executor, data_dir, workdir / "trials", on_event=progress.event)
-        print(f"study {name}: storage {redact(url)}, trials in {workdir / 'trials'}")
+        executor = LocalExecutor(workdir / "trials", study.spec.budget.parallelism, storage_url=url,
+                                 artifacts=artifacts)  # fmt: skip
+        trials_root = artifacts or workdir / "trials"
+        engine = Engine(study, store, executor, data_dir, trials_root, on_event=progress.event)
+        print(f"study {name}: storage {redact(url)}, trials in {workdir / 'trials'}"
+              + (f", their files in {artifacts}" if artifacts else ""))  # fmt: skip
         outcome = engine.run(args.poll_seconds, after_step=lambda: progress.tick(store.trials()))
         table = rows(store.trials())
     except StorageUnavailable as error:
@@ -77,6 +100,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     except DatasetError as error:
         print(f"ftstudy: the study's data cannot be read, so no trial was launched: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ObjectStoreError as error:
+        print(f"ftstudy: the object store at spec.trialTemplate.outputDir cannot be used, so no trial was launched: "
+              f"{error}", file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("\nstopped: trials already running keep running; run the same command again to resume and adopt them.")

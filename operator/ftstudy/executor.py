@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,10 +27,12 @@ from typing import Protocol, TypeVar
 from optuna.trial import FrozenTrial
 
 from ftstudy.core import Process
-from ftstudy.trainer.cli import EXIT_PREEMPTED, STORAGE_ENV
+from ftstudy.object_store import ObjectStoreError, join
+from ftstudy.trainer.cli import EXIT_ARTIFACTS, EXIT_PREEMPTED, STORAGE_ENV
 from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY
 
 P = TypeVar("P", bound=PurePath)
+log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
 KILL_GRACE_SECONDS = 15.0
 
@@ -71,11 +74,20 @@ def trial_dir(root: P, number: int) -> P:
     return root / f"trial-{number:04d}"
 
 
+def trial_output(root: PurePath | str, number: int) -> str:
+    """The trial's ``--output``: its directory under ``root``, or its prefix when ``root`` is an object store URL
+    (a string: a URL is no path, ``//`` must stay)."""
+    if isinstance(root, str):
+        return join(root, f"trial-{number:04d}")
+    return str(trial_dir(root, number))
+
+
 def exit_reason(code: int) -> str:
     if code < 0:
         return f"the trainer was killed by signal {signal.Signals(-code).name}"
     meaning = {1: "crashed", 2: "refused its input", 3: "could not reach the database",
-               EXIT_PREEMPTED: "was preempted", 143: "was terminated"}  # fmt: skip
+               EXIT_ARTIFACTS: "could not use its object store", EXIT_PREEMPTED: "was preempted",
+               143: "was terminated"}  # fmt: skip
     return f"the trainer {meaning.get(code, 'failed')} (exit code {code})"
 
 
@@ -96,12 +108,20 @@ def _alive(pid: int, marker: str) -> bool:
 
 
 class LocalExecutor:
-    """Trials as local processes; ``root`` holds one directory per trial (logs, adapters, result.json)."""
+    """Trials as local processes; ``root`` holds one directory per trial (logs, adapters, result.json).
+    ``artifacts``: the study's object store URL when its trials' files go there (``trialTemplate.outputDir``); each
+    trial's directory is then its working copy (``--scratch``), which this runner reads as it reads a local one."""
 
     def __init__(
-        self, root: Path, parallelism: int = 1, python: str = sys.executable, storage_url: str | None = None
+        self,
+        root: Path,
+        parallelism: int = 1,
+        python: str = sys.executable,
+        storage_url: str | None = None,
+        artifacts: str | None = None,
     ) -> None:
         self.root = root
+        self.artifacts = artifacts
         self.python = python
         self.storage_url = storage_url
         # Trials share this machine's cores: without a cap every trainer starts one thread per core and, run side
@@ -120,6 +140,8 @@ class LocalExecutor:
         directory.mkdir(parents=True, exist_ok=True)
         log = (directory / f"attempt-{attempt}.log").open("ab")
         command = [self.python, "-m", "ftstudy.trainer.cli", *args]
+        if self.artifacts is not None:
+            command += ["--scratch", str(directory)]
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}  # fmt: skip
         if self.storage_url is not None:
@@ -191,7 +213,16 @@ class LocalExecutor:
         """Local trials keep decisions in the study's storage only."""
 
     def forget_checkpoint(self, number: int) -> None:
-        shutil.rmtree(trial_dir(self.root, number) / CHECKPOINT_DIRECTORY, ignore_errors=True)
+        directory = trial_dir(self.root, number)
+        if self.artifacts is not None:
+            from ftstudy.object_store import ObjectStore
+            from ftstudy.trainer.artifacts import ObjectArtifacts
+
+            try:
+                ObjectArtifacts(ObjectStore(trial_output(self.artifacts, number))).forget_checkpoint(directory)
+            except ObjectStoreError as error:  # best effort: a checkpoint left behind costs storage, not a result
+                log.warning("trial %d's checkpoint stays in the object store: %s", number, error)
+        shutil.rmtree(directory / CHECKPOINT_DIRECTORY, ignore_errors=True)
 
     def cancel(self, number: int) -> None:
         """SIGTERM the trainer's process group now; SIGKILL it if it is still there after a grace period."""

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 
 from ftstudy import audit, core, faults
 from ftstudy.core import Decision, Phase, Plan, Process, TrialView
-from ftstudy.executor import Executor, TrialProcess, trial_dir
+from ftstudy.executor import Executor, TrialProcess, trial_output
 from ftstudy.promotion import policy_for
 from ftstudy.spec import FineTuneStudy, StudySpec
 from ftstudy.study_store import (
@@ -163,7 +163,7 @@ class Engine:
         store: StudyStore,
         executor: Executor,
         data_dir: PurePath,
-        trials_root: PurePath,
+        trials_root: PurePath | str,
         on_event: Callable[[Event], None] = lambda e: None,
         study_name: str | None = None,
         generate_data: bool = False,
@@ -223,8 +223,8 @@ class Engine:
         return actions
 
     def _args(self, number: int, stage: str) -> list[str]:
-        output = trial_dir(self.trials_root, number)
-        return trainer_args(self.spec, self.study_name, number, str(self.data_dir), str(output),
+        output = trial_output(self.trials_root, number)
+        return trainer_args(self.spec, self.study_name, number, str(self.data_dir), output,
                             generate_data=self.generate_data, stage=stage)  # fmt: skip
 
     def _audited(self, number: int, baseline: bool, trial: FrozenTrial | None = None) -> bool:

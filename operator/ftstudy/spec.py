@@ -351,8 +351,18 @@ class TrialTemplate(_Model):
     output_dir: str = Field(
         default="/artifacts",
         min_length=1,
-        description="where trials write adapters, inside the container (mount a persistent volume there); each "
-        "trial writes <outputDir>/<namespace>/<study>/trial-NNNN",
+        description="where trials write their checkpoints, adapters and results: a directory inside the container "
+        "(mount a persistent volume there), or an object store URL (s3://bucket/prefix; gs://, az://), which "
+        "screening needs no shared volume for; each trial writes <outputDir>/<namespace>/<study>/trial-NNNN",
+    )
+    artifact_secret: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="with outputDir an object store URL: a Secret in the study's namespace whose keys become the "
+        "trainer's environment, the store's credentials and endpoint as its SDK reads them (AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION...); one the platform team allows "
+        "(trialPolicy.artifactSecrets). Without it the trainer uses what its environment gives (a workload identity)",
     )
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="a trial running longer fails")
     fs_group: int | None = Field(
@@ -361,6 +371,39 @@ class TrialTemplate(_Model):
         description="the trial pods' fsGroup: volumes that support it (a fresh PersistentVolumeClaim at outputDir) "
         "are made writable by this group, which the non-root trainer belongs to (the trainer image's is 10001)",
     )
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            return value
+        if scheme.lower() not in CLUSTER_STORE_SCHEMES:
+            raise ValueError(
+                f"outputDir {value!r} is neither a directory nor an object store URL of a known scheme "
+                f"({', '.join(CLUSTER_STORE_SCHEMES)})"
+            )
+        if not rest.strip("/"):
+            raise ValueError(f"outputDir {value!r} names no bucket")
+        return value
+
+    @model_validator(mode="after")
+    def _artifact_secret(self) -> TrialTemplate:
+        if self.artifact_secret is not None and not is_store_url(self.output_dir):
+            raise ValueError(
+                f"artifactSecret gives the trainer an object store's credentials, but outputDir ({self.output_dir}) "
+                "is a directory: set outputDir to the store's URL (s3://bucket/prefix), or drop artifactSecret"
+            )
+        return self
+
+
+# Object stores a trial in a cluster can write to (ftstudy.object_store has the client; file:// is a directory).
+CLUSTER_STORE_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
+
+
+def is_store_url(output_dir: str) -> bool:
+    scheme, sep, _ = output_dir.partition("://")
+    return bool(sep) and scheme.lower() in CLUSTER_STORE_SCHEMES
 
 
 class Cleanup(_Model):
@@ -418,6 +461,13 @@ class StudySpec(_Model):
             raise ValueError("searchSpace is empty: give at least one hyperparameter to search")
         self._check_train_samples()
         self._check_rungs()
+        path = self.dataset.path
+        if path is not None and not path.startswith("/") and is_store_url(self.trial_template.output_dir):
+            raise ValueError(
+                f"dataset.path {path!r} is relative, which means on the trials' output volume, but "
+                f"trialTemplate.outputDir ({self.trial_template.output_dir}) is an object store: give an absolute "
+                "path inside the container (a volume of its own), or use dataset.generate"
+            )
         if self.sampler.type == "grid":
             self._check_grid()
         unknown = sorted(set(self.training.hyperparameters) - set(HYPERPARAMETERS))

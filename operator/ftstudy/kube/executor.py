@@ -39,7 +39,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from ftstudy.core import Process
-from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason, trial_dir
+from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason, trial_output
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, path
 from ftstudy.kube.identity import trial_key
@@ -325,6 +325,7 @@ class JobExecutor:
         self.spec = spec
         self.stuck_seconds = stuck_seconds
         self.policy = policy or TrialPolicy()
+        self.artifact_secret = spec.trial_template.artifact_secret
         self.store = store
         self.identity = identity
         self.jobs_path = path("batch", "v1", "jobs", namespace)
@@ -374,7 +375,7 @@ class JobExecutor:
                                      identity=self.identity, key=self._key(number), resume=resume,
                                      reports=self.reports)  # fmt: skip
         secret = self.spec.storage.secret_ref.name if self.spec.storage is not None else None
-        refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, secret)
+        refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, secret, self.artifact_secret)
         if refused:
             raise Problem("TrialPolicyViolation", "the trial policy refuses the trial's Job: " + "; ".join(refused))
         name = manifest["metadata"]["name"]
@@ -560,10 +561,11 @@ class JobExecutor:
             if not job["metadata"].get("deletionTimestamp"):
                 self.kube.delete(path("batch", "v1", "jobs", self.namespace, job["metadata"]["name"]))
 
-    def check_data(self, data_dir: PurePosixPath) -> tuple[Process, str | None]:
+    def check_data(self, data_dir: PurePosixPath | None, output: str) -> tuple[Process, str | None, int | None]:
         """The study's data check Job (``jobs.data_check_manifest``), created if it does not exist yet: RUNNING
         while it runs, SUCCEEDED once the dataset read, FAILED with the reason (the trainer's last log line: which
-        file, which line) otherwise. Its name is the study's, so a restarted operator finds it."""
+        file, which line; or the object store's refusal) and the trainer's exit code otherwise. Its name is the
+        study's, so a restarted operator finds it."""
         name = names.data_check_job_name(self.study)
         job_path = path("batch", "v1", "jobs", self.namespace, name)
         try:
@@ -571,31 +573,32 @@ class JobExecutor:
         except ApiError as error:
             if error.status != 404:
                 raise
-            manifest = jobs.data_check_manifest(self.spec, self.namespace, self.study, self.uid, data_dir)
-            refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None)
+            manifest = jobs.data_check_manifest(self.spec, self.namespace, self.study, self.uid, data_dir, output)
+            refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None, self.artifact_secret)
             if refused:
                 why = "; ".join(refused)
                 raise Problem("TrialPolicyViolation", f"the trial policy refuses the data check Job: {why}") from None
             self.kube.create(self.jobs_path, manifest)
-            return Process.RUNNING, None
+            return Process.RUNNING, None, None
         if (job.get("metadata", {}).get("labels") or {}).get(names.STUDY_UID) != self.uid:
             raise Problem("JobConflict", f"Job {self.namespace}/{name} exists but is not this study's data check: "
                           "delete it, or name the study otherwise")  # fmt: skip
         if _condition(job, "Complete"):
-            return Process.SUCCEEDED, None
+            return Process.SUCCEEDED, None, None
         failed = _condition(job, "Failed")
         if failed:
             pods = self.kube.list(path("", "v1", "pods", self.namespace), label_selector=f"job-name={name}")
-            return Process.FAILED, _failure(failed, pods, None).reason
-        return Process.RUNNING, None
+            found = _failure(failed, pods, None)
+            return Process.FAILED, found.reason, found.exit_code
+        return Process.RUNNING, None, None
 
     def forget_checkpoint(self, number: int) -> None:
         """A Job deletes the checkpoint on the trials' volume (``jobs.checkpoint_cleanup_manifest``). Its name is
         the trial's, so asking again (a restarted operator) finds it there; a refusal is logged, never raised:
         the trial is pruned either way."""
-        run_dir = trial_dir(jobs.trials_root(self.spec, self.namespace, self.study), number)
+        run_dir = trial_output(jobs.trials_root(self.spec, self.namespace, self.study), number)
         manifest = jobs.checkpoint_cleanup_manifest(self.spec, self.namespace, self.study, self.uid, number, run_dir)
-        refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None)
+        refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None, self.artifact_secret)
         if refused:
             log.warning("%s/%s: trial %d's checkpoint stays: the trial policy refuses its cleanup Job: %s",
                         self.namespace, self.study, number, "; ".join(refused))  # fmt: skip

@@ -28,8 +28,9 @@ from typing import Any
 
 from ftstudy.kube import names
 from ftstudy.kube.policy import REPORT_TOKEN_VOLUME, SCRATCH_PATH, SCRATCH_VOLUME, volume_type
+from ftstudy.object_store import join
 from ftstudy.report_protocol import AUDIENCE
-from ftstudy.spec import StudySpec
+from ftstudy.spec import StudySpec, is_store_url
 from ftstudy.trainer.cli import EXIT_PREEMPTED, STORAGE_ENV
 from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
 
@@ -47,9 +48,18 @@ class Reports:
     ca_pem: str
 
 
-def trials_root(spec: StudySpec, namespace: str, study: str) -> PurePosixPath:
-    """Where a study's trials write inside their containers: ``<outputDir>/<namespace>/<study>``."""
-    return PurePosixPath(spec.trial_template.output_dir) / namespace / study
+def trials_root(spec: StudySpec, namespace: str, study: str) -> PurePosixPath | str:
+    """Where a study's trials write: ``<outputDir>/<namespace>/<study>``, a directory inside their containers or
+    an object store URL."""
+    output = spec.trial_template.output_dir
+    if is_store_url(output):
+        return join(output, namespace, study)
+    return PurePosixPath(output) / namespace / study
+
+
+# Where a trial whose outputDir is an object store keeps what needs a file system (a generated dataset, its working
+# copy of the files it uploads): the pod's scratch emptyDir.
+LOCAL_DATA = PurePosixPath(SCRATCH_PATH) / "data"
 
 
 # Volumes that end with their pod: a checkpoint written there is gone before its resume Job starts.
@@ -64,6 +74,8 @@ def checkpoint_volume_missing(spec: StudySpec) -> str | None:
     if spec.promotion.mode != "screen" or spec.promotion.policy == "none":
         return None
     t = spec.trial_template
+    if is_store_url(t.output_dir):
+        return None  # checkpoints go to the object store: any node's pod reads them back
     output = PurePosixPath(t.output_dir)
     volumes = {str(v.get("name")): v for v in t.volumes}
     mounts = [m for m in t.volume_mounts if output.is_relative_to(PurePosixPath(str(m.get("mountPath", ""))))]
@@ -150,6 +162,9 @@ def job_manifest(
             *t.env,
         ],
         "resources": {kind: dict(values) for kind, values in t.resources.items()},
+        # The object store's credentials, from the Secret the trial policy allows: into the environment, where the
+        # client reads them, never into the manifest or the command line.
+        **({"envFrom": [{"secretRef": {"name": t.artifact_secret}}]} if t.artifact_secret else {}),
         "volumeMounts": [*t.volume_mounts, {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -253,22 +268,26 @@ def _helper_job(
 
 
 def checkpoint_cleanup_manifest(
-    spec: StudySpec, namespace: str, study: str, uid: str, number: int, run_dir: PurePosixPath
+    spec: StudySpec, namespace: str, study: str, uid: str, number: int, run_dir: PurePosixPath | str
 ) -> dict[str, Any]:
     """``cleanup.prunedCheckpoints`` in a cluster: a pruned trial's checkpoint lies on the trials' volume, which the
-    operator does not mount, so a helper Job deletes it (``ftstudy-trainer --stage forget``)."""
+    operator does not mount, or in their object store, whose credentials it does not hold, so a helper Job with the
+    trials' volumes and credentials deletes it (``ftstudy-trainer --stage forget``)."""
     return _helper_job(spec, namespace, study, uid, ["--stage", "forget", "--output", str(run_dir)],
                        names.cleanup_job_name(study, number), names.cleanup_labels(study, uid, number),
                        {"cpu": "50m", "memory": "128Mi"})  # fmt: skip
 
 
 def data_check_manifest(
-    spec: StudySpec, namespace: str, study: str, uid: str, data_dir: PurePosixPath
+    spec: StudySpec, namespace: str, study: str, uid: str, data_dir: PurePosixPath | None, output: str
 ) -> dict[str, Any]:
-    """A study with ``dataset.path`` in a cluster: before any trial takes a GPU, a helper Job reads every split once
-    (``ftstudy-trainer --stage check-data``). A missing file or a malformed line then fails the study once, with the
-    reason, instead of failing every trial after it loaded its model on a GPU."""
-    args = ["--stage", "check-data", "--data", str(data_dir), "--attributes", ",".join(spec.attributes),
-            "--output", SCRATCH_PATH]  # fmt: skip
+    """Before any trial takes a GPU, a helper Job reads every split of ``dataset.path`` once and, with an object
+    store at ``outputDir``, writes, reads back and deletes a small object under the study's prefix
+    (``ftstudy-trainer --stage check-data``). A missing file, a malformed line, a bucket that does not exist or
+    refuses writes then fails the study once, with the reason, instead of failing every trial after it loaded its
+    model on a GPU."""
+    args = ["--stage", "check-data", "--attributes", ",".join(spec.attributes), "--output", output]
+    if data_dir is not None:
+        args += ["--data", str(data_dir)]
     return _helper_job(spec, namespace, study, uid, args, names.data_check_job_name(study),
                        names.data_check_labels(study, uid), {"cpu": "100m", "memory": "256Mi"})  # fmt: skip

@@ -155,6 +155,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="a claim trials may mount (repeat; default: ftstudy-artifacts)")  # fmt: skip
     policy.add_argument("--trial-ephemeral-max", default=None, metavar="QUANTITY",
                         help="the most storage a trial's ephemeral volume may request (default: 100Gi)")  # fmt: skip
+    policy.add_argument("--artifact-secret", action="append", default=None, metavar="NAME",
+                        help="a Secret of object store credentials that trialTemplate.artifactSecret may name, read "
+                        "by the trial pods only, through envFrom (repeat; default: ftstudy-object-store)")  # fmt: skip
 
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
@@ -238,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret,
                                 args.trial_toleration_key, args.trial_node_selector_key, args.trial_priority_class,
-                                args.trial_claim, args.trial_ephemeral_max)  # fmt: skip
+                                args.trial_claim, args.trial_ephemeral_max, args.artifact_secret)  # fmt: skip
     except ValueError as error:
         print(f"ftstudy operator: {error}", file=sys.stderr)
         return 2

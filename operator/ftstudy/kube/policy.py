@@ -31,6 +31,8 @@ SCRATCH_VOLUME = "ftstudy-scratch"
 REPORT_TOKEN_VOLUME = "ftstudy-report-token"
 SCRATCH_PATH = "/tmp"
 DEFAULT_STORAGE_SECRET = "ftstudy-db"
+# The object store credentials a study's trialTemplate.artifactSecret may name unless the platform team says otherwise.
+DEFAULT_ARTIFACT_SECRET = "ftstudy-object-store"
 
 # Volume types that give a pod nothing of the node's or another workload's: the default allow-list.
 DEFAULT_VOLUME_TYPES = frozenset({"persistentVolumeClaim", "emptyDir", "ephemeral", "configMap", "downwardAPI"})
@@ -55,7 +57,9 @@ DEFAULT_EPHEMERAL_MAX = "100Gi"
 @dataclass(frozen=True)
 class TrialPolicy:
     """Set by the platform team. ``service_accounts``: besides each namespace's ``default``; ``storage_secrets``:
-    the Secrets a study's ``storage.secretRef`` may name (the operator reads nothing else); the keys of the
+    the Secrets a study's ``storage.secretRef`` may name (the operator reads nothing else); ``artifact_secrets``:
+    those a study's ``trialTemplate.artifactSecret`` may name (the object store's credentials, which only the trial
+    pods read, through envFrom); the keys of the
     tolerations and node selectors, the PriorityClasses and the PersistentVolumeClaims trials may use; the largest
     ephemeral volume (bytes)."""
 
@@ -67,6 +71,7 @@ class TrialPolicy:
     priority_classes: frozenset[str] = DEFAULT_PRIORITY_CLASSES
     claims: frozenset[str] = DEFAULT_CLAIMS
     ephemeral_max_bytes: int = 100 * 2**30
+    artifact_secrets: frozenset[str] = frozenset({DEFAULT_ARTIFACT_SECRET})
 
     @classmethod
     def of(
@@ -79,6 +84,7 @@ class TrialPolicy:
         priority_classes: Iterable[str] | None = None,
         claims: Iterable[str] | None = None,
         ephemeral_max: str | None = None,
+        artifact_secrets: Iterable[str] | None = None,
     ) -> TrialPolicy:
         """From flags or values; refuses a volume type the restricted standard does not admit (hostPath above all),
         since no trial pod could ever use it. A list not given keeps its default."""
@@ -100,7 +106,7 @@ class TrialPolicy:
         return cls(frozenset(service_accounts), types, secrets, listed(toleration_keys, DEFAULT_TOLERATION_KEYS),
                    listed(node_selector_keys, DEFAULT_NODE_SELECTOR_KEYS),
                    listed(priority_classes, DEFAULT_PRIORITY_CLASSES), listed(claims, DEFAULT_CLAIMS),
-                   maximum)  # fmt: skip
+                   maximum, listed(artifact_secrets, frozenset({DEFAULT_ARTIFACT_SECRET})))  # fmt: skip
 
 
 _SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
@@ -178,6 +184,13 @@ def check_spec(spec: StudySpec, policy: TrialPolicy) -> list[str]:
             f"Secret {spec.storage.secret_ref.name!r} is not one the platform team allows studies to use as their "
             f"storage (allowed: {allowed}; Helm value trialPolicy.storageSecrets)",
         )
+    if t.artifact_secret is not None and t.artifact_secret not in policy.artifact_secrets:
+        allowed = ", ".join(sorted(policy.artifact_secrets)) or "none"
+        found.add(
+            "spec.trialTemplate.artifactSecret",
+            f"Secret {t.artifact_secret!r} is not one the platform team allows trials to read object store "
+            f"credentials from (allowed: {allowed}; Helm value trialPolicy.artifactSecrets)",
+        )
     account = t.service_account_name
     if account and account != "default" and account not in policy.service_accounts:
         allowed = ", ".join(["default", *sorted(policy.service_accounts)])
@@ -220,8 +233,14 @@ def check_spec(spec: StudySpec, policy: TrialPolicy) -> list[str]:
     return found.problems
 
 
-def check_pod(pod: dict[str, Any], policy: TrialPolicy, storage_secret: str | None) -> list[str]:
-    """The built pod spec against the restricted Pod Security Standard and the policy; empty if it passes."""
+def check_pod(
+    pod: dict[str, Any], policy: TrialPolicy, storage_secret: str | None, artifact_secret: str | None = None
+) -> list[str]:
+    """The built pod spec against the restricted Pod Security Standard and the policy; empty if it passes.
+    ``storage_secret`` and ``artifact_secret``: the study's, which its trial container may read (the storage URL
+    by one key, the object store's credentials whole), if the policy allows them."""
+    if artifact_secret is not None and artifact_secret not in policy.artifact_secrets:
+        artifact_secret = None
     found = _Findings()
     where = "the trial pod"
     for key in ("hostNetwork", "hostPID", "hostIPC"):
@@ -253,7 +272,8 @@ def check_pod(pod: dict[str, Any], policy: TrialPolicy, storage_secret: str | No
             found.add(f"{where}.volumes[{i}]", "hostPath volumes are never allowed")
     containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
     for container in containers:
-        _check_container(found, container, f"{where}.containers[{container.get('name')}]", storage_secret)
+        _check_container(found, container, f"{where}.containers[{container.get('name')}]", storage_secret,
+                         artifact_secret)  # fmt: skip
     return found.problems
 
 
@@ -301,7 +321,9 @@ def _check_restricted_context(found: _Findings, security: dict[str, Any], where:
         found.add(f"{where}.windowsOptions.hostProcess", "host processes are not allowed")
 
 
-def _check_container(found: _Findings, container: dict[str, Any], where: str, storage_secret: str | None) -> None:
+def _check_container(
+    found: _Findings, container: dict[str, Any], where: str, storage_secret: str | None, artifact_secret: str | None
+) -> None:
     security = container.get("securityContext") or {}
     _check_restricted_context(found, security, f"{where}.securityContext")
     if security.get("privileged"):
@@ -326,5 +348,9 @@ def _check_container(found: _Findings, container: dict[str, Any], where: str, st
         if ref is not None and not (var.get("name") == STORAGE_ENV and ref.get("name") == storage_secret):
             found.add(f"{where}.env[{var.get('name')}]", f"reads Secret {ref.get('name')!r}")
     for source in container.get("envFrom") or []:
-        if "secretRef" in source:
-            found.add(f"{where}.envFrom", "trials may not read Secrets through envFrom")
+        if "secretRef" in source and (source["secretRef"] or {}).get("name") != artifact_secret:
+            found.add(
+                f"{where}.envFrom",
+                f"reads Secret {(source['secretRef'] or {}).get('name')!r} through envFrom: "
+                "trials may read only the object store credentials the policy allows (artifactSecrets)",
+            )

@@ -32,7 +32,7 @@ from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.executor import JobExecutor
 from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
-from ftstudy.kube.policy import TrialPolicy, check_spec
+from ftstudy.kube.policy import SCRATCH_PATH, TrialPolicy, check_spec
 from ftstudy.kube.problems import Problem
 from ftstudy.kube.status import (
     FAILED,
@@ -50,6 +50,7 @@ from ftstudy.redact import redact
 from ftstudy.retry import RetryPolicy, StorageUnavailable
 from ftstudy.runner import Engine, Event, generated_data_name
 from ftstudy.study_store import StudyConflict, StudyStore, open_storage
+from ftstudy.trainer.cli import EXIT_ARTIFACTS
 from ftstudy.trial_reports import check_all
 
 log = logging.getLogger(__name__)
@@ -314,12 +315,16 @@ class StudyReconciler:
             reports=self.settings.reports,
         )
         root = jobs.trials_root(study.spec, self.namespace, self.name)
+        # Where the trials read their data: a generated dataset beside their files on the volume, or in each pod's
+        # scratch space when the files go to an object store (every trial generates the same pages); a relative
+        # dataset.path is on the trials' output volume (spec refuses it with an object store); an absolute one is
+        # any path in the container.
+        local_root = jobs.LOCAL_DATA if isinstance(root, str) else root
         if study.spec.dataset.generate is not None:
-            data_dir, generate = root / generated_data_name(study.spec), True
+            data_dir, generate = local_root / generated_data_name(study.spec), True
         else:
             assert study.spec.dataset.path is not None
-            # a relative dataset.path is on the trials' output volume; an absolute one is any path in the container
-            data_dir, generate = root.parent.parent / study.spec.dataset.path, False
+            data_dir, generate = local_root.parent.parent / study.spec.dataset.path, False
         engine = Engine(
             study,
             store,
@@ -336,12 +341,15 @@ class StudyReconciler:
         return self.built
 
     def _check_data(self, built: _Built, study: spec.FineTuneStudy) -> None:
-        """A study with ``dataset.path``: before its first trial, a CPU Job reads the dataset once
-        (``JobExecutor.check_data``). Raises a Problem while it runs (phase Pending, a Normal Event) and a permanent
-        one if the data cannot be read (no trial ever launched, no GPU spent); passed, it is recorded in the study's
-        records and not run again. A study that already has trials (started before this check existed, or resumed
-        after it passed) is not held up."""
-        if study.spec.dataset.path is None or built.data_checked:
+        """A study with ``dataset.path``, or with its files in an object store: before its first trial, a CPU Job
+        reads the dataset once and writes to the store once (``JobExecutor.check_data``). Raises a Problem while it
+        runs (phase Pending, a Normal Event) and a permanent one if the data cannot be read or the store cannot be
+        written (no trial ever launched, no GPU spent); passed, it is recorded in the study's records and not run
+        again. A study that already has trials (started before this check existed, or resumed after it passed) is
+        not held up."""
+        has_data = study.spec.dataset.path is not None
+        root = jobs.trials_root(study.spec, self.namespace, self.name)
+        if (not has_data and not isinstance(root, str)) or built.data_checked:
             return
         store = built.store
         attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(store.study_id))
@@ -350,17 +358,24 @@ class StudyReconciler:
             return
         executor = built.engine.executor
         assert isinstance(executor, JobExecutor)
-        state, reason = executor.check_data(PurePosixPath(str(built.engine.data_dir)))
+        data_dir = PurePosixPath(str(built.engine.data_dir)) if has_data else None
+        state, reason, code = executor.check_data(data_dir, str(root) if isinstance(root, str) else SCRATCH_PATH)
         if state is core.Process.SUCCEEDED:
             record = store.storage.set_study_system_attr
             store.retry.call("record the data check", lambda: record(store.study_id, DATA_CHECKED, True))
             built.data_checked = True
             return
+        if state is core.Process.FAILED and code == EXIT_ARTIFACTS:
+            raise Problem("ObjectStoreUnusable", f"the object store at spec.trialTemplate.outputDir ({root}) cannot "
+                          f"be written, so no trial was launched: {reason}; fix the bucket or its credentials "
+                          "(spec.trialTemplate.artifactSecret) and create the study again", permanent=True)  # fmt: skip
         if state is core.Process.FAILED:
             where = built.engine.data_dir
             raise Problem("DataInvalid", f"the dataset at spec.dataset.path ({where}) cannot be read, so no trial "
                           f"was launched: {reason}; fix it and create the study again", permanent=True)  # fmt: skip
-        raise Problem("CheckingData", "reading the dataset once in a CPU Job "
+        what = "the dataset and the object store" if has_data and isinstance(root, str) else (
+            "the dataset" if has_data else "the object store")  # fmt: skip
+        raise Problem("CheckingData", f"checking {what} once in a CPU Job "
                       f"({names.data_check_job_name(self.name)}) before any trial takes a GPU")  # fmt: skip
 
     def close(self) -> None:
