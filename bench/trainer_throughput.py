@@ -11,6 +11,13 @@ examples came first, so the validation loss is the comparison that counts).
     .venv/bin/python bench/trainer_throughput.py --model smollm2   # the real model (use a GPU if you have one)
     OMP_NUM_THREADS=1 .venv/bin/python bench/trainer_throughput.py --model mini --max-seq-len 512 --batch-size 8 \
         --steps 20 --group-by-length                               # ftstudy's batches grouped by length
+    .venv/bin/python bench/trainer_throughput.py --model mini --processes 2   # data parallel against one process
+
+``--processes N``: the distributed case instead. The trainer's own command (``ftstudy-trainer --stage full``, no
+study) trains the same steps of the same global batch three times on the same N cores or devices: one process with
+one thread, one process with N threads (what N cores give a single trainer), and N processes of one thread each
+(gloo on CPUs, NCCL on GPUs). Each prints training samples/s from its ``result.json`` (``train_seconds`` less
+``eval_seconds``: the training steps, not loading or scoring), the ratios, and the final accuracy of each.
 """
 
 from __future__ import annotations
@@ -149,6 +156,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def run_trainer(args: argparse.Namespace, data: Path, out: Path, processes: int, threads: int) -> dict[str, Any]:
+    """One ``ftstudy-trainer`` run (``--processes``), its ``result.json``."""
+    import json
+    import subprocess
+    import sys
+
+    params = {"batch_size": args.batch_size, "grad_accum": 2, "lora_dropout": 0.0}
+    command = [sys.executable, "-m", "ftstudy.trainer.cli", "--model", args.model, "--data", str(data),
+               "--output", str(out), "--max-steps", str(args.steps), "--max-seq-len", str(args.max_seq_len),
+               "--eval-samples", "32", "--test-samples", "8", "--stage", "full", "--processes", str(processes),
+               "--device", args.device, "--params", json.dumps(params)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result: dict[str, Any] = json.loads((out / "result.json").read_text())
+    return result
+
+
+def distributed(args: argparse.Namespace, data: Path, tmp: Path) -> None:
+    n = args.processes
+    samples = args.steps * args.batch_size * 2  # grad_accum 2: the global batch
+    runs = {"1 process, 1 thread": (1, 1), f"1 process, {n} threads": (1, n), f"{n} processes, 1 thread": (n, 1)}
+    rates = {}
+    print(f"model={args.model} device={args.device} global_batch={args.batch_size * 2} steps={args.steps} "
+          f"max_seq_len={args.max_seq_len}")  # fmt: skip
+    for i, (name, (processes, threads)) in enumerate(runs.items()):
+        result = run_trainer(args, data, tmp / f"run-{i}", processes, threads)
+        rates[name] = samples / (result["train_seconds"] - result["eval_seconds"])  # the scoring left out
+        print(f"{name}: train_samples_per_s={rates[name]:.2f} final_accuracy={result['final_accuracy']:.4f}")
+    first, threaded, parallel = rates.values()
+    print(f"ratio_{n}_processes_over_1_process_1_thread={parallel / first:.3f}")
+    print(f"ratio_{n}_processes_over_1_process_{n}_threads={parallel / threaded:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny")
@@ -160,6 +200,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=None, help="dataset directory (default: generate one)")
     p.add_argument("--accuracy", action="store_true", help="also score the base model before fine-tuning")
     p.add_argument("--group-by-length", action="store_true", help="ftstudy's batches grouped by length (less padding)")
+    p.add_argument("--processes", type=int, default=1, help="N > 1: the distributed case (see above)")
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -167,6 +208,9 @@ def main() -> None:
         data = args.data or Path(tmp)
         if args.data is None:
             write_dataset(data, seed=0, sizes=SplitSizes(train=256, validation=64, test=8, independent_test=8))
+        if args.processes > 1:
+            distributed(args, data, Path(tmp))
+            return
         train = load_jsonl(data / "train.jsonl", DEFAULT_ATTRIBUTES)
         tokenizer = load_model(args.model, "cpu").tokenizer
         encoder = Encoder(

@@ -118,6 +118,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check-every", type=int, default=5, help="steps between reads of the trial's state")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="train data-parallel on this many processes, one per device (ftstudy.trainer.launch; on GPUs one per "
+        "GPU, NCCL; on CPUs gloo): the same global batch and data order, the trial's result from rank 0",
+    )
     study = p.add_argument_group("study (omit to run without one, with --params)")
     study.add_argument(
         "--storage",
@@ -362,11 +369,16 @@ def _check_data(directory: Path, attributes: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else None
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{f' [rank {rank}]' if rank else ''}: %(message)s",
     )
+    if args.processes > 1 and rank is None and args.stage not in ("forget", "check-data"):
+        from ftstudy.trainer.launch import launch
+
+        return launch(args.processes, sys.argv[1:] if argv is None else argv)
     from ftstudy.object_store import ObjectStoreError
 
     try:
@@ -395,14 +407,25 @@ def main(argv: list[str] | None = None) -> int:
 
     reporter = None
     try:
+        from ftstudy.trainer import distributed
+        from ftstudy.trainer.artifacts import LocalArtifacts
         from ftstudy.trainer.config import ConfigError
         from ftstudy.trainer.model import ModelError
+        from ftstudy.trainer.reporting import FollowerReporter
         from ftstudy.trainer.run import Outcome, Trainer
 
-        reporter = _reporter(args)
-        if args.generate_data:
+        world = distributed.join()
+        if not world.main:  # rank 0 reads the study, reports and publishes for every rank
+            reporter, artifacts = FollowerReporter(), LocalArtifacts()
+        else:
+            reporter = _reporter(args)
+        if args.generate_data and world.main:  # one writer; the other ranks read it after the barrier
             _generate_data(args.data, args.generate_data)
-        result = Trainer(_settings(args), reporter, stop, artifacts).run()
+        world.barrier()
+        try:
+            result = Trainer(_settings(args), reporter, stop, artifacts, world).run()
+        finally:
+            distributed.leave(world)
     except (StorageUnavailable, ReportRefused) as error:  # the study cannot be told: say so, and which report
         log.error("%s", error)
         return EXIT_STORAGE

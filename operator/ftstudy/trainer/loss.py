@@ -21,11 +21,18 @@ def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens; ``batch`` as ``training_batch`` makes it (labels IGNORE elsewhere)."""
+def answer_loss(model: Any, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the answer tokens, their mean (or ``reduction="sum"``: a rank's share of a micro-batch split
+    across processes, divided by the whole micro-batch's ``answer_tokens``); ``batch`` as ``training_batch`` makes
+    it (labels IGNORE elsewhere)."""
     base = _base(model)
     hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     keep = targets != IGNORE
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-    return F.cross_entropy(logits.float(), targets[keep])
+    return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+
+
+def answer_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """How many tokens ``answer_loss`` averages over in ``batch``."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())

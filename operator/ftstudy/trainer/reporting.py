@@ -243,6 +243,23 @@ class HttpReporter:
         return TrialStatus(answer.get("state", "running"))
 
 
+class FollowerReporter:
+    """A rank other than 0 of a trial on several devices (``ftstudy.trainer.distributed``): rank 0 reads the
+    trial's parameters and reports for all; this one says nothing."""
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def report_early(self, step: int, accuracy: float) -> None:
+        return None
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        return None
+
+    def status(self) -> TrialStatus:
+        return TrialStatus.RUNNING
+
+
 class LocalReporter:
     """No study: parameters come from the command line and results go only to the run directory.
 

@@ -45,9 +45,10 @@ from ftstudy.trainer.config import (
     split_params,
     total_steps,
 )
+from ftstudy.trainer.distributed import ALONE, World
 from ftstudy.trainer.encoding import Encoded, Encoder, answer_token_budget, training_batch
 from ftstudy.trainer.evaluate import Interrupted, accuracy, eval_loss
-from ftstudy.trainer.loss import answer_loss
+from ftstudy.trainer.loss import answer_loss, answer_tokens
 from ftstudy.trainer.model import load_model
 from ftstudy.trainer.reporting import PAGE_SCORES, Reporter, TrialStatus, UserAttr
 
@@ -134,15 +135,28 @@ def train_step(
     scheduler: Any,
     pad_id: int,
     device: torch.device,
+    world: World = ALONE,
 ) -> float:
-    """One optimiser step over ``grad_accum`` micro-batches; returns the step's mean loss."""
+    """One optimiser step over ``grad_accum`` micro-batches; returns the step's mean loss. On several processes
+    (``world``) each takes its share of every micro-batch's examples and the gradients are summed: the same step."""
     step_loss = 0.0
     for _ in range(hp.grad_accum):
-        batch = {k: v.to(device, non_blocking=True) for k, v in training_batch(next(batches), pad_id).items()}
-        loss = answer_loss(model, batch) / hp.grad_accum
+        examples = next(batches)
+        if world.size == 1:
+            batch = {k: v.to(device, non_blocking=True) for k, v in training_batch(examples, pad_id).items()}
+            loss = answer_loss(model, batch) / hp.grad_accum
+        else:
+            tokens = answer_tokens(training_batch(examples, pad_id))  # the whole micro-batch's, on every rank
+            mine = world.share(examples)
+            if not mine or tokens == 0:
+                continue
+            batch = {k: v.to(device, non_blocking=True) for k, v in training_batch(mine, pad_id).items()}
+            loss = answer_loss(model, batch, reduction="sum") / (tokens * hp.grad_accum)
         loss.backward()  # type: ignore[no-untyped-call]
         step_loss += float(loss.detach())
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    world.sum_gradients(params)
+    step_loss = world.total(step_loss)
     torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
     optimizer.step()
     scheduler.step()
@@ -203,7 +217,12 @@ def load_data(settings: RunSettings) -> Data:
 
 class Trainer:
     def __init__(
-        self, settings: RunSettings, reporter: Reporter, stop: threading.Event, artifacts: Artifacts | None = None
+        self,
+        settings: RunSettings,
+        reporter: Reporter,
+        stop: threading.Event,
+        artifacts: Artifacts | None = None,
+        world: World = ALONE,
     ) -> None:
         settings.check()
         self.settings = settings
@@ -211,12 +230,17 @@ class Trainer:
         self.stop = stop
         self.out = settings.output_dir  # written here first; ``artifacts`` publishes it (an object store, or nothing)
         self.artifacts: Artifacts = artifacts or LocalArtifacts()
+        self.world = world  # several processes: rank 0 does all but training (ftstudy.trainer.distributed)
         self.out.mkdir(parents=True, exist_ok=True)
         self.summary: dict[str, Any] = {}
         self.eval_seconds = 0.0
+        self._halted = False  # several processes: the ranks agreed to stop at this step (``_sync``)
+        self._rng_ranks: list[Any] = []  # and each rank's random generators then, for the checkpoint
 
     def _record(self, attrs: dict[str, Any], to_storage: bool = True) -> None:
         self.summary.update(attrs)
+        if not self.world.main:
+            return
         _write_json_atomic(self.out / "result.json", self.summary)
         self.artifacts.publish(self.out, "result.json")
         if to_storage:
@@ -238,8 +262,23 @@ class Trainer:
             self._accuracy(model, encoder, independent, device) if independent else None,
         )
 
+    def _sync(self, stopping: bool) -> None:
+        """Several processes, once per step on rank 0 (``World.decide``): does any rank stop here? If so, every rank
+        hands in its random generators' state, for a checkpoint that resumes each one exactly."""
+        if self.world.size == 1 or self._halted:
+            return
+        if self.world.decide(stopping or self.stop.is_set()):
+            self._halted = True
+            self._rng_ranks = self.world.gather(checkpoint.rng_state())
+
+    def _stop_requested(self) -> bool:
+        """A SIGTERM to act on at the top of a step: at once alone; on several processes only once every rank
+        knows (``_sync``), or rank 0 would leave the others waiting inside the step's all-reduce."""
+        return self.stop.is_set() if self.world.size == 1 else self._halted
+
     def run(self) -> TrialResult:
-        hp_params, overrides = split_params(self.reporter.params())
+        params = self.world.broadcast(self.reporter.params() if self.world.main else None)
+        hp_params, overrides = split_params(params)
         hp = Hyperparameters.from_params(hp_params)
         s = self.settings = self.settings.with_overrides(overrides)
         data = load_data(s)
@@ -256,9 +295,13 @@ class Trainer:
         )
         self.eval_seconds = 0.0
         started = time.monotonic()  # train_seconds: from here (the base model's scoring included) to the end
-        self.artifacts.fetch(self.out)
+        if self.world.main:
+            self.artifacts.fetch(self.out)
+        self.world.barrier()  # the other ranks read what rank 0 fetched (one pod: the same scratch directory)
         preempted = s.checkpoint_on_stop and checkpoint.preempted_at(self.out) is not None
-        if (s.score_base_model and s.stage != "resume" and not preempted) or not data.train:
+        if not self.world.main and not data.train:
+            return TrialResult(Outcome.COMPLETED, 0, 0)
+        if self.world.main and ((s.score_base_model and s.stage != "resume" and not preempted) or not data.train):
             # Generation over every page: minutes for a large model on a CPU, so say what the silence is.
             pages = len(data.validation) + len(data.test) + len(data.independent_test)
             log.info("scoring the base model (zero-shot) on %d pages first", pages)
@@ -329,9 +372,10 @@ class Trainer:
             },
             to_storage=False,
         )
-        self.reporter.set_attrs(
-            {UserAttr.TOTAL_STEPS: total, UserAttr.EARLY_STEP: early, UserAttr.TRAIN_EXAMPLES: len(train_items)}
-        )
+        if self.world.main:
+            self.reporter.set_attrs(
+                {UserAttr.TOTAL_STEPS: total, UserAttr.EARLY_STEP: early, UserAttr.TRAIN_EXAMPLES: len(train_items)}
+            )
         log.info(
             "training %s for %d steps (early evaluation at step %d) on %s, %s%s",
             s.model,
@@ -349,19 +393,24 @@ class Trainer:
         early_reported = pending > early
         optimiser = (optimizer, scheduler)
         trained = progress.step  # the step whose training the model's state holds
+        if not self.world.main:
+            return self._follow(result, model, batches, hp, optimiser, tokenizer.pad_token_id, device, pending, trained)
         for step in range(pending, total + 1):
             result.steps_done = step
             if step > trained:  # not a step whose training a preempted run did already
-                if self.stop.is_set():
+                if self._stop_requested():
                     return self._stopped(result, model, optimiser, identity, progress, started, trained, redo=False)
-                step_loss = train_step(model, batches, hp, optimizer, scheduler, tokenizer.pad_token_id, device)
+                step_loss = train_step(model, batches, hp, optimizer, scheduler, tokenizer.pad_token_id, device,
+                                       self.world)  # fmt: skip
                 trained = step
                 progress.losses.append(step_loss)
                 if not math.isfinite(step_loss):
+                    self._sync(True)
                     return self._diverged(result, step, early_reported, started)
                 if step % s.check_every == 0:
                     status = self.reporter.status()
                     if status is not TrialStatus.RUNNING:
+                        self._sync(True)
                         return self._stopped_by_study(result, status, step)
             if step % loss_every == 0 or step == total:
                 loss_started = time.monotonic()
@@ -373,9 +422,11 @@ class Trainer:
             try:
                 if step == rung_step:
                     progress.step = step
+                    self._sync(True)
                     return self._rung(model, encoder, data, device, optimiser, identity, progress, result, started)
                 if step == early and s.stage == "screen":
                     progress.step = step
+                    self._sync(True)
                     return self._screen(model, encoder, data, device, optimiser, identity, progress, result, started)
                 if step == early:
                     self._early(model, encoder, data, step, device)
@@ -384,8 +435,10 @@ class Trainer:
                     progress.accuracy_at[str(step)] = self._accuracy(model, encoder, data.validation, device).mean
                     self._record({UserAttr.ACCURACY_AT_STEP: progress.accuracy_at})
             except Interrupted:  # inside this step's scoring: a preempted run does it again when resumed
+                self._sync(True)
                 return self._stopped(result, model, optimiser, identity, progress, started, step, redo=True)
             faults.point(f"trainer.after-step.{step}", wake=self.stop)
+            self._sync(False)
 
         try:
             final = self._scores(model, encoder, data, device)
@@ -536,6 +589,8 @@ class Trainer:
             "rng": checkpoint.rng_state(),
             "progress": asdict(progress),
         }
+        if self.world.size > 1:  # each rank's, in rank order (rank 0's is "rng" too): resumed on as many ranks
+            state["rng_ranks"] = self._rng_ranks
         micro_batches = progress.step * identity["hyperparameters"]["grad_accum"]
         saved = checkpoint.Checkpoint(progress.step, micro_batches, identity, state)
         checkpoint.save(self.out, saved, reason)
@@ -592,12 +647,45 @@ class Trainer:
                 parameter.copy_(tensors[name])
         optimizer.load_state_dict(saved.state["optimizer"])
         scheduler.load_state_dict(saved.state["scheduler"])
-        checkpoint.restore_rng(saved.state["rng"])
+        ranks = saved.state.get("rng_ranks") or [saved.state["rng"]]
+        if len(ranks) != self.world.size:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {self.out / checkpoint.DIRECTORY} was written by {len(ranks)} process(es); resume it on "
+                f"as many (this run has {self.world.size}), or start the trial again"
+            )
+        checkpoint.restore_rng(ranks[self.world.rank])
         try:  # the screening run's record (early accuracy, zero-shot scores): the final result.json extends it
             self.summary = json.loads((self.out / "result.json").read_text())
         except (OSError, json.JSONDecodeError):
             self.summary = {}
         return Progress(**saved.state["progress"])
+
+    def _follow(
+        self,
+        result: TrialResult,
+        model: Any,
+        batches: Iterator[list[Encoded]],
+        hp: Hyperparameters,
+        optimiser: tuple[torch.optim.Optimizer, Any],
+        pad_id: int,
+        device: torch.device,
+        pending: int,
+        trained: int,
+    ) -> TrialResult:
+        """A rank other than 0: train its share of each step beside rank 0 and, at each step's end, learn whether
+        every rank stops there (``_sync`` on rank 0); then hand in its random generators' state and end. What the
+        trial's outcome is, rank 0 says."""
+        optimizer, scheduler = optimiser
+        for step in range(pending, result.total_steps + 1):
+            result.steps_done = step
+            if step > trained:
+                train_step(model, batches, hp, optimizer, scheduler, pad_id, device, self.world)
+            faults.point(f"trainer.rank{self.world.rank}.after-step.{step}", wake=self.stop)
+            if self.world.decide(self.stop.is_set()):
+                self.world.gather(checkpoint.rng_state())
+                log.info("rank %d: stopping with rank 0 after step %d", self.world.rank, step)
+                return result
+        return result
 
     def _stopped(
         self,

@@ -1,0 +1,85 @@
+"""``ftstudy-trainer --processes N``: one trainer process per device, in one pod (``trialTemplate.gpus``).
+
+It does what ``torchrun --standalone --nproc-per-node N`` does for this trainer (a rendezvous on loopback: ``RANK``,
+``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), and one thing torchrun does not: it keeps the
+trainer's exit codes, which the study and the Job read (``ftstudy.trainer.cli``: 75 preempted, which the Job's
+podFailurePolicy ignores; 2 bad input, never retried; 4 object store). torchrun reports any failed worker as its own
+exit code 1. Here the launcher forwards SIGTERM and SIGINT to every rank, and when a rank ends with an error it
+stops the others (their collectives would otherwise wait for the dead rank) and exits with that rank's code, after
+saying which rank it was; when all end, it exits with rank 0's code (rank 0 decides the trial's outcome).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger("ftstudy.trainer")
+
+GRACE_SECONDS = 30.0  # for the other ranks to leave once one has failed, before SIGKILL
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """Run ``ftstudy-trainer argv`` as ``processes`` ranks; the exit code as described above."""
+    port = _free_port()
+    children = []
+    for rank in range(processes):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes),
+               "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+        children.append(subprocess.Popen([sys.executable, "-m", "ftstudy.trainer.cli", *argv], env=env))
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed: tuple[int, int] | None = None  # (rank, exit code) of the first rank that ended with an error
+    while any(child.poll() is None for child in children):
+        if failed is None:
+            for rank, child in enumerate(children):
+                code = child.poll()
+                if code not in (None, 0) and not (rank == 0 and code in _OUTCOMES):
+                    failed = (rank, _exit_code(code))
+                    log.error("rank %d of %d exited with code %d: stopping the other ranks", rank, processes,
+                              failed[1])  # fmt: skip
+                    _stop(children)
+                    break
+        time.sleep(0.2)
+    if failed is not None:
+        return failed[1]
+    return _exit_code(children[0].returncode)
+
+
+# Rank 0's exit codes that are an outcome, not a rank's failure: the others end with it on their own.
+_OUTCOMES = frozenset({75, 143})
+
+
+def _exit_code(code: int) -> int:
+    return 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + GRACE_SECONDS
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -1,0 +1,106 @@
+"""A trial on two processes (``--processes 2``: gloo on CPU, the code path NCCL takes on GPUs): the same steps as one
+process of the same global batch; screened, or preempted by SIGTERM, and resumed on two processes, it ends
+bit-identical to the uninterrupted two-process run (each rank's random generators are in the checkpoint); a rank
+that dies fails the trial with that rank's exit code, and the other rank is stopped, not left waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ftstudy.trainer.cli import EXIT_PREEMPTED
+
+from .test_preemption import HOLD, same_training
+
+pytestmark = pytest.mark.timeout(1800)
+
+PARAMS = {"learning_rate": 3e-3, "lora_r": 4, "lora_alpha": 8, "batch_size": 2, "grad_accum": 2}
+RUN = ["--model", "tiny", "--max-steps", "15", "--eval-samples", "4", "--test-samples", "4", "--eval-batch-size",
+       "4", "--max-seq-len", "1024"]  # fmt: skip
+
+
+def trainer(trainer_cmd: list[str], data: Path, out: Path, processes: int, *more: str, dropout: float = 0.1,
+            env: dict[str, str] | None = None) -> subprocess.Popen[str]:  # fmt: skip
+    params = json.dumps({**PARAMS, "lora_dropout": dropout})
+    command = [*trainer_cmd, *RUN, "--params", params, "--data", str(data), "--output", str(out),
+               "--processes", str(processes), *more]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _, log = process.communicate(timeout=900)
+    return process.returncode, log
+
+
+def losses(run: Path) -> list[float]:
+    curve: list[float] = json.loads((run / "loss_curve.json").read_text())["train_loss"]
+    return curve
+
+
+def test_two_processes_train_as_one_and_resume_a_screened_or_preempted_trial_exactly(
+    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert finish(trainer(trainer_cmd, dataset_dir, one, 1, "--stage", "full", dropout=0.0))[0] == 0
+    code, log = finish(trainer(trainer_cmd, dataset_dir, two, 2, "--stage", "full", dropout=0.0))
+    assert code == 0, log
+    assert "[rank 1]" in log, "a second process trained"
+    assert losses(two) == pytest.approx(losses(one), abs=1e-5), "the same global batch: the same steps"
+    final = [json.loads((run / "result.json").read_text())["final_accuracy"] for run in (one, two)]
+    assert final[0] == final[1]
+
+    # With dropout, each rank draws its own masks: the checkpoint must hold every rank's generators.
+    whole, screened, preempted = tmp_path / "whole", tmp_path / "screened", tmp_path / "preempted"
+    assert finish(trainer(trainer_cmd, dataset_dir, whole, 2, "--stage", "full"))[0] == 0
+    code, log = finish(trainer(trainer_cmd, dataset_dir, screened, 2, "--stage", "screen"))
+    assert code == 0, log
+    meta = json.loads((screened / "checkpoint" / "checkpoint.json").read_text())
+    assert meta["step"] == 3
+    code, log = finish(trainer(trainer_cmd, dataset_dir, screened, 2, "--stage", "resume"))
+    assert code == 0, log
+    same_training(screened, whole)
+
+    # SIGTERM to the launcher (what the kubelet sends the pod) after step 7: both ranks stop there together, rank 0
+    # checkpoints, the launcher exits 75; the same command resumes and ends as the uninterrupted run.
+    process = trainer(trainer_cmd, dataset_dir, preempted, 2, "--stage", "full", "--checkpoint-on-stop",
+                      env={"FTSTUDY_FAULTS": "trainer.after-step.7=1:hold=600"})  # fmt: skip
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if HOLD in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    lines.extend(process.stderr)
+    log = "".join(lines)
+    assert process.wait(timeout=300) == EXIT_PREEMPTED, log
+    assert "preempted after step 7: checkpointed" in log and "rank 1: stopping with rank 0 after step 7" in log
+    assert len(json.loads((preempted / "checkpoint" / "checkpoint.json").read_text())["identity"]) > 0
+    code, log = finish(trainer(trainer_cmd, dataset_dir, preempted, 2, "--stage", "full", "--checkpoint-on-stop"))
+    assert code == 0, log
+    assert "resumed from the checkpoint written when this trial was preempted at step 7" in log
+    same_training(preempted, whole)
+
+    # A checkpoint of two processes is not resumed on one: its generators are per rank.
+    code, log = finish(trainer(trainer_cmd, dataset_dir, screened, 1, "--stage", "resume"))
+    assert code == 2 and "written by 2 process(es)" in log, log
+
+
+def test_a_rank_that_dies_fails_the_trial_with_its_exit_code_and_stops_the_other(
+    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    process = trainer(trainer_cmd, dataset_dir, tmp_path / "run", 2, "--stage", "full",
+                      env={"FTSTUDY_FAULTS": "trainer.rank1.after-step.5=1"})  # fmt: skip
+    code, log = finish(process)
+    assert code == 128 + signal.SIGKILL, log
+    assert f"rank 1 of 2 exited with code {128 + signal.SIGKILL}: stopping the other ranks" in log
+    assert time.monotonic() - started < 300, "no rank left waiting for the dead one"
+    assert not (tmp_path / "run" / "final_adapter").exists()
