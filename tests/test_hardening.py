@@ -307,6 +307,8 @@ def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
     # a node selector no node matches: unschedulable for good, failed after budget.pendingSeconds
     apply(plane, ns, study_manifest("no-node", trialTemplate={"nodeSelector": {"gpu": "none"}},
                                     budget={**one, "pendingSeconds": 8}))  # fmt: skip
+    # more GPUs than any node will have: it waits (a node may yet be added), and says why at once
+    apply(plane, ns, study_manifest("too-big", trialTemplate={"gpus": 2}, budget=one))
     applied = time.monotonic()
 
     for name, words in (
@@ -336,6 +338,20 @@ def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
         return any(s.get("waiting", {}).get("reason") == "ErrImagePull" for s in states)
 
     wait_for("the image pull to fail", pulling, 60, diagnosis(ops, "late-gpu", nodes), every=0.2)
+
+    def too_big() -> dict[str, Any] | None:  # the scheduler's word once a GPU node exists: not GPUs enough
+        seen = condition(ops, "too-big", "TrialsSchedulable")
+        return seen if seen and "Insufficient nvidia.com/gpu" in seen.get("message", "") else None
+
+    waiting = wait_for("too-big: TrialsSchedulable False", too_big, 60, diagnosis(ops, "too-big", nodes))
+    assert waiting["status"] == "False" and waiting["reason"] == "Unschedulable", waiting
+    assert "trial(s) 0 wait for a node (2 GPU(s) each)" in waiting["message"], waiting
+    assert len(study_events(ops, "too-big", "TrialUnschedulable")) == 1, "one Warning while it waits"
+    assert get_study(plane, ns, "too-big")["status"]["phase"] == "Running"
+    (job,) = json.loads(plane.kubectl("get", "jobs", "-n", ns, "-l", "ftstudy.io/study=too-big",
+                                      "-o", "json").stdout)["items"]  # fmt: skip
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2" and "--processes" in container["args"]
     failing_since = time.monotonic()
     time.sleep(3)
     assert get_study(plane, ns, "late-gpu")["status"]["phase"] == "Running", "not stuck yet: it just got its GPU"

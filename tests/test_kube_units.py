@@ -29,6 +29,7 @@ from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine
 from ftstudy.study_store import AUDIT, AUDIT_FRACTION, SPEC, StudyConflict, StudyStore
+from ftstudy.trial_command import trainer_args
 from tests.conftest import PrivateDatabase
 from tests.test_observability import scrape_registry
 
@@ -192,6 +193,28 @@ def test_a_study_keeps_the_promotion_mode_it_started_with(private_database: Priv
         StudyStore(private_database.url, "ml.moded", study().spec, retry)
 
 
+def test_a_study_created_again_under_its_name_writes_beside_its_predecessor(
+    private_database: PrivateDatabase,
+) -> None:
+    """The trials' directory carries the UID, so a re-created study's trial N never meets its predecessor's trial N
+    checkpoint (which it would resume from, or refuse, failing the trial); it is recorded with the records, so
+    continued records keep theirs, and records whose trials began before it existed keep the study's name."""
+    from ftstudy.kube.identity import trials_directory
+
+    retry = RetryPolicy(deadline_seconds=10)
+    s = study().spec
+    first = StudyStore(private_database.url, "ml.demo.uid-1", s, retry)
+    assert trials_directory(first, "demo", "0a1b2c3d-4e5f") == "demo-0a1b2c3d"
+    again = StudyStore(private_database.url, "ml.demo.uid-2", s, retry)
+    assert trials_directory(again, "demo", "99999999-0000") == "demo-99999999", "beside its predecessor"
+    continued = StudyStore(private_database.url, "ml.demo.uid-1", s, retry)  # storage.continueFrom
+    assert trials_directory(continued, "demo", "77777777-0000") == "demo-0a1b2c3d", "where its records' trials are"
+    older = StudyStore(private_database.url, "ml.older", s, retry)
+    older.study.ask()
+    assert trials_directory(older, "older", "12345678-0000") == "older", "trials began under the old layout"
+    assert jobs.trials_root(s, "ml", "demo-0a1b2c3d") == PurePosixPath("/artifacts/ml/demo-0a1b2c3d")
+
+
 PVC = {"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}}
 
 
@@ -282,6 +305,43 @@ def test_the_trial_pod_meets_the_restricted_standard_and_more() -> None:
     assert "fsGroup" not in pod_spec_of(study().spec)["securityContext"]
 
 
+def test_a_deleted_studys_artifacts_are_deleted_by_a_job_that_outlives_it() -> None:
+    s = study(trialTemplate={"outputDir": "s3://models/ft", "artifactSecret": "ftstudy-object-store"},
+              cleanup={"deleteArtifacts": True}).spec  # fmt: skip
+    job = jobs.artifacts_cleanup_manifest(s, "ml", "demo", "0a1b2c3d-4e5f", "s3://models/ft/ml/demo-0a1b2c3d")
+    assert job["metadata"]["name"] == "demo-delete-0a1b2c3d" and "ownerReferences" not in job["metadata"]
+    labels = job["metadata"]["labels"]
+    assert labels["ftstudy.io/study-uid"] == "0a1b2c3d-4e5f" and job["spec"]["ttlSecondsAfterFinished"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["--stage", "forget-all", "--output", "s3://models/ft/ml/demo-0a1b2c3d"]
+    assert container["envFrom"] == [{"secretRef": {"name": "ftstudy-object-store"}}]
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert check_pod(pod, TrialPolicy.of(), None, "ftstudy-object-store") == []
+
+
+def test_a_trial_on_several_gpus_asks_for_them_and_runs_one_process_each_with_shared_memory() -> None:
+    s = study(trialTemplate={"gpus": 4, "resources": {"requests": {"nvidia.com/gpu": 1, "memory": "64Gi"},
+                                                      "limits": {"nvidia.com/gpu": 1}}}).spec  # fmt: skip
+    args = trainer_args(s, "demo", 3, "/data", "/out")
+    assert args[args.index("--processes") + 1] == "4"
+    pod = jobs.job_manifest(s, "ml", "demo", "uid", 3, 1, args)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"] == {"requests": {"nvidia.com/gpu": 4, "memory": "64Gi"},
+                                      "limits": {"nvidia.com/gpu": 4}}  # fmt: skip
+    assert {"name": "ftstudy-shm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    assert {"name": "ftstudy-shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    policy = TrialPolicy.of(storage_secrets=["db"])
+    assert check_spec(s, policy) == [] and check_pod(pod, policy, "db") == []
+    assert jobs.gpus_per_trial(s) == 4
+    # without gpus: what resources says (one GPU by default), one process, no shared memory volume
+    one = study().spec
+    assert "--processes" not in trainer_args(one, "demo", 3, "/data", "/out") and jobs.gpus_per_trial(one) == 1
+    assert all(v["name"] != "ftstudy-shm" for v in pod_spec_of(one)["volumes"])
+    with pytest.raises(spec.SpecError, match="gpus"):
+        study(trialTemplate={"gpus": 0})
+
+
 @pytest.mark.parametrize(
     ("template", "storage", "field", "words"),
     [
@@ -298,7 +358,9 @@ def test_the_trial_pod_meets_the_restricted_standard_and_more() -> None:
         ({"env": [{"name": "FTSTUDY_STORAGE_URL", "value": "sqlite:///x"}]}, "ftstudy-db",
          "spec.trialTemplate.env[0].name", "set by the operator"),
         ({"volumes": [{"name": "ftstudy-scratch", "emptyDir": {}}]}, "ftstudy-db",
-         "spec.trialTemplate.volumes[0].name", "the operator's own scratch volume"),
+         "spec.trialTemplate.volumes[0].name", "one of the operator's own volumes"),
+        ({"volumes": [{"name": "ftstudy-shm", "emptyDir": {}}]}, "ftstudy-db",
+         "spec.trialTemplate.volumes[0].name", "one of the operator's own volumes"),
         ({"volumeMounts": [{"name": "x", "mountPath": "/tmp/"}]}, "ftstudy-db",
          "spec.trialTemplate.volumeMounts[0].mountPath", "scratch space"),
         ({}, "cloud-keys", "spec.storage.secretRef.name", "Secret 'cloud-keys' is not one the platform team allows"),
@@ -774,7 +836,7 @@ class Store:
 
 class Outcome:
     def __init__(self, spec: spec.StudySpec) -> None:
-        self.spec, self.outcome = spec, None
+        self.spec, self.outcome, self.executor = spec, None, None
 
 
 def test_untrusted_early_scores_are_a_warning_condition_and_one_event() -> None:

@@ -273,7 +273,9 @@ def test_a_study_runs_to_success_cancelling_at_the_early_step_within_gpu_capacit
     best = status["best"]
     # In a cluster the path is /artifacts/...; the simulated kubelet runs the trainer with the volume's host path.
     adapter = Path(best["adapter"])
-    assert adapter.is_relative_to(tmp_path / "artifacts" / ns / name) and adapter.parent.name.startswith("trial-")
+    root = tmp_path / "artifacts" / ns / f"{name}-{study['metadata']['uid'][:8]}"  # a re-created study's differs
+    assert adapter.is_relative_to(root) and adapter.parent.name.startswith("trial-"), (adapter, root)
+    assert status["trialsRoot"] == f"/artifacts/{ns}/{root.name}"
     assert adapter.exists(), "the adapter the status names was written on the trials' volume"
     assert {"finalAccuracy", "testAccuracy", "earlyAccuracy", "params"} <= set(best)
     assert status["baseline"]["trial"] == 0 and status["testGainOverBaseline"] is not None

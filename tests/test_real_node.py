@@ -320,8 +320,9 @@ def test_a_screened_study_keeps_its_checkpoints_in_a_bucket_with_no_shared_volum
     """trialTemplate.outputDir s3://...: no claim, no volume but the pods' scratch; the screening Jobs leave their
     checkpoints in a real S3 server (SeaweedFS, on the node's address) and the resume Jobs, new pods, read them back.
     The preflight Job wrote to the bucket before any trial; the pruned trials' checkpoints are gone from it at the
-    end, their early adapters kept; status.best.adapter is the bucket's URL. A second study whose key may not write
-    there is stopped before its first trial, with the store's answer and not the secret."""
+    end, their early adapters kept; status.best.adapter is the bucket's URL; deleted (cleanup.deleteArtifacts), the
+    study leaves nothing in the bucket. A second study whose key may not write there is stopped before its first
+    trial, with the store's answer and not the secret."""
     cluster = Cluster(real_cluster, helm)
     namespace, release_ns = "s3-ml", "ftstudy-s3"
     cluster.shell(f"kubectl create namespace {namespace}")
@@ -348,7 +349,8 @@ def test_a_screened_study_keeps_its_checkpoints_in_a_bucket_with_no_shared_volum
         "artifactSecret": "ftstudy-object-store",
         "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
     }
-    document["spec"] |= {"storage": {"secretRef": {"name": "ftstudy-db", "key": "url"}}, "trialTemplate": template}
+    document["spec"] |= {"storage": {"secretRef": {"name": "ftstudy-db", "key": "url"}}, "trialTemplate": template,
+                         "cleanup": {"deleteArtifacts": True}}  # fmt: skip
     refused = tiny_study("tiny-s3-refused", k=2, mode="screen", maxTrials=3)
     refused["spec"] |= {"storage": document["spec"]["storage"],
                         "trialTemplate": {**template, "artifactSecret": "wrong-keys"}}  # fmt: skip
@@ -374,7 +376,8 @@ def test_a_screened_study_keeps_its_checkpoints_in_a_bucket_with_no_shared_volum
     status = study["status"]
     assert status["phase"] == "Succeeded", (status, cluster.diagnosis())
     assert status["trials"]["completed"] == 2 and status["trials"]["cancelled"] == 1, status["trials"]
-    trials = f"{output}/{namespace}/tiny-s3"
+    trials = f"{output}/{namespace}/tiny-s3-{study['metadata']['uid'][:8]}"
+    assert status["trialsRoot"] == trials, status
     assert status["best"]["adapter"].startswith(f"{trials}/trial-"), status["best"]
 
     jobs = cluster.get("jobs", "-n", namespace, "-l", "ftstudy.io/study=tiny-s3")["items"]
@@ -394,3 +397,10 @@ def test_a_screened_study_keeps_its_checkpoints_in_a_bucket_with_no_shared_volum
     pruned = screened - finals
     assert pruned and not (pruned & checkpoints), ("the pruned trials' checkpoints are deleted", keys)
     assert ".ftstudy-probe" not in keys, "the preflight's object is gone"
+
+    # cleanup.deleteArtifacts: deleting the study deletes what its trials wrote, by a Job that outlives it
+    cluster.shell(f"kubectl delete fts tiny-s3 -n {namespace} --wait --timeout 60s", timeout=90)
+    wait_for("the study's objects to be deleted", lambda: not bucket.keys(), 120, cluster.diagnosis)
+    (cleanup,) = cluster.get("jobs", "-n", namespace, "-l", "app.kubernetes.io/component=artifacts-cleanup")["items"]
+    assert cleanup["metadata"]["name"] == f"tiny-s3-delete-{study['metadata']['uid'][:8]}"
+    assert "ownerReferences" not in cleanup["metadata"], "it outlives the study"

@@ -56,7 +56,7 @@ def check_outcome(operators: Operators, nodes: GpuNodes, postgres_url: str, name
     for number in (2, 3, 4):
         assert by_number[number].user_attrs["steps_done"] == 3, "a screening Job stops at 20% of 15 steps"
     # cleanup.prunedCheckpoints (default true): a small Job per pruned trial deletes its checkpoint on the volume
-    trials_dir = artifacts / ns / name
+    trials_dir = artifacts / ns / f"{name}-{study['metadata']['uid'][:8]}"
     pruned = [trials_dir / f"trial-{number:04d}" for number in (2, 3, 4)]
     wait_for("the pruned trials' checkpoints deleted", lambda: not any((d / "checkpoint").exists() for d in pruned),
              120, diagnosis(operators, name, nodes))  # fmt: skip

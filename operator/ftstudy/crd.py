@@ -503,6 +503,12 @@ def _status_schema() -> Schema:
                 "the Optuna study holding the study's records, in its database (what spec.storage.continueFrom of a "
                 "later study names to continue them)",
             ),
+            "trialsRoot": _s(
+                "string",
+                "where the study's trials write: <outputDir>/<namespace>/<name>-<first 8 characters of the UID> (a "
+                "study created again under the same name writes beside its predecessor), a directory in the trial "
+                "pods or an object store URL",
+            ),
             "startTime": _s("string", "when the study started", format="date-time"),
             "completionTime": _s("string", "when the study ended", format="date-time"),
             "progress": _s(

@@ -334,6 +334,15 @@ class TrialTemplate(_Model):
         default_factory=_one_gpu,
         description="container resources (requests, limits); nvidia.com/gpu limits how many trials fit on a node",
     )
+    gpus: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="GPUs per trial, in one pod: the trainer runs data parallel on that many processes (one per "
+        "GPU, NCCL), with the same global batch, data order and result as on one. Set, it is the pod's "
+        "nvidia.com/gpu limit (and request, if resources gives one), whatever resources says; unset, a trial has "
+        "what resources gives it (one GPU by default) and one process",
+    )
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="core/v1 Tolerations")
     volumes: list[dict[str, Any]] = Field(default_factory=list, description="core/v1 Volumes of the trial pod")
@@ -353,7 +362,8 @@ class TrialTemplate(_Model):
         min_length=1,
         description="where trials write their checkpoints, adapters and results: a directory inside the container "
         "(mount a persistent volume there), or an object store URL (s3://bucket/prefix; gs://, az://), which "
-        "screening needs no shared volume for; each trial writes <outputDir>/<namespace>/<study>/trial-NNNN",
+        "screening needs no shared volume for; each trial writes <outputDir>/<namespace>/<study>-<uid>/trial-NNNN "
+        "(status.trialsRoot: the study's name and the first 8 characters of its UID)",
     )
     artifact_secret: str | None = Field(
         default=None,
@@ -397,6 +407,8 @@ class TrialTemplate(_Model):
         return self
 
 
+GPU_RESOURCE = "nvidia.com/gpu"
+
 # Object stores a trial in a cluster can write to (ftstudy.object_store has the client; file:// is a directory).
 CLUSTER_STORE_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
 
@@ -412,6 +424,12 @@ class Cleanup(_Model):
 
     delete_study_records: bool = Field(
         default=False, description="also delete the study's Optuna records from the database"
+    )
+    delete_artifacts: bool = Field(
+        default=False,
+        description="in a cluster: when the FineTuneStudy is deleted, also delete everything its trials wrote "
+        "under trialTemplate.outputDir (status.trialsRoot: adapters, checkpoints, results), by a Job with the "
+        "trials' volumes and credentials (NAME-delete-UID)",
     )
     pruned_checkpoints: bool = Field(
         default=True,

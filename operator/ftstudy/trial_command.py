@@ -60,6 +60,8 @@ def trainer_args(
         args += ["--group-by-length"]
     if number == 0:
         args += ["--score-base-model"]
+    if (spec.trial_template.gpus or 1) > 1:  # one process per GPU, data parallel (ftstudy.trainer.launch)
+        args += ["--processes", str(spec.trial_template.gpus)]
     if stage != "full":
         args += ["--stage", stage]
     if t.hyperparameters:

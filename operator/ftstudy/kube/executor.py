@@ -315,9 +315,12 @@ class JobExecutor:
         store: StudyStore | None = None,
         identity: str = "",
         reports: jobs.Reports | None = None,
+        trials_root: PurePosixPath | str | None = None,
     ) -> None:
-        """``reports``: trials report over HTTPS to the operator (``--report-url``), else to the database."""
+        """``reports``: trials report over HTTPS to the operator (``--report-url``), else to the database.
+        ``trials_root``: where the study's trials write (``jobs.trials_root``; by default under the study's name)."""
         self.kube = kube
+        self.trials_root = trials_root or jobs.trials_root(spec, namespace, study)
         self.reports = reports
         self.namespace = namespace
         self.study = study
@@ -330,6 +333,8 @@ class JobExecutor:
         self.identity = identity
         self.jobs_path = path("batch", "v1", "jobs", namespace)
         self.latest: dict[int, dict[str, Any]] = {}  # trial number -> its newest attempt's Job, as last observed
+        # trial number -> the scheduler's word on its newest attempt's pod, which no node can take now (last observe)
+        self.unplaced: dict[int, str] = {}
         self.keys: dict[int, str] = {}  # trial number -> its key, from the study's records
         self.refused: dict[int, TrialProcess] = {}  # attempts whose Job the API server refused as invalid
         self.ended: list[tuple[str, datetime]] = []  # Jobs of finished trials (observe's reading): name, when ended
@@ -501,8 +506,13 @@ class JobExecutor:
             if str(labels.get(names.TRIAL, "")).isdigit():
                 by_trial.setdefault(int(labels[names.TRIAL]), []).append(pod)
         seen: dict[int, TrialProcess] = {}
+        self.unplaced = {}
         for number, job in newest.items():
             own = by_job.get(job["metadata"]["name"], [])
+            for pod in own:
+                unscheduled = _unscheduled(pod) if pod.get("status", {}).get("phase") in (None, "Pending") else None
+                if unscheduled is not None:
+                    self.unplaced[number] = (unscheduled.get("message") or "").strip() or "no reason given"
             created = parse_api_time(job["metadata"].get("creationTimestamp"))
             failed_create = None
             unfinished = not job_ended(job)
@@ -596,7 +606,7 @@ class JobExecutor:
         """A Job deletes the checkpoint on the trials' volume (``jobs.checkpoint_cleanup_manifest``). Its name is
         the trial's, so asking again (a restarted operator) finds it there; a refusal is logged, never raised:
         the trial is pruned either way."""
-        run_dir = trial_output(jobs.trials_root(self.spec, self.namespace, self.study), number)
+        run_dir = trial_output(self.trials_root, number)
         manifest = jobs.checkpoint_cleanup_manifest(self.spec, self.namespace, self.study, self.uid, number, run_dir)
         refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None, self.artifact_secret)
         if refused:

@@ -237,12 +237,18 @@ def register(workers: Workers) -> None:
             workers.update(_plain(data))
 
     def wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:
-        return bool((spec.get("cleanup") or {}).get("deleteStudyRecords"))
+        cleanup = spec.get("cleanup") or {}
+        return bool(cleanup.get("deleteStudyRecords") or cleanup.get("deleteArtifacts"))
 
     @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL, when=wants_cleanup)
     def delete_records(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
         data = _plain(dict(body))
-        delete_study_records(workers.kube, workers.settings.policy, namespace or data["metadata"]["namespace"], data)
+        cleanup = (data.get("spec") or {}).get("cleanup") or {}
+        where = namespace or data["metadata"]["namespace"]
+        if cleanup.get("deleteStudyRecords"):
+            delete_study_records(workers.kube, workers.settings.policy, where, data)
+        if cleanup.get("deleteArtifacts"):
+            delete_study_artifacts(workers.kube, workers.settings.policy, where, data)
 
     @kopf.on.cleanup()
     def stop_workers(**_: Any) -> None:
@@ -293,6 +299,44 @@ def delete_study_records(kube: Kube, policy: TrialPolicy, namespace: str, data: 
     except Exception as error:
         detail = error.message if isinstance(error, Problem) else str(error)
         message = redact(f"could not delete the study's records: {detail}; they stay in the database", url)
+        log.warning("%s/%s: %s", namespace, name, message)
+        post_event(kube, data, Event(None, message, "CleanupFailed"))
+
+
+def delete_study_artifacts(kube: Kube, policy: TrialPolicy, namespace: str, data: dict[str, Any]) -> None:
+    """``cleanup.deleteArtifacts``: start the Job that deletes what the study's trials wrote
+    (``jobs.artifacts_cleanup_manifest``), checked against the trial policy as every Job the operator builds. It is
+    not waited for (the study's deletion goes on); a refusal is said in a Warning and the artifacts stay."""
+    from ftstudy import spec as spec_module
+    from ftstudy.kube import jobs
+    from ftstudy.kube.api import ApiError, path
+    from ftstudy.kube.policy import check_pod
+
+    name, uid = data["metadata"]["name"], data["metadata"]["uid"]
+    root = (data.get("status") or {}).get("trialsRoot")
+    if not isinstance(root, str) or not root:  # never reconciled: no trial wrote anything
+        log.info("%s/%s: no trials root in the status, so no artifacts to delete", namespace, name)
+        return
+    try:
+        study = spec_module.parse(data).spec
+        # Only a root this study can have had (identity.trials_directory): a status edited to name another place
+        # must not delete that with the study's credentials.
+        if root not in {str(jobs.trials_root(study, namespace, d)) for d in (name, f"{name}-{uid[:8]}")}:
+            raise Problem("TrialsRootRefused", f"status.trialsRoot {root!r} is not a directory of this study")
+        manifest = jobs.artifacts_cleanup_manifest(study, namespace, name, uid, root)
+        refused = check_pod(manifest["spec"]["template"]["spec"], policy, None, study.trial_template.artifact_secret)
+        if refused:
+            raise Problem("TrialPolicyViolation", f"the trial policy refuses its Job: {'; '.join(refused)}")
+        try:
+            kube.create(path("batch", "v1", "jobs", namespace), manifest)
+        except ApiError as error:
+            if error.status != 409:  # created already (an operator restarted within the deletion): done
+                raise
+        log.info("%s/%s: Job %s deletes %s", namespace, name, manifest["metadata"]["name"], root)
+        post_event(kube, data, Event(None, f"Job {manifest['metadata']['name']} deletes {root}", "ArtifactsDeleting"))
+    except Exception as error:
+        detail = error.message if isinstance(error, Problem | ApiError) else str(error)
+        message = f"could not delete the study's artifacts: {detail}; they stay under trialTemplate.outputDir"
         log.warning("%s/%s: %s", namespace, name, message)
         post_event(kube, data, Event(None, message, "CleanupFailed"))
 

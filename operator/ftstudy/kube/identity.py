@@ -36,6 +36,7 @@ from ftstudy.study_store import StudyStore
 IDENTITY = "ftstudy:identity"
 MEANING = "ftstudy:meaning"
 OWNER = "ftstudy:owner-uid"  # the UID of the FineTuneStudy that created the records
+TRIALS_DIRECTORY = "ftstudy:trials-directory"  # <outputDir>/<namespace>/THIS: where the records' trials write
 # What an early accuracy means; a change makes the study's history mislead both the sampler and the promotion.
 FROZEN_FIELDS = ("model", "dataset", "attributes", "training", "searchSpace", "promotion")
 
@@ -100,6 +101,16 @@ def optuna_name(storage: BaseStorage, retry: RetryPolicy, namespace: str, name: 
 def record_owner(store: StudyStore, uid: str) -> None:
     """The records' owner, recorded once (continued records keep their first owner's)."""
     _recorded(store, OWNER, uid)
+
+
+def trials_directory(store: StudyStore, name: str, uid: str) -> str:
+    """The directory under ``<outputDir>/<namespace>`` where the records' trials write, recorded with the records,
+    so that it follows them: a study created again under the same name writes beside its predecessor, never into
+    its trial directories (which hold checkpoints a new trial of that number would resume from, or refuse), and a
+    study that continues earlier records (``storage.continueFrom``) resumes their screened trials where they are.
+    Records whose trials began before it was recorded (an earlier operator) keep the study's name alone."""
+    started = bool(store.trials())
+    return _recorded(store, TRIALS_DIRECTORY, name if started else f"{name}-{uid[:8]}")
 
 
 def study_identity(store: StudyStore) -> str:

@@ -27,10 +27,10 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ftstudy.kube import names
-from ftstudy.kube.policy import REPORT_TOKEN_VOLUME, SCRATCH_PATH, SCRATCH_VOLUME, volume_type
+from ftstudy.kube.policy import REPORT_TOKEN_VOLUME, SCRATCH_PATH, SCRATCH_VOLUME, SHM_PATH, SHM_VOLUME, volume_type
 from ftstudy.object_store import join
 from ftstudy.report_protocol import AUDIENCE
-from ftstudy.spec import StudySpec, is_store_url
+from ftstudy.spec import GPU_RESOURCE, StudySpec, is_store_url
 from ftstudy.trainer.cli import EXIT_PREEMPTED, STORAGE_ENV
 from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
 
@@ -48,13 +48,13 @@ class Reports:
     ca_pem: str
 
 
-def trials_root(spec: StudySpec, namespace: str, study: str) -> PurePosixPath | str:
-    """Where a study's trials write: ``<outputDir>/<namespace>/<study>``, a directory inside their containers or
-    an object store URL."""
+def trials_root(spec: StudySpec, namespace: str, directory: str) -> PurePosixPath | str:
+    """Where a study's trials write: ``<outputDir>/<namespace>/<directory>``, a directory inside their containers or
+    an object store URL; ``directory`` is the study's (``identity.trials_directory``: its name and UID)."""
     output = spec.trial_template.output_dir
     if is_store_url(output):
-        return join(output, namespace, study)
-    return PurePosixPath(output) / namespace / study
+        return join(output, namespace, directory)
+    return PurePosixPath(output) / namespace / directory
 
 
 # Where a trial whose outputDir is an object store keeps what needs a file system (a generated dataset, its working
@@ -94,9 +94,21 @@ def checkpoint_volume_missing(spec: StudySpec) -> str | None:
     )
 
 
+def trial_resources(spec: StudySpec) -> dict[str, dict[str, str | int]]:
+    """The trial container's resources: ``trialTemplate.resources``, with ``trialTemplate.gpus`` (when set) as its
+    GPU limit and, if it has one, request (Kubernetes wants the two equal for an extended resource)."""
+    t = spec.trial_template
+    resources = {kind: dict(values) for kind, values in t.resources.items()}
+    if t.gpus is not None:
+        resources.setdefault("limits", {})[GPU_RESOURCE] = t.gpus
+        if GPU_RESOURCE in resources.get("requests", {}):
+            resources["requests"][GPU_RESOURCE] = t.gpus
+    return resources
+
+
 def gpus_per_trial(spec: StudySpec) -> int:
-    resources = spec.trial_template.resources
-    value = resources.get("limits", {}).get("nvidia.com/gpu", resources.get("requests", {}).get("nvidia.com/gpu", 0))
+    resources = trial_resources(spec)
+    value = resources.get("limits", {}).get(GPU_RESOURCE, resources.get("requests", {}).get(GPU_RESOURCE, 0))
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -161,7 +173,7 @@ def job_manifest(
             {"name": "HOME", "value": SCRATCH_PATH},
             *t.env,
         ],
-        "resources": {kind: dict(values) for kind, values in t.resources.items()},
+        "resources": trial_resources(spec),
         # The object store's credentials, from the Secret the trial policy allows: into the environment, where the
         # client reads them, never into the manifest or the command line.
         **({"envFrom": [{"secretRef": {"name": t.artifact_secret}}]} if t.artifact_secret else {}),
@@ -193,6 +205,9 @@ def job_manifest(
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "volumes": [*t.volumes, {"name": SCRATCH_VOLUME, "emptyDir": {}}, *token_volumes],
     }
+    if (t.gpus or 1) > 1:  # NCCL between the pod's processes goes through /dev/shm, 64 MiB in a container
+        pod_spec["volumes"].append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
+        container["volumeMounts"].append({"name": SHM_VOLUME, "mountPath": SHM_PATH})
     if t.fs_group is not None:
         # OnRootMismatch: a volume already owned by the group is not walked again at every trial's start
         pod_spec["securityContext"] |= {"fsGroup": t.fs_group, "fsGroupChangePolicy": "OnRootMismatch"}
@@ -276,6 +291,19 @@ def checkpoint_cleanup_manifest(
     return _helper_job(spec, namespace, study, uid, ["--stage", "forget", "--output", str(run_dir)],
                        names.cleanup_job_name(study, number), names.cleanup_labels(study, uid, number),
                        {"cpu": "50m", "memory": "128Mi"})  # fmt: skip
+
+
+def artifacts_cleanup_manifest(
+    spec: StudySpec, namespace: str, study: str, uid: str, root: PurePosixPath | str
+) -> dict[str, Any]:
+    """``cleanup.deleteArtifacts``: once the study is deleted, a helper Job with the trials' volumes and credentials
+    deletes its trials' ``root`` whole (``ftstudy-trainer --stage forget-all``). It has no owner: it must outlive
+    the study it cleans up after; its name and labels carry that study's UID, and its TTL removes it."""
+    job = _helper_job(spec, namespace, study, uid, ["--stage", "forget-all", "--output", str(root)],
+                      names.artifacts_cleanup_job_name(study, uid), names.artifacts_cleanup_labels(study, uid),
+                      {"cpu": "50m", "memory": "128Mi"})  # fmt: skip
+    del job["metadata"]["ownerReferences"]
+    return job
 
 
 def data_check_manifest(

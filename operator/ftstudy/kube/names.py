@@ -29,6 +29,7 @@ OPERATOR = "ftstudy-operator"
 TRIAL_COMPONENT = "trial"
 CLEANUP = "checkpoint-cleanup"
 DATA_CHECK = "data-check"
+ARTIFACTS_CLEANUP = "artifacts-cleanup"
 
 MAX_NAME = 63  # a Job's name becomes its pods' job-name label value
 
@@ -90,6 +91,16 @@ def labels(
 def data_check_job_name(study: str) -> str:
     """The Job that reads a study's dataset once before any trial (``ftstudy.kube.jobs.data_check_manifest``)."""
     return _suffixed(study, "-data-check")
+
+
+def artifacts_cleanup_job_name(study: str, study_uid: str) -> str:
+    """The Job that deletes a deleted study's artifacts (``ftstudy.kube.jobs.artifacts_cleanup_manifest``); the UID
+    in its name, since a study of the same name deleted again within the Job's TTL has artifacts of its own."""
+    return _suffixed(study, f"-delete-{study_uid[:8]}")
+
+
+def artifacts_cleanup_labels(study: str, study_uid: str) -> dict[str, str]:
+    return {MANAGED_BY: OPERATOR, COMPONENT: ARTIFACTS_CLEANUP, STUDY: study, STUDY_UID: study_uid}
 
 
 def data_check_labels(study: str, study_uid: str) -> dict[str, str]:

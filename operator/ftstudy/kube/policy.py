@@ -27,6 +27,10 @@ from ftstudy.spec import StudySpec
 from ftstudy.trainer.cli import STORAGE_ENV
 
 SCRATCH_VOLUME = "ftstudy-scratch"
+# /dev/shm of a trial on several GPUs: NCCL moves data between the pod's processes through shared memory, and a
+# container's own /dev/shm is 64 MiB.
+SHM_VOLUME = "ftstudy-shm"
+SHM_PATH = "/dev/shm"
 # The projected token a trial reports with (``ftstudy.kube.jobs``): our audience only, so not an API credential.
 REPORT_TOKEN_VOLUME = "ftstudy-report-token"
 SCRATCH_PATH = "/tmp"
@@ -201,8 +205,8 @@ def check_spec(spec: StudySpec, policy: TrialPolicy) -> list[str]:
     for i, volume in enumerate(t.volumes):
         where = f"spec.trialTemplate.volumes[{i}]"
         kind = volume_type(volume)
-        if volume.get("name") == SCRATCH_VOLUME:
-            found.add(f"{where}.name", f"{SCRATCH_VOLUME!r} is the operator's own scratch volume; pick another name")
+        if volume.get("name") in (SCRATCH_VOLUME, SHM_VOLUME):
+            found.add(f"{where}.name", f"{volume.get('name')!r} is one of the operator's own volumes; rename it")
         if kind == "hostPath":
             found.add(where, "hostPath volumes are never allowed: they expose the node's file system to the trial")
         elif kind not in policy.volume_types:
@@ -265,7 +269,7 @@ def check_pod(
         found.add(f"{where}.securityContext.seccompProfile", "must be RuntimeDefault or Localhost")
     for i, volume in enumerate(pod.get("volumes") or []):
         kind = volume_type(volume)
-        ours = (volume.get("name") == SCRATCH_VOLUME and kind == "emptyDir") or _report_token(volume)
+        ours = (volume.get("name") in (SCRATCH_VOLUME, SHM_VOLUME) and kind == "emptyDir") or _report_token(volume)
         if not ours and kind not in policy.volume_types:
             found.add(f"{where}.volumes[{i}]", f"volume type {kind} is not allowed")
         if kind == "hostPath":

@@ -91,6 +91,7 @@ class _Built:
     engine: Engine
     store: StudyStore
     data_checked: bool = False
+    trials_root: PurePosixPath | str = ""  # where the trials write (jobs.trials_root), shown as status.trialsRoot
 
 
 def _secret_url(kube: Kube, namespace: str, ref: spec.SecretKeyRef) -> str:
@@ -170,6 +171,7 @@ class StudyReconciler:
     events: list[Event] = field(default_factory=list)
     metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
     trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
+    warned_unplaced: set[int] = field(default_factory=set)  # trials told TrialUnschedulable (once while waiting)
     # the study's storage is open at url, its records under this Optuna name: wake on their reports
     listen: Callable[[str, str], None] = lambda url, optuna_name: None
     created: datetime | None = None  # the FineTuneStudy's creationTimestamp (which records are its own)
@@ -299,9 +301,11 @@ class StudyReconciler:
             identity_module.record_owner(store, self.uid)
             identity = study_identity(store)
             check_unchanged(store, study.spec)
+            directory = identity_module.trials_directory(store, self.name, self.uid)
         except BaseException:
             release_storage(url)
             raise
+        root = jobs.trials_root(study.spec, self.namespace, directory)
         executor = JobExecutor(
             self.kube,
             self.namespace,
@@ -313,8 +317,8 @@ class StudyReconciler:
             store=store,
             identity=identity,
             reports=self.settings.reports,
+            trials_root=root,
         )
-        root = jobs.trials_root(study.spec, self.namespace, self.name)
         # Where the trials read their data: a generated dataset beside their files on the volume, or in each pod's
         # scratch space when the files go to an object store (every trial generates the same pages); a relative
         # dataset.path is on the trials' output volume (spec refuses it with an object store); an absolute one is
@@ -336,7 +340,7 @@ class StudyReconciler:
             generate_data=generate,
         )
         self.close()  # the previous generation's, or another URL's (a rotated Secret)
-        self.built = _Built(generation, url, engine, store)
+        self.built = _Built(generation, url, engine, store, trials_root=root)
         self.listen(url, optuna_name)
         return self.built
 
@@ -348,8 +352,9 @@ class StudyReconciler:
         again. A study that already has trials (started before this check existed, or resumed after it passed) is
         not held up."""
         has_data = study.spec.dataset.path is not None
-        root = jobs.trials_root(study.spec, self.namespace, self.name)
-        if (not has_data and not isinstance(root, str)) or built.data_checked:
+        root = built.trials_root
+        in_store = spec.is_store_url(study.spec.trial_template.output_dir)
+        if (not has_data and not in_store) or built.data_checked:
             return
         store = built.store
         attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(store.study_id))
@@ -359,7 +364,7 @@ class StudyReconciler:
         executor = built.engine.executor
         assert isinstance(executor, JobExecutor)
         data_dir = PurePosixPath(str(built.engine.data_dir)) if has_data else None
-        state, reason, code = executor.check_data(data_dir, str(root) if isinstance(root, str) else SCRATCH_PATH)
+        state, reason, code = executor.check_data(data_dir, str(root) if in_store else SCRATCH_PATH)
         if state is core.Process.SUCCEEDED:
             record = store.storage.set_study_system_attr
             store.retry.call("record the data check", lambda: record(store.study_id, DATA_CHECKED, True))
@@ -373,7 +378,7 @@ class StudyReconciler:
             where = built.engine.data_dir
             raise Problem("DataInvalid", f"the dataset at spec.dataset.path ({where}) cannot be read, so no trial "
                           f"was launched: {reason}; fix it and create the study again", permanent=True)  # fmt: skip
-        what = "the dataset and the object store" if has_data and isinstance(root, str) else (
+        what = "the dataset and the object store" if has_data and in_store else (
             "the dataset" if has_data else "the object store")  # fmt: skip
         raise Problem("CheckingData", f"checking {what} once in a CPU Job "
                       f"({names.data_check_job_name(self.name)}) before any trial takes a GPU")  # fmt: skip
@@ -436,6 +441,8 @@ class StudyReconciler:
             conditions.append(
                 condition("Failed", False, "WithinFailureBudget", "failures within budget", generation, now)
             )
+        if isinstance(built.engine.executor, JobExecutor):
+            conditions.append(self._placed(built.engine.executor.unplaced, study_spec, generation, now))
         trusted = trust_condition(status["earlyScoreTrust"], study_spec.training.early_fraction, generation, now)
         if trusted is not None:
             conditions.append(trusted)
@@ -449,10 +456,32 @@ class StudyReconciler:
             conditions=merge_conditions(old.get("conditions") or [], conditions),
             startTime=old.get("startTime") or body["metadata"].get("creationTimestamp"),
         )
+        if built.trials_root:
+            status["trialsRoot"] = str(built.trials_root)
         if phase in (SUCCEEDED, FAILED):
             status["completionTime"] = old.get("completionTime") or api_time(now)
         self._observe(trials, status)
         self._patch_status(status)
+
+    def _placed(self, unplaced: dict[int, str], study_spec: spec.StudySpec, generation: int,
+                now: datetime) -> dict[str, Any]:  # fmt: skip
+        """The TrialsSchedulable condition: False while a trial's pod is one no node can take (more GPUs than any
+        node has, a selector no node matches, GPUs all taken), with the scheduler's message, so a study that asks
+        for too much says so at once rather than waiting ``budget.pendingSeconds``; a Warning Event per trial."""
+        for number in sorted(set(unplaced) - self.warned_unplaced):
+            self.events.append(Event(number, f"no node can take its pod now: {unplaced[number]}", "TrialUnschedulable"))
+        self.warned_unplaced = set(unplaced)
+        if not unplaced:
+            return condition("TrialsSchedulable", True, "Scheduled", "every trial's pod has a node or has ended",
+                             generation, now)  # fmt: skip
+        numbers = sorted(unplaced)
+        gpus = jobs.gpus_per_trial(study_spec)
+        message = (
+            f"trial(s) {', '.join(map(str, numbers))} wait for a node ({gpus} GPU(s) each); the scheduler says, of "
+            f"trial {numbers[0]}: {unplaced[numbers[0]]}. They wait until a node can take them (GPUs freed, or a "
+            f"node added) and fail after budget.pendingSeconds ({study_spec.budget.pending_seconds:.0f} s)"
+        )
+        return condition("TrialsSchedulable", False, "Unschedulable", message, generation, now)
 
     def _warned_untrusted(self, old: dict[str, Any]) -> bool:
         """Was the study already told that its early scores are not to be trusted? Its stored status says so (across
@@ -524,7 +553,7 @@ class StudyReconciler:
 # What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
 NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded", "TrialPromoted",
           "TrialPruned", "TrialResumed", "TrialPromotedPastRung", "CheckingData",
-          "TrialPreempted"}  # fmt: skip
+          "TrialPreempted", "ArtifactsDeleting"}  # fmt: skip
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:

@@ -48,6 +48,9 @@ class Artifacts(Protocol):
     def forget_checkpoint(self, run_dir: Path) -> None:
         """Delete the checkpoint (a pruned trial's; ``cleanup.prunedCheckpoints``). Gone already is done."""
 
+    def forget_all(self, run_dir: Path) -> None:
+        """Delete everything under the output (a deleted study's; ``cleanup.deleteArtifacts``)."""
+
 
 class LocalArtifacts:
     """``--output`` is a directory (a volume in a cluster): the files are already where they belong."""
@@ -65,6 +68,11 @@ class LocalArtifacts:
         shutil.rmtree(run_dir / DIRECTORY, ignore_errors=True)
         if (run_dir / DIRECTORY).exists():
             raise OSError(f"could not delete {run_dir / DIRECTORY}")
+
+    def forget_all(self, run_dir: Path) -> None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir.exists():
+            raise OSError(f"could not delete {run_dir}")
 
 
 class ObjectArtifacts:
@@ -140,6 +148,10 @@ class ObjectArtifacts:
         self.store.delete([MANIFEST])
         self.store.delete_prefix(DIRECTORY)
         shutil.rmtree(run_dir / DIRECTORY, ignore_errors=True)
+
+    def forget_all(self, run_dir: Path) -> None:
+        self.store.delete_prefix("")
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

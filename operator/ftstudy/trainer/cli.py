@@ -93,12 +93,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stage",
-        choices=("full", "screen", "resume", "forget", "check-data"),
+        choices=("full", "screen", "resume", "forget", "forget-all", "check-data"),
         default="full",
         help="full: the whole trial; screen: train to the early step, write a checkpoint, report and exit; "
         "resume: continue a screened trial from its checkpoint in --output to the next of --rungs after it (scored "
         "there, checkpointed, exits as screened again), else to the end; forget: delete the "
         "checkpoint in --output and nothing else (a pruned trial's, where only the trials' pods see the volume); "
+        "forget-all: delete --output whole (a deleted study's artifacts, cleanup.deleteArtifacts); "
         "check-data: read every split of --data once and, with --output an object store, write and read it back once, "
         "then exit (2 naming the file and line if a split cannot be read, 4 naming the store's refusal)",
     )
@@ -301,17 +302,22 @@ def _record_failure(reporter: Any, reason: str) -> None:
         log.warning("could not record the failure reason in the study: %s", error)
 
 
-def _forget(run_dir: Path, artifacts: Any) -> int:
-    """Delete the run's checkpoint (its adapters stay): what ``cleanup.prunedCheckpoints`` asks for a pruned trial.
-    Gone already is done: the operator may ask again after a restart."""
+def _forget(run_dir: Path, artifacts: Any, whole: bool) -> int:
+    """Delete the run's checkpoint (its adapters stay): what ``cleanup.prunedCheckpoints`` asks for a pruned trial;
+    ``whole``: everything under ``--output`` (``cleanup.deleteArtifacts``, a deleted study's). Gone already is done:
+    the operator may ask again after a restart."""
     from ftstudy.object_store import ObjectStoreError
 
+    what = "everything" if whole else "the checkpoint"
     try:
-        artifacts.forget_checkpoint(run_dir)
+        if whole:
+            artifacts.forget_all(run_dir)
+        else:
+            artifacts.forget_checkpoint(run_dir)
     except (OSError, ObjectStoreError) as error:
-        log.error("could not delete the checkpoint: %s", error)
+        log.error("could not delete %s: %s", what, error)
         return EXIT_ARTIFACTS if isinstance(error, ObjectStoreError) else EXIT_BUG
-    log.info("deleted the checkpoint of %s (or it was gone)", run_dir)
+    log.info("deleted %s of %s (or it was gone)", what, run_dir)
     return EXIT_OK
 
 
@@ -375,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s %(name)s{f' [rank {rank}]' if rank else ''}: %(message)s",
     )
-    if args.processes > 1 and rank is None and args.stage not in ("forget", "check-data"):
+    if args.processes > 1 and rank is None and args.stage not in ("forget", "forget-all", "check-data"):
         from ftstudy.trainer.launch import launch
 
         return launch(args.processes, sys.argv[1:] if argv is None else argv)
@@ -386,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     except ObjectStoreError as error:
         log.error("%s", error)
         return EXIT_BAD_INPUT  # a URL the client cannot use at all (an unknown scheme, a malformed bucket)
-    if args.stage == "forget":
-        return _forget(args.run_dir, artifacts)
+    if args.stage in ("forget", "forget-all"):
+        return _forget(args.run_dir, artifacts, whole=args.stage == "forget-all")
     if args.stage == "check-data":
         return _check_store(artifacts) or (_check_data(args.data, args.attributes) if args.data else EXIT_OK)
     if args.data is None:
