@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -104,3 +105,41 @@ def test_a_rank_that_dies_fails_the_trial_with_its_exit_code_and_stops_the_other
     assert f"rank 1 of 2 exited with code {128 + signal.SIGKILL}: stopping the other ranks" in log
     assert time.monotonic() - started < 300, "no rank left waiting for the dead one"
     assert not (tmp_path / "run" / "final_adapter").exists()
+
+    # Preempted while rank 0 scores the base model, before any step: rank 1 already waits in the first step's
+    # all-reduce, which rank 0 never joins. The trial is preempted (75), and rank 1 is stopped, not left waiting.
+    process = trainer(trainer_cmd, dataset_dir, tmp_path / "early", 2, "--stage", "full", "--checkpoint-on-stop",
+                      "--score-base-model", env={"FTSTUDY_FAULTS": "trainer.scoring=1:hold=600"})  # fmt: skip
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if HOLD in line:
+            signaled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            break
+    lines.extend(process.stderr)
+    log = "".join(lines)
+    assert process.wait(timeout=300) == EXIT_PREEMPTED, ("rank 0's outcome, whatever rank 1's end", log)
+    assert "preempted before the first training step" in log
+    assert time.monotonic() - signaled < 120, "rank 1 did not wait for its collective's timeout"
+
+
+def test_ranks_left_waiting_after_rank_0_ended_are_stopped_and_rank_0s_code_stands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NCCL, unlike gloo, does not notice a peer that left: a rank waiting in a collective rank 0 never joins (rank
+    0 preempted while it scored the base model) would wait for the collective's timeout, two hours. The launcher
+    stops it once rank 0 has been gone for its grace, and the trial's code is rank 0's."""
+    from ftstudy.trainer import launch
+
+    monkeypatch.setattr(launch, "GRACE_SECONDS", 1.0)
+    rank = (  # rank 0: preempted at once; the others: deaf to SIGTERM, waiting for ever
+        "import os, signal, time\n"
+        "if os.environ['RANK'] == '0': raise SystemExit(75)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "time.sleep(3600)\n"
+    )
+    started = time.monotonic()
+    assert launch.launch(2, [], [sys.executable, "-c", rank]) == EXIT_PREEMPTED
+    assert time.monotonic() - started < 30

@@ -6,7 +6,10 @@ trainer's exit codes, which the study and the Job read (``ftstudy.trainer.cli``:
 podFailurePolicy ignores; 2 bad input, never retried; 4 object store). torchrun reports any failed worker as its own
 exit code 1. Here the launcher forwards SIGTERM and SIGINT to every rank, and when a rank ends with an error it
 stops the others (their collectives would otherwise wait for the dead rank) and exits with that rank's code, after
-saying which rank it was; when all end, it exits with rank 0's code (rank 0 decides the trial's outcome).
+saying which rank it was; when all end, it exits with rank 0's code (rank 0 decides the trial's outcome, so a rank
+that fails after rank 0 ended, its peer gone from a collective, changes nothing). Ranks still running 30 s after rank
+0 ended (waiting in a collective rank 0 left before, which gloo notices at once and NCCL only at its timeout) are
+stopped.
 """
 
 from __future__ import annotations
@@ -31,27 +34,46 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch(processes: int, argv: list[str]) -> int:
-    """Run ``ftstudy-trainer argv`` as ``processes`` ranks; the exit code as described above."""
+def launch(processes: int, argv: list[str], program: list[str] | None = None) -> int:
+    """Run ``ftstudy-trainer argv`` (or ``program argv``) as ``processes`` ranks; the exit code as above."""
     port = _free_port()
     children = []
     for rank in range(processes):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes),
                "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
-        children.append(subprocess.Popen([sys.executable, "-m", "ftstudy.trainer.cli", *argv], env=env))
+        trainer = program or [sys.executable, "-m", "ftstudy.trainer.cli"]
+        children.append(subprocess.Popen([*trainer, *argv], env=env))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _supervise(processes, children)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _supervise(processes: int, children: list[subprocess.Popen[bytes]]) -> int:
     failed: tuple[int, int] | None = None  # (rank, exit code) of the first rank that ended with an error
+    main_ended: float | None = None  # when rank 0 ended: the others follow within seconds, or are stopped
     while any(child.poll() is None for child in children):
+        if main_ended is None and children[0].poll() is not None:
+            main_ended = time.monotonic()
+        if failed is None and main_ended is not None and time.monotonic() - main_ended > GRACE_SECONDS:
+            # rank 0 left before a collective the others wait in (a SIGTERM while it scored the base model): its
+            # code is the trial's, whatever stopping the others makes them exit with
+            log.warning("rank 0 ended %.0f s ago: stopping the other ranks", GRACE_SECONDS)
+            _stop(children)
+            break
         if failed is None:
             for rank, child in enumerate(children):
                 code = child.poll()
+                if rank > 0 and main_ended is not None:
+                    break  # rank 0 has ended: the outcome is its, whatever the others' end
                 if code not in (None, 0) and not (rank == 0 and code in _OUTCOMES):
                     failed = (rank, _exit_code(code))
                     log.error("rank %d of %d exited with code %d: stopping the other ranks", rank, processes,
