@@ -360,15 +360,14 @@ def test_a_screened_study_keeps_its_checkpoints_in_a_bucket_with_no_shared_volum
     def ended(name: str) -> Any:
         def check() -> Json | None:
             study = cluster.get("fts", name, "-n", namespace)
-            conditions = {c["type"]: c for c in (study.get("status") or {}).get("conditions") or []}
             done = (study.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-            return study if done or conditions.get("Ready", {}).get("reason") == "ObjectStoreUnusable" else None
+            return study if done else None
 
         return check
 
     stopped = wait_for("the study with the wrong key to stop", ended("tiny-s3-refused"), 300, cluster.diagnosis)
-    why = {c["type"]: c for c in stopped["status"]["conditions"]}["Ready"]
-    assert why["reason"] == "ObjectStoreUnusable", stopped["status"]
+    why = {c["type"]: c for c in stopped["status"]["conditions"]}["Failed"]  # for good: a Problem that is permanent
+    assert (stopped["status"]["phase"], why["reason"]) == ("Failed", "ObjectStoreUnusable"), stopped["status"]
     assert "SignatureDoesNotMatch" in why["message"] and "not-the-secret" not in json.dumps(stopped), why
     assert not cluster.pods(namespace, "ftstudy.io/study=tiny-s3-refused,app.kubernetes.io/component=trial")
 
