@@ -321,7 +321,8 @@ def delete_study_artifacts(kube: Kube, policy: TrialPolicy, namespace: str, data
         study = spec_module.parse(data).spec
         # Only a root this study can have had (identity.trials_directory): a status edited to name another place
         # must not delete that with the study's credentials.
-        if root not in {str(jobs.trials_root(study, namespace, d)) for d in (name, f"{name}-{uid[:8]}")}:
+        directories = (name, identity.keyed_trials_directory(name, uid))
+        if root not in {str(jobs.trials_root(study, namespace, d)) for d in directories}:
             raise Problem("TrialsRootRefused", f"status.trialsRoot {root!r} is not a directory of this study")
         manifest = jobs.artifacts_cleanup_manifest(study, namespace, name, uid, root)
         refused = check_pod(manifest["spec"]["template"]["spec"], policy, None, study.trial_template.artifact_secret)

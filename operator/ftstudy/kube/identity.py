@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -45,13 +46,15 @@ class SpecChanged(ValueError):
     """A field of ``FROZEN_FIELDS`` differs from the one the study's records were made with."""
 
 
-def _recorded(store: StudyStore, key: str, value: str) -> str:
-    """The study's value of ``key``, recording ``value`` first if it has none. Read again after writing, so that two
-    writers (a replica that lost its lease an instant ago) end up agreeing on whichever was stored."""
+def _recorded(store: StudyStore, key: str, value: str | Callable[[], str]) -> str:
+    """The study's value of ``key``, recording ``value`` first if it has none (a callable is asked only then). Read
+    again after writing, so that two writers (a replica that lost its lease an instant ago) end up agreeing on
+    whichever was stored."""
     study_id = store.study_id
     attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(study_id))
     if key not in attrs:
-        store.retry.call("record the study", lambda: store.storage.set_study_system_attr(study_id, key, value))
+        first = value() if callable(value) else value
+        store.retry.call("record the study", lambda: store.storage.set_study_system_attr(study_id, key, first))
         attrs = store.retry.call("read the study", lambda: store.storage.get_study_system_attrs(study_id))
     return str(attrs[key])
 
@@ -109,8 +112,12 @@ def trials_directory(store: StudyStore, name: str, uid: str) -> str:
     its trial directories (which hold checkpoints a new trial of that number would resume from, or refuse), and a
     study that continues earlier records (``storage.continueFrom``) resumes their screened trials where they are.
     Records whose trials began before it was recorded (an earlier operator) keep the study's name alone."""
-    started = bool(store.trials())
-    return _recorded(store, TRIALS_DIRECTORY, name if started else f"{name}-{uid[:8]}")
+    return _recorded(store, TRIALS_DIRECTORY, lambda: name if store.trials() else keyed_trials_directory(name, uid))
+
+
+def keyed_trials_directory(name: str, uid: str) -> str:
+    """The trials directory of a study whose records began under this layout: its name and its UID's first 8."""
+    return f"{name}-{uid[:8]}"
 
 
 def study_identity(store: StudyStore) -> str:
