@@ -119,6 +119,12 @@ def training_batch(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Ten
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
+def answer_tokens(items: Sequence[Encoded]) -> int:
+    """The tokens ``loss.answer_loss`` averages over in ``training_batch(items)``, counted without building it: every
+    answer token has a label, and is predicted from the position before it, which exists unless the prompt is empty."""
+    return sum(len(item.answer) - (0 if item.prompt else 1) for item in items)
+
+
 def generation_batch(prompts: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded prompts, so every row's next token is generated at the same position."""
     width = max(len(p) for p in prompts)

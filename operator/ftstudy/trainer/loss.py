@@ -23,16 +23,11 @@ def _base(model: Any) -> Any:
 
 def answer_loss(model: Any, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of the answer tokens, their mean (or ``reduction="sum"``: a rank's share of a micro-batch split
-    across processes, divided by the whole micro-batch's ``answer_tokens``); ``batch`` as ``training_batch`` makes
-    it (labels IGNORE elsewhere)."""
+    across processes, divided by the whole micro-batch's ``encoding.answer_tokens``); ``batch`` as
+    ``training_batch`` makes it (labels IGNORE elsewhere)."""
     base = _base(model)
     hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     keep = targets != IGNORE
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
     return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
-
-
-def answer_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """How many tokens ``answer_loss`` averages over in ``batch``."""
-    return int((batch["labels"][:, 1:] != IGNORE).sum())

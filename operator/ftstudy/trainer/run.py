@@ -46,9 +46,9 @@ from ftstudy.trainer.config import (
     total_steps,
 )
 from ftstudy.trainer.distributed import ALONE, World
-from ftstudy.trainer.encoding import Encoded, Encoder, answer_token_budget, training_batch
+from ftstudy.trainer.encoding import Encoded, Encoder, answer_token_budget, answer_tokens, training_batch
 from ftstudy.trainer.evaluate import Interrupted, accuracy, eval_loss
-from ftstudy.trainer.loss import answer_loss, answer_tokens
+from ftstudy.trainer.loss import answer_loss
 from ftstudy.trainer.model import load_model
 from ftstudy.trainer.reporting import PAGE_SCORES, Reporter, TrialStatus, UserAttr
 
@@ -146,7 +146,7 @@ def train_step(
             batch = {k: v.to(device, non_blocking=True) for k, v in training_batch(examples, pad_id).items()}
             loss = answer_loss(model, batch) / hp.grad_accum
         else:
-            tokens = answer_tokens(training_batch(examples, pad_id))  # the whole micro-batch's, on every rank
+            tokens = answer_tokens(examples)  # the whole micro-batch's, on every rank
             mine = world.share(examples)
             if not mine or tokens == 0:
                 continue
