@@ -1,28 +1,63 @@
 #!/usr/bin/env bash
 # The project's test command: set up, start PostgreSQL, lint, type-check, run every test.
+#
+# The real parts are built (the first time; from ~/.cache/ftstudy and podman's store afterwards) in the background
+# while the tests that need none of them run; then the rest run. On a fresh machine the builds take about 20 minutes
+# and the first set of tests about as long, so this saves most of one of the two. Which tests wait for the builds:
+# those marked `builds` by tests/conftest.py (tests/cluster/builds.py says how).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export FTSTUDY_TEST_PG_URL="$(scripts/postgres.sh start)"
-# The control plane for the operator tests: built from Go modules on the first run (about 11 minutes on two cores),
-# from ~/.cache/ftstudy afterwards.
-export FTSTUDY_K8S_BIN="$(scripts/k8s-build.sh)"
-# helm, built from Go modules like Kubernetes, for the chart tests.
-export FTSTUDY_HELM_BIN="$(scripts/helm-build.sh)"
-# Kueue's manager, built from Go modules like Kubernetes, for the queueing tests (about 5 minutes of CPU the first
-# time): built here rather than inside the first Kueue test, whose time limit would otherwise count the build.
-scripts/kueue-build.sh >/dev/null
-# SeaweedFS, the object store of the checkpoint tests, built from Go modules like Kubernetes (about 3 minutes on two
-# cores the first time): beside the steps below, which wait on downloads much of their time.
-scripts/seaweedfs-build.sh >/dev/null 2>"${TMPDIR:-/tmp}/ftstudy-seaweedfs-build.log" &
-seaweedfs_build=$!
-# promtool, from Debian's prometheus package, for the alert-rule tests.
-export FTSTUDY_PROMTOOL="$(scripts/promtool.sh)"
-# The operator, trainer and pause images, built with buildah on a Debian base made by mmdebstrap (about 5 minutes
-# the first time, mostly the trainer's torch; seconds when current); the tests run them with podman and on a node.
-scripts/images.sh >/dev/null
-wait "$seaweedfs_build" || { cat "${TMPDIR:-/tmp}/ftstudy-seaweedfs-build.log" >&2; exit 1; }
+
+built="$(mktemp -d "${TMPDIR:-/tmp}/ftstudy-builds.XXXXXX")"
+# Each build prints where it put its result; its log goes to $built/NAME.log, shown if it fails. Niced, so that the
+# tests beside them keep the CPU they had when they ran alone.
+build() { # NAME SCRIPT...
+    local name=$1
+    shift
+    if ! nice -n 10 "$@" >"$built/$name" 2>"$built/$name.log"; then
+        echo "scripts/test.sh: $* failed; its output:" >&2
+        tail -n 60 "$built/$name.log" >&2
+        return 1
+    fi
+}
+builds() {
+    # The control plane (Kubernetes and etcd from Go modules: about 11 minutes on two quiet cores), helm for the
+    # chart tests, Kueue's manager for the queueing tests (about 5 minutes of CPU).
+    build k8s scripts/k8s-build.sh
+    build helm scripts/helm-build.sh
+    build kueue scripts/kueue-build.sh
+    # SeaweedFS, the object store of the checkpoint tests (about 3 minutes of CPU), beside the two steps below,
+    # which wait on downloads much of their time.
+    build seaweedfs scripts/seaweedfs-build.sh &
+    local seaweedfs=$!
+    # promtool and the Prometheus server, from Debian's prometheus package.
+    build promtool scripts/promtool.sh
+    # The operator, trainer and pause images, built with buildah on a Debian base made by mmdebstrap (about 5
+    # minutes the first time, mostly the trainer's torch; seconds when current); the tests run them with podman and
+    # on a node.
+    build images scripts/images.sh
+    wait "$seaweedfs"
+}
+# Its own process group (setsid), so that an early exit stops the whole build, not only this shell's child.
+setsid -w bash -c "$(declare -f build builds); built='$built'; builds" &
+builds_pid=$!
+trap 'kill -- -"$builds_pid" 2>/dev/null || true; rm -rf "$built"' EXIT
+
 .venv/bin/ruff check operator tests bench
 .venv/bin/ruff format --check operator tests bench
 .venv/bin/mypy
-.venv/bin/pytest -q "$@"
+
+# pytest's code 5 is "no test selected": a test file given as an argument may hold only one of the two sets.
+status=0
+FTSTUDY_TEST_BUILDS_RUNNING=1 .venv/bin/pytest -q -m "not builds" "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
+if ! wait "$builds_pid"; then
+    echo "scripts/test.sh: a build failed (above); the tests that need it were not run" >&2
+    exit 1
+fi
+export FTSTUDY_K8S_BIN="$(tail -n 1 "$built/k8s")"
+export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
+export FTSTUDY_PROMTOOL="$(tail -n 1 "$built/promtool")"
+.venv/bin/pytest -q -m builds "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
+exit "$status"

@@ -14,11 +14,21 @@ from pathlib import Path
 import pytest
 
 from ftstudy.task.generator import SplitSizes, write_dataset
+from tests.cluster.builds import BUILD_FIXTURES
 from tests.cluster.fixtures import *  # noqa: F403  (the real control plane and simulated GPU nodes)
 from tests.images import Images, ImagesError, build_images
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / "scripts" / "postgres.sh"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``builds`` every test that uses something built (tests/cluster/builds.py), so that scripts/test.sh can run
+    the others while it builds."""
+    for item in items:
+        if BUILD_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.builds)
 
 
 @pytest.fixture(scope="session")

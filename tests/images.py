@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.cluster.builds import require_builds
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES_SCRIPT = ROOT / "scripts" / "images.sh"
 
@@ -29,6 +31,7 @@ class Images:
 
 def build_images() -> Images:
     """Build what is missing or stale (seconds when everything is current; the first build takes minutes)."""
+    require_builds("the images")
     run = subprocess.run([str(IMAGES_SCRIPT)], capture_output=True, text=True)
     if run.returncode != 0:
         raise ImagesError(f"{IMAGES_SCRIPT} failed ({run.returncode}):\n{run.stderr[-4000:]}")

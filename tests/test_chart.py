@@ -28,6 +28,7 @@ import yaml
 
 from ftstudy.kube import db_password, rbac
 from ftstudy.kube.api import Kube, load_config
+from tests.cluster.builds import require_builds
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_operator import (
@@ -90,6 +91,7 @@ class Helm:
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     """The pinned helm: $FTSTUDY_HELM_BIN (its bin directory) if set, else built on first use (minutes) and cached."""
+    require_builds("helm")
     override = os.environ.get("FTSTUDY_HELM_BIN")
     if override:
         bin_dir = Path(override)

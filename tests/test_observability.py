@@ -35,6 +35,7 @@ from prometheus_client.samples import Sample
 
 from ftstudy.kube.metrics import OperatorMetrics
 from ftstudy.runner import Event
+from tests.cluster.builds import require_builds
 from tests.cluster.control_plane import ControlPlane, free_port
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_operator import (
@@ -155,6 +156,7 @@ def test_the_selector_scan_finds_metrics_and_only_metrics() -> None:
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """Debian's promtool: $FTSTUDY_PROMTOOL, else on PATH, else installed by scripts/promtool.sh."""
+    require_builds("promtool")
     path = os.environ.get("FTSTUDY_PROMTOOL") or shutil.which("promtool")
     if path:
         return path

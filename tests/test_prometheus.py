@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.builds import require_builds
 from tests.cluster.control_plane import free_port, stop_process
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_chart import Helm, helm  # noqa: F401 (the session's pinned helm)
@@ -39,6 +40,7 @@ JOB = "ftstudy-operator"  # the job label the chart's relabelling sets, which th
 
 def prometheus_binary() -> str:
     """Debian's prometheus server: on PATH, else installed with promtool by scripts/promtool.sh."""
+    require_builds("the Prometheus server")
     found = shutil.which("prometheus")
     if found is None:
         subprocess.run([str(PROMTOOL_SCRIPT)], check=True, capture_output=True, text=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient
 
+from tests.cluster.builds import require_builds
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.cluster.real_node import RealNode, node_ip
@@ -40,6 +41,7 @@ IMAGE_STORE = Path.home() / ".cache" / "ftstudy" / "node-images"
 @pytest.fixture(scope="session")
 def k8s_bin_dir() -> Path:
     """The pinned binaries: built on first use (many minutes), from the cache afterwards; FTSTUDY_K8S_BIN overrides."""
+    require_builds("the Kubernetes binaries")
     override = os.environ.get("FTSTUDY_K8S_BIN")
     if override:
         return Path(override)
