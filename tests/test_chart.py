@@ -375,6 +375,12 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_e
         assert url == f"postgresql+psycopg2://ftstudy@{host}:5432/ftstudy", "no password: the operator's PGPASSWORD"
     service = one(manifests, "Service", f"{FULLNAME}-postgresql")
     assert service["spec"]["ports"][0]["port"] == 5432
+    # the URL's user is made on first start by the server's superuser, postgres, which then gives up its password
+    env = {e["name"]: e for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POSTGRES_USER"]["value"] == "postgres"
+    assert env["FTSTUDY_DB_USER"]["valueFrom"]["secretKeyRef"]["key"] == "username"
+    init = one(manifests, "ConfigMap", f"{FULLNAME}-postgresql-init")["data"]["ftstudy-role.sql"]
+    assert "NOSUPERUSER" in init and "OWNER TO" in init and "PASSWORD NULL" in init
 
     # a password whose checksum is all digits (sha256 of "pw154" starts 1500920599789903): still a string annotation,
     # or the API server refuses the StatefulSet (seen once in a real install with a random password)
@@ -446,10 +452,13 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
          "postgresql.enabled with reports.enabled=false serves several namespaces from one database"),
         (["--set", "postgresql.enabled=true", "--set", "reports.enabled=false"],
          "postgresql.enabled with reports.enabled=false needs postgresql.auth.password"),
+        (["--set", "postgresql.enabled=true", "--set", "postgresql.auth.username=postgres"],
+         "postgresql.auth.username must not be postgres: that is the bundled server's own superuser"),
     ],
     ids=["negative-replicas", "namespaces-string", "unknown-key", "log-level", "namespace-name", "not-a-boolean",
          "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator", "host-path-for-trials",
-         "one-database-for-tenants-holding-its-login", "generated-password-with-trials-writing"],
+         "one-database-for-tenants-holding-its-login", "generated-password-with-trials-writing",
+         "studies-user-is-the-superuser"],
 )  # fmt: skip
 def test_bad_values_are_refused_with_a_message_that_names_the_field(
     helm: Helm, values: list[str], message: str

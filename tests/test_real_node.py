@@ -12,6 +12,7 @@ screened study whose checkpoints are in a real S3 server, with no shared volume.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -259,6 +260,14 @@ def test_the_bundled_postgresql_serves_a_study(real_cluster: RealCluster, helm: 
     url = cluster.get("secret", "ftstudy-db", "-n", namespace)["data"]["url"]
     assert ".ftstudy-try.svc:5432/" in base64.b64decode(url).decode(), "the Secret names the bundled server"
 
+    # The operator's login (the one the study ran on) is no superuser, and the server's superuser has no network
+    # login at all, even with the password the operator holds.
+    secret = cluster.get("secret", "try-ftstudy-postgresql", "-n", release_ns)["data"]
+    [server] = cluster.pods(release_ns, "app.kubernetes.io/instance=try,app.kubernetes.io/component=postgresql")
+    logins = bundled_logins(server["status"]["podIP"], base64.b64decode(secret["password"]).decode())
+    assert logins == {"ftstudy is superuser": False, "ftstudy's COPY TO PROGRAM": "refused",
+                      "postgres over the network": "password authentication failed"}, logins  # fmt: skip
+
     # A study author's own command, in a trial pod: it tries the bundled database, and reports for the other
     # study's trial 0 with its own token. It holds no database login, and the operator refuses the report.
     victim = {"namespace": namespace, "study": "tiny-bundled", "studyUID": study["metadata"]["uid"], "trial": 0,
@@ -289,6 +298,30 @@ def test_the_bundled_postgresql_serves_a_study(real_cluster: RealCluster, helm: 
     assert outcome["report"] == "403 other-trial", outcome
     again = cluster.get("fts", "tiny-bundled", "-n", namespace)
     assert again["status"]["trials"] == study["status"]["trials"] and again["status"]["best"] == study["status"]["best"]
+
+
+def bundled_logins(host: str, password: str) -> dict[str, Any]:
+    """What the bundled PostgreSQL's two roles can do from outside its pod, with the password the operator holds."""
+    import psycopg2
+
+    found: dict[str, Any] = {}
+    with contextlib.closing(psycopg2.connect(host=host, user="ftstudy", password=password, dbname="ftstudy",
+                                             connect_timeout=10)) as connection:  # fmt: skip
+        cursor = connection.cursor()
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        found["ftstudy is superuser"] = cursor.fetchone()[0]
+        try:
+            cursor.execute("COPY (SELECT 1) TO PROGRAM 'true'")
+            found["ftstudy's COPY TO PROGRAM"] = "ran"
+        except psycopg2.errors.InsufficientPrivilege:
+            found["ftstudy's COPY TO PROGRAM"] = "refused"
+    try:
+        psycopg2.connect(host=host, user="postgres", password=password, dbname="ftstudy", connect_timeout=10).close()
+        found["postgres over the network"] = "connected"
+    except psycopg2.OperationalError as error:
+        refused = "password authentication failed"
+        found["postgres over the network"] = refused if refused in str(error) else str(error).strip()
+    return found
 
 
 # What a study author can run in a trial pod (its command is theirs): try the study database without credentials,
