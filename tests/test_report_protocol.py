@@ -97,6 +97,33 @@ def test_an_ended_trial_or_an_older_launch_takes_no_report() -> None:
     assert refused(rp.check_launch, REF, False, 2).reason == "stale-launch"
 
 
+def test_only_the_early_accuracy_and_the_outcome_wake_the_study() -> None:
+    from ftstudy.trainer.reporting import UserAttr
+
+    assert UserAttr.OUTCOME.value == rp.OUTCOME_ATTR
+    assert rp.wakes_the_study(rp.parse(body(kind="early", step=20, accuracy=0.5)))
+    assert rp.wakes_the_study(rp.parse(body(kind="attrs", attrs={"steps_done": 100, "outcome": "completed"})))
+    assert not rp.wakes_the_study(rp.parse(body(kind="attrs", attrs={"total_steps": 100, "early_step": 20})))
+    assert not rp.wakes_the_study(rp.parse(body(kind="status")))
+
+
+def test_a_trial_gone_in_the_middle_of_its_request_is_one_line_in_the_log(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ssl
+
+    from ftstudy.kube import report_server
+
+    server = object.__new__(report_server._Server)  # no socket needed: only what it does with the error
+    try:
+        raise ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    except ssl.SSLEOFError:
+        with caplog.at_level("INFO", logger="ftstudy.kube.report_server"):
+            server.handle_error(None, ("10.0.0.7", 41234))
+    assert "report connection from 10.0.0.7 ended early: SSLEOFError" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_the_serving_certificate_is_renewed_before_it_expires_and_keeps_its_ca() -> None:
     now = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
     ca, ca_key = certs.make_ca(now)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -198,7 +199,8 @@ class ReportHandler:
             store.record_early(ref.trial, request.step, request.accuracy)
         else:
             store.record_attrs(ref.trial, request.attrs)
-        target.wake()  # the decision follows now, not at the next poll
+        if rp.wakes_the_study(request):
+            target.wake()  # the decision follows now, not at the next poll
         return rp.answer()
 
 
@@ -210,6 +212,14 @@ class _Server(ThreadingHTTPServer):
         self.report_handler = handler
         self.context = context
         super().__init__(address, _HTTPHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed outside the handler's own answers: most often a trial pod stopped (cancelled,
+        preempted) while its request was in flight, which is no fault of anyone's. One line, not socketserver's
+        traceback on stderr; a refused or failed report has its own warning in ``ReportHandler``."""
+        error = sys.exc_info()[1]
+        log.info("report connection from %s ended early: %s: %s", client_address[0] if client_address else "?",
+                 type(error).__name__, error)  # fmt: skip
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = super().get_request()
