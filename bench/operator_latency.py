@@ -40,6 +40,7 @@ peak of each kind during each run.
     .venv/bin/python bench/operator_latency.py --studies 5 --poll-seconds 0.5
     .venv/bin/python bench/operator_latency.py --optuna-trainer    # trainers write through Optuna's RDBStorage
     .venv/bin/python bench/operator_latency.py --only notified     # one operator mode instead of both
+    .venv/bin/python bench/operator_latency.py --reports           # trials report over HTTPS (the chart's default)
     # 100 studies: 200 trainers at once need more connections than the test server's 200, so a second server
     FTSTUDY_PG_PORT=55433 FTSTUDY_PG_MAX_CONNECTIONS=800 scripts/postgres.sh start
     .venv/bin/python bench/operator_latency.py --only notified --studies 20 100 --trainer-poll 0.5 --timeout 1200 \
@@ -50,6 +51,13 @@ peak of each kind during each run.
     .venv/bin/python bench/operator_latency.py --only notified --studies 20 100 --parallelism 10 --trials 10 \
         --baseline-trials 10 --trainer-early 30 60 --trainer-poll 2 --node-poll 1 --trainer-nice 19 --timeout 1800 \
         --storage postgresql+psycopg2://ftstudy:ftstudy@127.0.0.1:55433/ftstudy
+
+With ``--reports`` the operator serves its report endpoint (``--report-url``, the chart's default; docs/protocol.md)
+and the scripted trainers post to it with their pods' projected tokens (``--writer https``), holding no database
+login: the moment a decision latency is measured from is then just after the endpoint acknowledged the early report
+(the operator wrote it before answering), and the endpoint wakes the study in-process, so there is one mode only
+(no ``NOTIFY``; ``--only`` is ignored). Printed besides: every database connection that is not the operator's or
+this bench's (there should be none), and the TokenReviews and pod lists among the operator's API requests.
 
 Everything listens on and talks to 127.0.0.1 only; every process started here is stopped at the end.
 """
@@ -95,6 +103,7 @@ from ftstudy.promotion import percentile  # noqa: E402
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 REPO = Path(ROOT)
+REPORT_TLS_SECRET = "ftstudy-report-tls"
 CRD = REPO / "crds" / "finetunestudies.ftstudy.io.yaml"
 TRAINER = REPO / "bench" / "scripted_trainer.py"
 SECRET = "ftstudy-db"
@@ -261,6 +270,17 @@ class ConnectionSampler(_Sampler):
     def peak(self, phase: str, application: str) -> int:
         return max((counts.get(application, 0) for p, counts in self.samples if p == phase), default=0)
 
+    def others(self, phase: str, known: tuple[str, ...]) -> tuple[int, list[str]]:
+        """The most connections at once that were neither ``known`` applications' nor this bench's, and every
+        application name they gave (a backend still authenticating shows an empty one for a moment)."""
+        mine = (*known, "ftstudy-bench")
+        peak, seen = 0, set()
+        for p, counts in self.samples:
+            if p == phase:
+                theirs = {a: n for a, n in counts.items() if a not in mine}
+                peak, seen = max(peak, sum(theirs.values())), seen | set(theirs)
+        return peak, sorted(seen)
+
 
 def operator_requests(plane: ControlPlane, namespace: str, since: float, until: float) -> dict[str, int]:
     """The operator's API requests between two moments, from the audit log (its ServiceAccount's), by verb and
@@ -366,6 +386,13 @@ def study_manifest(name: str, max_trials: int, parallelism: int, seed: int, trai
     }
 
 
+def bench_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna storage for the bench's own reads; its PostgreSQL connections say ``ftstudy-bench``."""
+    if not url.startswith("postgresql"):
+        return optuna.storages.RDBStorage(url)
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"application_name": "ftstudy-bench"}})
+
+
 @dataclass
 class Cluster:
     plane: ControlPlane
@@ -375,10 +402,14 @@ class Cluster:
     operator: subprocess.Popen[bytes] | None = None
     metrics_url: str | None = None
     nodes: GpuNodes | None = None
+    reports: bool = False  # the operator serves its report endpoint; trials hold no database login
     operator_log: Path = field(init=False)
+    optuna: optuna.storages.BaseStorage = field(init=False)
 
     def __post_init__(self) -> None:
         self.operator_log = self.workdir / "operator.log"
+        # the bench's own reads, named as the sampler's connection is, so that they are not counted as anyone else's
+        self.optuna = bench_storage(self.storage)
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         return self.plane.kubectl(*args, input=input).stdout
@@ -406,6 +437,15 @@ class Cluster:
             manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
             self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         self.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={self.storage}")
+        if self.reports:  # as the chart grants them (and tests/test_operator.py's enable_reports)
+            self.kubectl("create", "secret", "generic", REPORT_TLS_SECRET, "-n", ns)
+            manifests = [
+                rbac.role("ftstudy-operator-report-tls", ns, rbac.report_tls_rules(REPORT_TLS_SECRET)),
+                rbac.role_binding("ftstudy-operator-report-tls", ns, SA, ns),
+                rbac.cluster_role(f"ftstudy-reports-{ns}", rbac.TOKEN_REVIEW_RULES),
+                rbac.cluster_role_binding(f"ftstudy-reports-{ns}", SA, ns),
+            ]
+            self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         self.plane.host_path_claim(ns, "artifacts", self.workdir / "artifacts")
         # A CRD just established answers 429 "storage is (re)initializing" for a moment: let that pass before the
         # operator starts, so that its log shows only what happens during the runs.
@@ -422,6 +462,10 @@ class Cluster:
                    *(extra or [])]  # fmt: skip
         if poll_seconds is not None:
             command += ["--poll-seconds", str(poll_seconds)]
+        if self.reports:
+            port = free_port()
+            command += ["--report-url", f"https://127.0.0.1:{port}", "--report-address", "127.0.0.1",
+                        "--report-port", str(port), "--report-tls-secret", REPORT_TLS_SECRET]  # fmt: skip
         if "metrics_port" in operator_defaults():  # its Prometheus metrics, on loopback and a free port
             port = free_port()
             command += ["--metrics-port", str(port), "--metrics-address", "127.0.0.1"]
@@ -447,7 +491,7 @@ CONTINUE_RECORDED = "continue: recorded (Job annotated, watch)"
 ANY_RECORDED = "any decision: recorded"
 CANCEL_SEEN = "cancel: seen by the trainer (its poll)"
 CONTINUE_SEEN = "continue: seen by the trainer (its poll)"
-POLLING, NOTIFIED = "polling only", "notified"
+POLLING, NOTIFIED, REPORTS = "polling only", "notified", "reports over HTTPS"
 MEASURES = (ANY_RECORDED, CANCEL_RECORDED, CONTINUE_RECORDED, CANCEL_DELETED, CANCEL_SEEN, CONTINUE_SEEN)
 
 
@@ -465,6 +509,7 @@ class RunResult:
     requests: dict[str, int] = field(default_factory=dict)
     connections: dict[str, int] = field(default_factory=dict)  # peak per application_name
     running_peak: int = 0  # the most trainer processes alive at once (the simulated nodes' count)
+    other_connections: list[str] = field(default_factory=list)  # application names of connections no one expects
 
     def requests_per_trial(self) -> float:
         return sum(self.requests.values()) / max(1, self.trials)
@@ -610,11 +655,12 @@ def run_studies(
     metrics = operator_metrics(cluster.metrics_url, study_names)
     metrics.append(queue_wait_line(waits_before, queue_waits(cluster.metrics_url)))
     requests = operator_requests(cluster.plane, cluster.namespace, since, time.time())
-    peaks = {app: connections.peak(tag, app) for app in ("ftstudy-operator", "ftstudy-operator-listen",
-                                                          "ftstudy-trainer")}  # fmt: skip
+    known = ("ftstudy-operator", "ftstudy-operator-listen", "ftstudy-trainer")
+    others, other_names = connections.others(tag, known)
+    peaks = {app: connections.peak(tag, app) for app in known} | {"others": others}
     return RunResult(label, len(study_names), wall, now, latencies, reported, cpu, metrics,
                      trials=max_trials * len(study_names), requests=requests, connections=peaks,
-                     running_peak=cluster.nodes.max_running)  # fmt: skip
+                     running_peak=cluster.nodes.max_running, other_connections=other_names)  # fmt: skip
 
 
 def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], tag: str) -> tuple[dict[str, list[float]], int]:
@@ -625,13 +671,14 @@ def collect(cluster: Cluster, jobs: JobWatch, study_names: list[str], tag: str) 
     reported_trials = 0
     for name in study_names:
         records = {}
-        for path in (cluster.workdir / "artifacts" / cluster.namespace / name).glob("trial-*/bench.json"):
+        # <outputDir>/<namespace>/<study>-<first 8 of its UID>/trial-NNNN (ftstudy.kube.identity)
+        for path in (cluster.workdir / "artifacts" / cluster.namespace).glob(f"{name}-*/trial-*/bench.json"):
             record = json.loads(path.read_text())
             records[int(record["trial"])] = record
-        optuna_name = names.newest_optuna_study(optuna.get_all_study_names(cluster.storage), cluster.namespace, name)
+        optuna_name = names.newest_optuna_study(optuna.get_all_study_names(cluster.optuna), cluster.namespace, name)
         if optuna_name is None:
             continue
-        study = optuna.load_study(study_name=optuna_name, storage=cluster.storage)
+        study = optuna.load_study(study_name=optuna_name, storage=cluster.optuna)
         for trial in study.get_trials(deepcopy=False):
             record = records.get(trial.number)
             if record is None or "reported_at" not in record:
@@ -676,9 +723,15 @@ def print_run(result: RunResult) -> None:
     top = sorted(result.requests.items(), key=lambda kv: -kv[1])[:6]
     print(f"  API requests by the operator (audit log): {sum(result.requests.values())}, "
           f"{result.requests_per_trial():.1f} per trial; " + ", ".join(f"{k} {v}" for k, v in top))  # fmt: skip
+    reviews = result.requests.get("create tokenreviews", 0)
+    if reviews:  # --reports: what checking the trials' tokens costs
+        print(f"  of which TokenReviews {reviews} ({reviews / max(1, result.trials):.1f} per trial)")
     c = result.connections
-    print(f"  database connections, peak: operator's pool {c.get('ftstudy-operator', 0)}, its listener "
-          f"{c.get('ftstudy-operator-listen', 0)}, trainers {c.get('ftstudy-trainer', 0)}")  # fmt: skip
+    print(
+        f"  database connections, peak: operator's pool {c.get('ftstudy-operator', 0)}, its listener "
+        f"{c.get('ftstudy-operator-listen', 0)}, trainers {c.get('ftstudy-trainer', 0)}, anyone else "
+        f"{c.get('others', 0)}" + (f" (application names {result.other_connections})" if c.get("others") else "")
+    )
     for line in result.metrics:
         print(f"  operator's metrics: {line}")
 
@@ -745,7 +798,7 @@ def run_mode(cluster: Cluster, api: ApiClient, jobs: JobWatch, bin_dir: Path, ku
              ) -> ModeResult:  # fmt: skip
     """Start the operator in ``mode``, run (a) one study and (b) N studies for each N, deleting each run's studies
     before the next, then stop the operator."""
-    tag = "poll" if mode == POLLING else "notify"
+    tag = {POLLING: "poll", NOTIFIED: "notify", REPORTS: "reports"}[mode]
     extra = (["--no-notifications"] if mode == POLLING else []) + args.operator_arg
     cluster.operator_log = cluster.workdir / f"operator-{tag}.log"
     operator = cluster.start_operator(kubeconfig, args.poll_seconds, extra)
@@ -836,6 +889,11 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds each run may take")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL (default: scripts/postgres.sh start)")
     p.add_argument("--optuna-trainer", action="store_true", help="trainers write through Optuna's RDBStorage")
+    p.add_argument(
+        "--reports",
+        action="store_true",
+        help="trials report over HTTPS to the operator's endpoint with projected tokens and hold no database login",
+    )
     p.add_argument("--only", choices=(POLLING, NOTIFIED), default=None, help="one mode instead of both")
     p.add_argument(
         "--trainer-poll",
@@ -875,7 +933,7 @@ def main() -> int:
     poll = args.poll_seconds if args.poll_seconds is not None else float(operator_defaults()["poll_seconds"])
     gpus = max(args.studies) * args.parallelism  # no trial waits for a GPU: the latency is the operator's
     node_gpus = gpu_nodes(gpus)
-    writer = "optuna" if args.optuna_trainer else "sql"
+    writer = "https" if args.reports else "optuna" if args.optuna_trainer else "sql"
     trainer_args = ["--writer", writer, "--poll-seconds", str(args.trainer_poll),
                     "--early-seconds", *(str(s) for s in args.trainer_early)]  # fmt: skip
     print(f"operator --poll-seconds {poll} ({'given' if args.poll_seconds is not None else 'its default'}); "
@@ -887,13 +945,13 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ftstudy-bench-operator-"))
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     plane = ControlPlane(bin_dir, workdir / "k8s")
-    cluster = Cluster(plane, namespace, storage, workdir)
+    cluster = Cluster(plane, namespace, storage, workdir, reports=args.reports)
     api: ApiClient | None = None
     nodes: GpuNodes | None = None
     jobs: JobWatch | None = None
     connections: ConnectionSampler | None = None
     results: list[ModeResult] = []
-    modes = [args.only] if args.only else [POLLING, NOTIFIED]
+    modes = [REPORTS] if args.reports else [args.only] if args.only else [POLLING, NOTIFIED]
     ok = False
     try:
         plane.start()
@@ -938,12 +996,12 @@ def main() -> int:
         plane.stop()
         for result in results:  # the bench's Optuna records: best effort
             with contextlib.suppress(Exception):
-                stored = optuna.get_all_study_names(storage)
+                stored = optuna.get_all_study_names(cluster.optuna)
             for name in (*result.base.phases, *(n for run in result.many for n in run.phases)):
                 with contextlib.suppress(Exception):
                     found = names.newest_optuna_study(stored, namespace, name)
                     if found is not None:
-                        optuna.delete_study(study_name=found, storage=storage)
+                        optuna.delete_study(study_name=found, storage=cluster.optuna)
         if args.keep or not ok:
             print(f"work directory (logs, artifacts): {workdir}")
         else:

@@ -25,6 +25,12 @@ How it writes (``--writer``):
 - ``optuna``: ``ftstudy.trainer.reporting.OptunaReporter``, the trainer's own code. Its RDBStorage costs about
   1.5 CPU-s per process (importing SQLAlchemy, Optuna's models and alembic), which 120 trials turn into most of a
   core of a 2-core machine: CPU the trainers would spend on their GPU nodes, not on the operator's.
+- ``https``: to the operator's report endpoint, as ``ftstudy.trainer.reporting.HttpReporter`` does (docs/protocol.md:
+  ``POST /v1/report`` with the pod's projected token, verified against the CA the Job gives), holding no database
+  login at all. The decision is read as the trainer reads it there, by a ``status`` request every
+  ``--poll-seconds``: "pruned" is a cancel; a continue is not visible to a trial (it trains on), so the trainer
+  trains its "rest" while it keeps asking, and finishes unless pruned meanwhile. Needs the operator's
+  ``--report-url`` (``bench/operator_latency.py --reports``).
 
 Times and accuracies come from a RNG seeded with the study and trial, so a rerun draws the same ones.
 
@@ -192,18 +198,103 @@ class OptunaWriter:
         connection.close()  # back to the reporter's pool
 
 
+class HttpsWriter:
+    """The report endpoint's protocol (docs/protocol.md) with the standard library alone: the URL, CA, token file and
+    trial come from the environment the operator's Job sets (``ftstudy.trainer.reporting``'s ``FTSTUDY_REPORT_*``)."""
+
+    trial_id = -1  # no database row: this trainer never sees one
+
+    def __init__(self) -> None:
+        import ssl
+
+        self.url = os.environ["FTSTUDY_REPORT_URL"].rstrip("/") + "/v1/report"
+        self.context = ssl.create_default_context(cadata=os.environ["FTSTUDY_REPORT_CA"])
+        self.token_path = Path(os.environ["FTSTUDY_REPORT_TOKEN"])
+        self.trial = json.loads(os.environ["FTSTUDY_REPORT_TRIAL"])
+
+    def post(self, body: dict[str, Any], deadline_s: float = 120.0) -> dict[str, Any]:
+        """The answer; refused connections and 503s (the operator starting, the study not loaded yet) retried with
+        backoff, as the trainer retries them."""
+        import urllib.error
+        import urllib.request
+
+        give_up, pause = time.monotonic() + deadline_s, 0.2
+        while True:
+            request = urllib.request.Request(
+                self.url,
+                data=json.dumps({**self.trial, **body}).encode(),
+                method="POST",
+                headers={
+                    "Authorization": f"Bearer {self.token_path.read_text().strip()}",
+                    "Content-Type": "application/json",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=15, context=self.context) as response:
+                    answer: dict[str, Any] = json.loads(response.read())
+                    return answer
+            except urllib.error.HTTPError as error:
+                if error.code != 503 or time.monotonic() > give_up:
+                    detail = error.read().decode(errors="replace")
+                    raise RuntimeError(f"the operator refused {body.get('kind')}: {error.code} {detail}") from None
+            except OSError:
+                if time.monotonic() > give_up:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, 5.0)
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        self.post({"kind": "attrs", "attrs": attrs})
+
+    def report_early(self, step: int, accuracy: float) -> None:
+        self.post({"kind": "early", "step": step, "accuracy": accuracy})  # written by the operator when it returns
+
+    def notify(self) -> None:
+        """The endpoint wakes the study itself."""
+
+    def state(self) -> str:
+        return str(self.post({"kind": "status"}).get("state", "running"))
+
+    def connect(self) -> Any:
+        raise NotImplementedError("a trial reporting over HTTPS has no database connection")
+
+    def release(self, connection: Any) -> None:
+        raise NotImplementedError("a trial reporting over HTTPS has no database connection")
+
+
+def train_on_unless_pruned(writer: HttpsWriter, seconds: float, poll_seconds: float) -> str:
+    """The rest of training, asking the endpoint every ``poll_seconds`` whether the trial is still wanted, as the
+    trainer does: "cancel" as soon as it is pruned, "continue" if it never was (a continue is not visible to a
+    trial), "complete"/"fail" if the study ended it."""
+    end = time.monotonic() + seconds
+    while True:
+        state = writer.state()
+        if state == "pruned":
+            return "cancel"
+        if state == "finished":
+            return "complete"
+        if time.monotonic() >= end:
+            return "continue"
+        time.sleep(min(poll_seconds, max(0.0, end - time.monotonic())))
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="scripted ftstudy-trainer for bench/operator_latency.py")
-    p.add_argument("--study", required=True)
-    p.add_argument("--trial", type=int, required=True)
+    # The operator's helper Jobs run the trainer's command too: the data check (``--stage check-data``, before any
+    # trial) and the checkpoint clean-ups (``forget``, ``forget-all``). There is no data and no checkpoint here.
+    p.add_argument("--stage", default="full")
+    p.add_argument("--study")
+    p.add_argument("--trial", type=int)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--storage", default=os.environ.get(STORAGE_ENV))
-    p.add_argument("--writer", choices=("sql", "optuna"), default="sql")
+    p.add_argument("--writer", choices=("sql", "optuna", "https"), default="sql")
     p.add_argument("--early-seconds", type=float, nargs=2, default=(1.0, 3.0), help="uniform range")
     p.add_argument("--rest-seconds", type=float, nargs=2, default=(0.5, 1.5), help="uniform range")
     p.add_argument("--poll-seconds", type=float, default=POLL_S, help="how often it reads its trial's state")
     args, _ignored = p.parse_known_args(argv)  # every other trainer argument is accepted and ignored
-    if not args.storage:
+    if args.stage in ("full", "screen") and (args.study is None or args.trial is None):
+        p.error("--study and --trial are required")
+    if not args.storage and args.writer != "https" and args.stage in ("full", "screen"):
         p.error(f"no storage URL: give --storage or set ${STORAGE_ENV}")
     return args
 
@@ -250,6 +341,9 @@ def wait_for_decision(writer: Writer, poll_seconds: float = POLL_S) -> str | Non
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.stage not in ("full", "screen"):
+        print(f"--stage {args.stage}: nothing to do for a scripted trainer", flush=True)
+        return 0
     record: dict[str, Any] = {"study": args.study, "trial": args.trial, "started_at": time.time()}
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
@@ -266,7 +360,11 @@ def main(argv: list[str]) -> int:
         raise SystemExit(143)
 
     signal.signal(signal.SIGTERM, terminated)
-    writer: Writer = (SqlWriter if args.writer == "sql" else OptunaWriter)(args.storage, args.study, args.trial)
+    writer: Writer
+    if args.writer == "https":
+        writer = HttpsWriter()
+    else:
+        writer = (SqlWriter if args.writer == "sql" else OptunaWriter)(args.storage, args.study, args.trial)
     record["connected_at"] = time.time()
     rng = random.Random(f"{args.study.split('.', 1)[-1]}/{args.trial}")  # not the namespace: reruns draw the same
     writer.set_attrs({ATTRS["TOTAL_STEPS"]: TOTAL_STEPS, ATTRS["EARLY_STEP"]: EARLY_STEP})
@@ -281,9 +379,16 @@ def main(argv: list[str]) -> int:
     writer.notify()
     save()
 
-    seen = wait_for_decision(writer, args.poll_seconds)
-    record["seen_at"] = time.time()
-    record["seen"] = seen or "nothing"
+    rest = rng.uniform(*args.rest_seconds)
+    if isinstance(writer, HttpsWriter):
+        seen: str | None = train_on_unless_pruned(writer, rest, args.poll_seconds)
+        rest = 0.0  # trained meanwhile
+        record["seen_at"] = time.time()
+        record["seen"] = seen if seen != "continue" else "trained-on"  # a continue is not seen: no latency to it
+    else:
+        seen = wait_for_decision(writer, args.poll_seconds)
+        record["seen_at"] = time.time()
+        record["seen"] = seen or "nothing"
     save()
     if seen is None:
         print(f"no decision within {GIVE_UP_S:.0f} s", file=sys.stderr)
@@ -292,7 +397,7 @@ def main(argv: list[str]) -> int:
     if seen != "continue":
         return 0
 
-    time.sleep(rng.uniform(*args.rest_seconds))
+    time.sleep(rest)
     final = round(min(1.0, early + rng.uniform(0.0, 0.1)), 4)
     writer.set_attrs(
         {
