@@ -618,6 +618,30 @@ def test_a_pod_that_never_starts_fails_its_trial_after_budget_pending_seconds_wi
     assert job_process(job(), [running], NOW, 120, None, 3600).state is Process.RUNNING, "it started: long ago"
 
 
+def test_a_job_kueue_never_admits_fails_its_trial_after_budget_pending_seconds_naming_its_queue() -> None:
+    """Created suspended for Kueue (trialTemplate.queueName), never admitted: the study said "queued" for ever. The
+    wait counts from the Job's last suspension, so a trial preempted (suspended again) after an hour waits afresh."""
+
+    def suspended(since: float, created: float = 4000) -> dict[str, Any]:
+        return {"metadata": {"name": "demo-t0-a1", "namespace": "ml", "creationTimestamp": ago(created),
+                             "labels": {names.ATTEMPT: "1", jobs.QUEUE_LABEL: "trials"}},
+                "spec": {"suspend": True},
+                "status": {"conditions": [{"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                                           "lastTransitionTime": ago(since)}]}}  # fmt: skip
+
+    assert job_process(suspended(3000), [], NOW, 120, None, 3600).state is Process.RUNNING
+    assert job_process(suspended(3700), [], NOW, 120, None).state is Process.RUNNING, "no bound given"
+    failed = job_process(suspended(3700), [], NOW, 120, None, 3600)
+    assert (failed.state, failed.retryable) == (Process.FAILED, False)
+    assert failed.reason == ("its Job did not start within budget.pendingSeconds (3600 s): Kueue did not admit its "
+                             "Job: LocalQueue trials's ClusterQueue had no room for it (kubectl get workloads -n ml "
+                             "says why)")  # fmt: skip
+    preempted_lately = suspended(60, created=7200)
+    assert job_process(preempted_lately, [], NOW, 120, None, 3600).state is Process.RUNNING, "waits afresh"
+    admitted = {**suspended(3700), "spec": {"suspend": False}}
+    assert job_process(admitted, [], NOW, 120, None, 3600).state is Process.RUNNING
+
+
 def test_jobs_that_a_restored_database_no_longer_knows_are_a_conflict() -> None:
     """The Jobs of trials 0-3 against the records of a backup taken when trials 0-1 existed, after which trial 2 was
     asked for again: trial 2's Job is an earlier trial 2's (another creation time), trial 3's has no trial at all."""

@@ -107,6 +107,25 @@ def test_a_study_whose_local_queue_does_not_exist_launches_nothing_and_says_so(
     assert not jobs(plane, ns), "no Job until the queue exists"
 
 
+def test_a_trial_kueue_never_admits_fails_after_budget_pending_seconds_naming_its_queue(
+    queued_operators: Operators, kueue: Kueue, postgres_url: str
+) -> None:
+    """A ClusterQueue with no GPU quota: Kueue keeps the trial's Job suspended for good, and the study said "queued"
+    for ever. After budget.pendingSeconds the trial fails with its LocalQueue named, without a retry."""
+    ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
+    kueue.apply(resource_flavor(), cluster_queue(f"none-{ns}", 0), local_queue(ns, "starved", f"none-{ns}"))
+    ops.start()
+    budget = {"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1, "retriesPerTrial": 1, "pendingSeconds": 8}
+    apply(plane, ns, study_manifest("starved", trialTemplate={"queueName": "starved"}, budget=budget))
+    study = wait_for_phase(ops, "starved", ("Succeeded", "Failed"), 180)
+    assert study["status"]["phase"] == "Failed", study["status"]
+    words = "its Job did not start within budget.pendingSeconds (8 s): Kueue did not admit its Job: LocalQueue starved"
+    assert words in study["status"]["lastFailure"]["reason"], study["status"]
+    (trial,) = optuna_trials(postgres_url, ns, "starved")
+    assert trial.system_attrs["ftstudy:attempts"] == 1, "not retried: it would wait the same way"
+    assert any(words in e["message"] for e in study_events(ops, "starved", "TrialFailed"))
+
+
 def urgent_job(namespace: str, queue: str) -> dict[str, Any]:
     """Someone else's work, of a higher WorkloadPriorityClass, asking for the queue's one GPU (a few seconds)."""
     security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,

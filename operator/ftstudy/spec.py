@@ -277,8 +277,8 @@ class Budget(_Model):
         default=86400.0,
         gt=0,
         description="in a cluster: how long a trial's pod may wait to start (the scheduler finds no node for it, or "
-        "its container is still being created) before the trial fails with the scheduler's message, without a retry. "
-        "Long by default (a day), since GPUs queue",
+        "its container is still being created), or its Job to be admitted by Kueue (trialTemplate.queueName), before "
+        "the trial fails with the reason, without a retry. Long by default (a day), since GPUs queue",
     )
 
     @model_validator(mode="after")

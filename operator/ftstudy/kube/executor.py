@@ -204,6 +204,23 @@ def _never_ran(pod: dict[str, Any], now: datetime, pending_seconds: float) -> st
     return None
 
 
+def _not_admitted(job: dict[str, Any], now: datetime, pending_seconds: float) -> str | None:
+    """Why a Job that Kueue has kept suspended for ``pending_seconds`` (``trialTemplate.queueName``) never ran: its
+    ClusterQueue had no room for it. Counted from when it was last suspended (the Job controller's Suspended
+    condition), so a trial that Kueue admitted, preempted and suspended again waits afresh."""
+    if not job.get("spec", {}).get("suspend"):
+        return None
+    suspended = _condition(job, "Suspended") or {}
+    since = parse_api_time(suspended.get("lastTransitionTime")) or parse_api_time(
+        job["metadata"].get("creationTimestamp")
+    )
+    if since is None or (now - since).total_seconds() < pending_seconds:
+        return None
+    queue = (job["metadata"].get("labels") or {}).get(jobs.QUEUE_LABEL, "?")
+    return (f"Kueue did not admit its Job: LocalQueue {queue}'s ClusterQueue had no room for it (kubectl get "
+            f"workloads -n {job['metadata'].get('namespace', '')} says why)")  # fmt: skip
+
+
 def _job_process(
     job: dict[str, Any],
     pods: list[dict[str, Any]],
@@ -231,6 +248,10 @@ def _job_process(
         if why:
             reason = f"its pod did not start within budget.pendingSeconds ({pending_seconds:.0f} s): {why}"
             return TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt)
+    unadmitted = _not_admitted(job, now, pending_seconds) if pending_seconds is not None and not pods else None
+    if unadmitted:
+        reason = f"its Job did not start within budget.pendingSeconds ({pending_seconds:.0f} s): {unadmitted}"
+        return TrialProcess(Process.FAILED, retryable=False, reason=reason, attempt=attempt)
     created = parse_api_time(job["metadata"].get("creationTimestamp"))
     if not pods and failed_create and created and (now - created).total_seconds() >= stuck_seconds:
         reason = f"its pod could not be created: {failed_create.strip()}"
