@@ -533,7 +533,10 @@ class StudyReconciler:
             status["completionTime"] = old.get("completionTime") or api_time(now)
         self.metrics.set_phase(self.namespace, self.name, phase)
         if self.last_problem != text:
-            log.warning("%s/%s: %s: %s", self.namespace, self.name, problem.reason, text)
+            # a normal step that holds the study (the data check) is news, not a warning
+            (log.info if problem.reason in NORMAL else log.warning)(
+                "%s/%s: %s: %s", self.namespace, self.name, problem.reason, text
+            )
             self.events.append(Event(None, text, problem.reason))
             self.last_problem = text
             self.written = {}
