@@ -437,14 +437,9 @@ class Cluster:
             manifests = [rbac.role(name, ns, rules), rbac.role_binding(name, ns, SA, ns)]
             self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         self.kubectl("create", "secret", "generic", SECRET, "-n", ns, f"--from-literal=url={self.storage}")
-        if self.reports:  # as the chart grants them (and tests/test_operator.py's enable_reports)
+        if self.reports:  # what the chart grants for the report endpoint
             self.kubectl("create", "secret", "generic", REPORT_TLS_SECRET, "-n", ns)
-            manifests = [
-                rbac.role("ftstudy-operator-report-tls", ns, rbac.report_tls_rules(REPORT_TLS_SECRET)),
-                rbac.role_binding("ftstudy-operator-report-tls", ns, SA, ns),
-                rbac.cluster_role(f"ftstudy-reports-{ns}", rbac.TOKEN_REVIEW_RULES),
-                rbac.cluster_role_binding(f"ftstudy-reports-{ns}", SA, ns),
-            ]
+            manifests = rbac.report_manifests(ns, SA, REPORT_TLS_SECRET)
             self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         self.plane.host_path_claim(ns, "artifacts", self.workdir / "artifacts")
         # A CRD just established answers 429 "storage is (re)initializing" for a moment: let that pass before the

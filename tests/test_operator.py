@@ -99,19 +99,14 @@ class Operators:
         (a ClusterRole). Returns what removes the cluster-wide objects again."""
         ns = self.namespace
         self.plane.kubectl("create", "secret", "generic", REPORT_TLS_SECRET, "-n", ns)
-        cluster_name = f"ftstudy-reports-{ns}"
-        manifests = [
-            rbac.role("ftstudy-operator-report-tls", ns, rbac.report_tls_rules(REPORT_TLS_SECRET)),
-            rbac.role_binding("ftstudy-operator-report-tls", ns, SA, ns),
-            rbac.cluster_role(cluster_name, rbac.TOKEN_REVIEW_RULES),
-            rbac.cluster_role_binding(cluster_name, SA, ns),
-        ]
+        manifests = rbac.report_manifests(ns, SA, REPORT_TLS_SECRET)
         self.plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.extra_args += ["--report-url", f"https://127.0.0.1:{port}", "--report-address", "127.0.0.1",
                             "--report-port", str(port)]  # fmt: skip
+        cluster_name = next(m["metadata"]["name"] for m in manifests if m["kind"] == "ClusterRole")
         return lambda: self.plane.kubectl("delete", "clusterrolebinding,clusterrole", cluster_name, check=False)
 
     def log(self, identity: str = "replica-a") -> str:

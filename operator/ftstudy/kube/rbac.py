@@ -71,6 +71,19 @@ def report_tls_rules(secret: str) -> list[dict[str, Any]]:
     return [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [secret]}]
 
 
+def report_manifests(namespace: str, service_account: str, tls_secret: str) -> list[dict[str, Any]]:
+    """What ``--report-url`` needs granted, as manifests for an operator run outside the chart (the tests' and the
+    benches'; the chart's templates grant the same): its TLS Secret by name, and TokenReviews (cluster-wide, so the
+    ClusterRole and its binding are named after the namespace)."""
+    cluster_name = f"ftstudy-reports-{namespace}"
+    return [
+        role("ftstudy-operator-report-tls", namespace, report_tls_rules(tls_secret)),
+        role_binding("ftstudy-operator-report-tls", namespace, service_account, namespace),
+        cluster_role(cluster_name, TOKEN_REVIEW_RULES),
+        cluster_role_binding(cluster_name, service_account, namespace),
+    ]
+
+
 def cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
             "rules": rules}  # fmt: skip
