@@ -56,6 +56,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 POLL_S = 0.05  # the default of --poll-seconds
+TRAINING_STAGES = ("full", "screen")  # the trainer's --stage values that train a trial (the helper Jobs' do not)
 GIVE_UP_S = 600.0
 TOTAL_STEPS = 100
 EARLY_STEP = 20
@@ -282,7 +283,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="scripted ftstudy-trainer for bench/operator_latency.py")
     # The operator's helper Jobs run the trainer's command too: the data check (``--stage check-data``, before any
     # trial) and the checkpoint clean-ups (``forget``, ``forget-all``). There is no data and no checkpoint here.
-    p.add_argument("--stage", default="full")
+    p.add_argument("--stage", default="full")  # TRAINING_STAGES train; any other does nothing
     p.add_argument("--study")
     p.add_argument("--trial", type=int)
     p.add_argument("--output", type=Path, required=True)
@@ -292,9 +293,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rest-seconds", type=float, nargs=2, default=(0.5, 1.5), help="uniform range")
     p.add_argument("--poll-seconds", type=float, default=POLL_S, help="how often it reads its trial's state")
     args, _ignored = p.parse_known_args(argv)  # every other trainer argument is accepted and ignored
-    if args.stage in ("full", "screen") and (args.study is None or args.trial is None):
+    training = args.stage in TRAINING_STAGES
+    if training and (args.study is None or args.trial is None):
         p.error("--study and --trial are required")
-    if not args.storage and args.writer != "https" and args.stage in ("full", "screen"):
+    if training and not args.storage and args.writer != "https":
         p.error(f"no storage URL: give --storage or set ${STORAGE_ENV}")
     return args
 
@@ -341,7 +343,7 @@ def wait_for_decision(writer: Writer, poll_seconds: float = POLL_S) -> str | Non
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.stage not in ("full", "screen"):
+    if args.stage not in TRAINING_STAGES:
         print(f"--stage {args.stage}: nothing to do for a scripted trainer", flush=True)
         return 0
     record: dict[str, Any] = {"study": args.study, "trial": args.trial, "started_at": time.time()}

@@ -2,9 +2,9 @@
 # The project's test command: set up, start PostgreSQL, lint, type-check, run every test.
 #
 # The real parts are built (the first time; from ~/.cache/ftstudy and podman's store afterwards) in the background
-# while the tests that need none of them run; then the rest run. On a fresh machine the builds take about 20 minutes
-# and the first set of tests about as long, so this saves most of one of the two. Which tests wait for the builds:
-# those marked `builds` by tests/conftest.py (tests/cluster/builds.py says how).
+# while the tests that need none of them run; then the rest run. The first set keeps about one core busy, so the
+# builds gain what is left beside it and their download time, not their whole length. Which tests wait for the
+# builds: those marked `builds` by tests/conftest.py (tests/cluster/builds.py says how).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
