@@ -889,6 +889,13 @@ def main() -> int:
         action="store_true",
         help="trials report over HTTPS to the operator's endpoint with projected tokens and hold no database login",
     )
+    p.add_argument(
+        "--report-connections",
+        choices=("kept", "new"),
+        default="kept",
+        help="--reports: the trainers keep one connection to the endpoint open (as the trainer does) or open a new "
+        "one per request (as it did before 2026-12-06), to measure what keeping it saves",
+    )
     p.add_argument("--only", choices=(POLLING, NOTIFIED), default=None, help="one mode instead of both")
     p.add_argument(
         "--trainer-poll",
@@ -930,10 +937,12 @@ def main() -> int:
     node_gpus = gpu_nodes(gpus)
     writer = "https" if args.reports else "optuna" if args.optuna_trainer else "sql"
     trainer_args = ["--writer", writer, "--poll-seconds", str(args.trainer_poll),
-                    "--early-seconds", *(str(s) for s in args.trainer_early)]  # fmt: skip
+                    "--early-seconds", *(str(s) for s in args.trainer_early),
+                    "--report-connections", args.report_connections]  # fmt: skip
     print(f"operator --poll-seconds {poll} ({'given' if args.poll_seconds is not None else 'its default'}); "
           f"{os.cpu_count()} CPU cores; {len(node_gpus)} simulated GPU nodes, {gpus} GPUs; "
-          f"scripted trainers, --writer {writer}, early report after {args.trainer_early[0]:g}-"
+          f"scripted trainers, --writer {writer}{f' ({args.report_connections} connections)' if args.reports else ''}, "
+          f"early report after {args.trainer_early[0]:g}-"
           f"{args.trainer_early[1]:g} s, polling every {args.trainer_poll:g} s")  # fmt: skip
     storage = args.storage or postgres_url()
     bin_dir = k8s_bin_dir()

@@ -200,49 +200,34 @@ class OptunaWriter:
 
 
 class HttpsWriter:
-    """The report endpoint's protocol (docs/protocol.md) with the standard library alone: the URL, CA, token file and
-    trial come from the environment the operator's Job sets (``ftstudy.trainer.reporting``'s ``FTSTUDY_REPORT_*``)."""
+    """The report endpoint's protocol (docs/protocol.md) through the trainer's own ``HttpReporter``: the URL, CA,
+    token file and trial come from the environment the operator's Job sets (``ftstudy.trainer.reporting``'s
+    ``FTSTUDY_REPORT_*``). ``new_connections``: close the connection after every request, as the trainer did before
+    it kept one open (``--report-connections new``), to measure what keeping it saves."""
 
     trial_id = -1  # no database row: this trainer never sees one
 
-    def __init__(self) -> None:
-        import ssl
+    def __init__(self, new_connections: bool = False) -> None:
+        from ftstudy.retry import RetryPolicy
+        from ftstudy.trainer.reporting import HttpReporter
 
-        self.url = os.environ["FTSTUDY_REPORT_URL"].rstrip("/") + "/v1/report"
-        self.context = ssl.create_default_context(cadata=os.environ["FTSTUDY_REPORT_CA"])
-        self.token_path = Path(os.environ["FTSTUDY_REPORT_TOKEN"])
-        self.trial = json.loads(os.environ["FTSTUDY_REPORT_TRIAL"])
+        self.reporter = HttpReporter(
+            os.environ["FTSTUDY_REPORT_URL"],
+            os.environ["FTSTUDY_REPORT_CA"],
+            Path(os.environ["FTSTUDY_REPORT_TOKEN"]),
+            json.loads(os.environ["FTSTUDY_REPORT_TRIAL"]),
+            RetryPolicy(deadline_seconds=120.0, first_delay=0.2, target="the operator's report endpoint"),
+        )
+        self.new_connections = new_connections
 
-    def post(self, body: dict[str, Any], deadline_s: float = 120.0) -> dict[str, Any]:
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """The answer; refused connections and 503s (the operator starting, the study not loaded yet) retried with
         backoff, as the trainer retries them."""
-        import urllib.error
-        import urllib.request
-
-        give_up, pause = time.monotonic() + deadline_s, 0.2
-        while True:
-            request = urllib.request.Request(
-                self.url,
-                data=json.dumps({**self.trial, **body}).encode(),
-                method="POST",
-                headers={
-                    "Authorization": f"Bearer {self.token_path.read_text().strip()}",
-                    "Content-Type": "application/json",
-                },
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=15, context=self.context) as response:
-                    answer: dict[str, Any] = json.loads(response.read())
-                    return answer
-            except urllib.error.HTTPError as error:
-                if error.code != 503 or time.monotonic() > give_up:
-                    detail = error.read().decode(errors="replace")
-                    raise RuntimeError(f"the operator refused {body.get('kind')}: {error.code} {detail}") from None
-            except OSError:
-                if time.monotonic() > give_up:
-                    raise
-            time.sleep(pause)
-            pause = min(2 * pause, 5.0)
+        try:
+            return self.reporter._call(str(body.get("kind")), body)
+        finally:
+            if self.new_connections:
+                self.reporter.close()
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         self.post({"kind": "attrs", "attrs": attrs})
@@ -254,7 +239,11 @@ class HttpsWriter:
         """The endpoint wakes the study itself."""
 
     def state(self) -> str:
-        return str(self.post({"kind": "status"}).get("state", "running"))
+        try:
+            return self.reporter.status().value  # "running" when the endpoint cannot be reached, as in the trainer
+        finally:
+            if self.new_connections:
+                self.reporter.close()
 
     def connect(self) -> Any:
         raise NotImplementedError("a trial reporting over HTTPS has no database connection")
@@ -289,6 +278,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--storage", default=os.environ.get(STORAGE_ENV))
     p.add_argument("--writer", choices=("sql", "optuna", "https"), default="sql")
+    p.add_argument("--report-connections", choices=("kept", "new"), default="kept",
+                   help="--writer https: one connection kept open (the trainer's way) or one per request")  # fmt: skip
     p.add_argument("--early-seconds", type=float, nargs=2, default=(1.0, 3.0), help="uniform range")
     p.add_argument("--rest-seconds", type=float, nargs=2, default=(0.5, 1.5), help="uniform range")
     p.add_argument("--poll-seconds", type=float, default=POLL_S, help="how often it reads its trial's state")
@@ -364,7 +355,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, terminated)
     writer: Writer
     if args.writer == "https":
-        writer = HttpsWriter()
+        writer = HttpsWriter(new_connections=args.report_connections == "new")
     else:
         writer = (SqlWriter if args.writer == "sql" else OptunaWriter)(args.storage, args.study, args.trial)
     record["connected_at"] = time.time()

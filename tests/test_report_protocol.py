@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from typing import Any
 
 import pytest
@@ -135,3 +136,51 @@ def test_the_serving_certificate_is_renewed_before_it_expires_and_keeps_its_ca()
     assert "names" in (certs.renewal_due(bundle, ["other.svc"], now) or "")
     other_ca, other_key = certs.make_ca(now)
     assert "CA" in (certs.renewal_due(certs.Bundle(other_ca, other_key, cert, key), hosts, now) or "")
+
+
+def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_closed_it(tmp_path: Any) -> None:
+    """Each TLS handshake cost the operator CPU (docs/benchmarks.md): a trainer's reports and state checks share one
+    connection, and one the endpoint closed while idle is replaced without the request failing."""
+    from ftstudy.kube import report_server
+    from ftstudy.retry import RetryPolicy
+    from ftstudy.trainer.reporting import HttpReporter, TrialStatus
+
+    now = dt.datetime.now(dt.UTC)
+    ca, ca_key = certs.make_ca(now)
+    cert, key = certs.make_serving(ca, ca_key, ["127.0.0.1"], now)
+
+    requests: list[dict[str, Any]] = []
+
+    class Answering:  # the endpoint's HTTP and TLS as they are; what it does with a report is not this test's
+        metrics = None
+
+        def handle(self, authorization: str, request: bytes) -> tuple[int, bytes]:
+            assert authorization == "Bearer the-token"
+            requests.append(json.loads(request))
+            return 200, rp.answer(state="running", params={"lr": 0.001})
+
+    server = report_server.ReportServer(Answering(), certs.Bundle(ca, ca_key, cert, key), "127.0.0.1", 0)  # type: ignore[arg-type]
+    server.server.idle_seconds = 0.5
+    accepted = []
+    get_request = server.server.get_request
+    server.server.get_request = lambda: accepted.append(1) or get_request()  # type: ignore[method-assign]
+    server.start()
+    try:
+        token = tmp_path / "token"
+        token.write_text("the-token\n")
+        reporter = HttpReporter(f"https://127.0.0.1:{server.port}", ca, token, {"trial": 3},
+                                RetryPolicy(deadline_seconds=5.0, first_delay=0.05))  # fmt: skip
+        assert reporter.params() == {"lr": 0.001}
+        for _ in range(5):
+            assert reporter.status() is TrialStatus.RUNNING
+        reporter.report_early(20, 0.5)
+        reporter.set_attrs({"steps_done": 20})
+        assert (len(requests), reporter.connections_opened, len(accepted)) == (8, 1, 1)
+        time.sleep(1.0)  # the endpoint closes the idle connection: a state check (never retried) still gets through
+        assert reporter.status() is TrialStatus.RUNNING and reporter.unreachable_since is None
+        reporter.set_attrs({"steps_done": 40})
+        assert requests[-1]["attrs"] == {"steps_done": 40}
+        assert (len(requests), reporter.connections_opened, len(accepted)) == (10, 2, 2)
+        reporter.close()
+    finally:
+        server.stop()

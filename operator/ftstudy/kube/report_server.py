@@ -207,6 +207,9 @@ class ReportHandler:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+    # a trainer keeps its connection between requests (a state check every few steps); one idle this long is closed,
+    # so a trainer scoring for minutes holds no thread here (it opens a new connection for its next report)
+    idle_seconds = 30.0
 
     def __init__(self, address: tuple[str, int], handler: ReportHandler, context: ssl.SSLContext) -> None:
         self.report_handler = handler
@@ -223,7 +226,7 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = super().get_request()
-        sock.settimeout(30)
+        sock.settimeout(self.idle_seconds)
         # the handshake runs in the request's thread (on its first read), so a slow client holds no one else up;
         # each connection takes the context current now, so a renewed certificate is served without a restart
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address

@@ -172,15 +172,25 @@ class HttpReporter:
     """Reports to the operator's report endpoint over HTTPS with the pod's projected token; holds no database
     credentials. Writes are retried through an unreachable operator (a restart, a leader change) until
     ``retry``'s deadline; a state check that cannot reach it says "running" (the next check asks again), so an
-    operator away for minutes costs no training."""
+    operator away for minutes costs no training.
+
+    One connection is kept open between requests (HTTP/1.1 keep-alive): a trainer checks its state every few
+    steps, and a TLS handshake per check cost the operator more CPU than the check itself (docs/benchmarks.md).
+    The endpoint closes a connection idle for a while; a request that finds its kept connection closed is sent
+    once more on a new one, which is safe because every report sets a value and a state check reads."""
 
     def __init__(self, url: str, ca_pem: str, token_path: Path, trial: dict[str, Any], retry: RetryPolicy,
                  defaults: dict[str, Any] | None = None, timeout: float = 15.0) -> None:  # fmt: skip
         import ssl
+        import urllib.parse
 
         if not url.startswith("https://"):
             raise ValueError(f"${REPORT_URL_ENV} must be an https:// URL, got {url!r}")
-        self.url = url.rstrip("/") + "/v1/report"
+        parsed = urllib.parse.urlsplit(url.rstrip("/") + "/v1/report")
+        if not parsed.hostname:
+            raise ValueError(f"${REPORT_URL_ENV} names no host: {url!r}")
+        self.url = parsed.geturl()
+        self.host, self.port, self.path = parsed.hostname, parsed.port or 443, parsed.path
         self.context = ssl.create_default_context(cadata=ca_pem)  # verification on, against the operator's CA only
         self.token_path = token_path
         self.trial = dict(trial)
@@ -188,29 +198,59 @@ class HttpReporter:
         self.defaults = dict(defaults or {})
         self.timeout = timeout
         self._params: dict[str, Any] | None = None
+        self._connection: Any = None  # http.client.HTTPSConnection, kept between requests
+        self.connections_opened = 0
         self.unreachable_since: float | None = None
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        import urllib.error
-        import urllib.request
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
+    def _exchange(self, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """One request and its answer, on the kept connection if there is one (once more on a new one if the
+        endpoint had closed it), else on a new one."""
+        import http.client
+        import ssl
+
+        for _ in range(2):
+            kept = self._connection is not None
+            if not kept:
+                self._connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                               context=self.context)  # fmt: skip
+                self.connections_opened += 1
+            try:
+                self._connection.request("POST", self.path, body=data, headers=headers)
+                response = self._connection.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                self.close()  # nothing left on this connection to trust
+                if kept and not isinstance(error, TimeoutError):  # closed while idle (its timeout, a restart)
+                    continue
+                if isinstance(error, http.client.HTTPException | ssl.SSLEOFError | ssl.SSLZeroReturnError):
+                    raise ConnectionError(f"the operator's endpoint broke the connection: "
+                                          f"{type(error).__name__}: {error}") from None  # fmt: skip
+                raise  # refused, a timeout (both retried), or a certificate not to trust (not retried)
+            if response.will_close:
+                self.close()
+            return response.status, answer
+        raise AssertionError("unreachable: the second try is on a new connection")
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         token = self.token_path.read_text().strip()  # read each time: the kubelet rotates it
         data = json.dumps({**self.trial, **body}).encode()
-        request = urllib.request.Request(self.url, data=data, method="POST", headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        status, raw = self._exchange(data, headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
-                answer: dict[str, Any] = json.loads(response.read())
-                return answer
-        except urllib.error.HTTPError as error:
-            try:
-                detail = json.loads(error.read())
-            except (ValueError, OSError):
-                detail = {}
-            message = f"{error.code} {detail.get('reason', error.reason)}: {detail.get('error', '')}"
-            if error.code in (502, 503, 504) or detail.get("retry"):
-                raise EndpointBusy(message) from None
-            raise ReportRefused(f"the operator refused the report: {message}") from None
+            answer: dict[str, Any] = json.loads(raw) if raw else {}
+        except ValueError:
+            answer = {}
+        if status == 200:
+            return answer
+        message = f"{status} {answer.get('reason', 'error')}: {answer.get('error', '')}"
+        if status in (502, 503, 504) or answer.get("retry"):
+            raise EndpointBusy(message)
+        raise ReportRefused(f"the operator refused the report: {message}")
 
     def _call(self, what: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.retry.call(what, lambda: self._post(body))
