@@ -754,6 +754,18 @@ def operator_problems(log: str) -> list[str]:
     return [line for line in log.splitlines() if any(w in line for w in ("ERROR", "CRITICAL", "Traceback", "WARNING"))]
 
 
+def trainer_problems(logs: Path) -> tuple[int, list[str]]:
+    """What the trial pods' logs say went wrong (a state check that could not reach the operator, a refused report,
+    a traceback): how many pods said anything, and the distinct lines with numbers blanked out."""
+    pods, lines = 0, set()
+    for log in sorted(logs.rglob("*.log")):
+        found = [line for line in log.read_text(errors="replace").splitlines()
+                 if any(w in line for w in ("Traceback", "Error", "WARNING", "cannot reach", "refused"))]  # fmt: skip
+        pods += bool(found)
+        lines.update(re.sub(r"\d+(\.\d+)?", "N", line.strip())[:200] for line in found)
+    return pods, sorted(lines)
+
+
 # --- main ----------------------------------------------------------------------------------------------------------
 
 
@@ -984,6 +996,10 @@ def main() -> int:
         print()
         if len(results) == 2:
             print_mode_ratios(results[0], results[1])
+        pods, lines = trainer_problems(workdir / "nodes" / "logs")
+        print(f"trial pods' logs: {pods} with warning/error lines")
+        for line in lines[:10]:
+            print(f"  {line}")
         if nodes.errors:
             print(f"simulated nodes: {len(nodes.errors)} errors, e.g. {nodes.errors[:3]}")
         ok = all(p == "Succeeded" for r in results for run in (r.base, *r.many) for p in run.phases.values())

@@ -25,17 +25,19 @@ How it writes (``--writer``):
 - ``optuna``: ``ftstudy.trainer.reporting.OptunaReporter``, the trainer's own code. Its RDBStorage costs about
   1.5 CPU-s per process (importing SQLAlchemy, Optuna's models and alembic), which 120 trials turn into most of a
   core of a 2-core machine: CPU the trainers would spend on their GPU nodes, not on the operator's.
-- ``https``: to the operator's report endpoint, as ``ftstudy.trainer.reporting.HttpReporter`` does (docs/protocol.md:
-  ``POST /v1/report`` with the pod's projected token, verified against the CA the Job gives), holding no database
-  login at all. The decision is read as the trainer reads it there, by a ``status`` request every
-  ``--poll-seconds``: "pruned" is a cancel; a continue is not visible to a trial (it trains on), so the trainer
-  trains its "rest" while it keeps asking, and finishes unless pruned meanwhile. Needs the operator's
-  ``--report-url`` (``bench/operator_latency.py --reports``).
+- ``https``: to the operator's report endpoint through the trainer's own ``ftstudy.trainer.reporting.HttpReporter``
+  (docs/protocol.md: ``POST /v1/report`` with the pod's projected token, verified against the CA the Job gives, on
+  one kept connection; ``--report-connections new`` for one per request), holding no database login at all. The
+  decision is read as the trainer reads it there, by a ``status`` request every ``--poll-seconds``: "pruned" is a
+  cancel; a continue is not visible to a trial (it trains on), so the trainer trains its "rest" while it keeps
+  asking, and finishes unless pruned meanwhile. Needs the operator's ``--report-url`` (``bench/operator_latency.py
+  --reports``).
 
 Times and accuracies come from a RNG seeded with the study and trial, so a rerun draws the same ones.
 
-It imports nothing of ftstudy's and, with ``--writer sql``, nothing but psycopg2: a thousand of them at once (100
-studies of 10 parallel trials) cost about 8 MiB each instead of 11 (the attribute names are spelled out below, and
+With ``--writer sql`` it imports nothing of ftstudy's and nothing but psycopg2 (``https`` imports the trainer's
+reporting module, light: 13 MiB RSS with it): a thousand of them at once (100 studies of 10 parallel trials) cost
+about 8 MiB each instead of 11 (the attribute names are spelled out below, and
 ``bench/operator_latency.py`` checks them against ``ftstudy.trainer.reporting.UserAttr`` before it starts).
 """
 

@@ -28,7 +28,7 @@ from ftstudy.kube.reconciler import StudyReconciler, _Built
 from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine
-from ftstudy.study_store import AUDIT, AUDIT_FRACTION, SPEC, StudyConflict, StudyStore
+from ftstudy.study_store import AUDIT, AUDIT_FRACTION, SPEC, StudyConflict, StudyStore, attempts, resumes
 from ftstudy.trial_command import trainer_args
 from tests.conftest import PrivateDatabase
 from tests.test_observability import scrape_registry
@@ -1100,3 +1100,36 @@ def test_an_output_dir_the_trials_cannot_use_is_refused_when_applied(
 ) -> None:
     with pytest.raises(spec.SpecError, match=words.replace("(", r"\(").replace(")", r"\)")):
         study(trialTemplate=template, **({"dataset": dataset} if dataset else {}))
+
+
+def test_a_trials_standing_is_answered_from_memory_until_the_study_ends_it(private_database: PrivateDatabase) -> None:
+    """The report endpoint answers every trainer's state check (each every few steps) with ``StudyStore.standing``:
+    from what the store wrote and last read, with no database statement, and from the database once the store
+    has begun to end the trial, so a pruned trial's trainer is never told "running" from memory."""
+    import sqlalchemy
+
+    s = study(budget={"maxTrials": 2, "parallelism": 2})
+    store = StudyStore(private_database.url, "ml.standing", s.spec, RetryPolicy(deadline_seconds=10))
+    statements: list[str] = []
+    sqlalchemy.event.listen(store.storage.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    number, params = store.ask(baseline=False)
+    store.record_attempt(number, 1)
+    other, _ = store.ask(baseline=False)
+    store.trials()
+    store.record_attempt(other, 2)
+    store.record_resume(other, 1)
+    statements.clear()
+    first, second = store.standing(number), store.standing(other)
+    assert (first.state, first.launch, first.params) == (TrialState.RUNNING, 1, params)
+    assert (second.state, second.launch) == (TrialState.RUNNING, 3)
+    assert statements == []  # memory alone
+    for n in (number, other):  # and what the database says
+        stored = store.trial(n)
+        assert (stored.state, store.standing(n).launch) == (TrialState.RUNNING, attempts(stored) + resumes(stored))
+    store.prune(number)
+    statements.clear()
+    assert store.standing(number).state == TrialState.PRUNED
+    assert statements, "an ended trial's standing is read from the database"
+    store.trials()  # the next pass reads it as ended: memory again
+    statements.clear()
+    assert store.standing(number).state == TrialState.PRUNED and statements == []

@@ -19,7 +19,9 @@ import copy
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
@@ -58,6 +60,25 @@ _PHASES = {
     TrialState.PRUNED: Phase.PRUNED,
     TrialState.FAIL: Phase.FAILED,
 }
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What a trial's trainer is told when it checks its state or reports: whether the trial has ended, which launch
+    is current (``ftstudy:attempts`` + ``ftstudy:resumes``) and its parameters."""
+
+    state: TrialState
+    attempts: int
+    resumes: int
+    params: dict[str, Any]
+
+    @property
+    def launch(self) -> int:
+        return self.attempts + self.resumes
+
+    @staticmethod
+    def of(trial: FrozenTrial) -> Standing:
+        return Standing(trial.state, attempts(trial), resumes(trial), dict(trial.params))
 
 
 class StudyConflict(ValueError):
@@ -194,6 +215,10 @@ class StudyStore:
         self._finished: dict[int, FrozenTrial] = {}
         self._unfinished: list[FrozenTrial] = []
         self._max_trial_id = -1
+        # Every trial's standing as this process last read or wrote it (``standing``). Only the study's pass writes
+        # here (ask, launches, reads of the trials); ending a trial drops its entry until the next read of it.
+        self._standing: dict[int, Standing] = {}
+        self._standing_lock = threading.Lock()
 
     def _call(self, what: str, function: Callable[[], T]) -> T:
         return self.retry.call(what, function)
@@ -272,6 +297,8 @@ class StudyStore:
                 self._finished[trial.number] = trial
             else:
                 self._unfinished.append(trial)
+        with self._standing_lock:
+            self._standing.update((trial.number, Standing.of(trial)) for trial in fresh)
         everything = [*self._finished.values(), *self._unfinished]
         return sorted((t for t in everything if t.state in _PHASES), key=lambda t: t.number)
 
@@ -290,6 +317,8 @@ class StudyStore:
             self._call("enqueue the baseline", lambda: self.study.enqueue_trial(params, skip_if_exists=True))
         trial = self._call("ask for a trial", lambda: self.study.ask(self.distributions))
         self._trial_ids[trial.number] = optuna_internals.trial_id(trial)
+        with self._standing_lock:
+            self._standing[trial.number] = Standing(TrialState.RUNNING, 0, 0, dict(trial.params))
         drawn = self._drawn_by(baseline and self.spec.baseline is not None)
         trial_id = optuna_internals.trial_id(trial)
         self._call("record what drew it", lambda: self.storage.set_trial_system_attr(trial_id, DRAWN_BY, drawn))
@@ -310,6 +339,31 @@ class StudyStore:
         trial_id = self._trial_id(number)
         return self._call("read a trial", lambda: self.storage.get_trial(trial_id))
 
+    def standing(self, number: int) -> Standing:
+        """The trial's standing for its trainer's state checks and reports (``ftstudy.kube.report_server``), from
+        memory where this process knows it, so the checks of every running trial (each every few steps) cost no
+        database read. Memory is right because the operator alone starts, resumes and ends trials, and this store
+        writes the entry with each launch and resume and with each read of the trials, and drops it before it ends
+        the trial; a trial it has not seen yet, or is ending, is read from the database."""
+        with self._standing_lock:
+            known = self._standing.get(number)
+        return known if known is not None else Standing.of(self.trial(number))
+
+    def _update_standing(self, number: int, attempts: int | None = None, resumes: int | None = None) -> None:
+        with self._standing_lock:
+            known = self._standing.get(number)
+            if known is not None:
+                self._standing[number] = replace(
+                    known,
+                    attempts=known.attempts if attempts is None else attempts,
+                    resumes=known.resumes if resumes is None else resumes,
+                )
+
+    def _forget_standing(self, number: int) -> None:
+        """The trial has ended (or may have: ``tell`` skips a finished one): read it from the database next time."""
+        with self._standing_lock:
+            self._standing.pop(number, None)
+
     def record_early(self, number: int, step: int, accuracy: float) -> None:
         """A trainer's early accuracy, as it reports it (through the operator's report endpoint)."""
         trial_id = self._trial_id(number)
@@ -325,10 +379,12 @@ class StudyStore:
     def record_attempt(self, number: int, attempt: int) -> None:
         trial_id = self._trial_id(number)
         self._call("record a launch", lambda: self.storage.set_trial_system_attr(trial_id, ATTEMPTS, attempt))
+        self._update_standing(number, attempts=attempt)
 
     def record_resume(self, number: int, resume: int) -> None:
         trial_id = self._trial_id(number)
         self._call("record a resume", lambda: self.storage.set_trial_system_attr(trial_id, RESUMES, resume))
+        self._update_standing(number, resumes=resume)
 
     def record_preemptions(self, number: int, told: int) -> None:
         trial_id = self._trial_id(number)
@@ -348,9 +404,11 @@ class StudyStore:
         self._call("record a rung promotion", lambda: self.storage.set_trial_system_attr(trial_id, PASSED, rungs))
 
     def prune(self, number: int) -> None:
+        self._forget_standing(number)  # from now on a trainer's check reads the database, whatever the tell does
         self._call("cancel a trial", lambda: self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True))
 
     def complete(self, number: int, value: float) -> None:
+        self._forget_standing(number)
         self._call("finish a trial", lambda: self.study.tell(number, value, skip_if_finished=True))
 
     def fail(self, number: int, reason: str) -> None:
@@ -362,6 +420,7 @@ class StudyStore:
             "record a failure",
             lambda: self.storage.set_trial_user_attr(trial_id, UserAttr.FAILURE_REASON.value, reason),
         )
+        self._forget_standing(number)
         self._call("fail a trial", lambda: self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True))
 
 

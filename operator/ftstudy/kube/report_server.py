@@ -38,7 +38,7 @@ from ftstudy.kube import names
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.certs import Bundle
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
-from ftstudy.study_store import StudyStore, attempts, resumes
+from ftstudy.study_store import StudyStore
 
 log = logging.getLogger(__name__)
 
@@ -183,17 +183,17 @@ class ReportHandler:
         store = target.store
         assert store is not None
         ref = request.ref
-        trial = store.trial(ref.trial)
-        launch = attempts(trial) + resumes(trial)  # recorded just after the launch: a newer one may not be yet
+        standing = store.standing(ref.trial)  # from the store's memory: a state check every few steps costs no read
+        launch = standing.launch  # recorded just after the launch: a newer one may not be yet
         stale = ref.attempt < launch
         if request.kind is rp.Kind.STATUS:
             state = "running"
-            if trial.state == TrialState.PRUNED or stale:
+            if standing.state == TrialState.PRUNED or stale:
                 state = "pruned"
-            elif trial.state.is_finished():
+            elif standing.state.is_finished():
                 state = "finished"
-            return rp.answer(state=state, params=dict(trial.params))
-        rp.check_launch(ref, trial.state.is_finished(), launch)
+            return rp.answer(state=state, params=dict(standing.params))
+        rp.check_launch(ref, standing.state.is_finished(), launch)
         if request.kind is rp.Kind.EARLY:
             assert request.step is not None and request.accuracy is not None
             store.record_early(ref.trial, request.step, request.accuracy)
