@@ -278,6 +278,59 @@ def replay_section(seeds: int) -> tuple[list[str], dict[str, Any]]:
 
 
 EXAMPLE_METHOD = "ftstudy screen top-3 at 50%"  # examples/study.yaml's promotion
+# The confirmation fixed in docs/science.md on 2026-12-05, before any record of part long was read: the candidate
+# becomes the default only if its gain over random search has a 95% interval above zero on long and is not below
+# screening at 20%'s by more than CONFIRM_MARGIN. Not to be changed now that long has been read.
+CANDIDATE, DEFAULT_METHOD, CONFIRM_MARGIN = "ftstudy rungs 20/40/60%, top-5", "ftstudy screen top-5 at 20%", 0.005
+
+
+def replay_complete_part(name: str, configurations: int, seeds: int) -> tuple[Any, argparse.Namespace, Any] | str:
+    """``bench/replay.py --table bench/curves/NAME.jsonl --seeds SEEDS`` with its defaults, once the part is complete
+    (else why not yet)."""
+    path = CURVES / f"{name}.jsonl"
+    table = replay.load_table(path) if path.exists() else None
+    if table is None or len(table.configs) < configurations:
+        recorded = len(table.configs) if table is not None else 0
+        return f"part {name} has {recorded} of {configurations} configurations; it runs once complete."
+    args = argparse.Namespace(table=path.relative_to(ROOT), trials=40, parallelism=4, k=5, seeds=seeds,
+                              tolerance=0.01)  # fmt: skip
+    return table, args, replay.run(table, args.trials, args.parallelism, args.k, seeds, args.tolerance)
+
+
+def gain(results: dict[str, Any], method: str) -> tuple[float, float, float]:
+    """A method's result minus random search's at the same GPU-steps: mean over replay seeds and 95% interval."""
+    values = results[method]["over_random"]
+    low, high = replay.bootstrap(values, replay.mean)
+    return replay.mean(values), low, high
+
+
+def confirmation_section(seeds: int) -> list[str]:
+    """The pre-registered confirmation over part ``long``: ``bench/replay.py --table bench/curves/long.jsonl`` with
+    its default settings, and the verdict the rule gives."""
+    replayed = replay_complete_part("long", 41, seeds)
+    if isinstance(replayed, str):
+        return [f"Confirmation: {replayed}"]
+    table, args, results = replayed
+    (candidate, low, high), (default, _, _) = gain(results, CANDIDATE), gain(results, DEFAULT_METHOD)
+    above_zero = low > 0
+    close_enough = candidate >= default - CONFIRM_MARGIN
+    verdict = (
+        f"**confirmed**: {CANDIDATE} becomes the default"
+        if above_zero and close_enough
+        else f"**not confirmed**: {DEFAULT_METHOD} stays the default"
+    )
+    return [
+        f"The confirmation fixed in advance (above), `.venv/bin/python bench/replay.py --table {args.table} "
+        f"--seeds {seeds}` ({len(table.configs)} configurations of {table.total_steps} steps; its raw output is "
+        "`bench/results/confirmation-long/`):",
+        "",
+        *replay.report(table, results, args)[3:],
+        "",
+        f"The rule: {CANDIDATE}'s gain over random search at the same GPU-steps is "
+        f"{candidate:+.3f} [{low:+.3f}, {high:+.3f}] (interval above zero: "
+        f"{'yes' if above_zero else 'no'}); {DEFAULT_METHOD}'s is {default:+.3f} (the candidate not "
+        f"below it by more than {CONFIRM_MARGIN}: {'yes' if close_enough else 'no'}). Verdict: {verdict}.",
+    ]
 
 
 def example_section(table: Any, seeds: int) -> list[str]:
@@ -294,6 +347,38 @@ def example_section(table: Any, seeds: int) -> list[str]:
         f"to the end) had after as many GPU-steps is **{replay.mean(gain):+.3f} [{low:+.3f}, {high:+.3f}]** (mean over "
         "replay seeds, 95% bootstrap interval).",
     ]
+
+
+# The second confirmation, fixed in docs/science.md on 2026-12-06 before any record of part confirm existed: does
+# the default gain over random search at all, and does Optuna's Hyperband (the one method above zero on both main
+# and long) beat the default by more than CONFIRM_MARGIN? Not to be changed once confirm has been read.
+HYPERBAND = "Optuna Hyperband"
+
+
+def second_confirmation_section(seeds: int) -> list[str]:
+    """The pre-registered rules over part ``confirm``, with ``bench/replay.py``'s default settings."""
+    replayed = replay_complete_part("confirm", 41, seeds)
+    if isinstance(replayed, str):
+        return [f"Second confirmation: {replayed}"]
+    table, args, results = replayed
+    (default, d_low, d_high), (hyperband, h_low, h_high) = gain(results, DEFAULT_METHOD), gain(results, HYPERBAND)
+    default_gains = d_low > 0
+    hyperband_wins = h_low > 0 and hyperband > default + CONFIRM_MARGIN
+    return [
+        f"The second confirmation fixed in advance (above), `.venv/bin/python bench/replay.py --table {args.table} "
+        f"--seeds {seeds}` ({len(table.configs)} configurations of {table.total_steps} steps):",
+        "",
+        *replay.report(table, results, args)[3:],
+        "",
+        f"Rule 1: {DEFAULT_METHOD} (the default) gains over random search at the same GPU-steps "
+        f"{default:+.3f} [{d_low:+.3f}, {d_high:+.3f}]: "
+        f"{'a gain (interval above zero)' if default_gains else 'no measurable gain (interval not above zero)'}.",
+        f"Rule 2: {HYPERBAND} {hyperband:+.3f} [{h_low:+.3f}, {h_high:+.3f}]: "
+        + ("above zero and above the default's by more than "
+           f"{CONFIRM_MARGIN}: a Hyperband promotion becomes the next default candidate" if hyperband_wins
+           else "not both above zero and above the default's by more than "
+           f"{CONFIRM_MARGIN}: no change"),
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         *trust_section(main_records, "Trials of 50 steps (part `main`)"), "",
         *([*trust_section(long_records, "Trials of 200 steps (part `long`)"), ""] if long_records else []),
         *seed_noise_section(main_records), "", *best_section(main_records, zero_shot), "",
-        *dead_corner(main_records, FIGURES / "dead_corner.png"), "", *efficiency_section(), "", *replay_lines, END,
+        *dead_corner(main_records, FIGURES / "dead_corner.png"), "", *efficiency_section(), "", *replay_lines, "",
+        *(confirmation_section(args.seeds) if long_records else []), "", *second_confirmation_section(args.seeds),
+        END,
     ]  # fmt: skip
     text = DOC.read_text()
     if BEGIN in text:
