@@ -126,6 +126,27 @@ def test_a_trial_kueue_never_admits_fails_after_budget_pending_seconds_naming_it
     assert any(words in e["message"] for e in study_events(ops, "starved", "TrialFailed"))
 
 
+def test_trials_left_suspended_when_their_local_queue_goes_are_named_in_a_condition(
+    queued_operators: Operators, kueue: Kueue
+) -> None:
+    """A LocalQueue deleted mid-study (or Kueue uninstalled) leaves the trials' Jobs suspended with nothing to admit
+    them: the study says so and names them (QueueAvailable False, a Warning Event) instead of counting them as
+    merely queued until budget.pendingSeconds."""
+    ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
+    kueue.apply(resource_flavor(), cluster_queue(f"full-{ns}", 0), local_queue(ns, "doomed", f"full-{ns}"))
+    ops.start()
+    budget = {"maxTrials": 1, "parallelism": 1, "pendingSeconds": 600}
+    apply(plane, ns, study_manifest("orphaned", trialTemplate={"queueName": "doomed"}, budget=budget))
+    wait_for_condition(ops, "orphaned", "QueueAvailable", "QueueExists", timeout=120)
+    wait_for("the trial queued", lambda: ((get_study(plane, ns, "orphaned").get("status") or {}).get("trials")
+                                         or {}).get("queued"), 120)  # fmt: skip
+    plane.kubectl("delete", "localqueue", "doomed", "-n", ns)
+    found = wait_for_condition(ops, "orphaned", "QueueAvailable", "QueueNotFound", timeout=90)
+    assert "LocalQueue doomed does not exist" in found["message"], found
+    assert "left suspended, which nothing will admit: orphaned-t0-a1" in found["message"], found
+    assert study_events(ops, "orphaned", "QueueNotFound")
+
+
 def urgent_job(namespace: str, queue: str) -> dict[str, Any]:
     """Someone else's work, of a higher WorkloadPriorityClass, asking for the queue's one GPU (a few seconds)."""
     security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,

@@ -30,6 +30,7 @@ waiting and retried, other refusals (RBAC) are a condition.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -61,6 +62,7 @@ CANNOT_START = {
     "CreateContainerError",
 }
 ENDED = ("Succeeded", "Failed")
+QUEUE_RECHECK_SECONDS = 15.0  # while trials wait in Kueue: how often their LocalQueue is checked to still exist
 
 
 class JobConflict(Problem):
@@ -360,6 +362,10 @@ class JobExecutor:
         self.refused: dict[int, TrialProcess] = {}  # attempts whose Job the API server refused as invalid
         self.ended: list[tuple[str, datetime]] = []  # Jobs of finished trials (observe's reading): name, when ended
         self.queues_seen: set[str] = set()  # LocalQueues found to exist (trialTemplate.queueName)
+        # While trials wait in the queue: why Kueue cannot admit them any more (its LocalQueue deleted, Kueue
+        # uninstalled), naming the Jobs left suspended; None when it still can (``_recheck_queue``)
+        self.queue_gone: str | None = None
+        self._queue_checked = -QUEUE_RECHECK_SECONDS
 
     def _key(self, number: int) -> str:
         if number not in self.keys and self.store is not None:
@@ -377,22 +383,47 @@ class JobExecutor:
         queue = self.spec.trial_template.queue_name
         if not queue or queue in self.queues_seen:
             return
+        problem = self._queue_problem(queue)
+        if problem is not None:
+            raise problem
+        self.queues_seen.add(queue)
+
+    def _queue_problem(self, queue: str) -> Problem | None:
         try:
             self.kube.get(path("kueue.x-k8s.io", "v1beta2", "localqueues", self.namespace, queue))
         except ApiError as error:
             if error.status == 404 and "localqueues" in error.message and "not found" in error.message:
-                raise Problem("QueueNotFound", f"spec.trialTemplate.queueName: LocalQueue {queue} does not exist in "
-                              f"namespace {self.namespace}; create it (pointing at a ClusterQueue) or fix the "
-                              "name; no trial is launched until it exists") from None  # fmt: skip
+                return Problem("QueueNotFound", f"spec.trialTemplate.queueName: LocalQueue {queue} does not exist in "
+                               f"namespace {self.namespace}; create it (pointing at a ClusterQueue) or fix the "
+                               "name; no trial is launched until it exists")  # fmt: skip
             if error.status == 404:
-                raise Problem("KueueNotInstalled", "spec.trialTemplate.queueName is set but this cluster serves no "
-                              "kueue.x-k8s.io/v1beta2 LocalQueues: install Kueue (v0.17 or later), or remove "
-                              "queueName") from None  # fmt: skip
+                return Problem("KueueNotInstalled", "spec.trialTemplate.queueName is set but this cluster serves no "
+                               "kueue.x-k8s.io/v1beta2 LocalQueues: install Kueue (v0.17 or later), or remove "
+                               "queueName")  # fmt: skip
             if error.status == 403:
-                raise Problem("QueueForbidden", f"the operator may not read LocalQueue {queue}: install the chart "
-                              "with kueue.enabled=true") from None  # fmt: skip
+                return Problem("QueueForbidden", f"the operator may not read LocalQueue {queue}: install the chart "
+                               "with kueue.enabled=true")  # fmt: skip
             raise
-        self.queues_seen.add(queue)
+        return None
+
+    def _recheck_queue(self, suspended: list[str]) -> None:
+        """Jobs wait suspended for Kueue: is it still there to admit them? A LocalQueue deleted or Kueue uninstalled
+        mid-study would leave them suspended until ``budget.pendingSeconds``, looking merely queued; checked again
+        every ``QUEUE_RECHECK_SECONDS`` while any waits (one GET), and the next launch checks afresh."""
+        queue = self.spec.trial_template.queue_name
+        if not queue or not suspended:
+            self.queue_gone = None
+            return
+        if time.monotonic() - self._queue_checked < QUEUE_RECHECK_SECONDS:
+            return
+        self._queue_checked = time.monotonic()
+        problem = self._queue_problem(queue)
+        if problem is None:
+            self.queue_gone = None
+            return
+        self.queues_seen.discard(queue)
+        self.queue_gone = (f"{problem.reason}: {problem.message}. Job(s) left suspended, which nothing will admit: "
+                           f"{', '.join(sorted(suspended))}")  # fmt: skip
 
     def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
         self._check_queue()
@@ -518,6 +549,8 @@ class JobExecutor:
             if current is None or attempt > (_attempt(current) or 0):
                 newest[number] = job
         self.latest = newest
+        self._recheck_queue([job["metadata"]["name"] for job in newest.values()
+                             if job.get("spec", {}).get("suspend") and not job_ended(job)])  # fmt: skip
         by_job: dict[str, list[dict[str, Any]]] = {}
         by_trial: dict[int, list[dict[str, Any]]] = {}
         for pod in pods:

@@ -172,6 +172,7 @@ class StudyReconciler:
     metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
     trials_seen: dict[int, FrozenTrial] = field(default_factory=dict)  # the newest reading, for the metrics
     warned_unplaced: set[int] = field(default_factory=set)  # trials told TrialUnschedulable (once while waiting)
+    warned_queue: str | None = None  # what the last QueueAvailable=False Event said (once per cause)
     # the study's storage is open at url, its records under this Optuna name: wake on their reports
     listen: Callable[[str, str], None] = lambda url, optuna_name: None
     created: datetime | None = None  # the FineTuneStudy's creationTimestamp (which records are its own)
@@ -443,6 +444,8 @@ class StudyReconciler:
             )
         if isinstance(built.engine.executor, JobExecutor):
             conditions.append(self._placed(built.engine.executor.unplaced, study_spec, generation, now))
+            if study_spec.trial_template.queue_name:
+                conditions.append(self._admissible(built.engine.executor.queue_gone, generation, now))
         trusted = trust_condition(status["earlyScoreTrust"], study_spec.training.early_fraction, generation, now)
         if trusted is not None:
             conditions.append(trusted)
@@ -482,6 +485,20 @@ class StudyReconciler:
             f"node added) and fail after budget.pendingSeconds ({study_spec.budget.pending_seconds:.0f} s)"
         )
         return condition("TrialsSchedulable", False, "Unschedulable", message, generation, now)
+
+    def _admissible(self, gone: str | None, generation: int, now: datetime) -> dict[str, Any]:
+        """The QueueAvailable condition of a study that queues its trials in Kueue: False, with the Jobs left
+        suspended, once Kueue can no longer admit them (``JobExecutor._recheck_queue``); a Warning Event when it
+        turns False."""
+        if gone is None:
+            self.warned_queue = None
+            return condition("QueueAvailable", True, "QueueExists", "the LocalQueue exists: Kueue admits the trials "
+                             "as its ClusterQueue's quota allows", generation, now)  # fmt: skip
+        reason = gone.split(":", 1)[0]
+        if self.warned_queue != gone:
+            self.events.append(Event(None, gone, reason))
+            self.warned_queue = gone
+        return condition("QueueAvailable", False, reason, gone, generation, now)
 
     def _warned_untrusted(self, old: dict[str, Any]) -> bool:
         """Was the study already told that its early scores are not to be trusted? Its stored status says so (across
