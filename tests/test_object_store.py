@@ -119,7 +119,10 @@ def test_the_store_stopped_mid_checkpoint_fails_the_run_cleanly_and_the_old_chec
     object is written and before the manifest that would name it, and crashes. The run fails with exit 4 naming the
     store; the manifest still names step 3's state, intact; the next attempt resumes from step 3, checkpoints and
     scores the rung, and leaves one state object. (A PUT the client gave up on may also land late, naming the new
-    state: complete too, and the trainer then scores the rung it names: tests/test_screening.py.)"""
+    state: complete too, and the trainer then scores the rung it names: tests/test_screening.py.) The store comes back
+    with the trainers' key rotated, as credentials expire mid-study: an attempt with the old key fails at once with
+    exit 4 and the store's refusal, without the secret and without touching the checkpoint; the next, with the
+    renewed key (a renewed Secret, read by the next pod), resumes."""
     url = f"{prefix()}/team-a/study/trial-0001"
     assert run_into(trainer_cmd, own_store, dataset_dir, url, tmp_path / "pod-1", "screen").returncode == 0
     store = objects(own_store, url)
@@ -140,12 +143,20 @@ def test_the_store_stopped_mid_checkpoint_fails_the_run_cleanly_and_the_old_chec
         lines.extend(process.stderr)
         code = process.wait(timeout=300)
     finally:
-        own_store.crash_and_restart()  # the manifest PUT it held dies with it (resumed, it would land late)
+        expired = own_store.env()
+        # the manifest PUT it held dies with it (resumed, it would land late); the key is rotated meanwhile
+        own_store.crash_and_restart(credentials=("ftstudy-test-2", "ftstudy-test-secret-key-2"))
     log = "".join(lines)
     assert code == EXIT_ARTIFACTS, log
     assert f"could not write {url}/checkpoint/checkpoint.json" in log
-    assert own_store.env()["AWS_SECRET_ACCESS_KEY"] not in log
+    assert expired["AWS_SECRET_ACCESS_KEY"] not in log
 
+    refused = run_into(trainer_cmd, own_store, dataset_dir, url, tmp_path / "pod-expired", "resume", "--rungs", "0.6",
+                       "--store-retry-seconds", "3", env=expired)  # fmt: skip
+    assert refused.returncode == EXIT_ARTIFACTS, refused.stderr
+    assert "403 Forbidden, InvalidAccessKeyId" in refused.stderr, refused.stderr
+    assert expired["AWS_SECRET_ACCESS_KEY"] not in refused.stderr and "step 4" not in refused.stderr
+    store = objects(own_store, url)  # the renewed key
     after = read_json(store, "checkpoint/checkpoint.json")
     assert after == before, "the manifest still names step 3's checkpoint"
     assert len([k for k in store.keys("checkpoint/") if k.startswith("checkpoint/state-")]) == 2, "an orphan state"

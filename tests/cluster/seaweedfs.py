@@ -43,6 +43,7 @@ class SeaweedFS:
     def __init__(self, directory: Path, host: str = "127.0.0.1") -> None:
         self.dir = directory
         self.host = host
+        self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY  # the trainers' identity (``crash_and_restart``)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "weed.log"
@@ -55,16 +56,16 @@ class SeaweedFS:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def env(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         """What a trainer needs to reach the store (what an artifact Secret holds in a cluster)."""
-        return {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_ENDPOINT_URL": self.endpoint,
-                "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}  # fmt: skip
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}  # fmt: skip
 
     def start(self) -> SeaweedFS:
         weed = build()
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         identities = {"identities": [
-            {"name": "trainer", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            {"name": "trainer", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
              "actions": [f"{action}:{BUCKET}" for action in ("Read", "Write", "List", "Tagging")]},
             {"name": "admin", "credentials": [{"accessKey": ADMIN_KEY, "secretKey": ADMIN_SECRET}],
              "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}  # fmt: skip
@@ -74,8 +75,12 @@ class SeaweedFS:
                    *(f"-{flag}={port}" for flag, port in p.items()),
                    "-s3", f"-s3.port={self.port}", f"-s3.config={self.dir / 's3.json'}", "-master.telemetry=false",
                    "-master.volumeSizeLimitMB=64", "-volume.max=32"]  # fmt: skip
+        # Not the tests' AWS_* variables (a test that used the store has the trainers' key in its environment):
+        # weed makes an admin identity of any key it finds there, and the trainers' key would become one.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env=env)  # fmt: skip
         self._wait_ready(90)
         return self
 
@@ -115,9 +120,12 @@ class SeaweedFS:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGCONT)
 
-    def crash_and_restart(self) -> None:
+    def crash_and_restart(self, credentials: tuple[str, str] | None = None) -> None:
         """SIGKILL (a request it was holding dies with its connection), then start again on the same data and
-        ports: what it had stored is back, what it had not answered never happened."""
+        ports: what it had stored is back, what it had not answered never happened. ``credentials``: the trainers'
+        new access key and secret (rotated meanwhile: the old ones are refused from then on)."""
+        if credentials is not None:
+            self.access_key, self.secret_key = credentials
         if self.process is not None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
