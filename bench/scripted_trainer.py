@@ -201,6 +201,10 @@ class OptunaWriter:
         connection.close()  # back to the reporter's pool
 
 
+class Ended(Exception):
+    """The study ended the trial before this report (the trainer's ``TrialEnded``)."""
+
+
 class HttpsWriter:
     """The report endpoint's protocol (docs/protocol.md) through the trainer's own ``HttpReporter``: the URL, CA,
     token file and trial come from the environment the operator's Job sets (``ftstudy.trainer.reporting``'s
@@ -224,9 +228,14 @@ class HttpsWriter:
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """The answer; refused connections and 503s (the operator starting, the study not loaded yet) retried with
-        backoff, as the trainer retries them."""
+        backoff, as the trainer retries them. ``Ended`` if the study ended the trial first (as the trainer, it
+        stops then)."""
+        from ftstudy.trainer.reporting import TrialEnded
+
         try:
             return self.reporter._call(str(body.get("kind")), body)
+        except TrialEnded as error:
+            raise Ended(str(error)) from None
         finally:
             if self.new_connections:
                 self.reporter.close()
@@ -394,14 +403,20 @@ def main(argv: list[str]) -> int:
 
     time.sleep(rest)
     final = round(min(1.0, early + rng.uniform(0.0, 0.1)), 4)
-    writer.set_attrs(
-        {
-            ATTRS["FINAL_ACCURACY"]: final,
-            ATTRS["TEST_ACCURACY"]: round(final - rng.uniform(0.0, 0.03), 4),
-            ATTRS["STEPS_DONE"]: TOTAL_STEPS,
-            ATTRS["OUTCOME"]: "completed",  # last: with it the engine may finish the trial
-        }
-    )
+    try:
+        writer.set_attrs(
+            {
+                ATTRS["FINAL_ACCURACY"]: final,
+                ATTRS["TEST_ACCURACY"]: round(final - rng.uniform(0.0, 0.03), 4),
+                ATTRS["STEPS_DONE"]: TOTAL_STEPS,
+                ATTRS["OUTCOME"]: "completed",  # last: with it the engine may finish the trial
+            }
+        )
+    except Ended as error:  # trained on past a decision not made yet, which then pruned it (HTTPS only)
+        print(f"{error}: stopping", file=sys.stderr)
+        record["seen"] = "ended-before-its-results"
+        save()
+        return 0
     record["finished_at"] = time.time()
     save()
     return 0

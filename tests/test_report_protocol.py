@@ -140,10 +140,11 @@ def test_the_serving_certificate_is_renewed_before_it_expires_and_keeps_its_ca()
 
 def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_closed_it(tmp_path: Any) -> None:
     """Each TLS handshake cost the operator CPU (docs/benchmarks.md): a trainer's reports and state checks share one
-    connection, and one the endpoint closed while idle is replaced without the request failing."""
+    connection, and one the endpoint closed while idle is replaced without the request failing. A report refused
+    because the study has ended the trial is ``TrialEnded``, which the trainer takes as an end, not a failure."""
     from ftstudy.kube import report_server
     from ftstudy.retry import RetryPolicy
-    from ftstudy.trainer.reporting import HttpReporter, TrialStatus
+    from ftstudy.trainer.reporting import HttpReporter, TrialEnded, TrialStatus
 
     now = dt.datetime.now(dt.UTC)
     ca, ca_key = certs.make_ca(now)
@@ -157,6 +158,8 @@ def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_clos
         def handle(self, authorization: str, request: bytes) -> tuple[int, bytes]:
             assert authorization == "Bearer the-token"
             requests.append(json.loads(request))
+            if "outcome" in requests[-1].get("attrs", {}):  # the study pruned the trial while it trained on
+                return 409, rp.answer(False, reason="trial-ended", error="trial 3 of team-a/study has ended")
             return 200, rp.answer(state="running", params={"lr": 0.001})
 
     server = report_server.ReportServer(Answering(), certs.Bundle(ca, ca_key, cert, key), "127.0.0.1", 0)  # type: ignore[arg-type]
@@ -181,6 +184,8 @@ def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_clos
         reporter.set_attrs({"steps_done": 40})
         assert requests[-1]["attrs"] == {"steps_done": 40}
         assert (len(requests), reporter.connections_opened, len(accepted)) == (10, 2, 2)
+        with pytest.raises(TrialEnded):  # the trainer stops as a pruned trial does (exit 0), not as a failure
+            reporter.set_attrs({"outcome": "completed"})
         reporter.close()
     finally:
         server.stop()

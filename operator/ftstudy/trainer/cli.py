@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ftstudy.retry import StorageUnavailable
     from ftstudy.task.dataset import DatasetError
-    from ftstudy.trainer.reporting import ReportRefused
+    from ftstudy.trainer.reporting import ReportRefused, TrialEnded
 
     reporter = None
     try:
@@ -432,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
             result = Trainer(_settings(args), reporter, stop, artifacts, world).run()
         finally:
             distributed.leave(world)
+    except TrialEnded as error:  # the study decided first (it pruned the trial, or launched it again): not a failure
+        log.warning("%s; the study has ended this trial or launched it again: stopping", error)
+        return EXIT_OK
     except (StorageUnavailable, ReportRefused) as error:  # the study cannot be told: say so, and which report
         log.error("%s", error)
         return EXIT_STORAGE

@@ -168,6 +168,12 @@ class ReportRefused(RuntimeError):
     """The operator refused the report for good (401, 403, 404, 409, 4xx): retrying cannot help."""
 
 
+class TrialEnded(ReportRefused):
+    """The study ended the trial, or launched it anew, before this report arrived (409 ``trial-ended`` or
+    ``stale-launch``): a trainer that finished training while the operator was still deciding at the early point, then
+    pruned it. Nothing the study wants is lost; the trainer stops as a pruned trial does, not as a failure."""
+
+
 class HttpReporter:
     """Reports to the operator's report endpoint over HTTPS with the pod's projected token; holds no database
     credentials. Writes are retried through an unreachable operator (a restart, a leader change) until
@@ -250,6 +256,8 @@ class HttpReporter:
         message = f"{status} {answer.get('reason', 'error')}: {answer.get('error', '')}"
         if status in (502, 503, 504) or answer.get("retry"):
             raise EndpointBusy(message)
+        if status == 409 and answer.get("reason") in ("trial-ended", "stale-launch"):
+            raise TrialEnded(f"the operator refused the report: {message}")
         raise ReportRefused(f"the operator refused the report: {message}")
 
     def _call(self, what: str, body: dict[str, Any]) -> dict[str, Any]:
