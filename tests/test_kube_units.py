@@ -753,6 +753,10 @@ def test_status_counts_screened_trials_and_their_gpu_time_without_the_wait() -> 
     assert counts["running"] == 2, "the resumed trial and the one still screening"
     assert counts["cancelled"] == 1
     assert trial_seconds(pruned, NOW.timestamp()) == 30.0, "its trainer's time, not the 1000 s it existed"
+    queued = frozen(6, TrialState.RUNNING, None, None, 1000)
+    queued.datetime_complete = None
+    queued.system_attrs = {"ftstudy:admitted_at": NOW.timestamp() - 400}
+    assert trial_seconds(queued, NOW.timestamp()) == 400.0, "from Kueue's admission, not its time in the queue"
 
 
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:

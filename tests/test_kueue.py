@@ -91,6 +91,10 @@ def test_a_study_through_kueue_runs_no_more_trials_at_once_than_its_cluster_queu
     assert most_at_once(runs) <= 2, runs
     trials = optuna_trials(postgres_url, ns, "queued")
     assert [t.system_attrs["ftstudy:attempts"] for t in trials] == [1] * 4, "no retry"
+    waited = [t.system_attrs["ftstudy:admitted_at"] - t.datetime_start.timestamp() for t in trials]
+    assert min(waited) >= -1 and max(waited) > 1, f"GPU-seconds count from admission; seconds queued: {waited}"
+    admitted = study_events(ops, "queued", "TrialAdmitted")
+    assert len(admitted) == 4 and all("in LocalQueue trials" in e["message"] for e in admitted), admitted
     launched = study_events(ops, "queued", "TrialLaunched")
     assert launched and all("queued in LocalQueue trials" in e["message"] for e in launched), launched
 

@@ -53,6 +53,7 @@ AUDIT = "ftstudy:audit"  # on a trial: drawn for audit when created (trained to 
 AUDIT_FRACTION = "ftstudy:audit_fraction"  # on the study: the share it audits; null for a study older than audits
 FIXED_PARAMS = "fixed_params"  # Optuna's own mark on an enqueued trial: ours is the baseline
 DRAWN_BY = "ftstudy:drawn_by"  # on a trial: what chose its parameters (Draw), so a report can say if a winner was luck
+ADMITTED = "ftstudy:admitted_at"  # on a trial queued in Kueue: when its first Job started (unix s): GPU-seconds start
 
 _PHASES = {
     TrialState.RUNNING: Phase.RUNNING,
@@ -389,6 +390,10 @@ class StudyStore:
     def record_preemptions(self, number: int, told: int) -> None:
         trial_id = self._trial_id(number)
         self._call("record a preemption", lambda: self.storage.set_trial_system_attr(trial_id, PREEMPTIONS, told))
+
+    def record_admitted(self, number: int, at: float) -> None:
+        trial_id = self._trial_id(number)
+        self._call("record an admission", lambda: self.storage.set_trial_system_attr(trial_id, ADMITTED, at))
 
     def record_audit(self, number: int) -> None:
         trial_id = self._trial_id(number)

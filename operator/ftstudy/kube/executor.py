@@ -48,7 +48,7 @@ from ftstudy.kube.policy import TrialPolicy, check_pod
 from ftstudy.kube.problems import Problem
 from ftstudy.kube.times import parse_api_time
 from ftstudy.spec import StudySpec
-from ftstudy.study_store import StudyStore
+from ftstudy.study_store import ADMITTED, StudyStore
 from ftstudy.trainer.cli import EXIT_PREEMPTED
 
 log = logging.getLogger(__name__)
@@ -365,6 +365,7 @@ class JobExecutor:
         # While trials wait in the queue: why Kueue cannot admit them any more (its LocalQueue deleted, Kueue
         # uninstalled), naming the Jobs left suspended; None when it still can (``_recheck_queue``)
         self.queue_gone: str | None = None
+        self.admitted: list[tuple[int, float]] = []  # trials the last observe found admitted: number, seconds queued
         self._queue_checked = -QUEUE_RECHECK_SECONDS
 
     def _key(self, number: int) -> str:
@@ -405,6 +406,22 @@ class JobExecutor:
                                "with kueue.enabled=true")  # fmt: skip
             raise
         return None
+
+    def _record_admissions(self, newest: dict[int, dict[str, Any]], trials: Sequence[FrozenTrial]) -> None:
+        """When Kueue first admitted each trial (its Job's startTime, set when the Job is unsuspended), recorded
+        once: a trial's GPU-seconds count from there, not from its creation, which may be long before in the queue
+        (``ftstudy.kube.status.trial_seconds``). A study without a queue starts its Jobs at once: nothing to record."""
+        self.admitted = []
+        if self.store is None or not self.spec.trial_template.queue_name:
+            return
+        created = {t.number: t.datetime_start for t in trials if ADMITTED not in t.system_attrs
+                   and not t.state.is_finished()}  # fmt: skip
+        for number, job in newest.items():
+            started = parse_api_time((job.get("status") or {}).get("startTime"))
+            if number in created and started is not None and not job.get("spec", {}).get("suspend"):
+                self.store.record_admitted(number, started.timestamp())
+                since = created[number]
+                self.admitted.append((number, started.timestamp() - since.timestamp() if since else 0.0))
 
     def _recheck_queue(self, suspended: list[str]) -> None:
         """Jobs wait suspended for Kueue: is it still there to admit them? A LocalQueue deleted or Kueue uninstalled
@@ -549,6 +566,7 @@ class JobExecutor:
             if current is None or attempt > (_attempt(current) or 0):
                 newest[number] = job
         self.latest = newest
+        self._record_admissions(newest, trials)
         self._recheck_queue([job["metadata"]["name"] for job in newest.values()
                              if job.get("spec", {}).get("suspend") and not job_ended(job)])  # fmt: skip
         by_job: dict[str, list[dict[str, Any]]] = {}

@@ -446,6 +446,15 @@ class StudyReconciler:
             conditions.append(self._placed(built.engine.executor.unplaced, study_spec, generation, now))
             if study_spec.trial_template.queue_name:
                 conditions.append(self._admissible(built.engine.executor.queue_gone, generation, now))
+                for number, waited in built.engine.executor.admitted:
+                    self.events.append(
+                        Event(
+                            number,
+                            f"admitted by Kueue after {waited:.0f} s in LocalQueue "
+                            f"{study_spec.trial_template.queue_name}",
+                            "TrialAdmitted",
+                        )
+                    )
         trusted = trust_condition(status["earlyScoreTrust"], study_spec.training.early_fraction, generation, now)
         if trusted is not None:
             conditions.append(trusted)
@@ -573,7 +582,7 @@ class StudyReconciler:
 # What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
 NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded", "TrialPromoted",
           "TrialPruned", "TrialResumed", "TrialPromotedPastRung", "CheckingData",
-          "TrialPreempted", "ArtifactsDeleting"}  # fmt: skip
+          "TrialPreempted", "ArtifactsDeleting", "TrialAdmitted"}  # fmt: skip
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:

@@ -25,23 +25,28 @@ from ftstudy import trust
 from ftstudy.kube.times import api_time
 from ftstudy.report import Row, early_score_trust, rows
 from ftstudy.report import best as best_row
-from ftstudy.study_store import rung_counts, screening_counts
+from ftstudy.study_store import ADMITTED, rung_counts, screening_counts
 from ftstudy.trainer.reporting import UserAttr
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 
 
 def trial_seconds(trial: FrozenTrial, now: float) -> float:
-    """Wall time from the trial's creation to its end, or to ``now`` (unix seconds) while it runs. Optuna's datetimes
-    are naive local time, which is what ``timestamp()`` assumes. A screened trial: its trainers' time."""
+    """Wall time from the trial's creation, or from when Kueue first admitted it (``ftstudy:admitted_at``), to its
+    end, or to ``now`` (unix seconds) while it runs. Optuna's datetimes are naive local time, which is what
+    ``timestamp()`` assumes. A screened trial: its trainers' time."""
     if UserAttr.CHECKPOINT.value in trial.user_attrs:
         seconds = trial.user_attrs.get(UserAttr.TRAIN_SECONDS.value)
         if isinstance(seconds, int | float):
             return float(seconds)
     if trial.datetime_start is None:
         return 0.0
+    start = trial.datetime_start.timestamp()
+    admitted = trial.system_attrs.get(ADMITTED)
+    if isinstance(admitted, int | float):  # waiting in the queue held no GPU
+        start = max(start, float(admitted))
     end = trial.datetime_complete.timestamp() if trial.datetime_complete is not None else now
-    return max(0.0, end - trial.datetime_start.timestamp())
+    return max(0.0, end - start)
 
 
 def gpu_seconds(trials: Sequence[FrozenTrial], gpus: int, early_fraction: float, now: datetime) -> dict[str, float]:
