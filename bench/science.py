@@ -297,6 +297,17 @@ def replay_complete_part(name: str, configurations: int, seeds: int) -> tuple[An
     return table, args, replay.run(table, args.trials, args.parallelism, args.k, seeds, args.tolerance)
 
 
+def replayed_lines(title: str, table: Any, args: argparse.Namespace, results: Any, note: str = "") -> list[str]:
+    """The command, the table's size and the replay's table, as both confirmations print them."""
+    return [
+        f"{title}, `.venv/bin/python bench/replay.py --table {args.table} --seeds {args.seeds}` "
+        f"({len(table.configs)} configurations of {table.total_steps} steps{note}):",
+        "",
+        *replay.report(table, results, args)[3:],
+        "",
+    ]
+
+
 def gain(results: dict[str, Any], method: str) -> tuple[float, float, float]:
     """A method's result minus random search's at the same GPU-steps: mean over replay seeds and 95% interval."""
     values = results[method]["over_random"]
@@ -320,12 +331,13 @@ def confirmation_section(seeds: int) -> list[str]:
         else f"**not confirmed**: {DEFAULT_METHOD} stays the default"
     )
     return [
-        f"The confirmation fixed in advance (above), `.venv/bin/python bench/replay.py --table {args.table} "
-        f"--seeds {seeds}` ({len(table.configs)} configurations of {table.total_steps} steps; its raw output is "
-        "`bench/results/confirmation-long/`):",
-        "",
-        *replay.report(table, results, args)[3:],
-        "",
+        *replayed_lines(
+            "The confirmation fixed in advance (above)",
+            table,
+            args,
+            results,
+            "; its raw output is `bench/results/confirmation-long/`",
+        ),
         f"The rule: {CANDIDATE}'s gain over random search at the same GPU-steps is "
         f"{candidate:+.3f} [{low:+.3f}, {high:+.3f}] (interval above zero: "
         f"{'yes' if above_zero else 'no'}); {DEFAULT_METHOD}'s is {default:+.3f} (the candidate not "
@@ -365,11 +377,7 @@ def second_confirmation_section(seeds: int) -> list[str]:
     default_gains = d_low > 0
     hyperband_wins = h_low > 0 and hyperband > default + CONFIRM_MARGIN
     return [
-        f"The second confirmation fixed in advance (above), `.venv/bin/python bench/replay.py --table {args.table} "
-        f"--seeds {seeds}` ({len(table.configs)} configurations of {table.total_steps} steps):",
-        "",
-        *replay.report(table, results, args)[3:],
-        "",
+        *replayed_lines("The second confirmation fixed in advance (above)", table, args, results),
         f"Rule 1: {DEFAULT_METHOD} (the default) gains over random search at the same GPU-steps "
         f"{default:+.3f} [{d_low:+.3f}, {d_high:+.3f}]: "
         f"{'a gain (interval above zero)' if default_gains else 'no measurable gain (interval not above zero)'}.",

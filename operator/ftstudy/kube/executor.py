@@ -364,7 +364,7 @@ class JobExecutor:
         self.queues_seen: set[str] = set()  # LocalQueues found to exist (trialTemplate.queueName)
         # While trials wait in the queue: why Kueue cannot admit them any more (its LocalQueue deleted, Kueue
         # uninstalled), naming the Jobs left suspended; None when it still can (``_recheck_queue``)
-        self.queue_gone: str | None = None
+        self.queue_gone: Problem | None = None
         self.admitted: list[tuple[int, float]] = []  # trials the last observe found admitted: number, seconds queued
         self._queue_checked = -QUEUE_RECHECK_SECONDS
 
@@ -376,7 +376,12 @@ class JobExecutor:
     def queued(self) -> int:
         """Trials whose newest Job waits, suspended, for Kueue to admit it (``trialTemplate.queueName``): waiting
         for quota, not running (as read by the last ``observe``)."""
-        return sum(1 for job in self.latest.values() if job.get("spec", {}).get("suspend") and not job_ended(job))
+        return len(self._queued_jobs())
+
+    def _queued_jobs(self) -> list[str]:
+        """The names of the newest Jobs that wait, suspended, for Kueue (as read by the last ``observe``)."""
+        return [job["metadata"]["name"] for job in self.latest.values()
+                if job.get("spec", {}).get("suspend") and not job_ended(job)]  # fmt: skip
 
     def _check_queue(self) -> None:
         """A study whose LocalQueue does not exist gets a condition that names it and no Job: Kueue would keep such
@@ -439,8 +444,8 @@ class JobExecutor:
             self.queue_gone = None
             return
         self.queues_seen.discard(queue)
-        self.queue_gone = (f"{problem.reason}: {problem.message}. Job(s) left suspended, which nothing will admit: "
-                           f"{', '.join(sorted(suspended))}")  # fmt: skip
+        self.queue_gone = Problem(problem.reason, f"{problem.message}. Job(s) left suspended, which nothing will "
+                                  f"admit: {', '.join(sorted(suspended))}")  # fmt: skip
 
     def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
         self._check_queue()
@@ -567,8 +572,7 @@ class JobExecutor:
                 newest[number] = job
         self.latest = newest
         self._record_admissions(newest, trials)
-        self._recheck_queue([job["metadata"]["name"] for job in newest.values()
-                             if job.get("spec", {}).get("suspend") and not job_ended(job)])  # fmt: skip
+        self._recheck_queue(self._queued_jobs())
         by_job: dict[str, list[dict[str, Any]]] = {}
         by_trial: dict[int, list[dict[str, Any]]] = {}
         for pod in pods:

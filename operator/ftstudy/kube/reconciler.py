@@ -495,7 +495,7 @@ class StudyReconciler:
         )
         return condition("TrialsSchedulable", False, "Unschedulable", message, generation, now)
 
-    def _admissible(self, gone: str | None, generation: int, now: datetime) -> dict[str, Any]:
+    def _admissible(self, gone: Problem | None, generation: int, now: datetime) -> dict[str, Any]:
         """The QueueAvailable condition of a study that queues its trials in Kueue: False, with the Jobs left
         suspended, once Kueue can no longer admit them (``JobExecutor._recheck_queue``); a Warning Event when it
         turns False."""
@@ -503,11 +503,10 @@ class StudyReconciler:
             self.warned_queue = None
             return condition("QueueAvailable", True, "QueueExists", "the LocalQueue exists: Kueue admits the trials "
                              "as its ClusterQueue's quota allows", generation, now)  # fmt: skip
-        reason = gone.split(":", 1)[0]
-        if self.warned_queue != gone:
-            self.events.append(Event(None, gone, reason))
-            self.warned_queue = gone
-        return condition("QueueAvailable", False, reason, gone, generation, now)
+        if self.warned_queue != gone.message:
+            self.events.append(Event(None, gone.message, gone.reason))
+            self.warned_queue = gone.message
+        return condition("QueueAvailable", False, gone.reason, gone.message, generation, now)
 
     def _warned_untrusted(self, old: dict[str, Any]) -> bool:
         """Was the study already told that its early scores are not to be trusted? Its stored status says so (across

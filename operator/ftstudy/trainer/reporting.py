@@ -195,7 +195,6 @@ class HttpReporter:
         parsed = urllib.parse.urlsplit(url.rstrip("/") + "/v1/report")
         if not parsed.hostname:
             raise ValueError(f"${REPORT_URL_ENV} names no host: {url!r}")
-        self.url = parsed.geturl()
         self.host, self.port, self.path = parsed.hostname, parsed.port or 443, parsed.path
         self.context = ssl.create_default_context(cadata=ca_pem)  # verification on, against the operator's CA only
         self.token_path = token_path
