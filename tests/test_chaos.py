@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
+from ftstudy.kube.main import EXIT_LOST_LEADERSHIP
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.conftest import postgres_outage
@@ -50,6 +51,7 @@ FAULTS = ("launch.before=1", "launch.between=1", "continue.between=1", "cancel.b
 # Screening adds: resume asked for, Job not yet created; resume Job created, not yet counted.
 SCREEN_FAULTS = ("resume.before=1", "resume.between=1")
 LEASE_SECONDS = 3
+TEST_TIMEOUT_S = 600  # pyproject.toml's pytest timeout
 TRIALS = 8  # at first: raised while the kills go on, if the study would otherwise end before them
 
 
@@ -91,8 +93,10 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     scored: in the first runs no kill reached a promotion or a resume (tests/test_screening_cluster.py kills the
     operator inside a resume on purpose)."""
     ops, plane, ns = operators, operators.plane, operators.namespace
+    started = time.monotonic()
     rng = random.Random(SEED)
-    ops.extra_args = ["--lease-seconds", str(LEASE_SECONDS)]
+    short_lease = ["--lease-seconds", str(LEASE_SECONDS)]
+    ops.extra_args = [*short_lease]
     undo = ops.enable_reports() if mode == "screen" else lambda: None
     nodes = gpu_nodes_factory({"gpu-a": 2})
     name = "chaos"
@@ -115,12 +119,16 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
         try:
             proc.wait(life)
             how = f"fault {fault}"
-            hit.append(fault)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             how = f"SIGKILL after {life:.1f}s" + (f" ({fault} not reached)" if fault else "")
-        assert proc.returncode == -signal.SIGKILL, (proc.returncode, ops.log(identity)[-3000:])
+        if proc.returncode == EXIT_LOST_LEADERSHIP:  # a 3 s Lease lost to one slow renewal on a busy machine: by design
+            how = "exited: lost its Lease"
+        else:
+            assert proc.returncode == -signal.SIGKILL, (proc.returncode, ops.log(identity)[-3000:])
+            if how.startswith("fault"):
+                hit.append(fault)
         kills.append(f"{i}: {identity}: {how}")
         # However fast this machine, the study must outlast the kills: its budget is raised as it nears the end (a
         # budget edit, allowed while it runs), so that every kill lands while trials remain to be created.
@@ -133,9 +141,22 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     assert any(f and ".between" in f for f in hit), ("no kill inside a multi-write sequence", kills)
     assert get_study(plane, ns, name)["status"]["phase"] != "Succeeded", "the kills landed across the study"
     assert len(optuna_trials(postgres_url, ns, name)) < max_trials, "trials were still to be created"
-    ops.env = {}
-    ops.start("chaos-final")
-    study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 600, nodes)
+    # The last lives run the study to its end with the default Lease (a 3 s Lease is lost to one slow renewal on a
+    # busy machine), restarted whenever one exits, as the Deployment would restart a leader that lost its Lease.
+    ops.env, ops.extra_args = {}, ops.extra_args[len(short_lease) :]
+    lives = [ops.start("chaos-final-0")]
+
+    def ended() -> dict[str, Any] | None:
+        if lives[-1].poll() is not None:
+            lives.append(ops.start(f"chaos-final-{len(lives)}"))
+        study = get_study(plane, ns, name)
+        return study if (study.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+    # what is left of the test's timeout, less a margin: a study that does not end prints its diagnosis, which
+    # pytest-timeout's stack dump would not
+    left = TEST_TIMEOUT_S - (time.monotonic() - started) - 30
+    study = wait_for(f"{name} to end", ended, left, diagnosis(ops, name, nodes))
+    print(f"final lives: {len(lives)}")
     assert study["status"]["phase"] == "Succeeded", (SEED, kills, study["status"])
 
     trials = optuna_trials(postgres_url, ns, name)
