@@ -757,6 +757,8 @@ def test_status_counts_screened_trials_and_their_gpu_time_without_the_wait() -> 
     queued.datetime_complete = None
     queued.system_attrs = {"ftstudy:admitted_at": NOW.timestamp() - 400}
     assert trial_seconds(queued, NOW.timestamp()) == 400.0, "from Kueue's admission, not its time in the queue"
+    queued.system_attrs["ftstudy:requeued"] = [50.0, NOW.timestamp() - 100]  # preempted twice: 50 s, and now 100 s
+    assert trial_seconds(queued, NOW.timestamp()) == 250.0, "nor its time back in the queue after a preemption"
 
 
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:

@@ -5,6 +5,7 @@ could hold. A study whose LocalQueue does not exist gets a condition naming it, 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,47 +57,6 @@ def most_at_once(runs: list[dict[str, Any]]) -> int:
         running += step
         peak = max(peak, running)
     return peak
-
-
-@pytest.mark.timeout(900)
-def test_a_study_through_kueue_runs_no_more_trials_at_once_than_its_cluster_queue_admits(
-    queued_operators: Operators,
-    kueue: Kueue,
-    gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
-    postgres_url: str,
-    tmp_path: Path,
-) -> None:
-    """Four GPUs on the node, parallelism 4, a ClusterQueue of 2 GPUs: Kueue admits two trials at a time; the others
-    wait suspended and the status counts them as queued, not running. Every trial completes on its first attempt."""
-    ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
-    nodes = gpu_nodes_factory({"gpu-a": 4})
-    kueue.apply(resource_flavor(), cluster_queue(f"gpus-{ns}", 2), local_queue(ns, "trials", f"gpus-{ns}"))
-    ops.start()
-    apply(plane, ns, study_manifest("queued", tmp_path / "artifacts", trialTemplate={"queueName": "trials"},
-                                    budget={"maxTrials": 4, "parallelism": 4}))  # fmt: skip
-
-    def some_queued() -> dict[str, Any] | None:
-        trials = (get_study(plane, ns, "queued").get("status") or {}).get("trials") or {}
-        return trials if trials.get("queued", 0) >= 1 and trials.get("running", 0) <= 2 else None
-
-    seen = wait_for("trials queued by Kueue", some_queued, 240, diagnosis(ops, "queued", nodes))
-    assert seen["running"] + seen["queued"] <= 4, seen
-    submitted = jobs(plane, ns)
-    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "trials" for j in submitted), submitted
-    assert kueue.workloads(ns), "Kueue made a Workload for each Job"
-    study = wait_for_phase(ops, "queued", ("Succeeded", "Failed"), 600, nodes)
-    assert study["status"]["phase"] == "Succeeded", study["status"]
-    assert study["status"]["trials"].get("queued", 0) == 0
-    runs = [r for r in nodes.runs if r["namespace"] == ns and r["pod"].startswith("queued-t")]
-    assert most_at_once(runs) <= 2, runs
-    trials = optuna_trials(postgres_url, ns, "queued")
-    assert [t.system_attrs["ftstudy:attempts"] for t in trials] == [1] * 4, "no retry"
-    waited = [t.system_attrs["ftstudy:admitted_at"] - t.datetime_start.timestamp() for t in trials]
-    assert min(waited) >= -1 and max(waited) > 1, f"GPU-seconds count from admission; seconds queued: {waited}"
-    admitted = study_events(ops, "queued", "TrialAdmitted")
-    assert len(admitted) == 4 and all("in LocalQueue trials" in e["message"] for e in admitted), admitted
-    launched = study_events(ops, "queued", "TrialLaunched")
-    assert launched and all("queued in LocalQueue trials" in e["message"] for e in launched), launched
 
 
 def test_a_study_whose_local_queue_does_not_exist_launches_nothing_and_says_so(
@@ -165,28 +125,43 @@ def urgent_job(namespace: str, queue: str) -> dict[str, Any]:
                      "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}}  # fmt: skip
 
 
+def scheduling_priority_class(name: str, value: int) -> dict[str, Any]:
+    """A pod PriorityClass: Kueue takes a Workload's priority from it when no WorkloadPriorityClass label is set."""
+    return {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+            "value": value, "preemptionPolicy": "Never"}  # fmt: skip
+
+
 @pytest.mark.timeout(900)
-def test_a_trial_preempted_by_kueue_for_urgent_work_resumes_from_its_checkpoint_and_spends_no_retry(
+def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_trial_once_gpu_seconds_as_admitted(
     queued_operators: Operators,
     kueue: Kueue,
     gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
     postgres_url: str,
     tmp_path: Path,
 ) -> None:
-    """A ClusterQueue of one GPU: the study's trial holds it (held after step 7 of 15 by a fault point) when a Job
-    of a higher WorkloadPriorityClass arrives. Kueue evicts the trial's Workload: its Job is suspended and its pod
-    deleted; the trainer checkpoints on that SIGTERM and exits "preempted", which the Job ignores. The urgent Job
-    runs, Kueue admits the trial's Job again, and its new pod resumes after step 7. One attempt, no retry, and the
-    study says the trial was preempted."""
+    """Issue 23's goal. One ClusterQueue of 2 GPUs, two LocalQueues in it: study ``held`` (one trial, held after
+    step 7 of 15 until a SIGTERM) in ``team-a``; study ``busy`` (three trials, two at a time, PriorityClass
+    ``ftstudy-batch-low``, which Kueue takes as its Workloads' priority) in ``team-b``. Kueue admits two trials at a
+    time; the third waits suspended, counted as queued. Then someone else's Job of a higher WorkloadPriorityClass
+    asks for a GPU: Kueue evicts the lowest-priority Workload, held's trial, whose trainer checkpoints on the
+    SIGTERM and exits "preempted"; the Job waits in the queue again (busy's trials, of higher priority, go first) and
+    its new pod resumes after step 7. Every trial ends on its one attempt (no retry spent on the preemption), the
+    steps lost are measured, and each study's GPU-seconds are the time its trainers held a GPU (the pods' lifetimes
+    on the node), not the time its trials waited in the queue, before or after the preemption.
+
+    Two GPUs on the node as in the queue: Kueue hands the quota over once the evicted pod is terminating, and the
+    scheduler then places the urgent pod only when that pod (still checkpointing) is gone."""
     ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
-    # One GPU on the node as in the queue: Kueue hands the quota over once the trial's pod is terminating, and the
-    # scheduler then places the urgent pod only when that pod (still checkpointing) is gone.
-    nodes = gpu_nodes_factory({"gpu-a": 1})
-    cq = f"one-{ns}"
-    kueue.apply(resource_flavor(), cluster_queue(cq, 1), local_queue(ns, "one", cq), priority_class("urgent", 1000))
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    cq = f"shared-{ns}"
+    plane.kubectl("apply", "-f", "-", input=json.dumps(scheduling_priority_class("ftstudy-batch-low", 10)))
+    kueue.apply(resource_flavor(), cluster_queue(cq, 2), local_queue(ns, "team-a", cq), local_queue(ns, "team-b", cq),
+                priority_class("urgent", 1000))  # fmt: skip
+    ops.extra_args += ["--trial-priority-class", "ftstudy-batch-low"]
     ops.start()
-    held = {"queueName": "one", "env": held_after(7)}
-    apply(plane, ns, study_manifest("bumped", tmp_path / "artifacts", trialTemplate=held,
+    everything = {"policy": "topK", "k": 3, "mode": "online", "auditFraction": 0.0}  # every trial to its end
+    apply(plane, ns, study_manifest("held", tmp_path / "artifacts", promotion=everything,
+                                    trialTemplate={"queueName": "team-a", "env": held_after(7)},
                                     budget={"maxTrials": 1, "parallelism": 1}))  # fmt: skip
 
     def runs(prefix: str) -> list[dict[str, Any]]:
@@ -195,21 +170,58 @@ def test_a_trial_preempted_by_kueue_for_urgent_work_resumes_from_its_checkpoint_
     def log(run: dict[str, Any]) -> str:
         return nodes.log(ns, run["pod"])
 
-    wait_for("the trial held after step 7", lambda: runs("bumped-t") and "holding for" in log(runs("bumped-t")[0]),
-             300, diagnosis(ops, "bumped", nodes))  # fmt: skip
-    kueue.apply(urgent_job(ns, "one"))
-    study = wait_for_phase(ops, "bumped", ("Succeeded", "Failed"), 420, nodes)
-    assert study["status"]["phase"] == "Succeeded", study["status"]
-    first, second = runs("bumped-t")
+    wait_for("held's trial held after step 7", lambda: runs("held-t") and "holding for" in log(runs("held-t")[0]),
+             300, diagnosis(ops, "held", nodes))  # fmt: skip
+    apply(plane, ns, study_manifest("busy", tmp_path / "artifacts", promotion=everything,
+                                    trialTemplate={"queueName": "team-b", "priorityClassName": "ftstudy-batch-low"},
+                                    budget={"maxTrials": 3, "parallelism": 2}))  # fmt: skip
+
+    def one_queued() -> dict[str, Any] | None:
+        trials = (get_study(plane, ns, "busy").get("status") or {}).get("trials") or {}
+        return trials if trials.get("queued", 0) >= 1 else None
+
+    seen = wait_for("one of busy's trials queued by Kueue", one_queued, 240, diagnosis(ops, "busy", nodes))
+    assert seen.get("running", 0) <= 1, ("Kueue admits one of busy's trials beside held's", seen)
+    submitted = jobs(plane, ns)
+    assert all(j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] in ("team-a", "team-b") for j in submitted)
+    assert any(j["spec"].get("suspend") for j in submitted), "the queued trial's Job waits suspended, not Pending"
+    kueue.apply(urgent_job(ns, "team-b"))
+    for name in ("held", "busy"):
+        study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 420, nodes)
+        assert study["status"]["phase"] == "Succeeded", study["status"]
+        assert study["status"]["trials"].get("queued", 0) == 0
+        trials = optuna_trials(postgres_url, ns, name)
+        assert [(t.state.name, t.system_attrs["ftstudy:attempts"]) for t in trials] == [("COMPLETE", 1)] * len(trials)
+        admitted = study_events(ops, name, "TrialAdmitted")
+        assert len(admitted) == len(trials) and all("in LocalQueue team-" in e["message"] for e in admitted)
+        launched = study_events(ops, name, "TrialLaunched")
+        assert launched and all("queued in LocalQueue team-" in e["message"] for e in launched), launched
+    assert most_at_once(runs("held-t") + runs("busy-t")) <= 2, "never more trials at once than the queue's GPUs"
+
+    # the preemption: checkpointed at step 7 on the SIGTERM, resumed after it, once the urgent Job had run
+    first, second = runs("held-t")
     (urgent,) = runs("urgent-")
     assert first["exit_code"] == 75 and "preempted after step 7: checkpointed" in log(first), (first, log(first))
     assert first["ended"] <= urgent["started"] and urgent["ended"] <= second["started"], (first, urgent, second)
-    assert "resumed from the checkpoint written when this trial was preempted at step 7" in log(second)
-    (trial,) = optuna_trials(postgres_url, ns, "bumped")
-    assert trial.state.name == "COMPLETE" and trial.system_attrs["ftstudy:attempts"] == 1, trial
-    told = study_events(ops, "bumped", "TrialPreempted")
+    # the steps lost: those the first pod had trained (7: it was held after step 7 when the SIGTERM came) less
+    # those the second did not train again (it starts after the step its checkpoint holds)
+    resumed = re.search(r"resumed from the checkpoint written when this trial was preempted at step (\d+)", log(second))
+    assert resumed is not None and "step 15/15" in log(second), log(second)
+    lost = 7 - int(resumed[1])
+    assert lost == 0, log(second)
+    told = study_events(ops, "held", "TrialPreempted")
     assert len(told) == 1 and "preempted after step 7" in told[0]["message"], told
-    print(
-        f"preempted after step 7 of 15; steps lost: 0 (the resumed run began at step 8); trainer runs: "
-        f"{[(r['pod'], r['exit_code']) for r in runs('bumped-t')]}"
-    )
+
+    # GPU-seconds: each study's, from its status, against its trainers' time on the node (a few seconds apart per
+    # pod: admission to the pod's start, the final report to the process's exit)
+    for name in ("held", "busy"):
+        spent = get_study(plane, ns, name)["status"]["gpuSeconds"]["spent"]
+        pods = runs(f"{name}-t")
+        on_node = sum(r["ended"] - r["started"] for r in pods)
+        print(f"{name}: GPU-seconds {spent:.1f}; its trainers on the node {on_node:.1f} s in {len(pods)} pods")
+        assert abs(spent - on_node) <= 6 * len(pods), (name, spent, on_node)
+    (trial,) = optuna_trials(postgres_url, ns, "held")
+    waited_again, _ = trial.system_attrs["ftstudy:requeued"]
+    assert waited_again > second["started"] - first["ended"] - 5, ("the wait after the eviction is recorded", trial)
+    print(f"held: preempted after step 7 of 15, resumed after step {resumed[1]}: {lost} steps lost; it waited "
+          f"{waited_again:.1f} s in the queue after its eviction (not GPU time)")  # fmt: skip

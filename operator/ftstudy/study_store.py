@@ -54,6 +54,9 @@ AUDIT_FRACTION = "ftstudy:audit_fraction"  # on the study: the share it audits; 
 FIXED_PARAMS = "fixed_params"  # Optuna's own mark on an enqueued trial: ours is the baseline
 DRAWN_BY = "ftstudy:drawn_by"  # on a trial: what chose its parameters (Draw), so a report can say if a winner was luck
 ADMITTED = "ftstudy:admitted_at"  # on a trial queued in Kueue: when its first Job started (unix s): GPU-seconds start
+# on a trial queued in Kueue: [seconds, since]: how long its Jobs waited in the queue again after the first admission
+# (a preemption, a resume Job), and since when (unix s) it waits now, or null; one value, so one write keeps it whole
+REQUEUED = "ftstudy:requeued"
 
 _PHASES = {
     TrialState.RUNNING: Phase.RUNNING,
@@ -394,6 +397,11 @@ class StudyStore:
     def record_admitted(self, number: int, at: float) -> None:
         trial_id = self._trial_id(number)
         self._call("record an admission", lambda: self.storage.set_trial_system_attr(trial_id, ADMITTED, at))
+
+    def record_requeued(self, number: int, seconds: float, since: float | None) -> None:
+        trial_id = self._trial_id(number)
+        self._call("record a wait in the queue",
+                   lambda: self.storage.set_trial_system_attr(trial_id, REQUEUED, [seconds, since]))  # fmt: skip
 
     def record_audit(self, number: int) -> None:
         trial_id = self._trial_id(number)

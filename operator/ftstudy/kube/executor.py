@@ -48,7 +48,7 @@ from ftstudy.kube.policy import TrialPolicy, check_pod
 from ftstudy.kube.problems import Problem
 from ftstudy.kube.times import parse_api_time
 from ftstudy.spec import StudySpec
-from ftstudy.study_store import ADMITTED, StudyStore
+from ftstudy.study_store import ADMITTED, REQUEUED, StudyStore
 from ftstudy.trainer.cli import EXIT_PREEMPTED
 
 log = logging.getLogger(__name__)
@@ -415,18 +415,42 @@ class JobExecutor:
     def _record_admissions(self, newest: dict[int, dict[str, Any]], trials: Sequence[FrozenTrial]) -> None:
         """When Kueue first admitted each trial (its Job's startTime, set when the Job is unsuspended), recorded
         once: a trial's GPU-seconds count from there, not from its creation, which may be long before in the queue
-        (``ftstudy.kube.status.trial_seconds``). A study without a queue starts its Jobs at once: nothing to record."""
+        (``ftstudy.kube.status.trial_seconds``). A study without a queue starts its Jobs at once: nothing to record.
+        After that first admission, each time its Job waits in the queue again (Kueue preempted it, or it is a resume
+        Job) is recorded too (``_record_requeue``), so that the GPU-seconds leave it out as well."""
         self.admitted = []
         if self.store is None or not self.spec.trial_template.queue_name:
             return
-        created = {t.number: t.datetime_start for t in trials if ADMITTED not in t.system_attrs
-                   and not t.state.is_finished()}  # fmt: skip
+        unfinished = {t.number: t for t in trials if not t.state.is_finished()}
         for number, job in newest.items():
+            trial = unfinished.get(number)
+            if trial is None or job_ended(job):
+                continue
             started = parse_api_time((job.get("status") or {}).get("startTime"))
-            if number in created and started is not None and not job.get("spec", {}).get("suspend"):
+            suspended = bool(job.get("spec", {}).get("suspend"))
+            if ADMITTED in trial.system_attrs:
+                self._record_requeue(trial, suspended, started)
+            elif started is not None and not suspended:
                 self.store.record_admitted(number, started.timestamp())
-                since = created[number]
+                since = trial.datetime_start
                 self.admitted.append((number, started.timestamp() - since.timestamp() if since else 0.0))
+
+    def _record_requeue(self, trial: FrozenTrial, suspended: bool, started: datetime | None) -> None:
+        """A trial Kueue admitted before whose newest Job is suspended again waits from the Job's Suspended
+        condition's transition (the eviction, or the resume Job's creation); re-admitted (the Job controller resets
+        startTime when it resumes a Job), that wait is added to what it waited before. An operator down across a
+        whole wait misses it, and counts it as GPU time."""
+        assert self.store is not None
+        recorded = trial.system_attrs.get(REQUEUED)
+        seconds, since = (float(recorded[0]), recorded[1]) if isinstance(recorded, list) else (0.0, None)
+        if suspended and since is None:
+            job = self.latest[trial.number]
+            condition = _condition(job, "Suspended") or {}
+            at = parse_api_time(condition.get("lastTransitionTime")) or self.kube.server_now()
+            self.store.record_requeued(trial.number, seconds, at.timestamp())
+        elif not suspended and since is not None and started is not None and started.timestamp() >= float(since):
+            # (a startTime from before the wait is the one the Job controller has not reset yet: the next pass)
+            self.store.record_requeued(trial.number, seconds + started.timestamp() - float(since), None)
 
     def _recheck_queue(self, suspended: list[str]) -> None:
         """Jobs wait suspended for Kueue: is it still there to admit them? A LocalQueue deleted or Kueue uninstalled

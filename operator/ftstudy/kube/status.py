@@ -25,7 +25,7 @@ from ftstudy import trust
 from ftstudy.kube.times import api_time
 from ftstudy.report import Row, early_score_trust, rows
 from ftstudy.report import best as best_row
-from ftstudy.study_store import ADMITTED, rung_counts, screening_counts
+from ftstudy.study_store import ADMITTED, REQUEUED, rung_counts, screening_counts
 from ftstudy.trainer.reporting import UserAttr
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -33,8 +33,9 @@ PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed
 
 def trial_seconds(trial: FrozenTrial, now: float) -> float:
     """Wall time from the trial's creation, or from when Kueue first admitted it (``ftstudy:admitted_at``), to its
-    end, or to ``now`` (unix seconds) while it runs. Optuna's datetimes are naive local time, which is what
-    ``timestamp()`` assumes. A screened trial: its trainers' time."""
+    end, or to ``now`` (unix seconds) while it runs, less the time its Jobs waited in the queue again after that
+    (``ftstudy:requeued``: a preemption). Optuna's datetimes are naive local time, which is what ``timestamp()``
+    assumes. A screened trial: its trainers' time."""
     if UserAttr.CHECKPOINT.value in trial.user_attrs:
         seconds = trial.user_attrs.get(UserAttr.TRAIN_SECONDS.value)
         if isinstance(seconds, int | float):
@@ -46,7 +47,12 @@ def trial_seconds(trial: FrozenTrial, now: float) -> float:
     if isinstance(admitted, int | float):  # waiting in the queue held no GPU
         start = max(start, float(admitted))
     end = trial.datetime_complete.timestamp() if trial.datetime_complete is not None else now
-    return max(0.0, end - start)
+    waited = 0.0
+    requeued = trial.system_attrs.get(REQUEUED)
+    if isinstance(requeued, list) and len(requeued) == 2:  # in the queue again: no GPU held there either
+        seconds, since = requeued
+        waited = float(seconds) + (max(0.0, end - float(since)) if isinstance(since, int | float) else 0.0)
+    return max(0.0, end - start - waited)
 
 
 def gpu_seconds(trials: Sequence[FrozenTrial], gpus: int, early_fraction: float, now: datetime) -> dict[str, float]:
