@@ -366,12 +366,19 @@ class JobExecutor:
         # uninstalled), naming the Jobs left suspended; None when it still can (``_recheck_queue``)
         self.queue_gone: Problem | None = None
         self.admitted: list[tuple[int, float]] = []  # trials the last observe found admitted: number, seconds queued
+        self._pods: dict[str, dict[str, Any]] = {}  # the study's pods by UID, as the last observe listed them
         self._queue_checked = -QUEUE_RECHECK_SECONDS
 
     def _key(self, number: int) -> str:
         if number not in self.keys and self.store is not None:
             self.keys[number] = trial_key(self.identity, self.store.trial(number))
         return self.keys.get(number, "")
+
+    def pod(self, uid: str) -> dict[str, Any] | None:
+        """One of the study's pods as the last ``observe`` listed it: the report endpoint matches a trainer's token
+        with it (``ftstudy.kube.report_server.Pods``) without a list of its own. Read from the endpoint's threads:
+        ``observe`` replaces the whole map at once."""
+        return self._pods.get(uid)
 
     def queued(self) -> int:
         """Trials whose newest Job waits, suspended, for Kueue to admit it (``trialTemplate.queueName``): waiting
@@ -584,6 +591,7 @@ class JobExecutor:
         selector = names.study_selector(self.uid)
         listed = self.kube.list(self.jobs_path, selector)
         pods = self.kube.list(path("", "v1", "pods", self.namespace), selector)
+        self._pods = {str(p["metadata"]["uid"]): p for p in pods if (p.get("metadata") or {}).get("uid")}
         self._check(listed, trials)
         now = self.kube.server_now()  # the API server's clock, as the timestamps it is compared with
         self.ended = finished_trials_jobs(listed, trials)

@@ -29,7 +29,7 @@ import kopf
 
 from ftstudy.kube import identity, names
 from ftstudy.kube.api import Kube
-from ftstudy.kube.executor import job_ended
+from ftstudy.kube.executor import JobExecutor, job_ended
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.policy import TrialPolicy
 from ftstudy.kube.problems import Problem
@@ -123,7 +123,11 @@ class Workers:
             return None
         metadata = study.body["metadata"]
         built = study.reconciler.built if study.reconciler is not None else None
-        return Target(metadata["namespace"], metadata["name"], built.store if built is not None else None, study.wake)
+        if built is None:
+            return Target(metadata["namespace"], metadata["name"], None, study.wake)
+        executor = built.engine.executor
+        pod = executor.pod if isinstance(executor, JobExecutor) else Target.pod
+        return Target(metadata["namespace"], metadata["name"], built.store, study.wake, pod)
 
     def forget(self, uid: str) -> None:
         """The study is deleted: a thread closes its reconciler after any pass under way."""

@@ -50,12 +50,14 @@ UNKNOWN_STUDY_GRACE_SECONDS = 120.0  # after start-up, an unknown study may be o
 @dataclass(frozen=True)
 class Target:
     """A study the operator reconciles, as the endpoint needs it: its name, its storage (None until the first
-    pass opened it) and how to wake its loop."""
+    pass opened it), how to wake its loop, and its trial pods by UID as its last pass listed them (so that a
+    trainer's token is matched with its pod without another list of pods, once a pass has seen the pod)."""
 
     namespace: str
     name: str
     store: StudyStore | None
     wake: Callable[[], None]
+    pod: Callable[[str], dict[str, Any] | None] = lambda uid: None
 
 
 class Reviews:
@@ -98,9 +100,13 @@ class Pods:
         self._cache: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def of(self, who: rp.PodIdentity) -> dict[str, Any] | None:
+    def of(self, who: rp.PodIdentity, seen: Callable[[str], dict[str, Any] | None] = lambda uid: None
+           ) -> dict[str, Any] | None:  # fmt: skip
+        """``seen``: the study's pods as its last pass listed them (``Target.pod``), asked before the API server."""
         with self._lock:
             cached = self._cache.get(who.pod_uid)
+        if cached is None:
+            cached = seen(who.pod_uid)
         if cached is not None:
             return cached
         try:
@@ -152,7 +158,7 @@ class ReportHandler:
             who = self.reviews.who(token.strip())
             rp.check_namespace(request.ref, who)
             target = self._target(request.ref)
-            rp.authorize(request.ref, who, self.pods.of(who), expected_labels(request.ref))
+            rp.authorize(request.ref, who, self.pods.of(who, target.pod), expected_labels(request.ref))
             answer = self._apply(request, target)
         except rp.Refused as refused:
             self.metrics.reports.labels(kind, refused.reason).inc()
