@@ -257,7 +257,26 @@ def efficiency_section() -> list[str]:
         f"Saturation rule: the fewest samples whose mean test accuracy is within {tolerance:.3f} (twice the seed "
         f"noise, at least 0.01) of the best; not reached if only the largest is: "
         f"**{saturation if saturation is not None else 'not reached'}**.",
+        *largest_point(runs.get(0, {}).get(3200), tolerance),
     ]  # fmt: skip
+
+
+def largest_point(half: dict[str, Any] | None, tolerance: float) -> list[str]:
+    """Part ``efficiency-6400``: the paper's saturation size, at seed 0 only (one trial of 1,600 steps), against seed
+    0's 3,200-page point on the same test pages (paired over pages); saturated there by the same rule if the gain
+    from 3,200 is below the rule's tolerance."""
+    path = CURVES / "efficiency-6400.jsonl"
+    records = [r for r in part("efficiency-6400")[1] if r.get("pages")] if path.exists() else []
+    if not records or half is None:
+        return ["", "The 6,400-page point (seed 0): not recorded yet (part `efficiency-6400`)."]
+    big = records[0]
+    gain, low, high = paired_page_gain(big, half, "test")
+    independent, i_low, i_high = paired_page_gain(big, half, "independent_test")
+    verdict = "below" if gain < tolerance else "above"
+    return ["", f"At 6,400 pages (seed 0 only, 1,600 steps): test {big['test']:.3f} against {half['test']:.3f} "
+            f"at 3,200 pages (seed 0), a paired gain of {gain:+.3f} [{low:+.3f}, {high:+.3f}] over the same 256 "
+            f"pages, {verdict} the saturation rule's tolerance ({tolerance:.3f}); independent test "
+            f"{big['independent_test']:.3f} ({independent:+.3f} [{i_low:+.3f}, {i_high:+.3f}])."]  # fmt: skip
 
 
 def replay_section(seeds: int) -> tuple[list[str], dict[str, Any]]:
