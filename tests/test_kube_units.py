@@ -1139,3 +1139,27 @@ def test_a_trials_standing_is_answered_from_memory_until_the_study_ends_it(priva
     store.trials()  # the next pass reads it as ended: memory again
     statements.clear()
     assert store.standing(number).state == TrialState.PRUNED and statements == []
+
+
+def test_a_report_of_a_trial_ended_between_its_check_and_its_write_is_refused_as_ended(
+    private_database: PrivateDatabase,
+) -> None:
+    """The study prunes a trial while the endpoint is taking one of its reports: the standing checked said running,
+    the write finds the trial finished. The trainer is told 409 trial-ended (it stops, as a pruned trial does), not
+    503 "retry", which had it retry into the same refusal (docs/benchmarks.md, 100 studies over HTTPS)."""
+    from ftstudy import report_protocol as rp
+    from ftstudy.kube.report_server import ReportHandler, Target
+
+    s = study(budget={"maxTrials": 1, "parallelism": 1})
+    store = StudyStore(private_database.url, "ml.race", s.spec, RetryPolicy(deadline_seconds=10))
+    number, _ = store.ask(baseline=False)
+    store.record_attempt(number, 1)
+    assert store.standing(number).state == TrialState.RUNNING  # remembered: the endpoint checks against this
+    store.study.tell(number, state=TrialState.PRUNED)  # the study's pass, between the endpoint's check and write
+    handler = ReportHandler(ApiKube.__new__(ApiKube), lambda uid: None)
+    ref = rp.TrialRef("ml", "race", "uid", number, 1)
+    with pytest.raises(rp.Refused) as refused:
+        handler._apply(
+            rp.Request(ref, rp.Kind.ATTRS, attrs={"outcome": "completed"}), Target("ml", "race", store, lambda: None)
+        )
+    assert (refused.value.status, refused.value.reason) == (409, "trial-ended")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ftstudy import report_protocol as rp
@@ -200,11 +201,14 @@ class ReportHandler:
                 state = "finished"
             return rp.answer(state=state, params=dict(standing.params))
         rp.check_launch(ref, standing.state.is_finished(), launch)
-        if request.kind is rp.Kind.EARLY:
-            assert request.step is not None and request.accuracy is not None
-            store.record_early(ref.trial, request.step, request.accuracy)
-        else:
-            store.record_attrs(ref.trial, request.attrs)
+        try:
+            if request.kind is rp.Kind.EARLY:
+                assert request.step is not None and request.accuracy is not None
+                store.record_early(ref.trial, request.step, request.accuracy)
+            else:
+                store.record_attrs(ref.trial, request.attrs)
+        except UpdateFinishedTrialError:  # the study ended it between the check and the write: as if checked after
+            rp.check_launch(ref, True, launch)
         if rp.wakes_the_study(request):
             target.wake()  # the decision follows now, not at the next poll
         return rp.answer()
