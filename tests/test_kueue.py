@@ -211,6 +211,7 @@ def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_tri
     assert lost == 0, log(second)
     told = study_events(ops, "held", "TrialPreempted")
     assert len(told) == 1 and "preempted after step 7" in told[0]["message"], told
+    assert "Kueue: Preempted to accommodate a workload" in told[0]["message"], told  # Kueue's reason, from its Event
 
     # GPU-seconds: each study's, from its status, against its trainers' time on the node (a few seconds apart per
     # pod: admission to the pod's start, the final report to the process's exit)

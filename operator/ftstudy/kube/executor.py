@@ -367,6 +367,9 @@ class JobExecutor:
         self.queue_gone: Problem | None = None
         self.admitted: list[tuple[int, float]] = []  # trials the last observe found admitted: number, seconds queued
         self._pods: dict[str, dict[str, Any]] = {}  # the study's pods by UID, as the last observe listed them
+        # Kueue's reason for stopping a Job (its Stopped Event), by Job UID and preemptions seen: the reason ("" if
+        # none found yet) and how many times it was looked for
+        self._stop_reasons: dict[tuple[str, int], tuple[str, int]] = {}
         self._queue_checked = -QUEUE_RECHECK_SECONDS
 
     def _key(self, number: int) -> str:
@@ -587,6 +590,30 @@ class JobExecutor:
         message = str(latest.get("message") or "")
         return None if "exceeded quota" in message else message
 
+    def _with_kueue_reason(self, job: dict[str, Any], process: TrialProcess, admitted: bool) -> TrialProcess:
+        """A queued trial's preemption, with Kueue's reason for it: the trainer only saw a SIGTERM, and the reason
+        (preempted for a higher-priority workload, and which) is on the Workload, which the operator does not read,
+        and in the Stopped Event Kueue posts on the Job with the same message. Looked for once a stopped pod is seen,
+        or while a Job of a trial Kueue had admitted is suspended again (its trainer may tell the study it was
+        preempted before its pod is seen to end); one Event list per preemption, at most three while none is found."""
+        if jobs.QUEUE_LABEL not in (job["metadata"].get("labels") or {}):
+            return process
+        if not process.preempted and not (admitted and job.get("spec", {}).get("suspend")):
+            return process
+        key = (str(job["metadata"]["uid"]), len(process.preempted))
+        reason, tries = self._stop_reasons.get(key, ("", 0))
+        if not reason and tries < 3:  # an Event may land a moment after the pod ends; a drain posts none at all
+            events = self.kube.list(path("", "v1", "events", self.namespace),
+                                    field_selector=f"involvedObject.uid={key[0]},reason=Stopped")  # fmt: skip
+            latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default={})
+            reason = str(latest.get("message") or "").split("; preemptor path")[0].strip()
+            self._stop_reasons[key] = (reason, tries + 1)
+        if not reason:
+            return process
+        if not process.preempted:
+            return replace(process, preempted=(f"Kueue: {reason}",))
+        return replace(process, preempted=(*process.preempted[:-1], f"{process.preempted[-1]}; Kueue: {reason}"))
+
     def observe(self, trials: Sequence[FrozenTrial] = ()) -> dict[int, TrialProcess]:
         selector = names.study_selector(self.uid)
         listed = self.kube.list(self.jobs_path, selector)
@@ -615,6 +642,7 @@ class JobExecutor:
                 by_trial.setdefault(int(labels[names.TRIAL]), []).append(pod)
         seen: dict[int, TrialProcess] = {}
         self.unplaced = {}
+        admitted = {t.number for t in trials if ADMITTED in t.system_attrs}
         for number, job in newest.items():
             own = by_job.get(job["metadata"]["name"], [])
             for pod in own:
@@ -626,10 +654,10 @@ class JobExecutor:
             unfinished = not job_ended(job)
             if not own and unfinished and created and (now - created).total_seconds() >= self.stuck_seconds:
                 failed_create = self._failed_create(job)
-            seen[number] = self._drained(
+            seen[number] = self._with_kueue_reason(job, self._drained(
                 job_process(job, own, now, self.stuck_seconds, failed_create, self.spec.budget.pending_seconds),
                 by_trial.get(number, []),
-            )
+            ), number in admitted)  # fmt: skip
         for number, trial_pods in by_trial.items():  # pods whose Job is gone (deleted by hand): until they end
             live = [pod for pod in trial_pods if _live(pod)]
             if number not in seen and live:
