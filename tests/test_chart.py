@@ -422,6 +422,21 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
     peers = one(legacy, "NetworkPolicy", f"{FULLNAME}-postgresql")["spec"]["ingress"][0]["from"]
     assert peers[1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["ml"], "trials write to it then"
 
+    # reports.certManager: a Certificate for the names the operator serves, into the same Secret, which the chart no
+    # longer renders and the operator may only read (cert-manager writes it)
+    managed = helm.template("--set", "reports.certManager.enabled=true",
+                            "--set", "reports.certManager.issuerRef.name=team-ca")  # fmt: skip
+    args = parser().parse_args(["operator", *operator_container(managed)["args"]])
+    certificate = one(managed, "Certificate", f"{FULLNAME}-reports")
+    host = f"{FULLNAME}-reports.{RELEASE_NS}.svc"
+    assert certificate["spec"]["secretName"] == args.report_tls_secret == f"{FULLNAME}-report-tls"
+    assert certificate["spec"]["dnsNames"] == [host, *args.report_dns_name] == [host, f"{host}.cluster.local"]
+    assert certificate["spec"]["issuerRef"] == {"name": "team-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert args.report_tls_external and not only(managed, "Secret", f"{FULLNAME}-report-tls")
+    tls_role = one(managed, "Role", f"{FULLNAME}-report-tls")
+    assert tls_role["rules"] == rbac.report_tls_rules(f"{FULLNAME}-report-tls", external=True)
+    assert tls_role["rules"][0]["verbs"] == ["get"]
+
 
 # --- values that are refused ----------------------------------------------------------------------------------
 
@@ -454,11 +469,13 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
          "postgresql.enabled with reports.enabled=false needs postgresql.auth.password"),
         (["--set", "postgresql.enabled=true", "--set", "postgresql.auth.username=postgres"],
          "postgresql.auth.username must not be postgres: that is the bundled server's own superuser"),
+        (["--set", "reports.certManager.enabled=true"],
+         "reports.certManager.enabled needs reports.certManager.issuerRef.name"),
     ],
     ids=["negative-replicas", "namespaces-string", "unknown-key", "log-level", "namespace-name", "not-a-boolean",
          "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator", "host-path-for-trials",
          "one-database-for-tenants-holding-its-login", "generated-password-with-trials-writing",
-         "studies-user-is-the-superuser"],
+         "studies-user-is-the-superuser", "cert-manager-without-issuer"],
 )  # fmt: skip
 def test_bad_values_are_refused_with_a_message_that_names_the_field(
     helm: Helm, values: list[str], message: str

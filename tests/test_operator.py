@@ -93,13 +93,18 @@ class Operators:
         self.procs.append(proc)
         return proc
 
-    def enable_reports(self) -> Callable[[], None]:
+    def enable_reports(self, external: bool = False) -> Callable[[], None]:
         """Trials report over HTTPS (``--report-url``, the chart's default): the endpoint's TLS Secret created empty
         as the chart creates it, and the rules ``ftstudy.kube.rbac`` gives the operator for it and for TokenReviews
-        (a ClusterRole). Returns what removes the cluster-wide objects again."""
+        (a ClusterRole). ``external``: as with the chart's reports.certManager, no Secret yet (cert-manager makes
+        it), the operator may only read it and runs with --report-tls-external. Returns what removes the
+        cluster-wide objects again."""
         ns = self.namespace
-        self.plane.kubectl("create", "secret", "generic", REPORT_TLS_SECRET, "-n", ns)
-        manifests = rbac.report_manifests(ns, SA, REPORT_TLS_SECRET)
+        if external:
+            self.extra_args += ["--report-tls-external"]
+        else:
+            self.plane.kubectl("create", "secret", "generic", REPORT_TLS_SECRET, "-n", ns)
+        manifests = rbac.report_manifests(ns, SA, REPORT_TLS_SECRET, external)
         self.plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

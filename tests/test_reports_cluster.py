@@ -24,7 +24,7 @@ import pytest
 
 from ftstudy import report_protocol as rp
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.test_operator import REPORT_TLS_SECRET, SA, Operators, apply, study_manifest, wait_for_phase
+from tests.test_operator import REPORT_TLS_SECRET, SA, Operators, apply, study_manifest, wait_for, wait_for_phase
 
 from .test_operator import optuna_trials
 
@@ -174,3 +174,46 @@ def test_trials_report_over_https_and_forged_reports_change_nothing(
     assert after == before, "no forged request changed the study"
     log = ops.log()
     assert "report refused (403 other-trial)" in log and "report refused (401 no-token)" in log
+
+
+def test_a_certificate_cert_manager_keeps_is_awaited_served_and_never_written(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], tmp_path: Path
+) -> None:
+    """--report-tls-external, what the chart's reports.certManager runs: cert-manager, not the operator, writes the
+    endpoint's TLS Secret. Until it exists the operator waits and says which Secret it waits for; once a Secret in
+    cert-manager's layout appears (type kubernetes.io/tls, with ca.crt), the operator serves its certificate, the
+    trials verify the endpoint against its ca.crt and a study runs to its end; the operator never wrote the Secret
+    (its Role may only get it). cert-manager itself does not run here: the test writes what it would."""
+    import datetime as dt
+
+    from ftstudy.kube import certs
+
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    undo = ops.enable_reports(external=True)
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    ops.start()
+    words = f"waiting for the report endpoint's certificate: Secret {ns}/{REPORT_TLS_SECRET} does not exist yet"
+    wait_for("the operator to wait for the certificate", lambda: words in ops.log(), 60)
+    now = dt.datetime.now(dt.UTC)
+    ca, ca_key = certs.make_ca(now)
+    host = ops.extra_args[ops.extra_args.index("--report-url") + 1].split("//")[1].split(":")[0]
+    cert, key = certs.make_serving(ca, ca_key, [host], now)
+    issued = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+              "metadata": {"name": REPORT_TLS_SECRET, "namespace": ns},
+              "data": {k: base64.b64encode(v.encode()).decode()
+                       for k, v in (("ca.crt", ca), ("tls.crt", cert), ("tls.key", key))}}  # fmt: skip
+    plane.kubectl("apply", "-f", "-", input=json.dumps(issued))
+    written = json.loads(plane.kubectl("get", "secret", REPORT_TLS_SECRET, "-n", ns, "-o", "json").stdout)
+    apply(plane, ns, study_manifest("managed", tmp_path / "artifacts", budget={"maxTrials": 1, "parallelism": 1}))
+    study = wait_for_phase(ops, "managed", ("Succeeded", "Failed"), 300, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    served = ssl.get_server_certificate(("127.0.0.1", int(ops.extra_args[ops.extra_args.index("--report-port") + 1])))
+    assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(cert), "the operator serves cert-manager's"
+    after = json.loads(plane.kubectl("get", "secret", REPORT_TLS_SECRET, "-n", ns, "-o", "json").stdout)
+    assert after["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"], "never written"
+    writes = [e for e in plane.requests_by(f"system:serviceaccount:{ns}:{SA}")
+              if (e.get("objectRef") or {}).get("resource") == "secrets"
+              and e["verb"] not in ("get", "list")]  # fmt: skip
+    assert not writes, [(e["verb"], e["requestURI"]) for e in writes]
+    ops.stop_all()
+    undo()

@@ -139,7 +139,7 @@ given password (the operator generates it into this Secret). */}}
 {{- define "ftstudy.reportTLSRules" -}}
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "update"]
+  verbs: {{ if .Values.reports.certManager.enabled }}["get"]{{ else }}["get", "update"]{{ end }}
   resourceNames: [{{ include "ftstudy.reportTLSSecret" . | quote }}]
 {{- end }}
 

@@ -10,6 +10,8 @@ which were given the CA in their Job (it is public), still verify the endpoint a
 - Written with ``update`` and the Secret's resourceVersion: two replicas that renew at once cannot both win, and the
   loser reads the winner's.
 - The operator's Role may get and update this one Secret by name, and create none (the chart creates it).
+- Or the Secret is cert-manager's (``--report-tls-external``, the chart's ``reports.certManager``): the operator
+  only reads it (``read_external``), serves what it finds, and reloads it when cert-manager renews it.
 """
 
 from __future__ import annotations
@@ -170,6 +172,34 @@ def ensure(kube: Kube, namespace: str, name: str, hosts: list[str], now: dt.date
     bundle = Bundle(ca, ca_key, cert, key)
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in zip(KEYS, (ca, ca_key, cert, key), strict=True)}
     kube.replace(secret_path, {**secret, "type": secret.get("type", "Opaque"), "data": encoded})
+    return bundle
+
+
+class NotIssued(ValueError):
+    """The Secret another party keeps (``--report-tls-external``) holds no usable certificate yet."""
+
+
+def read_external(kube: Kube, namespace: str, name: str, hosts: list[str], now: dt.datetime | None = None) -> Bundle:
+    """The bundle in a Secret that cert-manager (or anyone but the operator) writes and renews, in cert-manager's
+    layout: ``tls.crt``, ``tls.key`` and ``ca.crt`` (which a CA or self-signed issuer writes; the trials verify the
+    endpoint against it). Never written here. ``NotIssued`` names what is missing or wrong: a certificate trials
+    could not verify (not signed by ``ca.crt``, or not naming ``hosts``) is not served."""
+    now = now or dt.datetime.now(dt.UTC)
+    secret = kube.get(path("", "v1", "secrets", namespace, name))
+    data = secret.get("data") or {}
+    missing = [key for key in ("tls.crt", "tls.key", "ca.crt") if not data.get(key)]
+    if missing:
+        raise NotIssued(f"Secret {namespace}/{name} has no {', '.join(missing)} yet: has cert-manager issued its "
+                        "Certificate (kubectl describe certificate)? Its issuer must write ca.crt (a CA or "
+                        "self-signed issuer), which the trials verify the endpoint against")  # fmt: skip
+    ca, cert, key = (base64.b64decode(data[k]).decode() for k in ("ca.crt", "tls.crt", "tls.key"))
+    bundle = Bundle(ca, "", cert, key)
+    why = renewal_due(bundle, hosts, now - dt.timedelta(days=RENEW_BEFORE_DAYS))  # "expires": only once expired
+    if why is not None and not why.startswith("it expires"):
+        raise NotIssued(f"the certificate in Secret {namespace}/{name} cannot be served: {why}")
+    if why is not None:
+        log.warning("the report endpoint's certificate in Secret %s/%s has expired (%s): cert-manager renews it",
+                    namespace, name, why)  # fmt: skip
     return bundle
 
 

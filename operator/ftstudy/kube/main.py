@@ -106,6 +106,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "certificate; it must exist (the chart creates it empty), the operator fills and renews it",
     )
     reports.add_argument(
+        "--report-tls-external",
+        action="store_true",
+        help="the TLS Secret is written and renewed by cert-manager (tls.crt, tls.key, ca.crt), not by the operator: "
+        "it only reads it (get), waits until it is issued, and reloads it when it changes",
+    )
+    reports.add_argument(
         "--report-dns-name",
         action="append",
         default=[],
@@ -186,6 +192,7 @@ def _serve_metrics(address: str, port: int) -> None:
 
 
 RENEW_CHECK_SECONDS = 12 * 3600.0  # how often the serving certificate's expiry is looked at
+EXTERNAL_CHECK_SECONDS = 60.0  # how often a Secret cert-manager renews is read again (--report-tls-external)
 
 
 def _report_server(
@@ -205,22 +212,49 @@ def _report_server(
     if namespace is None:
         raise ValueError("give $POD_NAMESPACE or --lease-namespace: where the report TLS Secret is")
     hosts = list(dict.fromkeys([url.hostname, *args.report_dns_name]))
-    try:
-        bundle = certs.ensure_retrying(kube, namespace, args.report_tls_secret, hosts)
-    except ApiError as error:
-        if error.status == 404:
-            raise ValueError(f"Secret {namespace}/{args.report_tls_secret} does not exist: create it empty "
-                             "(the chart does), the operator fills it") from None  # fmt: skip
-        raise
+    secret = args.report_tls_secret
+
+    def current() -> Any:
+        if args.report_tls_external:
+            return certs.read_external(kube, namespace, secret, hosts)
+        return certs.ensure_retrying(kube, namespace, secret, hosts)
+
+    bundle = None
+    while bundle is None:
+        try:
+            bundle = current()
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            if not args.report_tls_external:
+                raise ValueError(f"Secret {namespace}/{secret} does not exist: create it empty (the chart does), "
+                                 "the operator fills it") from None  # fmt: skip
+            log.error("waiting for the report endpoint's certificate: Secret %s/%s does not exist yet (cert-manager "
+                      "creates it when it issues the chart's Certificate)", namespace, secret)  # fmt: skip
+        except certs.NotIssued as error:
+            log.error("waiting for the report endpoint's certificate: %s", error)
+        if bundle is None and stop.wait(5.0):
+            raise ValueError(
+                f"stopped while waiting for the report endpoint's certificate in Secret {namespace}/{secret}"
+            )
     settings.reports = jobs.Reports(args.report_url, bundle.ca_pem)
     server = ReportServer(ReportHandler(kube, lambda uid: None), bundle, args.report_address, args.report_port)
 
     def renew() -> None:
-        while not stop.wait(RENEW_CHECK_SECONDS):
+        served = bundle
+        every = EXTERNAL_CHECK_SECONDS if args.report_tls_external else RENEW_CHECK_SECONDS
+        while not stop.wait(every):
             try:
-                server.renew(certs.ensure_retrying(kube, namespace, args.report_tls_secret, hosts))
+                fresh = current()
             except Exception as error:  # the current certificate still serves: try again at the next check
                 log.error("could not renew the report endpoint's certificate: %s", error)
+                continue
+            if fresh != served:
+                server.renew(fresh)
+                if fresh.ca_pem != served.ca_pem:  # new trials verify against the new CA (running ones keep theirs)
+                    settings.reports = jobs.Reports(args.report_url, fresh.ca_pem)
+                log.info("serving the report endpoint's renewed certificate from Secret %s/%s", namespace, secret)
+                served = fresh
 
     threading.Thread(target=renew, name="ftstudy-report-tls", daemon=True).start()
     return server

@@ -65,19 +65,22 @@ def database_password_rules(secret: str) -> list[dict[str, Any]]:
     return [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [secret]}]
 
 
-def report_tls_rules(secret: str) -> list[dict[str, Any]]:
+def report_tls_rules(secret: str, external: bool = False) -> list[dict[str, Any]]:
     """In the operator's own namespace, with --report-url: the report endpoint's CA and certificate, kept in one
-    Secret the chart creates empty (the operator fills and renews it, and creates no Secret)."""
-    return [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"], "resourceNames": [secret]}]
+    Secret the chart creates empty (the operator fills and renews it, and creates no Secret); ``external``
+    (--report-tls-external: cert-manager writes it), read only."""
+    verbs = ["get"] if external else ["get", "update"]
+    return [{"apiGroups": [""], "resources": ["secrets"], "verbs": verbs, "resourceNames": [secret]}]
 
 
-def report_manifests(namespace: str, service_account: str, tls_secret: str) -> list[dict[str, Any]]:
+def report_manifests(namespace: str, service_account: str, tls_secret: str, external: bool = False
+                     ) -> list[dict[str, Any]]:  # fmt: skip
     """What ``--report-url`` needs granted, as manifests for an operator run outside the chart (the tests' and the
     benches'; the chart's templates grant the same): its TLS Secret by name, and TokenReviews (cluster-wide, so the
     ClusterRole and its binding are named after the namespace)."""
     cluster_name = f"ftstudy-reports-{namespace}"
     return [
-        role("ftstudy-operator-report-tls", namespace, report_tls_rules(tls_secret)),
+        role("ftstudy-operator-report-tls", namespace, report_tls_rules(tls_secret, external)),
         role_binding("ftstudy-operator-report-tls", namespace, service_account, namespace),
         cluster_role(cluster_name, TOKEN_REVIEW_RULES),
         cluster_role_binding(cluster_name, service_account, namespace),
