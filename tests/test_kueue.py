@@ -198,20 +198,25 @@ def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_tri
         assert launched and all("queued in LocalQueue team-" in e["message"] for e in launched), launched
     assert most_at_once(runs("held-t") + runs("busy-t")) <= 2, "never more trials at once than the queue's GPUs"
 
-    # the preemption: checkpointed at step 7 on the SIGTERM, resumed after it, once the urgent Job had run
-    first, second = runs("held-t")
+    # the preemption: checkpointed at step 7 on the SIGTERM, resumed after it, once the urgent Job had run. Kueue may
+    # preempt held's re-admitted Job again before its trainer trains a step (busy's trials rank higher): such pods
+    # in between lose nothing, and the last one resumes from the step-7 checkpoint all the same
+    first, *between, last = runs("held-t")
     (urgent,) = runs("urgent-")
     assert first["exit_code"] == 75 and "preempted after step 7: checkpointed" in log(first), (first, log(first))
-    assert first["ended"] <= urgent["started"] and urgent["ended"] <= second["started"], (first, urgent, second)
+    assert first["ended"] <= urgent["started"] and urgent["ended"] <= last["started"], (first, urgent, last)
+    assert all(" train loss " not in log(run) for run in between), [log(run)[-2000:] for run in between]
     # the steps lost: those the first pod had trained (7: it was held after step 7 when the SIGTERM came) less
-    # those the second did not train again (it starts after the step its checkpoint holds)
-    resumed = re.search(r"resumed from the checkpoint written when this trial was preempted at step (\d+)", log(second))
-    assert resumed is not None and "step 15/15" in log(second), log(second)
+    # those the last did not train again (it starts after the step its checkpoint holds)
+    resumed = re.search(r"resumed from the checkpoint written when this trial was preempted at step (\d+)", log(last))
+    assert resumed is not None and "step 15/15" in log(last), log(last)
     lost = 7 - int(resumed[1])
-    assert lost == 0, log(second)
+    assert lost == 0, log(last)
     told = study_events(ops, "held", "TrialPreempted")
-    assert len(told) == 1 and "preempted after step 7" in told[0]["message"], told
-    assert "Kueue: Preempted to accommodate a workload" in told[0]["message"], told  # Kueue's reason, from its Event
+    assert told and "preempted after step 7" in told[0]["message"], [e["message"] for e in told]
+    assert "Kueue: Preempted to accommodate a workload" in told[0]["message"], [
+        e["message"] for e in told
+    ]  # Kueue's reason, from its Event
 
     # GPU-seconds: each study's, from its status, against its trainers' time on the node (a few seconds apart per
     # pod: admission to the pod's start, the final report to the process's exit)
@@ -223,6 +228,8 @@ def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_tri
         assert abs(spent - on_node) <= 6 * len(pods), (name, spent, on_node)
     (trial,) = optuna_trials(postgres_url, ns, "held")
     waited_again, _ = trial.system_attrs["ftstudy:requeued"]
-    assert waited_again > second["started"] - first["ended"] - 5, ("the wait after the eviction is recorded", trial)
-    print(f"held: preempted after step 7 of 15, resumed after step {resumed[1]}: {lost} steps lost; it waited "
-          f"{waited_again:.1f} s in the queue after its eviction (not GPU time)")  # fmt: skip
+    in_between = sum(r["ended"] - r["started"] for r in between)
+    assert waited_again > last["started"] - first["ended"] - in_between - 5 * (1 + len(between)), trial
+    print(f"held: preempted after step 7 of 15 ({len(told)} TrialPreempted, {len(between)} pod(s) preempted again "
+          f"before a step), resumed after step {resumed[1]}: {lost} steps lost; it waited {waited_again:.1f} s in "
+          f"the queue after its eviction (not GPU time); the Event: {told[0]['message']}")  # fmt: skip

@@ -45,8 +45,12 @@ class TrialProcess:
     reason: str | None = None
     attempt: int | None = None  # the attempt this is (a Job's label, process.json): a launch the count lost is found
     resume: bool = False  # the launch resumes a screened trial from its checkpoint
-    # Pods of this launch stopped from outside and replaced by its Job (a drain, a preemption): what each said
+    # Pods of this launch stopped from outside and replaced by its Job (a drain, a preemption): what each said; the
+    # last is CAUSE_PENDING while the executor still looks for why (the study tells the preemption a pass later)
     preempted: tuple[str, ...] = ()
+
+
+CAUSE_PENDING = "(cause being looked up)"
 
 
 class Executor(Protocol):

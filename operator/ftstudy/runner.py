@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 
 from ftstudy import audit, core, faults
 from ftstudy.core import Decision, Phase, Plan, Process, TrialView
-from ftstudy.executor import Executor, TrialProcess, trial_output
+from ftstudy.executor import CAUSE_PENDING, Executor, TrialProcess, trial_output
 from ftstudy.promotion import policy_for
 from ftstudy.spec import FineTuneStudy, StudySpec
 from ftstudy.study_store import (
@@ -208,6 +208,8 @@ class Engine:
         if not isinstance(steps, list) or len(steps) <= told:
             return
         seen = process.preempted[-1] if process is not None and process.preempted else None
+        if seen == CAUSE_PENDING:  # the executor is still finding out why: told at a later pass, with it
+            return
         cause = seen or "its pod was stopped from outside (SIGTERM)"
         for step in steps[told:]:
             text = f"preempted after step {step}: {cause}; it resumes from that checkpoint (no retry spent)"

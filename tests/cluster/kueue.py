@@ -2,15 +2,20 @@
 cached, run as a process against the API server (out of cluster, as Kueue's own integration tests run it), with its
 CRDs installed server-side (the Workload CRD is too large for a client-side apply's annotation).
 
-What is left out, and why (docs/plans/kueue.md has the sources): the admission webhooks (Kueue admits a Job that is
-created suspended with the queue-name label without them, which is how ftstudy creates trial Jobs; its own Job
-controller tests run without webhooks too), internal certificate management (its certificate names a Service), the
-metrics endpoint and leader election. v0.17.0 reads its metrics certificate from a fixed path even with metrics
-off, so a self-signed pair is written there. The manager runs with the admin kubeconfig: its RBAC is not what the
-tests are about."""
+Its admission webhooks for batch Jobs and for its own kinds are served to the API server as in a cluster, from the
+manager's local address with a self-signed certificate (its manifests point at a Service, replaced here by that URL):
+every trial Job the operator creates and every change it makes to one passes Kueue's mutating and validating
+webhooks, failure policy Fail, as on a cluster with Kueue installed. They are registered once the manager is ready
+and removed before it stops (with Fail, a stopped Kueue would refuse every Job of the tests after these).
+
+What is left out, and why (docs/plans/kueue.md has the sources): internal certificate management (its certificate
+names a Service), the webhooks of integrations other than batch/Job, the metrics endpoint and leader election.
+v0.17.0 reads its metrics certificate from a fixed path even with metrics off, so a self-signed pair is written
+there. The manager runs with the admin kubeconfig: its RBAC is not what the tests are about."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import subprocess
@@ -28,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "kueue-build.sh"
 METRICS_CERTS = Path("/etc/kueue/metrics/certs")  # v0.17.0's cmd/kueue/main.go reads these whatever the config
 API = "kueue.x-k8s.io/v1beta2"
+WEBHOOK_GROUPS = {"batch", "kueue.x-k8s.io"}  # the Job integration's webhooks and those of Kueue's own kinds
+WEBHOOK_CONFIGS = ("ftstudy-test-kueue-mutating", "ftstudy-test-kueue-validating")
 
 
 class KueueError(RuntimeError):
@@ -67,14 +74,14 @@ class Kueue:
             self.plane.kubectl("create", "namespace", "kueue-system")
         _self_signed(METRICS_CERTS)
         _self_signed(self.dir / "webhook-certs")
-        health = free_port()
+        health, self.webhook_port = free_port(), free_port()
         config = {
             "apiVersion": "config.kueue.x-k8s.io/v1beta2",
             "kind": "Configuration",
             "namespace": "kueue-system",
             "health": {"healthProbeBindAddress": f"127.0.0.1:{health}"},
             "metrics": {"bindAddress": "0"},
-            "webhook": {"host": "127.0.0.1", "port": free_port(), "certDir": str(self.dir / "webhook-certs")},
+            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "certDir": str(self.dir / "webhook-certs")},
             "leaderElection": {"leaderElect": False},
             "internalCertManagement": {"enable": False},
             "clientConnection": {"qps": 50, "burst": 100},
@@ -94,9 +101,25 @@ class Kueue:
             with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz",
                                                                        timeout=2) as response:  # fmt: skip
                 if response.status == 200:
+                    self._register_webhooks(built / "config" / "webhook.yaml")
                     return self
             time.sleep(0.5)
         raise KueueError(f"kueue not ready after 120 s:\n{self.log.read_text()[-4000:]}")
+
+    def _register_webhooks(self, manifests: Path) -> None:
+        """Kueue's webhook configurations for Jobs and its own kinds, pointed at the manager's address."""
+        ca = base64.b64encode((self.dir / "webhook-certs" / "tls.crt").read_bytes()).decode()
+        configs = []
+        documents = sorted((d for d in yaml.safe_load_all(manifests.read_text()) if d),
+                           key=lambda d: d["kind"] != "MutatingWebhookConfiguration")  # fmt: skip
+        for document, name in zip(documents, WEBHOOK_CONFIGS, strict=True):
+            hooks = [h for h in document["webhooks"]
+                     if any(set(rule["apiGroups"]) & WEBHOOK_GROUPS for rule in h["rules"])]  # fmt: skip
+            for hook in hooks:
+                url = f"https://127.0.0.1:{self.webhook_port}{hook['clientConfig']['service']['path']}"
+                hook["clientConfig"] = {"url": url, "caBundle": ca}
+            configs.append({**document, "metadata": {"name": name}, "webhooks": hooks})
+        self.apply(*configs)
 
     def apply(self, *objects: dict[str, Any]) -> None:
         self.plane.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objects))
@@ -107,6 +130,8 @@ class Kueue:
         return items
 
     def stop(self) -> None:
+        self.plane.kubectl("delete", "mutatingwebhookconfiguration", WEBHOOK_CONFIGS[0], "--ignore-not-found")
+        self.plane.kubectl("delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGS[1], "--ignore-not-found")
         stop_process(self.process, 30)
 
 

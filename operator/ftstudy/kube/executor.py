@@ -40,7 +40,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from ftstudy.core import Process
-from ftstudy.executor import EXIT_BAD_INPUT, TrialProcess, exit_reason, trial_output
+from ftstudy.executor import CAUSE_PENDING, EXIT_BAD_INPUT, TrialProcess, exit_reason, trial_output
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, path
 from ftstudy.kube.identity import trial_key
@@ -595,7 +595,8 @@ class JobExecutor:
         (preempted for a higher-priority workload, and which) is on the Workload, which the operator does not read,
         and in the Stopped Event Kueue posts on the Job with the same message. Looked for once a stopped pod is seen,
         or while a Job of a trial Kueue had admitted is suspended again (its trainer may tell the study it was
-        preempted before its pod is seen to end); one Event list per preemption, at most three while none is found."""
+        preempted before its pod is seen to end); one Event list per preemption, at most three while none is found,
+        meanwhile ``CAUSE_PENDING`` (Kueue posts its Event a moment after it suspends the Job)."""
         if jobs.QUEUE_LABEL not in (job["metadata"].get("labels") or {}):
             return process
         if not process.preempted and not (admitted and job.get("spec", {}).get("suspend")):
@@ -607,9 +608,10 @@ class JobExecutor:
                                     field_selector=f"involvedObject.uid={key[0]},reason=Stopped")  # fmt: skip
             latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default={})
             reason = str(latest.get("message") or "").split("; preemptor path")[0].strip()
-            self._stop_reasons[key] = (reason, tries + 1)
+            tries += 1
+            self._stop_reasons[key] = (reason, tries)
         if not reason:
-            return process
+            return replace(process, preempted=(*process.preempted, CAUSE_PENDING)) if tries < 3 else process
         if not process.preempted:
             return replace(process, preempted=(f"Kueue: {reason}",))
         return replace(process, preempted=(*process.preempted[:-1], f"{process.preempted[-1]}; Kueue: {reason}"))
