@@ -1,6 +1,7 @@
-"""Trials through a real Kueue (tests/cluster/kueue.py): a study with ``trialTemplate.queueName`` submits each
-trial's Job suspended to its LocalQueue, and Kueue admits them within the ClusterQueue's quota, whatever the nodes
-could hold. A study whose LocalQueue does not exist gets a condition naming it, and no Job."""
+"""Trials through a real Kueue (tests/cluster/kueue.py, its admission webhooks served): a study with
+``trialTemplate.queueName`` submits each trial's Job suspended to its LocalQueue, and Kueue admits them within the
+ClusterQueue's quota. Two studies share one ClusterQueue while a higher-priority Job preempts a trial, which resumes
+from its checkpoint (issue 23's goal). A study whose LocalQueue does not exist, or goes, or never admits, says so."""
 
 from __future__ import annotations
 
