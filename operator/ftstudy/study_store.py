@@ -471,6 +471,16 @@ def resumes(trial: FrozenTrial) -> int:
     return int(trial.system_attrs.get(RESUMES, 0))
 
 
+def requeued(trial: FrozenTrial) -> tuple[float, float | None]:
+    """``ftstudy:requeued``: the seconds the trial's Jobs waited in the queue again after its first admission, and
+    since when (unix s) it waits now, or None."""
+    recorded = trial.system_attrs.get(REQUEUED)
+    if not (isinstance(recorded, list) and len(recorded) == 2):
+        return 0.0, None
+    seconds, since = recorded
+    return float(seconds), float(since) if isinstance(since, int | float) else None
+
+
 def preemptions(trial: FrozenTrial) -> int:
     """How many of the trial's preemptions the study has told so far."""
     told = trial.system_attrs.get(PREEMPTIONS)

@@ -123,25 +123,41 @@ def make_serving(ca_pem: str, ca_key_pem: str, hosts: list[str], now: dt.datetim
     return _pem_cert(cert), _pem_key(key)
 
 
-def renewal_due(bundle: Bundle, hosts: list[str], now: dt.datetime) -> str | None:
-    """Why the serving certificate must be made anew (None: it is good): it expires within RENEW_BEFORE_DAYS, or
-    does not name exactly ``hosts``, or the CA does not expire after it."""
+def _loaded(bundle: Bundle) -> tuple[Any, Any]:
     from cryptography import x509
+
+    return (x509.load_pem_x509_certificate(bundle.cert_pem.encode()),
+            x509.load_pem_x509_certificate(bundle.ca_pem.encode()))  # fmt: skip
+
+
+def _not_signed(cert: Any, ca: Any) -> str | None:
     from cryptography.exceptions import InvalidSignature
 
-    cert = x509.load_pem_x509_certificate(bundle.cert_pem.encode())
-    ca = x509.load_pem_x509_certificate(bundle.ca_pem.encode())
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
         return "it was not signed by the CA in the Secret"
-    if cert.not_valid_after_utc - now < dt.timedelta(days=RENEW_BEFORE_DAYS):
-        return f"it expires at {cert.not_valid_after_utc.isoformat()}"
+    return None
+
+
+def _misnamed(cert: Any, hosts: list[str]) -> str | None:
+    from cryptography import x509
+
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     found = sorted(str(getattr(n, "value", n)) for n in names)
     if found != sorted(str(_alt_name(h).value) for h in hosts):
         return f"it names {', '.join(found)}, not {', '.join(hosts)}"
     return None
+
+
+def renewal_due(bundle: Bundle, hosts: list[str], now: dt.datetime) -> str | None:
+    """Why the serving certificate must be made anew (None: it is good): it expires within RENEW_BEFORE_DAYS, or
+    does not name exactly ``hosts``, or the CA does not expire after it."""
+    cert, ca = _loaded(bundle)
+    expiring = None
+    if cert.not_valid_after_utc - now < dt.timedelta(days=RENEW_BEFORE_DAYS):
+        expiring = f"it expires at {cert.not_valid_after_utc.isoformat()}"
+    return _not_signed(cert, ca) or expiring or _misnamed(cert, hosts)
 
 
 def _decode(secret: dict[str, Any]) -> Bundle | None:
@@ -194,12 +210,13 @@ def read_external(kube: Kube, namespace: str, name: str, hosts: list[str], now: 
                         "self-signed issuer), which the trials verify the endpoint against")  # fmt: skip
     ca, cert, key = (base64.b64decode(data[k]).decode() for k in ("ca.crt", "tls.crt", "tls.key"))
     bundle = Bundle(ca, "", cert, key)
-    why = renewal_due(bundle, hosts, now - dt.timedelta(days=RENEW_BEFORE_DAYS))  # "expires": only once expired
-    if why is not None and not why.startswith("it expires"):
-        raise NotIssued(f"the certificate in Secret {namespace}/{name} cannot be served: {why}")
+    loaded, loaded_ca = _loaded(bundle)
+    why = _not_signed(loaded, loaded_ca) or _misnamed(loaded, hosts)
     if why is not None:
-        log.warning("the report endpoint's certificate in Secret %s/%s has expired (%s): cert-manager renews it",
-                    namespace, name, why)  # fmt: skip
+        raise NotIssued(f"the certificate in Secret {namespace}/{name} cannot be served: {why}")
+    if loaded.not_valid_after_utc < now:  # served all the same: cert-manager renews it
+        log.warning("the report endpoint's certificate in Secret %s/%s expired at %s: cert-manager renews it",
+                    namespace, name, loaded.not_valid_after_utc.isoformat())  # fmt: skip
     return bundle
 
 

@@ -48,7 +48,7 @@ from ftstudy.kube.policy import TrialPolicy, check_pod
 from ftstudy.kube.problems import Problem
 from ftstudy.kube.times import parse_api_time
 from ftstudy.spec import StudySpec
-from ftstudy.study_store import ADMITTED, REQUEUED, StudyStore
+from ftstudy.study_store import ADMITTED, StudyStore, requeued
 from ftstudy.trainer.cli import EXIT_PREEMPTED
 
 log = logging.getLogger(__name__)
@@ -439,28 +439,27 @@ class JobExecutor:
             started = parse_api_time((job.get("status") or {}).get("startTime"))
             suspended = bool(job.get("spec", {}).get("suspend"))
             if ADMITTED in trial.system_attrs:
-                self._record_requeue(trial, suspended, started)
+                self._record_requeue(trial, job, suspended, started)
             elif started is not None and not suspended:
                 self.store.record_admitted(number, started.timestamp())
                 since = trial.datetime_start
                 self.admitted.append((number, started.timestamp() - since.timestamp() if since else 0.0))
 
-    def _record_requeue(self, trial: FrozenTrial, suspended: bool, started: datetime | None) -> None:
+    def _record_requeue(self, trial: FrozenTrial, job: dict[str, Any], suspended: bool, started: datetime | None
+                        ) -> None:  # fmt: skip
         """A trial Kueue admitted before whose newest Job is suspended again waits from the Job's Suspended
         condition's transition (the eviction, or the resume Job's creation); re-admitted (the Job controller resets
         startTime when it resumes a Job), that wait is added to what it waited before. An operator down across a
         whole wait misses it, and counts it as GPU time."""
         assert self.store is not None
-        recorded = trial.system_attrs.get(REQUEUED)
-        seconds, since = (float(recorded[0]), recorded[1]) if isinstance(recorded, list) else (0.0, None)
+        seconds, since = requeued(trial)
         if suspended and since is None:
-            job = self.latest[trial.number]
             condition = _condition(job, "Suspended") or {}
             at = parse_api_time(condition.get("lastTransitionTime")) or self.kube.server_now()
             self.store.record_requeued(trial.number, seconds, at.timestamp())
-        elif not suspended and since is not None and started is not None and started.timestamp() >= float(since):
+        elif not suspended and since is not None and started is not None and started.timestamp() >= since:
             # (a startTime from before the wait is the one the Job controller has not reset yet: the next pass)
-            self.store.record_requeued(trial.number, seconds + started.timestamp() - float(since), None)
+            self.store.record_requeued(trial.number, seconds + started.timestamp() - since, None)
 
     def _recheck_queue(self, suspended: list[str]) -> None:
         """Jobs wait suspended for Kueue: is it still there to admit them? A LocalQueue deleted or Kueue uninstalled
@@ -577,18 +576,20 @@ class JobExecutor:
                 "belong to"
             )
 
-    def _failed_create(self, job: dict[str, Any]) -> str | None:
-        """Why the Job controller could not create the Job's pod, from its FailedCreate Events; None if it did not
-        say, or if only a ResourceQuota stands in the way (waiting is right then)."""
-        events = self.kube.list(
-            path("", "v1", "events", self.namespace),
-            field_selector=f"involvedObject.uid={job['metadata']['uid']},reason=FailedCreate",
-        )
+    def _latest_event(self, uid: str, reason: str) -> str | None:
+        """The message of the newest Event of ``reason`` about the object ``uid``; None if there is none."""
+        events = self.kube.list(path("", "v1", "events", self.namespace),
+                                field_selector=f"involvedObject.uid={uid},reason={reason}")  # fmt: skip
         if not events:
             return None
         latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
-        message = str(latest.get("message") or "")
-        return None if "exceeded quota" in message else message
+        return str(latest.get("message") or "")
+
+    def _failed_create(self, job: dict[str, Any]) -> str | None:
+        """Why the Job controller could not create the Job's pod, from its FailedCreate Events; None if it did not
+        say, or if only a ResourceQuota stands in the way (waiting is right then)."""
+        message = self._latest_event(job["metadata"]["uid"], "FailedCreate")
+        return None if message is None or "exceeded quota" in message else message
 
     def _with_kueue_reason(self, job: dict[str, Any], process: TrialProcess, admitted: bool) -> TrialProcess:
         """A queued trial's preemption, with Kueue's reason for it: the trainer only saw a SIGTERM, and the reason
@@ -604,10 +605,7 @@ class JobExecutor:
         key = (str(job["metadata"]["uid"]), len(process.preempted))
         reason, tries = self._stop_reasons.get(key, ("", 0))
         if not reason and tries < 3:  # an Event may land a moment after the pod ends; a drain posts none at all
-            events = self.kube.list(path("", "v1", "events", self.namespace),
-                                    field_selector=f"involvedObject.uid={key[0]},reason=Stopped")  # fmt: skip
-            latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default={})
-            reason = str(latest.get("message") or "").split("; preemptor path")[0].strip()
+            reason = (self._latest_event(key[0], "Stopped") or "").split("; preemptor path")[0].strip()
             tries += 1
             self._stop_reasons[key] = (reason, tries)
         if not reason:

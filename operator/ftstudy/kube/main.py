@@ -214,12 +214,12 @@ def _report_server(
     hosts = list(dict.fromkeys([url.hostname, *args.report_dns_name]))
     secret = args.report_tls_secret
 
-    def current() -> Any:
+    def current() -> certs.Bundle:
         if args.report_tls_external:
             return certs.read_external(kube, namespace, secret, hosts)
         return certs.ensure_retrying(kube, namespace, secret, hosts)
 
-    bundle = None
+    bundle: certs.Bundle | None = None
     while bundle is None:
         try:
             bundle = current()

@@ -25,7 +25,7 @@ from ftstudy import trust
 from ftstudy.kube.times import api_time
 from ftstudy.report import Row, early_score_trust, rows
 from ftstudy.report import best as best_row
-from ftstudy.study_store import ADMITTED, REQUEUED, rung_counts, screening_counts
+from ftstudy.study_store import ADMITTED, requeued, rung_counts, screening_counts
 from ftstudy.trainer.reporting import UserAttr
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -47,11 +47,9 @@ def trial_seconds(trial: FrozenTrial, now: float) -> float:
     if isinstance(admitted, int | float):  # waiting in the queue held no GPU
         start = max(start, float(admitted))
     end = trial.datetime_complete.timestamp() if trial.datetime_complete is not None else now
-    waited = 0.0
-    requeued = trial.system_attrs.get(REQUEUED)
-    if isinstance(requeued, list) and len(requeued) == 2:  # in the queue again: no GPU held there either
-        seconds, since = requeued
-        waited = float(seconds) + (max(0.0, end - float(since)) if isinstance(since, int | float) else 0.0)
+    waited, since = requeued(trial)  # in the queue again: no GPU held there either
+    if since is not None:
+        waited += max(0.0, end - since)
     return max(0.0, end - start - waited)
 
 
