@@ -26,6 +26,8 @@ from ftstudy.kube.policy import TrialPolicy, check_pod, check_spec
 from ftstudy.kube.problems import Problem
 from ftstudy.kube.reconciler import StudyReconciler, _Built
 from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
+from ftstudy.kube.times import api_time
+from ftstudy.kube.watch_cache import TrialObjects
 from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine
 from ftstudy.study_store import AUDIT, AUDIT_FRACTION, SPEC, StudyConflict, StudyStore, attempts, resumes
@@ -1163,3 +1165,32 @@ def test_a_report_of_a_trial_ended_between_its_check_and_its_write_is_refused_as
             rp.Request(ref, rp.Kind.ATTRS, attrs={"outcome": "completed"}), Target("ml", "race", store, lambda: None)
         )
     assert (refused.value.status, refused.value.reason) == (409, "trial-ended")
+
+
+def test_a_pass_that_reads_the_watches_copy_sees_the_job_it_has_just_launched() -> None:
+    """Passes read the operator's Jobs from its watch (ftstudy.kube.watch_cache), which may lag the operator's own
+    writes: a launch puts its Job into the copy from the API server's answer, so the pass right after it (before any
+    watch event) finds the trial running and launches nothing again. Removing ``put`` in ``launch`` fails this."""
+
+    class Answers:
+        def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            return {**body, "metadata": {**body["metadata"], "namespace": "ml", "uid": "job-uid",
+                                         "resourceVersion": "7", "creationTimestamp": api_time(NOW)}}  # fmt: skip
+
+        def list(self, *args: Any, **kwargs: Any) -> None:
+            raise AssertionError("listed: the watch's copy is current")
+
+        def server_now(self) -> datetime:
+            return NOW
+
+    objects = TrialObjects(Answers(), ["ml"], lambda obj: None)  # type: ignore[arg-type]
+    objects.jobs._replace("ml", [])  # listed, and nothing since: current, and empty (no watch event yet)
+    objects.pods._replace("ml", [])
+    executor = JobExecutor(Answers(), "ml", "demo", "uid-1", study().spec, identity="a" * 32,  # type: ignore[arg-type]
+                           objects=objects)  # fmt: skip
+    executor.launch(0, 1, ["--trial", "0"])
+    seen = executor.observe([frozen(0, TrialState.RUNNING, None, None, 0)])
+    assert seen[0].state is Process.RUNNING and seen[0].attempt == 1, seen
+    objects.jobs._synced.clear()  # the watch broke: the copy is not trusted, the API server is asked
+    with pytest.raises(AssertionError, match="listed"):
+        executor.observe([frozen(0, TrialState.RUNNING, None, None, 0)])

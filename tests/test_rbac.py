@@ -106,11 +106,12 @@ def test_every_rule_the_operator_is_granted_is_one_it_uses(
     undo()
     requests = plane.requests_by(f"system:serviceaccount:{ns}:{SA}")
     asked, refused = used(requests)
-    # Jobs are read only with a label selector the API server applies: the operator never streams other Jobs
-    job_reads = [str(e.get("requestURI")) for e in requests
-                 if (e.get("objectRef") or {}).get("resource") == "jobs" and e.get("verb") in ("list", "watch")]  # type: ignore[union-attr]  # fmt: skip
-    assert any("watch=true" in uri for uri in job_reads), job_reads
-    assert all("labelSelector=" in uri for uri in job_reads), [uri for uri in job_reads if "labelSelector=" not in uri]
+    # Jobs and pods are read only with a label selector the API server applies: the operator never streams others
+    for resource in ("jobs", "pods"):
+        reads = [str(e.get("requestURI")) for e in requests
+                 if (e.get("objectRef") or {}).get("resource") == resource and e.get("verb") in ("list", "watch")]  # type: ignore[union-attr]  # fmt: skip
+        assert any("watch=true" in uri for uri in reads), (resource, reads)
+        assert all("labelSelector=" in uri for uri in reads), [uri for uri in reads if "labelSelector=" not in uri]
     assert not refused, refused
     rules = granted(rbac.rules([SECRET])) | granted(rbac.LEADER_ELECTION_RULES)
     rules |= granted(rbac.report_tls_rules(REPORT_TLS_SECRET)) | granted(rbac.TOKEN_REVIEW_RULES)

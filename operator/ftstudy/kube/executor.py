@@ -47,6 +47,7 @@ from ftstudy.kube.identity import trial_key
 from ftstudy.kube.policy import TrialPolicy, check_pod
 from ftstudy.kube.problems import Problem
 from ftstudy.kube.times import parse_api_time
+from ftstudy.kube.watch_cache import TrialObjects
 from ftstudy.spec import StudySpec
 from ftstudy.study_store import ADMITTED, StudyStore, requeued
 from ftstudy.trainer.cli import EXIT_PREEMPTED
@@ -339,10 +340,14 @@ class JobExecutor:
         identity: str = "",
         reports: jobs.Reports | None = None,
         trials_root: PurePosixPath | str | None = None,
+        objects: TrialObjects | None = None,
     ) -> None:
         """``reports``: trials report over HTTPS to the operator (``--report-url``), else to the database.
-        ``trials_root``: where the study's trials write (``jobs.trials_root``; by default under the study's name)."""
+        ``trials_root``: where the study's trials write (``jobs.trials_root``; by default under the study's name).
+        ``objects``: the operator's Jobs and pods as its watches keep them (``ftstudy.kube.watch_cache``), read
+        instead of listing them each pass; without it (or while a watch is not current) each pass lists them."""
         self.kube = kube
+        self.objects = objects
         self.trials_root = trials_root or jobs.trials_root(spec, namespace, study)
         self.reports = reports
         self.namespace = namespace
@@ -378,10 +383,21 @@ class JobExecutor:
         return self.keys.get(number, "")
 
     def pod(self, uid: str) -> dict[str, Any] | None:
-        """One of the study's pods as the last ``observe`` listed it: the report endpoint matches a trainer's token
-        with it (``ftstudy.kube.report_server.Pods``) without a list of its own. Read from the endpoint's threads:
-        ``observe`` replaces the whole map at once."""
-        return self._pods.get(uid)
+        """One of the study's pods as the pod watch keeps it, or as the last ``observe`` listed it: the report
+        endpoint matches a trainer's token with it (``ftstudy.kube.report_server.Pods``) without a list of its own.
+        Read from the endpoint's threads: ``observe`` replaces the whole map at once."""
+        found = self.objects.pods.get(uid) if self.objects is not None else None
+        return found if found is not None else self._pods.get(uid)
+
+    def _jobs(self, selector: str) -> list[dict[str, Any]]:
+        """The Jobs of ``selector``, from the Job watch's copy when it is current, else listed."""
+        cached = self.objects.jobs.items(self.namespace, selector) if self.objects is not None else None
+        return cached if cached is not None else self.kube.list(self.jobs_path, selector)
+
+    def _pods_of(self, selector: str) -> list[dict[str, Any]]:
+        """The pods of ``selector``, from the pod watch's copy when it is current, else listed."""
+        cached = self.objects.pods.items(self.namespace, selector) if self.objects is not None else None
+        return cached if cached is not None else self.kube.list(path("", "v1", "pods", self.namespace), selector)
 
     def queued(self) -> int:
         """Trials whose newest Job waits, suspended, for Kueue to admit it (``trialTemplate.queueName``): waiting
@@ -492,7 +508,7 @@ class JobExecutor:
             raise Problem("TrialPolicyViolation", "the trial policy refuses the trial's Job: " + "; ".join(refused))
         name = manifest["metadata"]["name"]
         try:
-            self.kube.create(self.jobs_path, manifest)
+            created = self.kube.create(self.jobs_path, manifest)
         except ApiError as error:
             if error.status == 409:  # AlreadyExists: an earlier operator created this very attempt, or did it?
                 self._adopt(manifest)
@@ -526,6 +542,9 @@ class JobExecutor:
                 ) from None
             else:
                 raise
+        else:
+            if self.objects is not None and isinstance(created, dict):
+                self.objects.jobs.put(created)  # the next pass sees its own launch, whatever the watch's delay
         self.refused.pop(number, None)
         self.latest[number] = manifest
 
@@ -616,8 +635,8 @@ class JobExecutor:
 
     def observe(self, trials: Sequence[FrozenTrial] = ()) -> dict[int, TrialProcess]:
         selector = names.study_selector(self.uid)
-        listed = self.kube.list(self.jobs_path, selector)
-        pods = self.kube.list(path("", "v1", "pods", self.namespace), selector)
+        listed = self._jobs(selector)
+        pods = self._pods_of(selector)
         self._pods = {str(p["metadata"]["uid"]): p for p in pods if (p.get("metadata") or {}).get("uid")}
         self._check(listed, trials)
         now = self.kube.server_now()  # the API server's clock, as the timestamps it is compared with
@@ -701,9 +720,10 @@ class JobExecutor:
         return process
 
     def cancel(self, number: int) -> None:
-        """Delete every attempt's Job of the trial; the garbage collector deletes their pods (SIGTERM, grace)."""
+        """Delete every attempt's Job of the trial; the garbage collector deletes their pods (SIGTERM, grace). A
+        Job the watch's copy still shows though it is gone is deleted again: the API server's 404 is fine."""
         selector = f"{names.study_selector(self.uid)},{names.TRIAL}={number}"
-        for job in self.kube.list(self.jobs_path, selector):
+        for job in self._jobs(selector):
             if not job["metadata"].get("deletionTimestamp"):
                 self.kube.delete(path("batch", "v1", "jobs", self.namespace, job["metadata"]["name"]))
 

@@ -5,7 +5,7 @@ daemon, so with the operator down (or uninstalled) no study could be deleted. He
 its spec asks the operator to delete its Optuna records (``cleanup.deleteStudyRecords``), the one thing that needs the
 operator at deletion time; its Jobs go through owner references either way. kopf still watches the studies, lists
 every one at start-up (which is how a restarted operator adopts them), serves the liveness probe and logs in; the
-operator's Jobs are watched by ``ftstudy.kube.job_watch``, with a label selector the API server applies (kopf would
+operator's Jobs are watched by ``ftstudy.kube.watch_cache``, with a label selector the API server applies (kopf would
 stream every Job of the watched namespaces and filter them itself).
 
 Each study is reconciled every ``--poll-seconds`` (``--unnotified-poll-seconds`` while its trainers' reports cannot wake
@@ -106,7 +106,7 @@ class Workers:
             self.queue.add(uid)
 
     def job_changed(self, job: dict[str, Any]) -> None:
-        """One of the operator's Jobs as its watch saw it (``ftstudy.kube.job_watch``). A Job that ended wakes its
+        """One of the operator's Jobs as its watch saw it (``ftstudy.kube.watch_cache``). A Job that ended wakes its
         study now (a finished trial frees a slot for the next, a crashed one is retried), not at its next poll. Only
         endings wake it: every other change of a Job (created, its pod started, annotated by the operator itself)
         would cost a pass that decides nothing, and on a busy operator those passes delay the ones that do. The poll

@@ -265,11 +265,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ftstudy.kube.api import ApiError, Kube, load_config
     from ftstudy.kube.handlers import Workers, register
-    from ftstudy.kube.job_watch import JobWatch
     from ftstudy.kube.leader import LeaderElector
     from ftstudy.kube.metrics import METRICS
     from ftstudy.kube.policy import TrialPolicy
     from ftstudy.kube.reconciler import Settings
+    from ftstudy.kube.watch_cache import TrialObjects
     from ftstudy.notify import Notifications
 
     try:
@@ -345,13 +345,15 @@ def run(args: argparse.Namespace) -> int:
             return 2
     workers = Workers(kube, settings, notifications=Notifications(enabled=not args.no_notifications),
                       threads=args.reconcile_threads)  # fmt: skip
+    # the operator's Jobs and pods, watched (a Job that ends wakes its study) and kept for the passes to read
+    objects = TrialObjects(kube, namespaces, workers.job_changed).start()
+    settings.objects = objects
     if server is not None:
         server.server.report_handler.lookup = workers.report_target
         server.start()
         log.info("serving trial reports at %s (listening on %s:%d)", args.report_url, args.report_address,
                  server.port)  # fmt: skip
     register(workers)
-    job_watch = JobWatch(kube, namespaces, workers.job_changed).start()
 
     @kopf.on.startup()
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -373,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         stop.set()
-        job_watch.stop()
+        objects.stop()
         if server is not None:
             server.stop()
         stopped = workers.stop_all()

@@ -20,10 +20,12 @@ RULES: list[dict[str, Any]] = [  # the Secret rule's resourceNames are the trial
     # check of the OwnerReferencesPermissionEnforcement admission plugin, not a request)
     {"apiGroups": ["ftstudy.io"], "resources": ["finetunestudies/finalizers"], "verbs": ["update"]},
     # one Job per trial attempt: created, listed, read before adopting one that exists, annotated with the decision,
-    # deleted on cancel; watched (by kopf), so that a Job that ends wakes its study's loop
+    # deleted on cancel; watched (ftstudy.kube.watch_cache), so that a Job that ends wakes its study's loop and
+    # passes read them without a list each
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    # pods are only listed, for exit codes and for why a pod cannot start
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    # pods are listed and watched (ftstudy.kube.watch_cache), for exit codes, why a pod cannot start, and which pod
+    # a trainer's token is bound to; never read one by one
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     # the study's storage URL; read-only, and only the Secrets the trial policy allows (storageSecrets): the
     # operator passes the policy before it reads one, and the API server refuses it any other
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": []},

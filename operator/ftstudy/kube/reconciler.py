@@ -46,6 +46,7 @@ from ftstudy.kube.status import (
     untrusted,
 )
 from ftstudy.kube.times import api_time
+from ftstudy.kube.watch_cache import TrialObjects
 from ftstudy.redact import redact
 from ftstudy.retry import RetryPolicy, StorageUnavailable
 from ftstudy.runner import Engine, Event, generated_data_name
@@ -82,6 +83,8 @@ class Settings:
     stuck_seconds: float = 120.0
     policy: TrialPolicy = field(default_factory=TrialPolicy)
     reports: jobs.Reports | None = None  # trials report to the operator's endpoint (--report-url), not the database
+    # the operator's Jobs and pods as its watches keep them (ftstudy.kube.watch_cache); None: each pass lists them
+    objects: TrialObjects | None = None
 
 
 @dataclass
@@ -319,6 +322,7 @@ class StudyReconciler:
             identity=identity,
             reports=self.settings.reports,
             trials_root=root,
+            objects=self.settings.objects,
         )
         # Where the trials read their data: a generated dataset beside their files on the volume, or in each pod's
         # scratch space when the files go to an object store (every trial generates the same pages); a relative

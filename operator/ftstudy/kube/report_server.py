@@ -51,8 +51,8 @@ UNKNOWN_STUDY_GRACE_SECONDS = 120.0  # after start-up, an unknown study may be o
 @dataclass(frozen=True)
 class Target:
     """A study the operator reconciles, as the endpoint needs it: its name, its storage (None until the first
-    pass opened it), how to wake its loop, and its trial pods by UID as its last pass listed them (so that a
-    trainer's token is matched with its pod without another list of pods, once a pass has seen the pod)."""
+    pass opened it), how to wake its loop, and the operator's pods by UID as its pod watch keeps them (or as the
+    study's last pass listed them), so that a trainer's token is matched with its pod without a list of pods."""
 
     namespace: str
     name: str
@@ -103,7 +103,7 @@ class Pods:
 
     def of(self, who: rp.PodIdentity, seen: Callable[[str], dict[str, Any] | None] = lambda uid: None
            ) -> dict[str, Any] | None:  # fmt: skip
-        """``seen``: the study's pods as its last pass listed them (``Target.pod``), asked before the API server."""
+        """``seen``: the pods the operator already holds (``Target.pod``), asked before the API server."""
         with self._lock:
             cached = self._cache.get(who.pod_uid)
         if cached is None:
