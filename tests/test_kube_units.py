@@ -1170,11 +1170,12 @@ def test_a_report_of_a_trial_ended_between_its_check_and_its_write_is_refused_as
 def test_a_pass_that_reads_the_watches_copy_sees_the_job_it_has_just_launched() -> None:
     """Passes read the operator's Jobs from its watch (ftstudy.kube.watch_cache), which may lag the operator's own
     writes: a launch puts its Job into the copy from the API server's answer, so the pass right after it (before any
-    watch event) finds the trial running and launches nothing again. Removing ``put`` in ``launch`` fails this."""
+    watch event) finds the trial running and launches nothing again. Removing ``put`` in ``launch`` fails this; so
+    does reading the data check Job from the API server instead of the copy (the fake answers no get)."""
 
     class Answers:
         def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-            return {**body, "metadata": {**body["metadata"], "namespace": "ml", "uid": "job-uid",
+            return {**body, "metadata": {**body["metadata"], "namespace": "ml", "uid": body["metadata"]["name"],
                                          "resourceVersion": "7", "creationTimestamp": api_time(NOW)}}  # fmt: skip
 
         def list(self, *args: Any, **kwargs: Any) -> None:
@@ -1188,6 +1189,14 @@ def test_a_pass_that_reads_the_watches_copy_sees_the_job_it_has_just_launched() 
     objects.pods._replace("ml", [])
     executor = JobExecutor(Answers(), "ml", "demo", "uid-1", study().spec, identity="a" * 32,  # type: ignore[arg-type]
                            objects=objects)  # fmt: skip
+    # the data check Job too (created once, then read from the copy: Answers has no get)
+    assert executor.check_data(PurePosixPath("/data"), "/scratch")[0] is Process.RUNNING
+    assert executor.check_data(PurePosixPath("/data"), "/scratch")[0] is Process.RUNNING
+    checked = objects.jobs.items("ml", f"{names.COMPONENT}={names.DATA_CHECK}")
+    assert checked is not None and len(checked) == 1
+    objects.jobs.put({**checked[0], "metadata": {**checked[0]["metadata"], "resourceVersion": "8"},
+                      "status": {"conditions": [{"type": "Complete", "status": "True"}]}})  # fmt: skip
+    assert executor.check_data(PurePosixPath("/data"), "/scratch")[0] is Process.SUCCEEDED
     executor.launch(0, 1, ["--trial", "0"])
     seen = executor.observe([frozen(0, TrialState.RUNNING, None, None, 0)])
     assert seen[0].state is Process.RUNNING and seen[0].attempt == 1, seen

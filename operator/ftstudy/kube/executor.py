@@ -394,6 +394,21 @@ class JobExecutor:
         cached = self.objects.jobs.items(self.namespace, selector) if self.objects is not None else None
         return cached if cached is not None else self.kube.list(self.jobs_path, selector)
 
+    def _job_named(self, name: str, selector: str) -> dict[str, Any] | None:
+        """The Job ``name`` if it exists: from the Job watch's copy when it is current (looked for among
+        ``selector``'s, the labels the operator gives it; one of that name without them is found by the create's
+        409), else read."""
+        cached = self.objects.jobs.items(self.namespace, selector) if self.objects is not None else None
+        if cached is not None:
+            return next((job for job in cached if job["metadata"]["name"] == name), None)
+        try:
+            found: dict[str, Any] = self.kube.get(path("batch", "v1", "jobs", self.namespace, name))
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            return None
+        return found
+
     def _pods_of(self, selector: str) -> list[dict[str, Any]]:
         """The pods of ``selector``, from the pod watch's copy when it is current, else listed."""
         cached = self.objects.pods.items(self.namespace, selector) if self.objects is not None else None
@@ -733,19 +748,25 @@ class JobExecutor:
         file, which line; or the object store's refusal) and the trainer's exit code otherwise. Its name is the
         study's, so a restarted operator finds it."""
         name = names.data_check_job_name(self.study)
-        job_path = path("batch", "v1", "jobs", self.namespace, name)
-        try:
-            job = self.kube.get(job_path)
-        except ApiError as error:
-            if error.status != 404:
-                raise
+        job = self._job_named(
+            name, ",".join(f"{k}={v}" for k, v in names.data_check_labels(self.study, self.uid).items())
+        )
+        if job is None:
             manifest = jobs.data_check_manifest(self.spec, self.namespace, self.study, self.uid, data_dir, output)
             refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None, self.artifact_secret)
             if refused:
                 why = "; ".join(refused)
                 raise Problem("TrialPolicyViolation", f"the trial policy refuses the data check Job: {why}") from None
-            self.kube.create(self.jobs_path, manifest)
-            return Process.RUNNING, None, None
+            try:
+                created = self.kube.create(self.jobs_path, manifest)
+            except ApiError as error:
+                if error.status != 409:  # a Job of that name that the copy does not hold: read it
+                    raise
+                job = self.kube.get(path("batch", "v1", "jobs", self.namespace, name))
+            else:
+                if self.objects is not None and isinstance(created, dict):
+                    self.objects.jobs.put(created)
+                return Process.RUNNING, None, None
         if (job.get("metadata", {}).get("labels") or {}).get(names.STUDY_UID) != self.uid:
             raise Problem("JobConflict", f"Job {self.namespace}/{name} exists but is not this study's data check: "
                           "delete it, or name the study otherwise")  # fmt: skip
@@ -753,7 +774,7 @@ class JobExecutor:
             return Process.SUCCEEDED, None, None
         failed = _condition(job, "Failed")
         if failed:
-            pods = self.kube.list(path("", "v1", "pods", self.namespace), label_selector=f"job-name={name}")
+            pods = self._pods_of(f"{names.MANAGED_BY}={names.OPERATOR},job-name={name}")
             found = _failure(failed, pods, None)
             return Process.FAILED, found.reason, found.exit_code
         return Process.RUNNING, None, None
