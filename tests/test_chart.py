@@ -218,7 +218,8 @@ def test_the_trial_policy_reaches_the_operator_as_flags_it_accepts(helm: Helm) -
         args = parser().parse_args(["operator", *operator_container(helm.template(*values))["args"]])
         return TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret,
                               args.trial_toleration_key, args.trial_node_selector_key, args.trial_priority_class,
-                              args.trial_claim, args.trial_ephemeral_max)  # fmt: skip
+                              args.trial_claim, args.trial_ephemeral_max, args.artifact_secret,
+                              args.trial_workload_priority_class)  # fmt: skip
 
     assert policy() == TrialPolicy(frozenset(), DEFAULT_VOLUME_TYPES, frozenset({"ftstudy-db"})), "the code's defaults"
     assert policy("--set", "trialPolicy.claims={team-a-data}", "--set", "trialPolicy.ephemeralStorageMax=1Gi",
@@ -229,6 +230,8 @@ def test_the_trial_policy_reaches_the_operator_as_flags_it_accepts(helm: Helm) -
     widened = policy("--set", "trialPolicy.serviceAccounts={trainer}", "--set", "trialPolicy.volumeTypes={csi}",
                      "--set", "trialPolicy.storageSecrets={team-a-db,team-b-db}")  # fmt: skip
     assert widened == TrialPolicy(frozenset({"trainer"}), frozenset({"csi"}), frozenset({"team-a-db", "team-b-db"}))
+    kueue = policy("--set", "trialPolicy.workloadPriorityClasses={team-high}")
+    assert kueue.workload_priority_classes == {"team-high"}, "Kueue's priority, none unless listed"
 
 
 def test_the_operator_may_read_only_the_secrets_the_trial_policy_allows(helm: Helm) -> None:

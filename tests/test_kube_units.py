@@ -260,6 +260,23 @@ def test_a_queued_trials_job_is_created_suspended_with_the_queue_label_and_its_h
     assert jobs.QUEUE_LABEL not in plain["metadata"]["labels"] and "suspend" not in plain["spec"]
 
 
+def test_a_workload_priority_class_labels_the_queued_jobs_needs_a_queue_and_the_policys_leave() -> None:
+    """trialTemplate.workloadPriorityClassName: Kueue's priority label on every trial Job (on the Job, where Kueue
+    reads it); without queueName the manifest is refused at the edge, and the trial policy allows none unless the
+    platform team lists it (a high one would preempt other teams' work)."""
+    template = {"queueName": "trials", "workloadPriorityClassName": "team-high"}
+    s = study(trialTemplate=template).spec
+    job = jobs.job_manifest(s, "ml", "demo", "uid-1", 0, 1, ["--trial", "0"])
+    assert job["metadata"]["labels"][jobs.WORKLOAD_PRIORITY_LABEL] == "team-high"
+    assert jobs.WORKLOAD_PRIORITY_LABEL not in job["spec"]["template"]["metadata"]["labels"]
+    refused = check_spec(s, TrialPolicy(storage_secrets=frozenset({"db"})))
+    assert refused == ["spec.trialTemplate.workloadPriorityClassName: 'team-high' is not allowed for trials (allowed: "
+                       "none; Helm value trialPolicy.workloadPriorityClasses)"], refused  # fmt: skip
+    assert not check_spec(s, TrialPolicy.of(storage_secrets=["db"], workload_priority_classes=["team-high"]))
+    with pytest.raises(ValueError, match="set queueName too"):
+        study(trialTemplate={"workloadPriorityClassName": "team-high"})
+
+
 def test_a_pruned_trials_checkpoint_is_deleted_by_a_small_job_outside_the_trials() -> None:
     """No GPU, no storage URL, the trials' volumes and security; labelled so that the study's trial selector does
     not see it as an attempt, and named by the trial so that asking twice creates it once."""

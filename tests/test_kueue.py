@@ -76,12 +76,25 @@ def test_a_trial_kueue_never_admits_fails_after_budget_pending_seconds_naming_it
     queued_operators: Operators, kueue: Kueue, postgres_url: str
 ) -> None:
     """A ClusterQueue with no GPU quota: Kueue keeps the trial's Job suspended for good, and the study said "queued"
-    for ever. After budget.pendingSeconds the trial fails with its LocalQueue named, without a retry."""
+    for ever. After budget.pendingSeconds the trial fails with its LocalQueue named, without a retry. Its
+    trialTemplate.workloadPriorityClassName, which the trial policy allows, is the priority Kueue gives its
+    Workload."""
     ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
-    kueue.apply(resource_flavor(), cluster_queue(f"none-{ns}", 0), local_queue(ns, "starved", f"none-{ns}"))
+    high = f"high-{ns}"
+    kueue.apply(resource_flavor(), cluster_queue(f"none-{ns}", 0), local_queue(ns, "starved", f"none-{ns}"),
+                priority_class(high, 500))  # fmt: skip
+    ops.extra_args += ["--trial-workload-priority-class", high]
     ops.start()
     budget = {"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1, "retriesPerTrial": 1, "pendingSeconds": 8}
-    apply(plane, ns, study_manifest("starved", trialTemplate={"queueName": "starved"}, budget=budget))
+    template = {"queueName": "starved", "workloadPriorityClassName": high}
+    apply(plane, ns, study_manifest("starved", trialTemplate=template, budget=budget))
+
+    def workload_priorities() -> list[Any]:
+        listed = plane.kubectl("get", "workloads.kueue.x-k8s.io", "-n", ns, "-o", "json", check=False)
+        items = json.loads(listed.stdout)["items"] if listed.returncode == 0 else []
+        return [w["spec"].get("priority") for w in items]
+
+    assert wait_for("Kueue's Workload for the trial", workload_priorities, 60) == [500]
     study = wait_for_phase(ops, "starved", ("Succeeded", "Failed"), 180)
     assert study["status"]["phase"] == "Failed", study["status"]
     words = "its Job did not start within budget.pendingSeconds (8 s): Kueue did not admit its Job: LocalQueue starved"

@@ -357,6 +357,15 @@ class TrialTemplate(_Model):
         description="Kueue: the LocalQueue, in the study's namespace, that admits every trial's Job (created "
         "suspended, with the kueue.x-k8s.io/queue-name label) within its ClusterQueue's quotas",
     )
+    workload_priority_class_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
+        description="Kueue: the WorkloadPriorityClass of every trial's Job (the kueue.x-k8s.io/priority-class "
+        "label), its priority in the queue and for Kueue's preemption, without a pod PriorityClass's effect on the "
+        "scheduler; needs queueName, and one the platform team allows (trialPolicy.workloadPriorityClasses). "
+        "Without it Kueue takes the priority from priorityClassName",
+    )
     output_dir: str = Field(
         default="/artifacts",
         min_length=1,
@@ -396,6 +405,15 @@ class TrialTemplate(_Model):
         if not rest.strip("/"):
             raise ValueError(f"outputDir {value!r} names no bucket")
         return value
+
+    @model_validator(mode="after")
+    def _workload_priority(self) -> TrialTemplate:
+        if self.workload_priority_class_name is not None and self.queue_name is None:
+            raise ValueError(
+                f"workloadPriorityClassName ({self.workload_priority_class_name}) is Kueue's, and only Jobs submitted "
+                "to a LocalQueue have one: set queueName too, or drop it (priorityClassName sets a pod's priority)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _artifact_secret(self) -> TrialTemplate:

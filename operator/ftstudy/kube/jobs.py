@@ -127,6 +127,7 @@ def owner_reference(study: str, uid: str) -> dict[str, Any]:
 
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+WORKLOAD_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # a WorkloadPriorityClass's name, on the Job
 # The trainer's exit code for a SIGTERM it took as a preemption (``--checkpoint-on-stop``): the Job ignores it.
 PREEMPTED_EXIT = {"containerName": CONTAINER, "operator": "In", "values": [EXIT_PREEMPTED]}
 
@@ -243,6 +244,8 @@ def job_manifest(
         # label is on the Job only (Kueue's Job integration reads it there).
         job_labels[QUEUE_LABEL] = t.queue_name
         job_spec["suspend"] = True
+        if t.workload_priority_class_name:
+            job_labels[WORKLOAD_PRIORITY_LABEL] = t.workload_priority_class_name
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

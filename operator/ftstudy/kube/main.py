@@ -157,6 +157,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "instance type, zone, arch)")  # fmt: skip
     policy.add_argument("--trial-priority-class", action="append", default=None, metavar="NAME",
                         help="a PriorityClass trials may use (repeat; default: batch-low)")  # fmt: skip
+    policy.add_argument("--trial-workload-priority-class", action="append", default=None, metavar="NAME",
+                        help="a Kueue WorkloadPriorityClass trials may use (repeat; default: none)")  # fmt: skip
     policy.add_argument("--trial-claim", action="append", default=None, metavar="NAME",
                         help="a claim trials may mount (repeat; default: ftstudy-artifacts)")  # fmt: skip
     policy.add_argument("--trial-ephemeral-max", default=None, metavar="QUANTITY",
@@ -275,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = TrialPolicy.of(args.trial_service_account, args.trial_volume_type, args.storage_secret,
                                 args.trial_toleration_key, args.trial_node_selector_key, args.trial_priority_class,
-                                args.trial_claim, args.trial_ephemeral_max, args.artifact_secret)  # fmt: skip
+                                args.trial_claim, args.trial_ephemeral_max, args.artifact_secret,
+                                args.trial_workload_priority_class)  # fmt: skip
     except ValueError as error:
         print(f"ftstudy operator: {error}", file=sys.stderr)
         return 2

@@ -76,6 +76,9 @@ class TrialPolicy:
     claims: frozenset[str] = DEFAULT_CLAIMS
     ephemeral_max_bytes: int = 100 * 2**30
     artifact_secrets: frozenset[str] = frozenset({DEFAULT_ARTIFACT_SECRET})
+    # Kueue's WorkloadPriorityClasses trials' Jobs may name: none unless the platform team lists them, since a high
+    # one lets a study's trials preempt other teams' work in a shared ClusterQueue
+    workload_priority_classes: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -89,6 +92,7 @@ class TrialPolicy:
         claims: Iterable[str] | None = None,
         ephemeral_max: str | None = None,
         artifact_secrets: Iterable[str] | None = None,
+        workload_priority_classes: Iterable[str] | None = None,
     ) -> TrialPolicy:
         """From flags or values; refuses a volume type the restricted standard does not admit (hostPath above all),
         since no trial pod could ever use it. A list not given keeps its default."""
@@ -110,7 +114,8 @@ class TrialPolicy:
         return cls(frozenset(service_accounts), types, secrets, listed(toleration_keys, DEFAULT_TOLERATION_KEYS),
                    listed(node_selector_keys, DEFAULT_NODE_SELECTOR_KEYS),
                    listed(priority_classes, DEFAULT_PRIORITY_CLASSES), listed(claims, DEFAULT_CLAIMS),
-                   maximum, listed(artifact_secrets, frozenset({DEFAULT_ARTIFACT_SECRET})))  # fmt: skip
+                   maximum, listed(artifact_secrets, frozenset({DEFAULT_ARTIFACT_SECRET})),
+                   listed(workload_priority_classes, frozenset()))  # fmt: skip
 
 
 _SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
@@ -213,6 +218,11 @@ def check_spec(spec: StudySpec, policy: TrialPolicy) -> list[str]:
             allowed = ", ".join(sorted(policy.volume_types))
             hint = f"allowed: {allowed}; Helm value trialPolicy.volumeTypes"
             found.add(where, f"volume type {kind} is not allowed for trials ({hint})")
+    workload = t.workload_priority_class_name
+    if workload and workload not in policy.workload_priority_classes:
+        allowed = ", ".join(sorted(policy.workload_priority_classes)) or "none"
+        found.add("spec.trialTemplate.workloadPriorityClassName", f"{workload!r} is not allowed for trials (allowed: "
+                  f"{allowed}; Helm value trialPolicy.workloadPriorityClasses)")  # fmt: skip
     template = {"tolerations": t.tolerations, "nodeSelector": t.node_selector,
                 "priorityClassName": t.priority_class_name, "volumes": t.volumes}  # fmt: skip
     check_scheduling(found, template, policy, "spec.trialTemplate")
