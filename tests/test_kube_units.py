@@ -1220,3 +1220,35 @@ def test_a_pass_that_reads_the_watches_copy_sees_the_job_it_has_just_launched() 
     objects.jobs._synced.clear()  # the watch broke: the copy is not trusted, the API server is asked
     with pytest.raises(AssertionError, match="listed"):
         executor.observe([frozen(0, TrialState.RUNNING, None, None, 0)])
+
+
+def test_each_kueue_preemption_of_one_job_is_told_with_its_own_reason() -> None:
+    """Kueue may preempt a trial's Job, admit it again and preempt it once more after its pods are gone: the second
+    TrialPreempted must carry the second Stopped Event's reason, not the first one's again (the lookup was keyed by
+    the count of stopped pods, which is 0 both times)."""
+    reasons = iter(
+        ["Preempted to accommodate a workload (UID: first)", "Preempted to accommodate a workload (UID: second)"]
+    )
+
+    class Events:
+        def list(self, resource_path: str, label_selector: str | None = None,
+                 field_selector: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+            assert "events" in resource_path and field_selector == "involvedObject.uid=job-1,reason=Stopped"
+            return [{"message": next(reasons), "lastTimestamp": api_time(NOW)}]
+
+    s = study(trialTemplate={"queueName": "trials"}).spec
+    executor = JobExecutor(Events(), "ml", "demo", "uid-1", s, identity="a" * 32)  # type: ignore[arg-type]
+    job = jobs.job_manifest(s, "ml", "demo", "uid-1", 0, 1, ["--trial", "0"])
+    job["metadata"]["uid"] = "job-1"
+
+    def suspended(since: str) -> dict[str, Any]:
+        condition = {"type": "Suspended", "status": "True", "lastTransitionTime": since}
+        return {**job, "spec": {**job["spec"], "suspend": True}, "status": {"conditions": [condition]}}
+
+    running = TrialProcess(Process.RUNNING, attempt=1)
+    first = executor._with_kueue_reason(suspended("2026-11-25T12:00:00Z"), running, admitted=True)
+    assert first.preempted == ("Kueue: Preempted to accommodate a workload (UID: first)",), first
+    again = executor._with_kueue_reason(suspended("2026-11-25T12:00:00Z"), running, admitted=True)
+    assert again == first, "the same suspension: no second lookup"
+    second = executor._with_kueue_reason(suspended("2026-11-25T12:05:00Z"), running, admitted=True)
+    assert second.preempted == ("Kueue: Preempted to accommodate a workload (UID: second)",), second

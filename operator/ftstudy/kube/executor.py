@@ -372,9 +372,9 @@ class JobExecutor:
         self.queue_gone: Problem | None = None
         self.admitted: list[tuple[int, float]] = []  # trials the last observe found admitted: number, seconds queued
         self._pods: dict[str, dict[str, Any]] = {}  # the study's pods by UID, as the last observe listed them
-        # Kueue's reason for stopping a Job (its Stopped Event), by Job UID and preemptions seen: the reason ("" if
-        # none found yet) and how many times it was looked for
-        self._stop_reasons: dict[tuple[str, int], tuple[str, int]] = {}
+        # Kueue's reason for stopping a Job (its Stopped Event), by Job UID, preemptions seen and the Job's last
+        # suspension or admission: the reason ("" if none found yet) and how many times it was looked for
+        self._stop_reasons: dict[tuple[str, int, str], tuple[str, int]] = {}
         self._queue_checked = -QUEUE_RECHECK_SECONDS
 
     def _key(self, number: int) -> str:
@@ -636,7 +636,10 @@ class JobExecutor:
             return process
         if not process.preempted and not (admitted and job.get("spec", {}).get("suspend")):
             return process
-        key = (str(job["metadata"]["uid"]), len(process.preempted))
+        # one lookup per preemption: Kueue may preempt a Job again once its pods are gone, so the count of stopped
+        # pods alone would repeat; the Suspended condition's transition changes with each eviction and admission
+        flipped = str((_condition(job, "Suspended") or {}).get("lastTransitionTime") or "")
+        key = (str(job["metadata"]["uid"]), len(process.preempted), flipped)
         reason, tries = self._stop_reasons.get(key, ("", 0))
         if not reason and tries < 3:  # an Event may land a moment after the pod ends; a drain posts none at all
             reason = (self._latest_event(key[0], "Stopped") or "").split("; preemptor path")[0].strip()
