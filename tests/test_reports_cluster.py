@@ -189,13 +189,15 @@ def test_a_certificate_cert_manager_keeps_is_awaited_served_and_never_written(
     endpoint's TLS Secret. Until it exists the operator waits and says which Secret it waits for; once a Secret in
     cert-manager's layout appears (type kubernetes.io/tls, with ca.crt), the operator serves its certificate, the
     trials verify the endpoint against its ca.crt and a study runs to its end; the operator never wrote the Secret
-    (its Role may only get it). cert-manager itself does not run here: the test writes what it would."""
+    (its Role may only get it); a renewal cert-manager writes is served at the next read. cert-manager itself does
+    not run here: the test writes what it would."""
     import datetime as dt
 
     from ftstudy.kube import certs
 
     ops, plane, ns = operators, operators.plane, operators.namespace
     undo = ops.enable_reports(external=True)
+    ops.extra_args += ["--report-tls-check-seconds", "2"]  # (60 s by default)
     nodes = gpu_nodes_factory({"gpu-a": 1})
     ops.start()
     words = f"waiting for the report endpoint's certificate: Secret {ns}/{REPORT_TLS_SECRET} does not exist yet"
@@ -221,5 +223,15 @@ def test_a_certificate_cert_manager_keeps_is_awaited_served_and_never_written(
               if (e.get("objectRef") or {}).get("resource") == "secrets"
               and e["verb"] not in ("get", "list")]  # fmt: skip
     assert not writes, [(e["verb"], e["requestURI"]) for e in writes]
+
+    # cert-manager renews: a new certificate from the same CA in the same Secret, served without a restart
+    renewed, renewed_key = certs.make_serving(ca, ca_key, [host], dt.datetime.now(dt.UTC))
+    issued["data"] |= {"tls.crt": base64.b64encode(renewed.encode()).decode(),
+                       "tls.key": base64.b64encode(renewed_key.encode()).decode()}  # fmt: skip
+    plane.kubectl("apply", "-f", "-", input=json.dumps(issued))
+    port = int(ops.extra_args[ops.extra_args.index("--report-port") + 1])
+    wait_for("the renewed certificate served", lambda: ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(
+        ("127.0.0.1", port))) == ssl.PEM_cert_to_DER_cert(renewed), 30)  # fmt: skip
+    assert "serving the report endpoint's renewed certificate" in ops.log()
     ops.stop_all()
     undo()

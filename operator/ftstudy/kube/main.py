@@ -112,6 +112,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "it only reads it (get), waits until it is issued, and reloads it when it changes",
     )
     reports.add_argument(
+        "--report-tls-check-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how often the TLS Secret is read again for a renewed certificate (default: 60 with "
+        "--report-tls-external, where cert-manager renews it, else 12 hours: the operator renews its own)",
+    )
+    reports.add_argument(
         "--report-dns-name",
         action="append",
         default=[],
@@ -244,7 +252,9 @@ def _report_server(
 
     def renew() -> None:
         served = bundle
-        every = EXTERNAL_CHECK_SECONDS if args.report_tls_external else RENEW_CHECK_SECONDS
+        every = args.report_tls_check_seconds or (
+            EXTERNAL_CHECK_SECONDS if args.report_tls_external else RENEW_CHECK_SECONDS
+        )
         while not stop.wait(every):
             try:
                 fresh = current()
