@@ -396,10 +396,12 @@ def second_confirmation_section(seeds: int) -> list[str]:
     default_gains = d_low > 0
     hyperband_wins = h_low > 0 and hyperband > default + CONFIRM_MARGIN
     return [
-        *replayed_lines("The second confirmation fixed in advance (above)", table, args, results),
+        *replayed_lines("The second confirmation fixed in advance (above)", table, args, results,
+                        "; its raw output is `bench/results/confirmation-confirm/`"),
         f"Rule 1: {DEFAULT_METHOD} (the default) gains over random search at the same GPU-steps "
         f"{default:+.3f} [{d_low:+.3f}, {d_high:+.3f}]: "
-        f"{'a gain (interval above zero)' if default_gains else 'no measurable gain (interval not above zero)'}.",
+        + ("a gain (interval above zero)" if default_gains else "no gain, a loss (interval below zero)"
+           if d_high < 0 else "no measurable gain (interval not above zero)") + ".",
         f"Rule 2: {HYPERBAND} {hyperband:+.3f} [{h_low:+.3f}, {h_high:+.3f}]: "
         + ("above zero and above the default's by more than "
            f"{CONFIRM_MARGIN}: a Hyperband promotion becomes the next default candidate" if hyperband_wins
