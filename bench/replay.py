@@ -36,7 +36,7 @@ import random
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,19 @@ def load_table(path: Path) -> Table:
     if zero_shot is None:
         raise SystemExit(f"{path}: no trial recorded the untrained model's independent-test accuracy")
     return Table(configs, distributions(spec), totals.pop(), zero_shot, header)
+
+
+def on_the_test_set(table: Table, path: Path) -> Table:
+    """The same table scored on the test set of the training shops: a diagnostic of whether what a method selects
+    on validation pages carries over to those shops, as against a shop no training saw."""
+    zero_shot = None
+    for line in path.read_text().splitlines()[1:]:
+        found = (json.loads(line).get("zero_shot") or {}).get("test")
+        zero_shot = float(found) if found is not None else zero_shot
+    if zero_shot is None:
+        raise SystemExit(f"{path}: no trial recorded the untrained model's test accuracy")
+    configs = [replace(c, independent_test=c.test) for c in table.configs]
+    return replace(table, configs=configs, zero_shot_independent=zero_shot)
 
 
 # ---- one replay ------------------------------------------------------------------------------------------------
@@ -472,8 +485,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--only", default="", help="comma-separated method names")
     parser.add_argument("--json", type=Path, help="also write the raw per-seed figures here")
+    parser.add_argument(
+        "--score",
+        choices=("independent", "test"),
+        default="independent",
+        help="what the user gets: the independent test set (the default), or, as a diagnostic, the test set of the "
+        "training shops (every 'independent test' figure printed is then that test set's)",
+    )
     args = parser.parse_args(argv)
     table = load_table(args.table)
+    if args.score == "test":
+        table = on_the_test_set(table, args.table)
+        print("score: the test set of the training shops, not the independent one (--score test)")
     results = run(table, args.trials, args.parallelism, args.k, args.seeds, args.tolerance,
                   [m for m in args.only.split(",") if m])  # fmt: skip
     for line in [*report(table, results, args), "", *goals(results, args.k), "", *ground_truth(table)]:
