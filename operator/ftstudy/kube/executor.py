@@ -409,6 +409,13 @@ class JobExecutor:
             return None
         return found
 
+    def _create(self, manifest: dict[str, Any]) -> None:
+        """Create one of the study's Jobs and put the API server's answer into the Job watch's copy: the next pass
+        sees it, whatever the watch's delay (a launch is never taken for a lost trial and launched again)."""
+        created = self.kube.create(self.jobs_path, manifest)
+        if self.objects is not None and isinstance(created, dict):
+            self.objects.jobs.put(created)
+
     def _pods_of(self, selector: str) -> list[dict[str, Any]]:
         """The pods of ``selector``, from the pod watch's copy when it is current, else listed."""
         cached = self.objects.pods.items(self.namespace, selector) if self.objects is not None else None
@@ -523,7 +530,7 @@ class JobExecutor:
             raise Problem("TrialPolicyViolation", "the trial policy refuses the trial's Job: " + "; ".join(refused))
         name = manifest["metadata"]["name"]
         try:
-            created = self.kube.create(self.jobs_path, manifest)
+            self._create(manifest)
         except ApiError as error:
             if error.status == 409:  # AlreadyExists: an earlier operator created this very attempt, or did it?
                 self._adopt(manifest)
@@ -557,9 +564,6 @@ class JobExecutor:
                 ) from None
             else:
                 raise
-        else:
-            if self.objects is not None and isinstance(created, dict):
-                self.objects.jobs.put(created)  # the next pass sees its own launch, whatever the watch's delay
         self.refused.pop(number, None)
         self.latest[number] = manifest
 
@@ -751,9 +755,7 @@ class JobExecutor:
         file, which line; or the object store's refusal) and the trainer's exit code otherwise. Its name is the
         study's, so a restarted operator finds it."""
         name = names.data_check_job_name(self.study)
-        job = self._job_named(
-            name, ",".join(f"{k}={v}" for k, v in names.data_check_labels(self.study, self.uid).items())
-        )
+        job = self._job_named(name, names.selector(names.data_check_labels(self.study, self.uid)))
         if job is None:
             manifest = jobs.data_check_manifest(self.spec, self.namespace, self.study, self.uid, data_dir, output)
             refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None, self.artifact_secret)
@@ -761,14 +763,12 @@ class JobExecutor:
                 why = "; ".join(refused)
                 raise Problem("TrialPolicyViolation", f"the trial policy refuses the data check Job: {why}") from None
             try:
-                created = self.kube.create(self.jobs_path, manifest)
+                self._create(manifest)
             except ApiError as error:
                 if error.status != 409:  # a Job of that name that the copy does not hold: read it
                     raise
                 job = self.kube.get(path("batch", "v1", "jobs", self.namespace, name))
             else:
-                if self.objects is not None and isinstance(created, dict):
-                    self.objects.jobs.put(created)
                 return Process.RUNNING, None, None
         if (job.get("metadata", {}).get("labels") or {}).get(names.STUDY_UID) != self.uid:
             raise Problem("JobConflict", f"Job {self.namespace}/{name} exists but is not this study's data check: "
@@ -794,7 +794,7 @@ class JobExecutor:
                         self.namespace, self.study, number, "; ".join(refused))  # fmt: skip
             return
         try:
-            self.kube.create(self.jobs_path, manifest)
+            self._create(manifest)
         except ApiError as error:
             if error.status != 409:
                 log.warning("%s/%s: trial %d's checkpoint stays: its cleanup Job was refused: %s",

@@ -112,6 +112,11 @@ def cleanup_labels(study: str, study_uid: str, number: int) -> dict[str, str]:
     return {MANAGED_BY: OPERATOR, COMPONENT: CLEANUP, STUDY: study, STUDY_UID: study_uid, TRIAL: str(number)}
 
 
+def selector(labels: dict[str, str]) -> str:
+    """The equality-based label selector of exactly these labels."""
+    return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
 def study_selector(study_uid: str) -> str:
     """The study's trial Jobs and pods. By uid: a study deleted and created again under the same name never adopts
     its predecessor's Jobs."""
