@@ -143,3 +143,25 @@ def test_ranks_left_waiting_after_rank_0_ended_are_stopped_and_rank_0s_code_stan
     started = time.monotonic()
     assert launch.launch(2, [], [sys.executable, "-c", rank]) == EXIT_PREEMPTED
     assert time.monotonic() - started < 30
+
+
+def test_a_rank_that_ends_with_an_error_on_sigterm_does_not_turn_the_preemption_into_a_crash() -> None:
+    """The kubelet's SIGTERM reaches every rank; rank 1 may end first, and with an error (its peer left a collective,
+    which gloo reports at once), while rank 0 still writes its checkpoint: the trial was preempted (75), not crashed."""
+    rank = (  # rank 0: checkpoints for a second, then exits 75; rank 1: ends with 1 at once
+        "import os, signal, time\n"
+        "def stop(*_): time.sleep(1.0) if os.environ['RANK'] == '0' else None; raise SystemExit("
+        "75 if os.environ['RANK'] == '0' else 1)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "os.write(2, b'ready\\n')\n"
+        "time.sleep(3600)\n"
+    )
+    launcher = ("import sys\nfrom ftstudy.trainer import launch\n"
+                f"raise SystemExit(launch.launch(2, [], [sys.executable, '-c', {rank!r}]))\n")  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", launcher], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    assert [process.stderr.readline() for _ in range(2)] == ["ready\n"] * 2
+    process.send_signal(signal.SIGTERM)
+    _, log = process.communicate(timeout=120)
+    assert process.returncode == EXIT_PREEMPTED, log
+    assert "stopping the other ranks" not in log

@@ -6,10 +6,11 @@ trainer's exit codes, which the study and the Job read (``ftstudy.trainer.cli``:
 podFailurePolicy ignores; 2 bad input, never retried; 4 object store). torchrun reports any failed worker as its own
 exit code 1. Here the launcher forwards SIGTERM and SIGINT to every rank, and when a rank ends with an error it
 stops the others (their collectives would otherwise wait for the dead rank) and exits with that rank's code, after
-saying which rank it was; when all end, it exits with rank 0's code (rank 0 decides the trial's outcome, so a rank
-that fails after rank 0 ended, its peer gone from a collective, changes nothing). Ranks still running 30 s after rank
-0 ended (waiting in a collective rank 0 left before, which gloo notices at once and NCCL only at its timeout) are
-stopped.
+saying which rank it was; unless the launcher was itself told to stop: then a rank that ends with an error (its own
+SIGTERM handler, or gloo noticing a peer that stopped first) is part of the stop, not a failure. When all end, it
+exits with rank 0's code (rank 0 decides the trial's outcome, so a rank that fails after rank 0 ended, its peer gone
+from a collective, changes nothing). Ranks still running 30 s after rank 0 ended (waiting in a collective rank 0 left
+before, which gloo notices at once and NCCL only at its timeout) are stopped.
 """
 
 from __future__ import annotations
@@ -44,20 +45,23 @@ def launch(processes: int, argv: list[str], program: list[str] | None = None) ->
         trainer = program or [sys.executable, "-m", "ftstudy.trainer.cli"]
         children.append(subprocess.Popen([*trainer, *argv], env=env))
 
+    stopping: list[int] = []  # the signals forwarded: once stopped, only rank 0's code says how the trial ended
+
     def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _supervise(processes, children)
+        return _supervise(processes, children, stopping)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _supervise(processes: int, children: list[subprocess.Popen[bytes]]) -> int:
+def _supervise(processes: int, children: list[subprocess.Popen[bytes]], stopping: list[int]) -> int:
     failed: tuple[int, int] | None = None  # (rank, exit code) of the first rank that ended with an error
     main_ended: float | None = None  # when rank 0 ended: the others follow within seconds, or are stopped
     while any(child.poll() is None for child in children):
@@ -72,8 +76,8 @@ def _supervise(processes: int, children: list[subprocess.Popen[bytes]]) -> int:
         if failed is None:
             for rank, child in enumerate(children):
                 code = child.poll()
-                if rank > 0 and main_ended is not None:
-                    break  # rank 0 has ended: the outcome is its, whatever the others' end
+                if rank > 0 and (main_ended is not None or stopping):
+                    break  # rank 0 has ended or is stopping: the outcome is its, whatever the others' end
                 if code not in (None, 0) and not (rank == 0 and code in _OUTCOMES):
                     failed = (rank, _exit_code(code))
                     log.error("rank %d of %d exited with code %d: stopping the other ranks", rank, processes,
