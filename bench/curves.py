@@ -17,6 +17,9 @@ Parts, in the order they run:
 - ``grid``: a practitioner's learning-rate sweep (six rates, rank 8, alpha 16, attention), data seed 0;
 - ``seed1``, ``seed2``: the baseline and the first 24 Halton configurations again at training seeds 1 and 2;
 - ``long``: the baseline and the first 40 Halton configurations trained four times longer (8 epochs);
+- ``confirm``: the second confirmation (docs/science.md): 41 configurations of another design on other pages;
+- ``holdout``: the third: ``confirm`` again with validation pages from a shop, layout and category that its training
+  and test pages leave out (``dataset.generate.validationHoldout``);
 - ``efficiency-s0``, ``-s1``, ``-s2``: the data-efficiency sweep (``examples/data-efficiency.yaml``: fixed
   hyperparameters, 0 to 3,200 training samples, each trained to the end) at data and training seeds 0, 1 and 2
   together, scored at the end only; ``efficiency-6400``: its 6,400-sample point at seed 0.
@@ -69,6 +72,7 @@ class Part:
     baseline: bool = True
     sizes: tuple[int, ...] = ()  # a data-efficiency sweep over these training-set sizes
     design_seed: int = DESIGN_SEED  # the Halton design's scrambling: which configurations a halton part trains
+    validation_holdout: bool = False  # validation pages from a shop, layout and category training leaves out
 
 
 PARTS = (
@@ -86,6 +90,10 @@ PARTS = (
     # The second confirmation (docs/science.md, fixed 2026-12-06 before any of its records existed): pages and
     # configurations neither main nor long has, trials as long as long's.
     Part("confirm", data_seed=2, train_seed=0, trials=41, sampler="halton", epochs=8, design_seed=1),
+    # The third confirmation (docs/science.md, fixed 2026-12-06 before any of its records existed): confirm's
+    # configurations, pages and training, but validation pages from a held-out shop, layout and category.
+    Part("holdout", data_seed=2, train_seed=0, trials=41, sampler="halton", epochs=8, design_seed=1,
+         validation_holdout=True),
 )  # fmt: skip
 
 
@@ -114,6 +122,8 @@ def document(part: Part, baseline_lr: float | None, model: str) -> dict[str, Any
     spec["model"] = model
     generate = spec["dataset"]["generate"]
     generate.update(seed=part.data_seed, validation=VALIDATION_PAGES, test=TEST_PAGES, independentTest=TEST_PAGES)
+    if part.validation_holdout:
+        generate["validationHoldout"] = True
     training = spec["training"]
     training.update(epochs=part.epochs, earlyFraction=EARLY, evalSamples=VALIDATION_PAGES, testSamples=TEST_PAGES,
                     seed=part.train_seed, extraEvalFractions=[f for f in FRACTIONS[:-1] if f != EARLY])  # fmt: skip

@@ -241,3 +241,42 @@ def test_the_cli_and_the_trainer_pass_the_independent_shops_on(tmp_path: Path) -
     assert shops(tmp_path / "default" / "independent_test.jsonl") == {"ca"}
     _generate_data(tmp_path / "named", json.dumps({**settings, "independent_locales": ["it"]}))
     assert shops(tmp_path / "named" / "independent_test.jsonl") == {"it"}
+
+
+def _groups(rows: list[dict[str, object]]) -> tuple[set[object], set[object], set[object]]:
+    metas = [row["meta"] for row in rows]
+    return tuple({meta[key] for meta in metas} for key in ("locale", "layout", "category"))  # type: ignore[index,return-value]
+
+
+def test_a_held_out_validation_shares_no_shop_layout_or_category_with_train_and_test() -> None:
+    sizes = SplitSizes(train=150, validation=30, test=60, independent_test=30)
+    plain = generate_dataset(2, sizes, ["de", "fr", "ch"])
+    held = generate_dataset(2, sizes, ["de", "fr", "ch"], validation_holdout=True)
+    assert _groups(held["validation"]) == ({"ch"}, {"minimal"}, {"beauty"})
+    for split in ("train", "test"):
+        shops, layouts, categories = _groups(held[split])
+        assert shops == {"de", "fr"} and "minimal" not in layouts and "beauty" not in categories, split
+        assert len(layouts) == 3 and len(categories) == 4, split
+    assert "ch" in _groups(plain["validation"])[0], "off by default"
+    assert held["independent_test"] == plain["independent_test"], "the independent test does not move"
+    with pytest.raises(ValueError, match="at least two locales"):
+        generate_dataset(2, sizes, ["de"], validation_holdout=True)
+
+
+def test_the_cli_and_the_trainer_pass_the_validation_holdout_on(tmp_path: Path) -> None:
+    from ftstudy import cli
+    from ftstudy.trainer.cli import _generate_data
+
+    def groups(path: Path) -> tuple[set[object], set[object], set[object]]:
+        return _groups([json.loads(line) for line in path.read_text().splitlines()])
+
+    args = ["data", "generate", "--out", str(tmp_path / "cli"), "--train", "6", "--validation", "3", "--test", "2",
+            "--independent-test", "0", "--locales", "de,fr", "--validation-holdout"]  # fmt: skip
+    assert cli.main(args) == 0
+    assert groups(tmp_path / "cli" / "validation.jsonl") == ({"fr"}, {"minimal"}, {"beauty"})
+    assert groups(tmp_path / "cli" / "train.jsonl")[0] == {"de"}
+    settings = {"seed": 0, "train": 6, "validation": 3, "test": 2, "independent_test": 0, "locales": ["de", "fr"]}
+    _generate_data(tmp_path / "trainer", json.dumps({**settings, "validation_holdout": True}))
+    assert groups(tmp_path / "trainer" / "validation.jsonl") == ({"fr"}, {"minimal"}, {"beauty"})
+    with pytest.raises(ValueError, match="validation_holdout must be true or false"):
+        _generate_data(tmp_path / "bad", json.dumps({**settings, "validation_holdout": "yes"}))

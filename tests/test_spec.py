@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,7 @@ def test_defaults_are_the_papers() -> None:
             "other shops",
         ),
         ({"dataset": {"generate": {"independentLocales": ["it", "it"]}}}, "independentLocales must not repeat"),
+        ({"dataset": {"generate": {"locales": ["de"], "validationHoldout": True}}}, "validationHoldout needs at least"),
         ({"dataset": {"generate": {"independentLocales": []}}}, "generate.independentLocales: List should have at"),
         (
             {"dataset": {"generate": {"locales": ["it", "us", "ca"]}}},
@@ -156,3 +159,23 @@ def test_the_independent_test_shops_default_to_the_holdouts_and_may_be_named() -
     # Training on a holdout shop is allowed when no independent test is wanted, or its shops are named.
     spec.parse(document(dataset={"generate": {"locales": ["it"], "independentTest": 0}}))
     spec.parse(document(dataset={"generate": {"locales": ["it"], "independentLocales": ["ca"]}}))
+
+
+def test_a_held_out_validation_reaches_the_trials_and_gets_its_own_data_directory() -> None:
+    from ftstudy.runner import generated_data_name
+    from ftstudy.trial_command import trainer_args
+
+    def generate_data(study: spec.StudySpec) -> dict[str, object]:
+        args = trainer_args(study, "demo", 3, "/data", "/out", generate_data=True)
+        settings: dict[str, object] = json.loads(args[args.index("--generate-data") + 1])
+        return settings
+
+    plain = spec.parse(document(dataset={"generate": {"locales": ["de", "fr"]}})).spec
+    held = spec.parse(document(dataset={"generate": {"locales": ["de", "fr"], "validationHoldout": True}})).spec
+    assert "validation_holdout" not in generate_data(plain), "a study without it keeps the command it had"
+    assert generate_data(held)["validation_holdout"] is True
+    assert generated_data_name(plain) != generated_data_name(held)
+    # The directory of a study written before the field existed: its settings' hash, without the field.
+    assert plain.dataset.generate is not None
+    before = plain.dataset.generate.model_dump_json(exclude={"validation_holdout"})
+    assert generated_data_name(plain) == f"data-{hashlib.sha256(before.encode()).hexdigest()[:12]}"

@@ -18,7 +18,8 @@ def _generate(args: argparse.Namespace) -> int:
     sizes = SplitSizes(args.train, args.validation, args.test, args.independent_test)
     try:
         independent = args.independent_locales.split(",") if args.independent_locales else None
-        paths = write_dataset(args.out, args.seed, sizes, args.locales.split(","), independent)
+        paths = write_dataset(args.out, args.seed, sizes, args.locales.split(","), independent,
+                              args.validation_holdout)  # fmt: skip
     except ValueError as error:
         print(f"ftstudy: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -194,6 +195,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated shops of independent_test, none of --locales; default: it if a training shop is not "
         "English, ca if one is",
+    )
+    gen.add_argument(
+        "--validation-holdout",
+        action="store_true",
+        help="validation pages from a shop, layout and category that train and test never have (the last of "
+        "--locales, the minimal layout, beauty)",
     )
     gen.set_defaults(handler=_generate)
 

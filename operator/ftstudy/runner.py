@@ -105,7 +105,10 @@ def generated_data_name(spec: StudySpec) -> str:
     """The directory name of a ``dataset.generate`` study's data: keyed by the settings, so a resumed study reuses
     it and a changed one never reads stale pages."""
     assert spec.dataset.generate is not None
-    return f"data-{hashlib.sha256(spec.dataset.generate.model_dump_json().encode()).hexdigest()[:12]}"
+    generate = spec.dataset.generate
+    # validation_holdout is left out when off, so that a study from before it existed keeps its directory
+    settings = generate.model_dump_json(exclude=None if generate.validation_holdout else {"validation_holdout"})
+    return f"data-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
 def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
@@ -120,7 +123,8 @@ def prepare_data(spec: StudySpec, workdir: Path, base: Path) -> Path:
     directory = workdir / generated_data_name(spec)
     if not (directory / ".complete").exists():
         sizes = SplitSizes(settings.train, settings.validation, settings.test, settings.independent_test)
-        write_dataset(directory, settings.seed, sizes, settings.locales, settings.independent_locales)
+        write_dataset(directory, settings.seed, sizes, settings.locales, settings.independent_locales,
+                      settings.validation_holdout)  # fmt: skip
         (directory / ".complete").write_text(settings.model_dump_json())
     return directory
 

@@ -124,11 +124,19 @@ class DatasetGenerate(_Model):
     )
     # No description here: the CRD's is in ftstudy.crd's table, with the default rule spelt out.
     independent_locales: list[LocaleCode] | None = Field(default=None, min_length=1)
+    validation_holdout: bool = Field(
+        default=False,
+        description="validation pages from a shop, layout and category that train and test never have (the last "
+        "of locales, the minimal layout, beauty), so that the scores a study chooses by reward what carries over to "
+        "new shops, as the independent test does; needs two locales or more",
+    )
 
     @model_validator(mode="after")
     def _unique_locales(self) -> DatasetGenerate:
         if len(set(self.locales)) != len(self.locales):
             raise ValueError("locales must not repeat")
+        if self.validation_holdout and len(self.locales) < 2:
+            raise ValueError("validationHoldout needs at least two locales: one is held out for the validation pages")
         named = self.independent_locales
         if named is not None and len(set(named)) != len(named):
             raise ValueError("independentLocales must not repeat")

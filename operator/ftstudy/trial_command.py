@@ -45,6 +45,8 @@ def trainer_args(
                  "independent_test": g.independent_test, "locales": list(g.locales)}  # fmt: skip
         if g.independent_locales is not None:  # named only when given, so other studies' commands stay the same
             sizes["independent_locales"] = list(g.independent_locales)
+        if g.validation_holdout:  # likewise
+            sizes["validation_holdout"] = True
         args += ["--generate-data", json.dumps(sizes, sort_keys=True)]
     if t.train_samples is not None:
         args += ["--train-samples", str(t.train_samples)]

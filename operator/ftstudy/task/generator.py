@@ -596,23 +596,58 @@ class SplitSizes:
 SPLITS = ("train", "validation", "test", "independent_test")
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """What ``validation_holdout`` keeps out of train and test for the validation pages: the last of the training
+    shops (in canonical order), of the layouts and of the categories. The validation pages then differ from the
+    training pages the way the independent test's do (another shop, layout and category), so that a study's early
+    and final scores, which choose its trials, reward what carries over to new shops rather than what fits the
+    training shops (docs/science.md: on long trials the two disagree)."""
+
+    shop: str
+    layout: str
+    category: str
+
+
+def holdout_for(locales: Sequence[str]) -> Holdout:
+    shops = locales_named(locales)
+    if len(shops) < 2:
+        raise ValueError("validationHoldout needs at least two locales: one is held out for the validation pages")
+    return Holdout(shops[-1].code, IN_DISTRIBUTION_LAYOUTS[-1], IN_DISTRIBUTION_CATEGORIES[-1])
+
+
 def generate_dataset(
     seed: int,
     sizes: SplitSizes,
     locales: Sequence[str] = LOCALE_CODES,
     independent_locales: Sequence[str] | None = None,
+    validation_holdout: bool = False,
 ) -> dict[str, list[dict[str, object]]]:
     """Disjoint splits: no page appears twice. train/validation/test come from the shops of ``locales``;
     independent_test shares no shop, layout or category with them: its shops are ``independent_locales``, by
-    default the holdout shop of each language trained on (``independent_locales_for``).
+    default the holdout shop of each language trained on (``independent_locales_for``). With
+    ``validation_holdout``, validation comes from a shop, layout and category that train and test never have
+    (``holdout_for``).
 
     With no independent test to generate and no shops named for it, any training shops are fine (even all)."""
     shops = locales_named(locales)
     seen: set[str] = set()
-    stream = unique_pages(seed, IN_DISTRIBUTION_CATEGORIES, IN_DISTRIBUTION_LAYOUTS, "p", seen, shops)
     splits: dict[str, list[dict[str, object]]] = {}
-    for split in ("train", "validation", "test"):
-        splits[split] = [next(stream) for _ in range(getattr(sizes, split))]
+    if validation_holdout:
+        held = holdout_for(locales)
+        kept = tuple(shop for shop in shops if shop.code != held.shop)
+        categories = tuple(c for c in IN_DISTRIBUTION_CATEGORIES if c != held.category)
+        layouts = tuple(layout for layout in IN_DISTRIBUTION_LAYOUTS if layout != held.layout)
+        stream = unique_pages(seed, categories, layouts, "p", seen, kept)
+        held_out = unique_pages(seed + 104729, (held.category,), (held.layout,), "val", seen,
+                                locales_named([held.shop]))  # fmt: skip
+        splits["train"] = [next(stream) for _ in range(sizes.train)]
+        splits["validation"] = [next(held_out) for _ in range(sizes.validation)]
+        splits["test"] = [next(stream) for _ in range(sizes.test)]
+    else:
+        stream = unique_pages(seed, IN_DISTRIBUTION_CATEGORIES, IN_DISTRIBUTION_LAYOUTS, "p", seen, shops)
+        for split in ("train", "validation", "test"):
+            splits[split] = [next(stream) for _ in range(getattr(sizes, split))]
     splits["independent_test"] = []
     if sizes.independent_test or independent_locales is not None:
         others = locales_named(independent_locales_for(locales, independent_locales))
@@ -627,11 +662,12 @@ def write_dataset(
     sizes: SplitSizes,
     locales: Sequence[str] = LOCALE_CODES,
     independent_locales: Sequence[str] | None = None,
+    validation_holdout: bool = False,
 ) -> dict[str, Path]:
     """Write one JSONL file per split (atomically, so a reader never sees half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, rows in generate_dataset(seed, sizes, locales, independent_locales).items():
+    for split, rows in generate_dataset(seed, sizes, locales, independent_locales, validation_holdout).items():
         path = directory / f"{split}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as out:

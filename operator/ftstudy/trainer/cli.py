@@ -161,7 +161,8 @@ def parser() -> argparse.ArgumentParser:
         '{"seed": 0, "train": 2000, "validation": 200, "test": 200, "independent_test": 200, '
         '"locales": ["de", "fr", "ch"], "independent_locales": ["it"]} '
         "(how a trial in a cluster gets a dataset.generate study's data; every trial writes the same pages; "
-        "independent_locales absent or null: the generator's default)",
+        "independent_locales absent or null: the generator's default; "
+        '"validation_holdout": true for validation pages from a held-out shop, layout and category)',
     )
     p.add_argument("--log-level", default="INFO")
     return p
@@ -276,12 +277,15 @@ def _generate_data(directory: Path, settings_json: str) -> None:
         if named is not None and not isinstance(named, list):
             raise TypeError(f"independent_locales must be a list of shops or null, not {named!r}")
         independent_locales = None if named is None else [str(code) for code in named]
+        holdout = settings.get("validation_holdout", False)
+        if not isinstance(holdout, bool):
+            raise TypeError(f"validation_holdout must be true or false, not {holdout!r}")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"--generate-data needs JSON with seed, train, validation and test sizes ({error})") from None
     directory.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        write_dataset(scratch, seed, sizes, locales, independent_locales)
+        write_dataset(scratch, seed, sizes, locales, independent_locales, holdout)
         (scratch / ".complete").write_text(settings_json)
         try:
             os.rename(scratch, directory)
