@@ -410,6 +410,41 @@ def second_confirmation_section(seeds: int) -> list[str]:
     ]  # fmt: skip
 
 
+# The third confirmation, fixed in docs/science.md on 2026-12-06 before any record of part holdout existed: with
+# validation pages from a held-out shop, layout and category, does the default gain over random search (rule 1), and
+# is its independent-test result not worse than with confirm's validation, paired by replay seed (rule 2)? Not to be
+# changed once holdout has been read.
+def third_confirmation_section(seeds: int) -> list[str]:
+    """The pre-registered rules over part ``holdout``, against part ``confirm``."""
+    replayed = replay_complete_part("holdout", 41, seeds)
+    if isinstance(replayed, str):
+        return [f"Third confirmation: {replayed}"]
+    table, args, results = replayed
+    default, low, high = gain(results, DEFAULT_METHOD)
+    rule_1 = low > 0
+    before = replay_complete_part("confirm", 41, seeds)
+    assert not isinstance(before, str), "part confirm is complete"
+    end = f"at_{max(replay.BUDGET_POINTS)}"  # what the method ends with: it never spends more than the budget
+    lift = [after - then for after, then in zip(results[DEFAULT_METHOD][end], before[2][DEFAULT_METHOD][end],
+                                                strict=True)]  # fmt: skip
+    l_low, l_high = replay.bootstrap(lift, replay.mean)
+    rule_2 = l_high >= 0  # "not below zero": the interval does not lie wholly below it
+    recommended = rule_1 and rule_2
+    return [
+        *replayed_lines("The third confirmation fixed in advance (above)", table, args, results,
+                        "; its raw output is `bench/results/confirmation-holdout/`"),
+        f"Rule 1: with held-out validation, {DEFAULT_METHOD} (the default) gains over random search at the same "
+        f"GPU-steps {default:+.3f} [{low:+.3f}, {high:+.3f}]: "
+        + ("a gain (interval above zero)" if rule_1 else "no gain, a loss (interval below zero)" if high < 0
+           else "no measurable gain (interval not above zero)") + ".",
+        f"Rule 2: its independent-test result with held-out validation minus with confirm's, paired by replay seed: "
+        f"{replay.mean(lift):+.3f} [{l_low:+.3f}, {l_high:+.3f}] (interval "
+        + ("not below zero" if rule_2 else "below zero") + "). Verdict: "
+        + ("**confirmed**: validationHoldout is recommended" if recommended
+           else "**not confirmed**: validationHoldout is not recommended") + ".",
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=100)
@@ -431,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         *seed_noise_section(main_records), "", *best_section(main_records, zero_shot), "",
         *dead_corner(main_records, FIGURES / "dead_corner.png"), "", *efficiency_section(), "", *replay_lines, "",
         *(confirmation_section(args.seeds) if long_records else []), "", *second_confirmation_section(args.seeds),
-        END,
+        "", *third_confirmation_section(args.seeds), END,
     ]  # fmt: skip
     text = DOC.read_text()
     if BEGIN in text:
