@@ -121,21 +121,21 @@ def test_summary_text_says_what_the_study_found() -> None:
 
 def test_no_correlation_is_shown_over_the_trials_promoted_for_their_early_scores() -> None:
     """Trials 0-3 were trained to the end because their early accuracies were high: a correlation over them is
-    biased, so neither the summary nor its text gives one. The audited trials (4-9, drawn at random and trained to
+    biased, so neither the summary nor its text gives one. The audited trials (4-11, drawn at random and trained to
     the end whatever their early score) give the estimate, theirs alone: perfectly ordered here, while the
     promoted ones are in reverse order."""
     promoted = [row(n, "complete", 0.9 - 0.1 * n, 0.5 + 0.1 * n) for n in range(4)]
-    pruned = [row(n, "pruned", 0.1, None) for n in range(10, 14)]
-    audited = [row(n, "complete", 0.1 * n - 0.3, 0.05 * n, audit=True) for n in range(4, 10)]
+    pruned = [row(n, "pruned", 0.1, None) for n in range(12, 16)]
+    audited = [row(n, "complete", 0.1 * n - 0.3, 0.05 * n, audit=True) for n in range(4, 12)]
     info = summary([*promoted, *pruned, *audited], k=3, audit_fraction=0.3, planned=20)
     assert not {"spearman_early_final", "top_k_overlap", "top5_overlap"} & set(info)
     trust = info["early_score_trust"]
-    assert trust["trials"] == 6 and trust["audited"] == 6 and trust["expected"] == pytest.approx(6.0)
+    assert trust["trials"] == 8 and trust["audited"] == 8 and trust["expected"] == pytest.approx(6.0)
     assert trust["estimate"]["spearman"] == pytest.approx(1.0), "over the audited trials only"
     assert trust["estimate"]["k"] == 3 and trust["estimate"]["overlap"] == 3
     text = summary_text(info)
     assert (
-        "early scores predict final ones: Spearman 1.00 [1.00, 1.00] over 6 audited trials (drawn at random and "
+        "early scores predict final ones: Spearman 1.00 [1.00, 1.00] over 8 audited trials (drawn at random and "
         "trained to the end whatever their early score); top-3 overlap 3/3" in text
     ), text
     assert text.count("Spearman") == 1, text

@@ -582,8 +582,8 @@ def _status_schema() -> Schema:
                 "How well early accuracy predicts final accuracy in this study, measured over its audited trials "
                 "only (drawn at random and trained to the end whatever their early accuracy; the promoted ones were "
                 "chosen for their early accuracies, so a figure over them would be biased). The estimates appear "
-                "once 4 audited trials have ended; the condition EarlyScoresUntrusted says whether they can be "
-                "trusted.",
+                "once 8 audited trials have ended (fewer give no honest interval); the condition "
+                "EarlyScoresUntrusted says whether they can be trusted.",
                 properties={
                     "auditFraction": _s("number", "the share of new trials the study audits (0: none)"),
                     "trials": _s("integer", "audited trials trained to the end with an early and a final accuracy"),
