@@ -123,6 +123,38 @@ def trust_section(records: list[dict[str, Any]], label: str) -> list[str]:
     return lines
 
 
+def transfer_section(parts: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
+    """Does what a study selects by carry over? Over every configuration of each complete table (no selection),
+    Spearman of the final validation accuracy (what a study chooses by) against test accuracy on the training shops
+    and against independent-test accuracy on the new shop, each with a 95% bootstrap over configurations."""
+    from ftstudy.report import spearman
+
+    lines = ["Final validation accuracy (what a study chooses by) against the test sets, over every configuration of a "
+             "table (95% bootstrap over configurations):", "",
+             "| table | configurations | steps a trial | Spearman with test (training shops) | Spearman with "
+             "independent test (new shop) |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in ("main", "long", "confirm", "holdout"):
+        records = [r for r in parts.get(name, ({}, []))[1] if "1.0" in r["validation"] and r["test"] is not None
+                   and r["independent_test"] is not None]  # fmt: skip
+        planned = next(p.trials for p in curves.PARTS if p.name == name)
+        if len(records) < planned:
+            continue
+        cells = []
+        for split in ("test", "independent_test"):
+            pairs = [(r["validation"]["1.0"], r[split]) for r in records]
+            rho = spearman([a for a, _ in pairs], [b for _, b in pairs])
+            rng = random.Random(0)
+            rhos = []
+            for _ in range(2000):
+                drawn = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+                value = spearman([a for a, _ in drawn], [b for _, b in drawn])
+                if value is not None:
+                    rhos.append(value)
+            cells.append(f"{rho:.2f} {_percentiles(rhos, '.2f')}" if rho is not None else "-")
+        lines.append(f"| `{name}` | {len(records)} | {records[0]['total_steps']} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def _percentiles(values: list[Any], spec: str) -> str:
     """The 2.5th and 97.5th percentiles of bootstrap values, as an interval."""
     ordered = sorted(values)
@@ -463,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "", *records_section(parts), "", *baseline_section(), "",
         *trust_section(main_records, "Trials of 50 steps (part `main`)"), "",
         *([*trust_section(long_records, "Trials of 200 steps (part `long`)"), ""] if long_records else []),
-        *seed_noise_section(main_records), "", *best_section(main_records, zero_shot), "",
+        *transfer_section(parts), "", *seed_noise_section(main_records), "", *best_section(main_records, zero_shot), "",
         *dead_corner(main_records, FIGURES / "dead_corner.png"), "", *efficiency_section(), "", *replay_lines, "",
         *(confirmation_section(args.seeds) if long_records else []), "", *second_confirmation_section(args.seeds),
         "", *third_confirmation_section(args.seeds), END,
