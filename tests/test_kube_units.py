@@ -4,6 +4,7 @@ against the real control plane in test_operator.py; these pin the rules down cas
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -687,6 +688,11 @@ def test_jobs_that_a_restored_database_no_longer_knows_are_a_conflict() -> None:
     other = JobExecutor(None, "ml", "demo", "uid-1", study().spec, identity="b" * 32)  # type: ignore[arg-type]
     with pytest.raises(JobConflict, match="Job demo-t0-a1 was made for another Optuna study"):
         other._check(listed[:1], restored)
+    # A trial label edited away by hand: a condition that names the Job, not a KeyError every pass.
+    edited = {**listed[0], "metadata": {**listed[0]["metadata"], "labels": {
+        k: v for k, v in listed[0]["metadata"]["labels"].items() if k != names.TRIAL}}}  # fmt: skip
+    with pytest.raises(JobConflict, match="Job demo-t0-a1 carries the study's labels but no trial number"):
+        executor._check([edited], restored)
 
 
 def test_a_retry_waits_until_no_pod_of_the_trial_runs() -> None:
@@ -1118,12 +1124,18 @@ def test_trials_with_an_object_store_get_its_url_and_credentials_and_need_no_sha
         ({"outputDir": "s3://"}, None, "names no bucket"),
         ({"artifactSecret": "keys"}, None, "outputDir (/artifacts) is a directory"),
         ({"outputDir": "s3://b/p"}, {"path": "data/eu"}, "dataset.path 'data/eu' is relative"),
+        # free-form core/v1 objects the API server keeps as written: refused when applied, naming the field
+        ({"env": [{"name": "A", "valueFrom": {"secretKeyRef": "s"}}]}, None, "env[0].valueFrom must name one source"),
+        ({"env": [{"value": "x"}]}, None, "env[0] needs a name"),
+        ({"volumes": [{"name": "v", "emptyDir": "yes"}]}, None, "volumes[0].emptyDir must be an object"),
+        ({"volumeMounts": [{"name": "v"}]}, None, "volumeMounts[0] needs a mountPath"),
+        ({"tolerations": [{"key": 1}]}, None, "tolerations[0].key must be a string"),
     ],
 )  # fmt: skip
-def test_an_output_dir_the_trials_cannot_use_is_refused_when_applied(
+def test_a_template_the_trials_cannot_use_is_refused_when_applied(
     template: dict[str, Any], dataset: dict[str, Any] | None, words: str
 ) -> None:
-    with pytest.raises(spec.SpecError, match=words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(spec.SpecError, match=re.escape(words)):
         study(trialTemplate=template, **({"dataset": dataset} if dataset else {}))
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from ftstudy.task.attributes import DEFAULT_ATTRIBUTES, validate_attribute_names
@@ -398,6 +406,36 @@ class TrialTemplate(_Model):
         description="the trial pods' fsGroup: volumes that support it (a fresh PersistentVolumeClaim at outputDir) "
         "are made writable by this group, which the non-root trainer belongs to (the trainer image's is 10001)",
     )
+
+    @field_validator("env", "volumes", "volume_mounts", "tolerations")
+    @classmethod
+    def _core_objects(cls, items: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        """These reach the CRD as free-form objects (core/v1 types passed on to the pod), so the API server keeps
+        what Kubernetes' own types would refuse, such as ``valueFrom: {secretKeyRef: "s"}``; refused here, naming
+        the field, rather than failing every pass of the study."""
+        field = to_camel(info.field_name or "")
+        for i, item in enumerate(items):
+            where = f"{field}[{i}]"
+            if field != "tolerations" and not (isinstance(item.get("name"), str) and item["name"]):
+                raise ValueError(f"{where} needs a name")
+            if field == "env":
+                source = item.get("valueFrom")
+                if source is not None and not (isinstance(source, dict)
+                                               and all(isinstance(v, dict) for v in source.values())):  # fmt: skip
+                    raise ValueError(f"{where}.valueFrom must name one source, an object (secretKeyRef: {{name: "
+                                     "..., key: ...}, configMapKeyRef, fieldRef or resourceFieldRef)")  # fmt: skip
+            elif field == "volumes":
+                bad = sorted(key for key, value in item.items() if key != "name" and not isinstance(value, dict))
+                if bad:
+                    raise ValueError(f"{where}.{bad[0]} must be an object (a volume source)")
+            elif field == "volumeMounts" and not (isinstance(item.get("mountPath"), str) and item["mountPath"]):
+                raise ValueError(f"{where} needs a mountPath")
+            elif field == "tolerations":
+                bad = sorted(key for key in ("key", "operator", "value", "effect")
+                             if key in item and not isinstance(item[key], str))  # fmt: skip
+                if bad:
+                    raise ValueError(f"{where}.{bad[0]} must be a string")
+        return items
 
     @field_validator("output_dir")
     @classmethod

@@ -594,7 +594,12 @@ class JobExecutor:
         problems = []
         for job in listed:
             name, labels = job["metadata"]["name"], job["metadata"].get("labels") or {}
-            number = int(labels[names.TRIAL])
+            label = labels.get(names.TRIAL)
+            if not str(label or "").isdigit():  # edited by hand: which trial it runs cannot be known
+                problems.append(f"Job {name} carries the study's labels but no trial number ({names.TRIAL}="
+                                f"{label!r}: changed by hand?)")  # fmt: skip
+                continue
+            number = int(str(label))
             identity, key = labels.get(names.OPTUNA_STUDY), labels.get(names.TRIAL_KEY)
             if identity and self.identity and identity != self.identity:
                 problems.append(f"Job {name} was made for another Optuna study ({identity}, this one is "
