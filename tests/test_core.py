@@ -122,12 +122,15 @@ def test_a_malformed_report_fails_its_trial_and_counts_as_a_failure() -> None:
 
 
 def test_too_many_failures_fail_the_study_and_stop_running_trials() -> None:
-    trials = [TrialView(0, Phase.FAILED), TrialView(1, Phase.FAILED), running(2), TrialView(3, Phase.RUNNING,
-              Process.FAILED, attempts=2)]  # fmt: skip
+    missing = "dataset file not found: /data/train.jsonl"
+    trials = [TrialView(0, Phase.FAILED, failure_reason=missing), TrialView(1, Phase.FAILED, failure_reason=missing),
+              running(2), TrialView(3, Phase.RUNNING, Process.FAILED, attempts=2)]  # fmt: skip
     actions = decide(PLAN, trials)
     assert Fail(3, "the trainer failed (after 2 attempts)") in actions
     assert Fail(2, "stopped: the study failed") in actions
-    assert any(isinstance(a, StudyFailed) for a in actions)
+    # the condition names what to fix: the commonest reason, not the trials stopped because the study failed
+    assert actions[-1] == StudyFailed(f"3 trials failed; maxFailedTrials is 3; the most frequent reason (2 of 3): "
+                                      f"{missing}")  # fmt: skip
     assert not any(isinstance(a, LaunchNew) for a in actions)
 
 

@@ -29,6 +29,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -274,6 +275,15 @@ def _ended(plan: Plan, trial: TrialView) -> Action:
     return Fail(trial.number, reason)
 
 
+def _most_frequent(reasons: Sequence[str], failed: int) -> str:
+    """The study's failure names its commonest cause, so that the condition says what to fix (the trials' own
+    reasons stay in each trial's records and ``ftstudy report``)."""
+    if not reasons:
+        return ""
+    reason, count = Counter(reasons).most_common(1)[0]
+    return f"; the most frequent reason ({count} of {failed}): {reason}"
+
+
 def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
     """The actions to take now; applying them and deciding again converges, and never repeats work."""
     ordered = sorted(trials, key=lambda t: t.number)
@@ -346,6 +356,8 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
                 undecided += 1  # waits for a slot
 
     if failed >= plan.max_failed_trials:
+        reasons = [t.failure_reason for t in ordered if t.phase is Phase.FAILED and t.failure_reason]
+        reasons += [a.reason for a in actions if isinstance(a, Fail)]
         relaunched = {a.number for a in actions if isinstance(a, Relaunch | Resume)}
         actions = [a for a in actions if not isinstance(a, Relaunch | Resume | Continue | PassRung)]
         ending = {a.number for a in actions if isinstance(a, Cancel | Fail)}
@@ -354,7 +366,8 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
             paused = trial.screened and not trial.has_result and trial.process is not Process.RUNNING
             if trial.phase is Phase.RUNNING and (still_running or paused) and trial.number not in ending:
                 actions.append(Fail(trial.number, "stopped: the study failed"))
-        actions.append(StudyFailed(f"{failed} trials failed; maxFailedTrials is {plan.max_failed_trials}"))
+        limit = f"{failed} trials failed; maxFailedTrials is {plan.max_failed_trials}"
+        actions.append(StudyFailed(limit + _most_frequent(reasons, failed)))
         return actions
 
     created = len(ordered)

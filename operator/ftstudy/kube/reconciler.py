@@ -436,7 +436,7 @@ class StudyReconciler:
             phase, message = SUCCEEDED, "every trial has ended"
             conditions.append(condition("Complete", True, "AllTrialsEnded", message, generation, now))
         elif isinstance(outcome, core.StudyFailed):
-            phase, message = FAILED, outcome.reason
+            phase, message = FAILED, redact(outcome.reason, built.url)  # it quotes a trainer's reason
             conditions.append(condition("Failed", True, "TooManyFailedTrials", message, generation, now))
         else:
             phase = RUNNING
