@@ -695,6 +695,29 @@ def test_jobs_that_a_restored_database_no_longer_knows_are_a_conflict() -> None:
         executor._check([edited], restored)
 
 
+def test_a_job_of_the_same_name_is_adopted_only_if_it_is_this_studys_trial_and_attempt() -> None:
+    """A 409 on create: the Job may be an earlier operator's launch of this very attempt (adopted), or another
+    study's of the same name, one deleted and created again (left alone, a conflict that names the label)."""
+
+    class Existing:
+        def __init__(self, job: dict[str, Any]) -> None:
+            self.job = job
+
+        def get(self, _path: str) -> dict[str, Any]:
+            return self.job
+
+    trial = frozen(2, TrialState.RUNNING, None, None, 0)
+    ours = jobs.job_manifest(study().spec, "ml", "demo", "uid-1", 2, 1, [], "a" * 32, trial_key("a" * 32, trial))
+    executor = JobExecutor(Existing(ours), "ml", "demo", "uid-1", study().spec, identity="a" * 32)  # type: ignore[arg-type]
+    executor._adopt(ours)  # an earlier operator's launch of this attempt: adopted
+    labels = {**ours["metadata"]["labels"], names.STUDY_UID: "uid-0"}
+    theirs = {**ours, "metadata": {**ours["metadata"], "labels": labels}}
+    executor.kube = Existing(theirs)  # type: ignore[assignment]
+    with pytest.raises(JobConflict, match=f"Job demo-t2-a1 already exists but is not this trial's: {names.STUDY_UID}="
+                                          "'uid-0' \\(expected 'uid-1'\\)"):  # fmt: skip
+        executor._adopt(ours)
+
+
 def test_a_retry_waits_until_no_pod_of_the_trial_runs() -> None:
     running_pod = {"status": {"phase": "Running"}}
     ended_pod = {"status": {"phase": "Failed"}}
