@@ -634,6 +634,18 @@ def test_a_pod_that_never_starts_fails_its_trial_after_budget_pending_seconds_wi
                        conditions=placed)  # fmt: skip
     stuck = job_process(job(), [creating], NOW, 120, None, 3600)
     assert stuck.state is Process.FAILED and "its container was still being created" in str(stuck.reason)
+
+    class Events:  # the kubelet's Event about the pod, as the API server lists it
+        def list(self, _path: str, field_selector: str = "", **_: Any) -> list[dict[str, Any]]:
+            mount = 'MountVolume.SetUp failed for volume "settings" : configmap "trainer-settings" not found'
+            wanted = "involvedObject.uid=pod-1,reason=FailedMount"
+            return [{"message": mount, "lastTimestamp": ago(10)}] if field_selector == wanted else []
+
+    executor = JobExecutor(Events(), "ml", "demo", "uid-1", study().spec)  # type: ignore[arg-type]
+    named = executor._mount_reason(stuck, [{**creating, "metadata": {**creating["metadata"], "uid": "pod-1"}}])
+    assert named.reason == ("its pod did not start within budget.pendingSeconds (3600 s): its container was never "
+                            'created: MountVolume.SetUp failed for volume "settings" : configmap "trainer-settings" '
+                            "not found")  # fmt: skip
     running = {**creating, "status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}}
     assert job_process(job(), [running], NOW, 120, None, 3600).state is Process.RUNNING, "it started: long ago"
 

@@ -186,6 +186,10 @@ def _unscheduled(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# What a pod left in ContainerCreating says, until the executor finds the kubelet's FailedMount Event (_mount_reason)
+STILL_CREATING = "its container was still being created (a volume that cannot be mounted? kubectl describe pod)"
+
+
 def _never_ran(pod: dict[str, Any], now: datetime, pending_seconds: float) -> str | None:
     """Why a pod that has waited ``pending_seconds`` since it was created never ran, if it did not: not placed on a
     node, or its container still being created (a volume that cannot be mounted: a missing ConfigMap or claim)."""
@@ -203,7 +207,7 @@ def _never_ran(pod: dict[str, Any], now: datetime, pending_seconds: float) -> st
     for status in pod.get("status", {}).get("containerStatuses") or []:
         waiting = status.get("state", {}).get("waiting") or {}
         if waiting.get("reason") == "ContainerCreating":
-            return "its container was still being created (a volume that cannot be mounted? kubectl describe pod)"
+            return STILL_CREATING
     return None
 
 
@@ -628,6 +632,18 @@ class JobExecutor:
         latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
         return str(latest.get("message") or "")
 
+    def _mount_reason(self, process: TrialProcess, pods: list[dict[str, Any]]) -> TrialProcess:
+        """A trial failed because its pod stayed in ContainerCreating: the kubelet's FailedMount Event says which
+        volume and why (a ConfigMap or claim that does not exist); one Event list, once, as the trial fails."""
+        if process.reason is None or STILL_CREATING not in process.reason:
+            return process
+        for pod in pods:
+            message = self._latest_event(str(pod["metadata"].get("uid", "")), "FailedMount")
+            if message:
+                why = f"its container was never created: {message.strip()}"
+                return replace(process, reason=process.reason.replace(STILL_CREATING, why))
+        return process
+
     def _failed_create(self, job: dict[str, Any]) -> str | None:
         """Why the Job controller could not create the Job's pod, from its FailedCreate Events; None if it did not
         say, or if only a ResourceQuota stands in the way (waiting is right then)."""
@@ -700,8 +716,8 @@ class JobExecutor:
             unfinished = not job_ended(job)
             if not own and unfinished and created and (now - created).total_seconds() >= self.stuck_seconds:
                 failed_create = self._failed_create(job)
-            seen[number] = self._with_kueue_reason(job, self._drained(
-                job_process(job, own, now, self.stuck_seconds, failed_create, self.spec.budget.pending_seconds),
+            seen[number] = self._with_kueue_reason(job, self._drained(self._mount_reason(
+                job_process(job, own, now, self.stuck_seconds, failed_create, self.spec.budget.pending_seconds), own),
                 by_trial.get(number, []),
             ), number in admitted)  # fmt: skip
         for number, trial_pods in by_trial.items():  # pods whose Job is gone (deleted by hand): until they end
