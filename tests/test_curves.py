@@ -38,3 +38,14 @@ def test_records_imported_into_a_fresh_study_are_exported_unchanged(curves: Modu
 
     _, again = curves.read_table(path)
     assert [json.dumps(r, sort_keys=True) for r in again] == [json.dumps(r, sort_keys=True) for r in records]
+
+
+def test_the_third_confirmation_differs_from_the_second_in_its_validation_pages_only(curves: ModuleType) -> None:
+    """docs/science.md fixed it so: part holdout is part confirm with dataset.generate.validationHoldout, the same
+    configurations (design seed), pages (data seed), training and baseline; a change to either part breaks the
+    paired comparison its second rule makes."""
+    parts = {part.name: part for part in curves.PARTS}
+    confirm, holdout = (curves.document(parts[name], 0.01, "mini") for name in ("confirm", "holdout"))
+    generate = holdout["spec"]["dataset"]["generate"]
+    assert generate.pop("validationHoldout") is True
+    assert holdout["spec"] == confirm["spec"]
