@@ -325,6 +325,8 @@ def run_part(part: Part, args: argparse.Namespace) -> None:
         "machine": args.machine,
         "spec": doc["spec"],
     }
+    if args.export_only and old_header:  # rewriting records trains nothing: the header still names the training run
+        header.update({key: old_header[key] for key in ("command", "code_versions", "threads") if key in old_header})
     if not (study_dir / "study.db").exists() and records:
         import_records(url, name, doc, records)
         print(f"{part.name}: imported {len(records)} recorded trials into a new study", flush=True)
