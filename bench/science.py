@@ -13,6 +13,7 @@ or chooses anything: a number in the docs is a function of committed records and
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import random
@@ -335,6 +336,7 @@ EXAMPLE_METHOD = "ftstudy screen top-3 at 50%"  # examples/study.yaml's promotio
 CANDIDATE, DEFAULT_METHOD, CONFIRM_MARGIN = "ftstudy rungs 20/40/60%, top-5", "ftstudy screen top-5 at 20%", 0.005
 
 
+@functools.cache  # the second and third confirmations both replay confirm: once
 def replay_complete_part(name: str, configurations: int, seeds: int) -> tuple[Any, argparse.Namespace, Any] | str:
     """``bench/replay.py --table bench/curves/NAME.jsonl --seeds SEEDS`` with its defaults, once the part is complete
     (else why not yet)."""

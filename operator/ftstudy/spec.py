@@ -143,8 +143,10 @@ class DatasetGenerate(_Model):
     def _unique_locales(self) -> DatasetGenerate:
         if len(set(self.locales)) != len(self.locales):
             raise ValueError("locales must not repeat")
-        if self.validation_holdout and len(self.locales) < 2:
-            raise ValueError("validationHoldout needs at least two locales: one is held out for the validation pages")
+        if self.validation_holdout:
+            from ftstudy.task.generator import holdout_for
+
+            holdout_for(self.locales)  # refuses fewer than two locales, as the generator would
         named = self.independent_locales
         if named is not None and len(set(named)) != len(named):
             raise ValueError("independentLocales must not repeat")
