@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -30,9 +31,11 @@ from typing import Any
 import optuna
 import sqlalchemy
 
+from ftstudy.kube import names
 from ftstudy.kube.api import Kube, load_config
 from ftstudy.kube.policy import TrialPolicy
 from ftstudy.kube.reconciler import Settings, StudyReconciler
+from ftstudy.study_store import FORGETTING
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.conftest import PrivateDatabase
@@ -475,6 +478,92 @@ def test_a_job_an_admission_policy_denies_fails_its_trial_with_the_policys_messa
     finally:
         plane.kubectl("delete", "validatingadmissionpolicybinding", name, check=False)
         plane.kubectl("delete", "validatingadmissionpolicy", name, check=False)
+
+
+def test_a_refused_checkpoint_cleanup_is_an_event_and_is_tried_again_until_the_checkpoint_is_gone(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    """A pruned trial's checkpoint is deleted by a helper Job. An admission policy refuses that Job: the study says
+    so in a Warning Event that names the policy's message, keeps the deletion on record, and tries again after
+    its back-off, past the study's own end; once the policy is gone the Job runs and the record is cleared.
+    (It used to be asked for once: the refusal went to the operator's log and the checkpoint stayed.)"""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    name = f"nocleanup-{ns}"[:63]  # cluster-scoped: one per test namespace
+    helper = f"object.metadata.?labels[{json.dumps(names.COMPONENT)}].orValue('') == {json.dumps(names.CLEANUP)}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
+                                                    "operations": ["CREATE"], "resources": ["jobs"]}]},
+            "validations": [{"expression": f"!({helper})", "reason": "Forbidden",
+                             "message": "team policy: no helper Jobs today"}],
+        },
+    }  # fmt: skip
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}},
+    }  # fmt: skip
+    apply(plane, ns, policy)
+    apply(plane, ns, binding)
+    try:
+        probe = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe", "labels": {
+                 names.COMPONENT: names.CLEANUP}}, "spec": {"template": {"spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "x"}]}}}}  # fmt: skip
+
+        def denying() -> bool:  # the API server takes a moment to load a new policy
+            result = plane.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", input=json.dumps(probe),
+                                   check=False)  # fmt: skip
+            return result.returncode != 0 and "no helper Jobs today" in result.stderr
+
+        wait_for("the policy enforced", denying, 60)
+        nodes = gpu_nodes_factory({"gpu-a": 3})
+        ops.start()
+        study = "keeps"
+        apply(plane, ns, study_manifest(study, promotion={"policy": "topK", "k": 1, "mode": "screen",
+                                                          "auditFraction": 0},
+                                        budget={"maxTrials": 3, "parallelism": 3}))  # fmt: skip
+        failed = wait_for("a refused cleanup told", lambda: study_events(ops, study, "CheckpointCleanupFailed"),
+                          180, diagnosis(ops, study, nodes))  # fmt: skip
+        message = failed[0]["message"]
+        assert failed[0]["type"] == "Warning" and "(try 1 of 3)" in message, message
+        assert "team policy: no helper Jobs today" in message and message.endswith("trying again in 30 s"), message
+        assert not any(j.endswith("-forget") for j in job_names(ops, study))
+        (number,) = (int(m) for m in re.findall(r"^trial (\d+):", message, re.M))
+        assert _forgetting(postgres_url, ns, study)[str(number)] == 1, "on record, so a restart goes on"
+
+        plane.kubectl("delete", "validatingadmissionpolicybinding", name)
+        wait_for("the policy lifted", lambda: not denying(), 20)  # within the 30 s back-off: no second failure
+        wait_for("the study's end", lambda: get_study(plane, ns, study)["status"].get("phase") == "Succeeded", 120,
+                 diagnosis(ops, study, nodes))  # fmt: skip
+        wait_for("the record cleared", lambda: _forgetting(postgres_url, ns, study) == {}, 150,
+                 diagnosis(ops, study, nodes))  # fmt: skip
+        refused = {int(m) for e in study_events(ops, study, "CheckpointCleanupFailed")
+                   for m in re.findall(r"^trial (\d+):", e["message"], re.M)}  # fmt: skip
+        completed = {j["metadata"]["name"] for j in jobs(plane, ns)
+                     if any(c["type"] == "Complete" and c["status"] == "True"
+                            for c in j.get("status", {}).get("conditions", []))}  # fmt: skip
+        assert {f"{study}-t{n}-forget" for n in refused} <= completed, (refused, completed)
+        assert all("(try 1 of 3)" in e["message"] for e in study_events(ops, study, "CheckpointCleanupFailed"))
+        assert not study_events(ops, study, "CheckpointKept")
+        no_tracebacks(ops)
+    finally:
+        plane.kubectl("delete", "validatingadmissionpolicybinding", name, check=False)
+        plane.kubectl("delete", "validatingadmissionpolicy", name, check=False)
+
+
+def _forgetting(url: str, namespace: str, name: str) -> Any:
+    """The study's record of the checkpoints still to delete (``ftstudy.study_store.FORGETTING``)."""
+    found = names.newest_optuna_study(optuna.get_all_study_names(url), namespace, name)
+    assert found is not None
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return storage.get_study_system_attrs(storage.get_study_id_from_name(found)).get(FORGETTING)
+    finally:
+        storage.engine.dispose()
 
 
 def test_a_malformed_report_fails_its_trial_and_a_deleted_job_is_retried_only_once_its_pod_is_gone(

@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 
 from ftstudy import audit, spec
 from ftstudy.core import Process
-from ftstudy.executor import TrialProcess
+from ftstudy.executor import Cleanup, Forgetting, TrialProcess
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import Kube as ApiKube
 from ftstudy.kube.executor import JobConflict, JobExecutor, job_process
@@ -30,8 +30,8 @@ from ftstudy.kube.status import merge_conditions, study_status, trial_seconds
 from ftstudy.kube.times import api_time
 from ftstudy.kube.watch_cache import TrialObjects
 from ftstudy.retry import RetryPolicy
-from ftstudy.runner import Engine
-from ftstudy.study_store import AUDIT, AUDIT_FRACTION, SPEC, StudyConflict, StudyStore, attempts, resumes
+from ftstudy.runner import Engine, Event
+from ftstudy.study_store import AUDIT, AUDIT_FRACTION, FORGETTING, SPEC, StudyConflict, StudyStore, attempts, resumes
 from ftstudy.trial_command import trainer_args
 from tests.conftest import PrivateDatabase
 from tests.test_observability import scrape_registry
@@ -112,8 +112,9 @@ class Recorder:
     def record_decision(self, number: int, decision: str) -> None:
         pass
 
-    def forget_checkpoint(self, number: int) -> None:
+    def forget_checkpoint(self, number: int) -> Forgetting:
         self.forgotten.append(number)
+        return Forgetting(Cleanup.DONE)
 
 
 def test_a_study_that_fails_deletes_its_suspended_trials_checkpoints(private_database: PrivateDatabase) -> None:
@@ -136,6 +137,65 @@ def test_a_study_that_fails_deletes_its_suspended_trials_checkpoints(private_dat
     assert engine.outcome is not None and "maxFailedTrials" in str(engine.outcome)
     assert recorder.forgotten == [0], "the suspended trial's checkpoint, not the crashed one's (it has none)"
     assert store.trial(0).state.name == "FAIL"
+
+
+class FailingCleanups(Recorder):
+    """Each checkpoint deletion answers from a script (``answers``), DONE once it runs out."""
+
+    def __init__(self, answers: list[Forgetting]) -> None:
+        super().__init__()
+        self.answers = answers
+
+    def forget_checkpoint(self, number: int) -> Forgetting:
+        self.forgotten.append(number)
+        return self.answers.pop(0) if self.answers else Forgetting(Cleanup.DONE)
+
+
+def test_a_checkpoint_deletion_that_fails_is_retried_after_a_back_off_then_given_up_with_where_it_stays(
+    private_database: PrivateDatabase,
+) -> None:
+    """cleanup.prunedCheckpoints: a cleanup Job that failed or was refused used to be asked for once and forgotten
+    (the checkpoint stayed, a log line said so). Now the checkpoints still to delete are recorded on the study
+    (a restarted operator goes on), a failure is an Event and is tried again after 30 s, then 60 s; after the
+    third failure an Event says where the checkpoint stays. A full quota waits without spending a try."""
+    s = study(storage={"secretRef": {"name": "ftstudy-db"}}, promotion={"policy": "topK", "k": 1, "mode": "screen"},
+              budget={"maxTrials": 4, "parallelism": 2, "maxFailedTrials": 1, "retriesPerTrial": 0})  # fmt: skip
+    store = StudyStore(private_database.url, "ml.kept", s.spec, RetryPolicy(deadline_seconds=10))
+    refused = Forgetting(Cleanup.FAILED, "the API server refused its cleanup Job kept-t0-forget: denied")
+    quota = Forgetting(Cleanup.WAITING, "exceeded quota: count/jobs.batch")
+    executor = FailingCleanups([quota, quota, refused, refused])
+    seen: list[Event] = []
+    root = PurePosixPath("/artifacts/ml/kept")
+    engine = Engine(s, store, executor, root / "data", root, on_event=seen.append, study_name="ml.kept")
+    engine._drop_checkpoint(0)
+    assert StudyStore(private_database.url, "ml.kept", s.spec, RetryPolicy(deadline_seconds=10)).forgetting == {0: 0}
+    for now in (0.0, 1.0, 2.0, 3.0, 32.0, 33.0):
+        engine.tidy(now)
+    assert executor.forgotten == [0, 0, 0, 0], "asked each pass until the failure, then not within 30 s"
+    assert [e.reason for e in seen] == ["CheckpointCleanupWaiting", "CheckpointCleanupFailed",
+                                        "CheckpointCleanupFailed"], "the same wait told once"  # fmt: skip
+    assert seen[1].text.endswith("(try 1 of 3): the API server refused its cleanup Job kept-t0-forget: denied; "
+                                 "trying again in 30 s")  # fmt: skip
+    assert seen[2].text.endswith("trying again in 60 s")
+
+    # restarted: the record says one deletion is pending with two failed tries; the next failure is the last
+    reopened = StudyStore(private_database.url, "ml.kept", s.spec, RetryPolicy(deadline_seconds=10))
+    restarted = Engine(s, reopened, FailingCleanups([refused]), root / "data", root, on_event=seen.append,
+                       study_name="ml.kept")  # fmt: skip
+    assert restarted.forgetting == {0: 2}
+    restarted.tidy(0.0)
+    assert seen[-1].reason == "CheckpointKept"
+    assert seen[-1].text == ("its checkpoint stays in /artifacts/ml/kept/trial-0000: 3 tries to delete it failed, "
+                             "the last because the API server refused its cleanup Job kept-t0-forget: denied; "
+                             "delete it by hand")  # fmt: skip
+    restarted.tidy(1000.0)
+    assert restarted.forgetting == {} and store.storage.get_study_system_attrs(store.study_id)[FORGETTING] == {}
+
+    engine = Engine(s, StudyStore(private_database.url, "ml.kept", s.spec, RetryPolicy(deadline_seconds=10)),
+                    FailingCleanups([]), root / "data", root, study_name="ml.kept")  # fmt: skip
+    engine._drop_checkpoint(1)
+    engine.tidy(0.0)
+    assert engine.forgetting == {} and store.storage.get_study_system_attrs(store.study_id)[FORGETTING] == {}
 
 
 def test_the_jobs_the_engine_launches_carry_no_storage_url(private_database: PrivateDatabase) -> None:

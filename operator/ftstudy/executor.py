@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path, PurePath
 from typing import Protocol, TypeVar
 
@@ -53,6 +54,21 @@ class TrialProcess:
 CAUSE_PENDING = "(cause being looked up)"
 
 
+class Cleanup(StrEnum):
+    """Where deleting a pruned trial's checkpoint stands (``Executor.forget_checkpoint``)."""
+
+    DONE = "done"  # deleted (or gone already)
+    RUNNING = "running"  # under way (a cleanup Job runs): ask again next pass
+    WAITING = "waiting"  # not started, for a reason that passes (a full ResourceQuota): ask again, no try spent
+    FAILED = "failed"  # this try failed (the Job failed, or was refused): a later try starts afresh
+
+
+@dataclass(frozen=True)
+class Forgetting:
+    state: Cleanup
+    reason: str = ""  # why it failed or waits, as a person fixing it needs it
+
+
 class Executor(Protocol):
     def launch(self, number: int, attempt: int, args: list[str], resume: bool = False) -> None:
         """Start launch ``attempt`` of the trial; ``resume`` marks it as a screened trial's resume, which
@@ -69,9 +85,12 @@ class Executor(Protocol):
     def record_decision(self, number: int, decision: str) -> None:
         """Leave the continue decision where a person looks at the trial (a Job's annotation); optional."""
 
-    def forget_checkpoint(self, number: int) -> None:
-        """Delete a pruned trial's checkpoint (``cleanup.prunedCheckpoints``), where the trial's files are; best
-        effort: a checkpoint left behind costs disk, never a result."""
+    def forget_checkpoint(self, number: int) -> Forgetting:
+        """Delete a pruned trial's checkpoint (``cleanup.prunedCheckpoints``), where the trial's files are, or say
+        how far that got. Asked again every pass until it is DONE, so it must be idempotent: a second call while a
+        deletion runs reports on it instead of starting another. A checkpoint left behind costs disk, never a
+        result; the engine retries a failure and then tells a person where the checkpoint stays."""
+        ...
 
 
 def trial_dir(root: P, number: int) -> P:
@@ -216,7 +235,9 @@ class LocalExecutor:
     def record_decision(self, number: int, decision: str) -> None:
         """Local trials keep decisions in the study's storage only."""
 
-    def forget_checkpoint(self, number: int) -> None:
+    def forget_checkpoint(self, number: int) -> Forgetting:
+        """Synchronous: the checkpoint directory (and, with an object store, its objects) is gone on return, or
+        the failure says why (an object store that refuses, a directory the runner may not delete)."""
         directory = trial_dir(self.root, number)
         if self.artifacts is not None:
             from ftstudy.object_store import ObjectStore
@@ -224,9 +245,15 @@ class LocalExecutor:
 
             try:
                 ObjectArtifacts(ObjectStore(trial_output(self.artifacts, number))).forget_checkpoint(directory)
-            except ObjectStoreError as error:  # best effort: a checkpoint left behind costs storage, not a result
-                log.warning("trial %d's checkpoint stays in the object store: %s", number, error)
-        shutil.rmtree(directory / CHECKPOINT_DIRECTORY, ignore_errors=True)
+            except ObjectStoreError as error:
+                return Forgetting(Cleanup.FAILED, f"the object store refused: {error}")
+        try:
+            shutil.rmtree(directory / CHECKPOINT_DIRECTORY)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            return Forgetting(Cleanup.FAILED, f"could not delete {directory / CHECKPOINT_DIRECTORY}: {error}")
+        return Forgetting(Cleanup.DONE)
 
     def cancel(self, number: int) -> None:
         """SIGTERM the trainer's process group now; SIGKILL it if it is still there after a grace period."""

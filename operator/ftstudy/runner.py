@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 
 from ftstudy import audit, core, faults
 from ftstudy.core import Decision, Phase, Plan, Process, TrialView
-from ftstudy.executor import CAUSE_PENDING, Executor, TrialProcess, trial_output
+from ftstudy.executor import CAUSE_PENDING, Cleanup, Executor, TrialProcess, trial_output
 from ftstudy.promotion import policy_for
 from ftstudy.spec import FineTuneStudy, StudySpec
 from ftstudy.study_store import (
@@ -46,6 +46,8 @@ from ftstudy.trial_command import trainer_args
 from ftstudy.trial_reports import check_all
 
 log = logging.getLogger(__name__)
+CLEANUP_TRIES = 3  # failed tries to delete a checkpoint before the engine gives up and says where it stays
+CLEANUP_BACKOFF_SECONDS = 30.0  # before the second try; doubled before each later one
 
 
 def screening(spec: StudySpec) -> bool:
@@ -186,6 +188,9 @@ class Engine:
         self.study_name = study_name or study.metadata.name
         self.generate_data = generate_data
         self.outcome: core.StudyDone | core.StudyFailed | None = None
+        self.forgetting: dict[int, int] = dict(store.forgetting)  # checkpoints to delete: failed tries (``tidy``)
+        self._forget_after: dict[int, float] = {}  # monotonic time before which a failed one is not tried again
+        self._waiting: dict[int, str] = {}  # why a deletion waits, as last told (an Event each time it changes)
 
     def observe(self) -> tuple[list[FrozenTrial], list[TrialView]]:
         """The trials (malformed results removed, see ``ftstudy.trial_reports``) and how they read to the core. A
@@ -226,7 +231,48 @@ class Engine:
         by_number = {t.number: t for t in trials}
         for action in actions:
             self.apply(action, by_number)
+        self.tidy()
         return actions
+
+    def tidy(self, now: float | None = None) -> None:
+        """Ask how the deletion of each pruned trial's checkpoint stands (``cleanup.prunedCheckpoints``), start it
+        where it has not, and try a failed one again after a back-off, ``CLEANUP_TRIES`` tries in all; then an Event
+        says where the checkpoint stays. Every pass does this, and the operator does it for a study that has ended
+        while a deletion its last pass started is still pending."""
+        now = time.monotonic() if now is None else now
+        for number in sorted(self.forgetting):
+            if self._forget_after.get(number, 0.0) <= now:
+                self._forget(number, now)
+
+    def _forget(self, number: int, now: float) -> None:
+        result = self.executor.forget_checkpoint(number)
+        if result.state is Cleanup.DONE:
+            del self.forgetting[number]
+            self._forget_after.pop(number, None)
+            self._waiting.pop(number, None)
+            self.store.record_forgetting(self.forgetting)
+        elif result.state is Cleanup.WAITING:
+            if self._waiting.get(number) != result.reason:
+                self._waiting[number] = result.reason
+                text = f"the deletion of its checkpoint waits: {result.reason}"
+                self.on_event(Event(number, text, "CheckpointCleanupWaiting"))
+        elif result.state is Cleanup.FAILED:
+            tries = self.forgetting[number] + 1
+            if tries >= CLEANUP_TRIES:
+                del self.forgetting[number]
+                where = trial_output(self.trials_root, number)
+                text = (f"its checkpoint stays in {where}: {tries} tries to delete it failed, the last because "
+                        f"{result.reason}; delete it by hand")  # fmt: skip
+                reason = "CheckpointKept"
+            else:
+                self.forgetting[number] = tries
+                delay = CLEANUP_BACKOFF_SECONDS * 2.0 ** (tries - 1)
+                self._forget_after[number] = now + delay
+                text = (f"could not delete its checkpoint (try {tries} of {CLEANUP_TRIES}): {result.reason}; "
+                        f"trying again in {delay:.0f} s")  # fmt: skip
+                reason = "CheckpointCleanupFailed"
+            self.store.record_forgetting(self.forgetting)
+            self.on_event(Event(number, text, reason))
 
     def _args(self, number: int, stage: str) -> list[str]:
         output = trial_output(self.trials_root, number)
@@ -332,9 +378,11 @@ class Engine:
 
     def _drop_checkpoint(self, number: int) -> None:
         """``cleanup.prunedCheckpoints``: a pruned (or failed) trial's checkpoint is never resumed; free its disk
-        (the local runner deletes it, the operator has a Job do it on the trials' volume)."""
-        if self.spec.cleanup.pruned_checkpoints:
-            self.executor.forget_checkpoint(number)
+        (the local runner deletes it, the operator has a Job do it on the trials' volume). Recorded as to delete
+        first, then deleted by ``tidy`` at the end of this pass: a crash in between leaves it recorded."""
+        if self.spec.cleanup.pruned_checkpoints and number not in self.forgetting:
+            self.forgetting[number] = 0
+            self.store.record_forgetting(self.forgetting)
 
     def run(
         self,

@@ -57,6 +57,9 @@ ADMITTED = "ftstudy:admitted_at"  # on a trial queued in Kueue: when its first J
 # on a trial queued in Kueue: [seconds, since]: how long its Jobs waited in the queue again after the first admission
 # (a preemption, a resume Job), and since when (unix s) it waits now, or null; one value, so one write keeps it whole
 REQUEUED = "ftstudy:requeued"
+# on the study: {trial number: failed tries} of the checkpoints still to delete (cleanup.prunedCheckpoints), so that a
+# restarted operator goes on asking instead of leaving them on the volume; one value, written whole
+FORGETTING = "ftstudy:forgetting"
 
 _PHASES = {
     TrialState.RUNNING: Phase.RUNNING,
@@ -214,7 +217,9 @@ class StudyStore:
         )
         self.study_id: int = self._call("find the study", lambda: self.storage.get_study_id_from_name(name))
         self.audit_fraction = 0.0  # the share of new trials audited (``_check_audit``)
-        self._check_search_space()
+        attrs = self._call("read the study", lambda: self.storage.get_study_system_attrs(self.study_id))
+        self._check_search_space(attrs)
+        self.forgetting: dict[int, int] = {int(n): int(tries) for n, tries in (attrs.get(FORGETTING) or {}).items()}
         self._trial_ids: dict[int, int] = {}
         self._finished: dict[int, FrozenTrial] = {}
         self._unfinished: list[FrozenTrial] = []
@@ -227,11 +232,10 @@ class StudyStore:
     def _call(self, what: str, function: Callable[[], T]) -> T:
         return self.retry.call(what, function)
 
-    def _check_search_space(self) -> None:
+    def _check_search_space(self, attrs: dict[str, Any]) -> None:
         """A resumed study must search the space it started with, or its history would mislead the sampler."""
         wanted = json.dumps(self.spec.model_dump(mode="json", by_alias=True)["searchSpace"], sort_keys=True)
         study_id = self.study_id
-        attrs = self._call("read the study", lambda: self.storage.get_study_system_attrs(study_id))
         self._check_audit(attrs)  # before SPEC is recorded: SPEC without it marks a study older than audits
         if SPEC not in attrs:
             self._call("record the search space", lambda: self.storage.set_study_system_attr(study_id, SPEC, wanted))
@@ -402,6 +406,13 @@ class StudyStore:
         trial_id = self._trial_id(number)
         self._call("record a wait in the queue",
                    lambda: self.storage.set_trial_system_attr(trial_id, REQUEUED, [seconds, since]))  # fmt: skip
+
+    def record_forgetting(self, pending: dict[int, int]) -> None:
+        """The checkpoints still to delete and each one's failed tries (``FORGETTING``)."""
+        value = {str(number): tries for number, tries in sorted(pending.items())}
+        self._call("record the checkpoints to delete",
+                   lambda: self.storage.set_study_system_attr(self.study_id, FORGETTING, value))  # fmt: skip
+        self.forgetting = dict(pending)
 
     def record_audit(self, number: int) -> None:
         trial_id = self._trial_id(number)

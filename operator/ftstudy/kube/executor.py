@@ -40,7 +40,15 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from ftstudy.core import Process
-from ftstudy.executor import CAUSE_PENDING, EXIT_BAD_INPUT, TrialProcess, exit_reason, trial_output
+from ftstudy.executor import (
+    CAUSE_PENDING,
+    EXIT_BAD_INPUT,
+    Cleanup,
+    Forgetting,
+    TrialProcess,
+    exit_reason,
+    trial_output,
+)
 from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, path
 from ftstudy.kube.identity import trial_key
@@ -803,23 +811,45 @@ class JobExecutor:
             return Process.FAILED, found.reason, found.exit_code
         return Process.RUNNING, None, None
 
-    def forget_checkpoint(self, number: int) -> None:
+    def forget_checkpoint(self, number: int) -> Forgetting:
         """A Job deletes the checkpoint on the trials' volume (``jobs.checkpoint_cleanup_manifest``). Its name is
-        the trial's, so asking again (a restarted operator) finds it there; a refusal is logged, never raised:
-        the trial is pruned either way."""
+        the trial's, so asking again (the next pass, a restarted operator) reports on that Job instead of starting
+        another: RUNNING while it runs, DONE once Complete (its TTL removes it), FAILED with the reason (its
+        trainer's last log line, or why it could not be created) once it failed, when it is also deleted so that a
+        later try can create it again. A full ResourceQuota is WAITING: it clears as ended Jobs are deleted."""
+        name = names.cleanup_job_name(self.study, number)
+        job = self._job_named(name, names.selector(names.cleanup_labels(self.study, self.uid, number)))
+        if job is None:
+            return self._create_cleanup(number, name)
+        if job["metadata"].get("deletionTimestamp"):  # a failed try's Job, still being deleted
+            return Forgetting(Cleanup.RUNNING)
+        if _condition(job, "Complete"):
+            return Forgetting(Cleanup.DONE)
+        failed = _condition(job, "Failed")
+        if failed is None:
+            return Forgetting(Cleanup.RUNNING)
+        pods = self._pods_of(f"{names.MANAGED_BY}={names.OPERATOR},job-name={name}")
+        reason = _failure(failed, pods, None).reason or "its Job failed"
+        # the engine asks again only after a back-off, by when the watch's copy no longer shows this Job
+        self.kube.delete(path("batch", "v1", "jobs", self.namespace, name))
+        return Forgetting(Cleanup.FAILED, f"its cleanup Job {name} failed: {reason}")
+
+    def _create_cleanup(self, number: int, name: str) -> Forgetting:
         run_dir = trial_output(self.trials_root, number)
         manifest = jobs.checkpoint_cleanup_manifest(self.spec, self.namespace, self.study, self.uid, number, run_dir)
         refused = check_pod(manifest["spec"]["template"]["spec"], self.policy, None, self.artifact_secret)
         if refused:
-            log.warning("%s/%s: trial %d's checkpoint stays: the trial policy refuses its cleanup Job: %s",
-                        self.namespace, self.study, number, "; ".join(refused))  # fmt: skip
-            return
+            return Forgetting(Cleanup.FAILED, "the trial policy refuses its cleanup Job: " + "; ".join(refused))
         try:
             self._create(manifest)
         except ApiError as error:
-            if error.status != 409:
-                log.warning("%s/%s: trial %d's checkpoint stays: its cleanup Job was refused: %s",
-                            self.namespace, self.study, number, error.message)  # fmt: skip
+            if error.status == 409:  # created by an earlier pass whose answer the watch's copy does not show yet
+                return Forgetting(Cleanup.RUNNING)
+            if error.status == 403 and "exceeded quota" in error.message:
+                return Forgetting(Cleanup.WAITING, f"its cleanup Job {name} waits for the ResourceQuota: "
+                                  f"{error.message}")  # fmt: skip
+            return Forgetting(Cleanup.FAILED, f"the API server refused its cleanup Job {name}: {error.message}")
+        return Forgetting(Cleanup.RUNNING)
 
     def record_decision(self, number: int, decision: str) -> None:
         job = self.latest.get(number)

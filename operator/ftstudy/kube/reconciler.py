@@ -191,6 +191,7 @@ class StudyReconciler:
         status = body.get("status") or {}
         if status.get("phase") in (SUCCEEDED, FAILED) and status.get("observedGeneration") == generation:
             self.metrics.observe_status(self.namespace, self.name, status)  # metrics: a restarted operator's view
+            self._tidy(body)
             return self.settings.idle_seconds
         self.metrics.study_seen(self.namespace, self.name)
         started = time.monotonic()
@@ -237,6 +238,21 @@ class StudyReconciler:
             self._post_events(body)
             self.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
         return max(min(self.settings.poll_seconds, self.settings.unnotified_poll_seconds), 5.0)
+
+    def _tidy(self, body: dict[str, Any]) -> None:
+        """An ended study's last pass may have started checkpoint deletions (a failed study's suspended trials'):
+        followed to their end, retried and told as on any pass (``Engine.tidy``), while this operator holds the
+        study's engine. A restarted one does not open the database of an ended study for them."""
+        engine = self.built.engine if self.built is not None else None
+        if engine is None or not engine.forgetting:
+            return
+        try:
+            engine.tidy()
+        except (StorageUnavailable, ApiError, Unreachable) as error:
+            log.warning("%s/%s: checkpoint cleanup: %s; retrying", self.namespace, self.name,
+                        redact(str(error), self.url))  # fmt: skip
+        finally:
+            self._post_events(body)
 
     def _unexpected(self, body: dict[str, Any], generation: int, error: Exception) -> float:
         """An error no branch of ``reconcile`` expects (a bug, a value the API server accepted and the operator
