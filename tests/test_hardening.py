@@ -424,6 +424,53 @@ def test_finished_trials_jobs_make_room_under_a_job_count_quota(
     no_tracebacks(ops)
 
 
+class JobAdmissionPolicy:
+    """A ValidatingAdmissionPolicy (built into the API server; Gatekeeper and Kyverno webhooks answer alike) that
+    denies creating the Jobs ``expression`` holds for in one namespace, with ``message``; enforced on return (the
+    API server takes a moment to load a policy). ``lift`` unbinds it and waits until it no longer denies."""
+
+    def __init__(self, plane: ControlPlane, namespace: str, name: str, expression: str, message: str,
+                 probe_labels: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.plane, self.namespace, self.name, self.message = plane, namespace, name[:63], message
+        policy = {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": self.name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
+                                                        "operations": ["CREATE"], "resources": ["jobs"]}]},
+                "validations": [{"expression": expression, "reason": "Forbidden", "message": message}],
+            },
+        }  # fmt: skip
+        binding = {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": self.name},
+            "spec": {"policyName": self.name, "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": {
+                         "matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+        }  # fmt: skip
+        self.probe = {"apiVersion": "batch/v1", "kind": "Job",
+                      "metadata": {"name": "probe", "labels": probe_labels or {}},
+                      "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                                     "containers": [{"name": "c", "image": "x"}]}}}}  # fmt: skip
+        apply(plane, namespace, policy)
+        apply(plane, namespace, binding)
+        wait_for("the policy enforced", self.denying, 60)
+
+    def denying(self) -> bool:
+        result = self.plane.kubectl("create", "--dry-run=server", "-n", self.namespace, "-f", "-",
+                                    input=json.dumps(self.probe), check=False)  # fmt: skip
+        return result.returncode != 0 and self.message in result.stderr
+
+    def lift(self) -> None:
+        self.plane.kubectl("delete", "validatingadmissionpolicybinding", self.name, check=False)
+        wait_for("the policy lifted", lambda: not self.denying(), 20)
+
+    def remove(self) -> None:
+        self.plane.kubectl("delete", "validatingadmissionpolicybinding", self.name, check=False)
+        self.plane.kubectl("delete", "validatingadmissionpolicy", self.name, check=False)
+
+
 def test_a_job_an_admission_policy_denies_fails_its_trial_with_the_policys_message(
     operators: Operators, postgres_url: str
 ) -> None:
@@ -431,37 +478,8 @@ def test_a_job_an_admission_policy_denies_fails_its_trial_with_the_policys_messa
     Kyverno webhooks answer alike) denies the Job with 403: that was read as RBAC ("grant it create on jobs") and
     retried for ever. Now the trial fails once, with the policy's message, and spends no retry."""
     ops, plane, ns = operators, operators.plane, operators.namespace
-    name = f"no-{ns}"[:63]  # cluster-scoped: one per test namespace
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
-                                                    "operations": ["CREATE"], "resources": ["jobs"]}]},
-            "validations": [{"expression": "false", "reason": "Forbidden",
-                             "message": "team policy: no GPU Jobs in this namespace today"}],
-        },
-    }  # fmt: skip
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"],
-                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}},
-    }  # fmt: skip
-    apply(plane, ns, policy)
-    apply(plane, ns, binding)
+    policy = JobAdmissionPolicy(plane, ns, f"no-{ns}", "false", "team policy: no GPU Jobs in this namespace today")
     try:
-        probe = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe"},
-                 "spec": {"template": {"spec": {"restartPolicy": "Never",
-                                                "containers": [{"name": "c", "image": "x"}]}}}}  # fmt: skip
-
-        def denying() -> bool:  # the API server takes a moment to load a new policy
-            result = plane.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", input=json.dumps(probe),
-                                   check=False)  # fmt: skip
-            return result.returncode != 0 and "denied request" in result.stderr
-
-        wait_for("the policy enforced", denying, 60)
         ops.start()
         study = "denied"
         apply(plane, ns, study_manifest(study, budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1,
@@ -476,8 +494,7 @@ def test_a_job_an_admission_policy_denies_fails_its_trial_with_the_policys_messa
         assert not study_events(ops, study, "JobForbidden")
         no_tracebacks(ops)
     finally:
-        plane.kubectl("delete", "validatingadmissionpolicybinding", name, check=False)
-        plane.kubectl("delete", "validatingadmissionpolicy", name, check=False)
+        policy.remove()
 
 
 def test_a_refused_checkpoint_cleanup_is_an_event_and_is_tried_again_until_the_checkpoint_is_gone(
@@ -488,38 +505,10 @@ def test_a_refused_checkpoint_cleanup_is_an_event_and_is_tried_again_until_the_c
     its back-off, past the study's own end; once the policy is gone the Job runs and the record is cleared.
     (It used to be asked for once: the refusal went to the operator's log and the checkpoint stayed.)"""
     ops, plane, ns = operators, operators.plane, operators.namespace
-    name = f"nocleanup-{ns}"[:63]  # cluster-scoped: one per test namespace
     helper = f"object.metadata.?labels[{json.dumps(names.COMPONENT)}].orValue('') == {json.dumps(names.CLEANUP)}"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
-                                                    "operations": ["CREATE"], "resources": ["jobs"]}]},
-            "validations": [{"expression": f"!({helper})", "reason": "Forbidden",
-                             "message": "team policy: no helper Jobs today"}],
-        },
-    }  # fmt: skip
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"],
-                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}},
-    }  # fmt: skip
-    apply(plane, ns, policy)
-    apply(plane, ns, binding)
+    policy = JobAdmissionPolicy(plane, ns, f"nocleanup-{ns}", f"!({helper})", "team policy: no helper Jobs today",
+                                probe_labels={names.COMPONENT: names.CLEANUP})  # fmt: skip
     try:
-        probe = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe", "labels": {
-                 names.COMPONENT: names.CLEANUP}}, "spec": {"template": {"spec": {"restartPolicy": "Never",
-                 "containers": [{"name": "c", "image": "x"}]}}}}  # fmt: skip
-
-        def denying() -> bool:  # the API server takes a moment to load a new policy
-            result = plane.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", input=json.dumps(probe),
-                                   check=False)  # fmt: skip
-            return result.returncode != 0 and "no helper Jobs today" in result.stderr
-
-        wait_for("the policy enforced", denying, 60)
         nodes = gpu_nodes_factory({"gpu-a": 3})
         ops.start()
         study = "keeps"
@@ -535,8 +524,7 @@ def test_a_refused_checkpoint_cleanup_is_an_event_and_is_tried_again_until_the_c
         (number,) = (int(m) for m in re.findall(r"^trial (\d+):", message, re.M))
         assert _forgetting(postgres_url, ns, study)[str(number)] == 1, "on record, so a restart goes on"
 
-        plane.kubectl("delete", "validatingadmissionpolicybinding", name)
-        wait_for("the policy lifted", lambda: not denying(), 20)  # within the 30 s back-off: no second failure
+        policy.lift()  # within the 30 s back-off: no second failure
         wait_for("the study's end", lambda: get_study(plane, ns, study)["status"].get("phase") == "Succeeded", 120,
                  diagnosis(ops, study, nodes))  # fmt: skip
         wait_for("the record cleared", lambda: _forgetting(postgres_url, ns, study) == {}, 150,
@@ -551,8 +539,7 @@ def test_a_refused_checkpoint_cleanup_is_an_event_and_is_tried_again_until_the_c
         assert not study_events(ops, study, "CheckpointKept")
         no_tracebacks(ops)
     finally:
-        plane.kubectl("delete", "validatingadmissionpolicybinding", name, check=False)
-        plane.kubectl("delete", "validatingadmissionpolicy", name, check=False)
+        policy.remove()
 
 
 def _forgetting(url: str, namespace: str, name: str) -> Any:
