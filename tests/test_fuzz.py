@@ -34,9 +34,11 @@ from tests.studies import tiny_study
 from tests.test_operator import LATER_SECRET, Operators, apply, get_study, jobs, wait_for
 
 EXAMPLES = 1000
-# What the CRD says it cannot check (crd.py's docstring): values typed "string or number" are invisible to CEL.
+# What the CRD says it cannot check (crd.py's docstring): values typed "string or number" are invisible to CEL, and
+# the core/v1 objects of trialTemplate (env, volumes, volumeMounts, tolerations) are kept free-form.
 BLIND_SPOTS = re.compile(
-    r"spec(\.|: )(training\.hyperparameters|baseline(\.params)?|searchSpace(\.[a-z_]+)?(\.choices)?)\b"
+    r"spec(\.|: )(training\.hyperparameters|baseline(\.params)?|searchSpace(\.[a-z_]+)?(\.choices)?"
+    r"|trialTemplate\.(env|volumes|volumeMounts|tolerations))\b"
 )
 
 # --- the manifests ---------------------------------------------------------------------------------------------
@@ -47,6 +49,14 @@ junk = st.one_of(
     st.lists(st.integers(0, 3), max_size=2), st.just({"x": 1}),
 )  # fmt: skip
 numbers = st.one_of(st.integers(-2, 40), st.floats(-1, 2, allow_nan=False, allow_infinity=False))
+
+
+core_objects = st.sampled_from([
+    {}, {"x": 1}, {"name": 1}, {"name": "A", "value": "1"}, {"name": "A", "valueFrom": {"secretKeyRef": "s"}},
+    {"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, {"name": "v", "configMap": "x"},
+    {"name": "v", "emptyDir": {}}, {"name": "v"}, {"name": "v", "mountPath": ""}, {"name": "v", "mountPath": "/x"},
+    {"key": 1, "operator": "Exists"}, {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+])  # fmt: skip
 
 
 @st.composite
@@ -91,6 +101,10 @@ MUTATIONS: dict[str, Any] = {
     "trialTemplate": st.builds(lambda k, v: {k: v},
                                st.sampled_from(["image", "fsGroup", "activeDeadlineSeconds", "command", "outputDir"]),
                                st.one_of(st.sampled_from(["ftstudy/trainer:x", ""]), numbers, junk)),
+    # core/v1 objects the CRD keeps free-form (crd.py): shapes Kubernetes' own types would refuse, and valid ones
+    "trialTemplate.pod": st.builds(lambda k, v: {k: v}, st.sampled_from(["env", "volumes", "volumeMounts",
+                                                                         "tolerations"]),
+                                   st.one_of(st.lists(core_objects, max_size=2), junk)),
     "cleanup": st.builds(lambda v: {"deleteStudyRecords": v}, junk),
     "unknown": junk,
 }  # fmt: skip
@@ -108,6 +122,9 @@ def mutated(document: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     for key, value in changes.items():
         if key == "training.hyperparameters":
             body.setdefault("training", {})["hyperparameters"] = value
+        elif key == "trialTemplate.pod":  # after "trialTemplate" (sorted), which may have made it junk
+            template = body.get("trialTemplate")
+            body["trialTemplate"] = {**(template if isinstance(template, dict) else {}), **value}
         elif key in ("training", "sampler", "promotion", "budget", "trialTemplate") and isinstance(value, dict):
             body[key] = {**body.get(key, {}), **value}  # one field changed, the others kept
         else:
@@ -242,6 +259,9 @@ def test_accepted_manifests_run_or_are_reported_and_the_operator_never_crashes(
                 assert [j["metadata"]["name"] for j in launched] == [f"fuzz-{i}-data-check"], launched
                 continue
             ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+            if ready["reason"] == "TrialPolicyViolation":  # a volume, a secret or a toleration the policy refuses
+                assert ready["status"] == "False" and ready["message"] and not launched, status
+                continue
             assert (status["phase"], ready["status"]) == ("Running", "True"), status
             assert launched, f"fuzz-{i} runs: its trials are launched"
     log = ops.log()

@@ -20,6 +20,11 @@ parameter through ``anyOf``) and otherwise left to the operator, whose ``ftstudy
 with the same message ``ftstudy run`` prints: a hyperparameter name misspelt in ``training.hyperparameters`` or
 ``baseline.params``, a choice that is not a scalar, choices on a float or int parameter, duplicate choices.
 
+The core/v1 objects passed on to the trial pod (``trialTemplate.env``, ``volumes``, ``volumeMounts``,
+``tolerations``) are kept free-form rather than copying Kubernetes' own schemas into the CRD, so the API server
+stores shapes the Job would be refused for (``valueFrom: {secretKeyRef: "s"}``); ``ftstudy.spec`` checks their shape
+and the operator reports such a study as InvalidSpec, naming the field.
+
 Defaults come from the models too, default factories included, so the API server stores the same spec that
 ``ftstudy.spec.parse`` would build.
 """
