@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ftstudy.kube import names
 from ftstudy.kube.api import Kube, Unreachable, load_config, path
-from ftstudy.kube.watch_cache import SELECTOR, TrialObjects
+from ftstudy.kube.watch_cache import SELECTOR, TrialObjects, WatchCache, _matches
 from tests.cluster.control_plane import ControlPlane
 
 OURS = {names.MANAGED_BY: names.OPERATOR, names.STUDY_UID: "uid-1"}
@@ -116,3 +118,36 @@ def test_a_broken_watchs_copy_is_not_read_until_it_is_listed_anew(kube: Kube, cl
         broken.break_watch.set()
         broken.answer_list.set()
         objects.stop()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["put", "ADDED", "MODIFIED", "DELETED", "relist"]),
+                          st.integers(0, 5), st.sampled_from(["uid-1", "uid-2", None]),
+                          st.sampled_from(["job-a", "job-b", None]), st.sampled_from(["ml", "other"])),
+                max_size=40))  # fmt: skip
+def test_an_indexed_read_returns_what_a_scan_of_the_whole_copy_would(
+    steps: list[tuple[str, int, str | None, str | None, str]],
+) -> None:
+    """Reads that name a study's UID or a Job's name go through an index instead of matching every object the
+    operator holds (issue 21: with 100 studies each pass scanned them all). Whatever the sequence of writes, watch
+    events and relists (objects relabelled, moved, deleted), the indexed read equals a scan of the copy."""
+    cache = WatchCache(None, "batch", "v1", "jobs", ["ml", "other"])  # type: ignore[arg-type]
+    cache._synced |= {"ml", "other"}
+    for version, (kind, n, study, job_name, namespace) in enumerate(steps, start=1):
+        labels = {names.MANAGED_BY: names.OPERATOR} | ({names.STUDY_UID: study} if study else {})
+        labels |= {"job-name": job_name} if job_name else {}
+        obj = {"metadata": {"uid": f"o{n}", "namespace": namespace, "labels": labels,
+                            "resourceVersion": str(version)}}  # fmt: skip
+        if kind == "put":
+            cache.put(obj)
+        elif kind == "relist":
+            cache._replace(namespace, [obj])
+        else:
+            cache._apply(kind, obj)
+        for namespace_read in ("ml", "other"):
+            for selector in (names.study_selector("uid-1").replace(f"{names.COMPONENT}=trial,", ""),
+                             f"{names.MANAGED_BY}={names.OPERATOR},job-name=job-a", SELECTOR):  # fmt: skip
+                scanned = [o for o in cache._objects.values()
+                           if o["metadata"]["namespace"] == namespace_read and _matches(o, selector)]  # fmt: skip
+                read = cache.items(namespace_read, selector)
+                assert read is not None
+                assert sorted(o["metadata"]["uid"] for o in read) == sorted(o["metadata"]["uid"] for o in scanned)

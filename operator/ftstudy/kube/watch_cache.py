@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ftstudy.kube import names
@@ -35,6 +35,9 @@ from ftstudy.kube.api import ApiError, Kube, path
 log = logging.getLogger(__name__)
 
 SELECTOR = f"{names.MANAGED_BY}={names.OPERATOR}"
+# Labels every selector of a pass names one of (a study's UID; a helper Job's name, for its pods): indexed, so a
+# pass reads its own study's objects instead of matching every object of the operator's against its selector
+INDEXED: tuple[str, ...] = (names.STUDY_UID, "job-name")
 WATCH_SECONDS = 300  # the API server ends each watch after this; it is then resumed from the last version seen
 
 
@@ -77,6 +80,7 @@ class WatchCache:
         self._resource = (group, version, plural)
         self._scopes: list[str | None] = list(namespaces) or [None]
         self._objects: dict[str, dict[str, Any]] = {}  # by UID
+        self._index: dict[tuple[str, str], set[str]] = {}  # (an INDEXED label, its value) -> UIDs
         self._synced: set[str | None] = set()  # scopes whose copy is current (listed, watch running since)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -99,11 +103,38 @@ class WatchCache:
     def items(self, namespace: str, selector: str) -> list[dict[str, Any]] | None:
         """The objects of ``namespace`` that match ``selector``, as the watch last saw them; None while its copy is
         not current (not listed yet, or the watch broke): the caller lists from the API server then."""
+        terms = dict(term.partition("=")[::2] for term in filter(None, selector.split(",")))
+        key = next((key for key in INDEXED if key in terms), None)
         with self._lock:
             if self._scope(namespace) not in self._synced:
                 return None
-            return [obj for obj in self._objects.values()
+            if key is None:
+                candidates: Iterable[dict[str, Any]] = self._objects.values()
+            else:
+                candidates = (self._objects[uid] for uid in self._index.get((key, terms[key]), ()))
+            return [obj for obj in candidates
                     if obj["metadata"].get("namespace") == namespace and _matches(obj, selector)]  # fmt: skip
+
+    def _set(self, uid: str, obj: dict[str, Any]) -> None:
+        """Hold ``obj`` (the lock held): the copy and the index together."""
+        self._drop(uid)
+        self._objects[uid] = _slim(obj)
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        for key in INDEXED:
+            if key in labels:
+                self._index.setdefault((key, str(labels[key])), set()).add(uid)
+
+    def _drop(self, uid: str) -> None:
+        held = self._objects.pop(uid, None)
+        if held is None:
+            return
+        labels = held["metadata"].get("labels") or {}
+        for key in INDEXED:
+            entry = (key, str(labels.get(key)))
+            if key in labels and entry in self._index:
+                self._index[entry].discard(uid)
+                if not self._index[entry]:
+                    del self._index[entry]
 
     def get(self, uid: str) -> dict[str, Any] | None:
         """One object by UID, if the copy has it (current or not: the caller checks what it gets)."""
@@ -120,15 +151,15 @@ class WatchCache:
             held = self._objects.get(uid)
             new, old = _version(obj), _version(held) if held is not None else None
             if held is None or new is None or old is None or new > old:
-                self._objects[uid] = _slim(obj)
+                self._set(uid, obj)
 
     def _replace(self, scope: str | None, listed: list[dict[str, Any]]) -> None:
         with self._lock:
             for uid in [uid for uid, obj in self._objects.items()
                         if scope is None or obj["metadata"].get("namespace") == scope]:  # fmt: skip
-                del self._objects[uid]
+                self._drop(uid)
             for obj in listed:
-                self._objects[obj["metadata"]["uid"]] = _slim(obj)
+                self._set(obj["metadata"]["uid"], obj)
             self._synced.add(scope)
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
@@ -137,9 +168,9 @@ class WatchCache:
             return
         with self._lock:
             if kind == "DELETED":
-                self._objects.pop(uid, None)
+                self._drop(uid)
             else:
-                self._objects[uid] = _slim(obj)
+                self._set(uid, obj)
 
     def _run(self, scope: str | None) -> None:
         backoff = 0.5
