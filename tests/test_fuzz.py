@@ -10,7 +10,9 @@ defaults and CEL rules judge it, nothing is stored) and parsed by ``spec.parse``
   ``baseline.params``, categorical ``choices``), which the operator reports as an InvalidSpec condition.
 
 Then a sample of the accepted ones is created for real under a running operator: each is run (its trials launched)
-or reported with a condition, with one Event per problem, and the operator never logs a traceback.
+or reported with a condition, with one Event per problem, and the operator never logs a traceback. Last, generated
+updates of a stored study (dry-run replaces): the API server refuses every one that changes what the operator holds
+a running study to (its frozen meaning, storage, outputDir), but for what CEL cannot see.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hypothesis import strategies as st
 
 from ftstudy import spec
 from ftstudy.kube.api import ApiError, Kube, load_config, path
+from ftstudy.kube.identity import FROZEN_FIELDS, meaning
 from ftstudy.spec import HYPERPARAMETERS
 from tests.cluster.control_plane import ControlPlane
 from tests.studies import tiny_study
@@ -294,3 +297,84 @@ def test_a_dry_run_returns_the_defaulted_manifest_and_stores_nothing(kube: Kube)
     with pytest.raises(ApiError) as missing:
         kube.get(f"{studies}/dry-run")
     assert missing.value.status == 404
+
+
+UPDATES = 300
+
+
+def test_updates_of_a_stored_study_are_refused_where_they_change_what_it_is_frozen_on(
+    kube: Kube, cluster_namespace: str
+) -> None:
+    """Generated updates of a stored study, judged by the API server (a dry-run replace: the CRD's transition rules)
+    and by the operator's own reading of an update (``ftstudy.kube.identity``'s frozen meaning, the immutable
+    storage and outputDir). An accepted update changes nothing the study is frozen on but what CEL cannot see
+    (``training.hyperparameters``, categorical ``choices``), which the operator then reports as SpecChanged; a
+    refused one is invalid on its own or changes a frozen field, and the refusal names a field it was given."""
+    studies = path("ftstudy.io", "v1alpha1", "finetunestudies", cluster_namespace)
+    stored = kube.create(studies, base("fuzz-update"))
+    old = spec.parse(stored).spec
+    counts = {"refused": 0, "accepted": 0, "blind": 0}
+    try:
+
+        @settings(max_examples=UPDATES, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
+        @given(manifests())
+        def check(case: tuple[dict[str, Any], set[str]]) -> None:
+            document, touched = case
+            document["metadata"] = {"name": "fuzz-update", "resourceVersion": stored["metadata"]["resourceVersion"]}
+            try:
+                updated = kube.request("PUT", f"{studies}/fuzz-update", body=document,
+                                       query={"dryRun": "All", "fieldValidation": "Strict"})  # fmt: skip
+            except ApiError as error:
+                assert error.status in (400, 422), (error, document)
+                named = re.compile(rf"\bspec\b.*\b({'|'.join(sorted(touched))})\b", re.S)
+                assert named.search(error.message), f"the refusal names no field it was given: {error.message}"
+                assert _refused(document) or _frozen_changes(old, document), (
+                    f"the API server refused an update the operator would run: {error.message}\n{document['spec']}"
+                )
+                counts["refused"] += 1
+                return
+            if _refused(updated):  # invalid where CEL cannot see: the first test's blind spots
+                counts["blind"] += 1
+                return
+            changed = _frozen_changes(old, updated)
+            assert all(_only_blind(field, old, spec.parse(updated).spec) for field in changed), (
+                f"the API server accepted an update of {changed}, which the study is frozen on\n{document['spec']}"
+            )
+            counts["blind" if changed else "accepted"] += 1
+
+        check()
+    finally:
+        kube.delete(f"{studies}/fuzz-update")
+    print(f"{UPDATES} updates: {counts}")
+    assert counts["refused"] and counts["accepted"], "both kinds were generated"
+
+
+def _frozen_changes(old: spec.StudySpec, document: dict[str, Any]) -> list[str]:
+    """The fields the operator refuses to see change under a running study: its frozen meaning, the storage and
+    the trials' outputDir (what ``ftstudy.kube.identity`` and the CRD's transition rules guard)."""
+    try:
+        new = spec.parse(document).spec
+    except spec.SpecError:
+        return []
+    was, now = meaning(old), meaning(new)
+    changed = [field for field in FROZEN_FIELDS if was[field] != now[field]]
+    if old.storage != new.storage:
+        changed.append("storage")
+    if old.trial_template.output_dir != new.trial_template.output_dir:
+        changed.append("trialTemplate.outputDir")
+    return changed
+
+
+def _only_blind(field: str, old: spec.StudySpec, new: spec.StudySpec) -> bool:
+    """Does ``field`` differ only where CEL cannot see (crd.py's docstring)?"""
+    was, now = meaning(old).get(field), meaning(new).get(field)
+    if field == "training":
+        return {**was, "hyperparameters": None} == {**now, "hyperparameters": None}
+    if field == "searchSpace":
+
+        def shape(space: dict[str, Any]) -> dict[str, Any]:
+            return {name: {k: v for k, v in p.items() if k != "choices"} for name, p in space.items()}
+
+        return shape(was) == shape(now)
+    return False
