@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from ftstudy import spec
 from ftstudy.kube.api import ApiError, Kube, load_config, path
 from ftstudy.kube.identity import FROZEN_FIELDS, meaning
+from ftstudy.kube.names import data_check_job_name
 from ftstudy.spec import HYPERPARAMETERS
 from tests.cluster.control_plane import ControlPlane
 from tests.studies import tiny_study
@@ -109,6 +110,7 @@ MUTATIONS: dict[str, Any] = {
                                                                          "tolerations"]),
                                    st.one_of(st.lists(core_objects, max_size=2), junk)),
     "cleanup": st.builds(lambda v: {"deleteStudyRecords": v}, junk),
+    "metadata.name": st.sampled_from(["a" * 63, "a" * 64, "a.b", "Fuzz", "-fuzz", "fuzz-", "f", "9-lives"]),
     "unknown": junk,
 }  # fmt: skip
 
@@ -125,6 +127,8 @@ def mutated(document: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     for key, value in changes.items():
         if key == "training.hyperparameters":
             body.setdefault("training", {})["hyperparameters"] = value
+        elif key == "metadata.name":
+            out["metadata"]["name"] = value
         elif key == "trialTemplate.pod":  # after "trialTemplate" (sorted), which may have made it junk
             template = body.get("trialTemplate")
             body["trialTemplate"] = {**(template if isinstance(template, dict) else {}), **value}
@@ -204,7 +208,8 @@ def generate(kube: Kube, cluster_namespace: str, results: Tally) -> None:
             assert refusal is not None, f"the API server refused what ftstudy accepts: {server}\n{document['spec']}"
             fields = "|".join(sorted(touched))
             # spec.budget.x: ..., spec: budget.x ..., or a rule on spec whose message names the field
-            named = re.compile(rf"\bspec\b.*\b({fields})\b", re.S)
+            named = re.compile(rf"\bspec\b.*\b({fields})\b|\bmetadata\.name\b" if "metadata" in touched
+                               else rf"\bspec\b.*\b({fields})\b", re.S)  # fmt: skip
             assert named.search(server), f"the API server's message names no field it was given: {server}"
             assert named.search(refusal), f"ftstudy's message names no field it was given: {refusal}"
             results.refused_by_both += 1
@@ -237,40 +242,45 @@ def test_accepted_manifests_run_or_are_reported_and_the_operator_never_crashes(
     documents = [*invalid, *valid]
     for i, document in enumerate(documents):
         manifest = {k: v for k, v in document.items() if k != "status"}
-        manifest["metadata"] = {"name": f"fuzz-{i}"}
+        manifest["metadata"] = {"name": study_name(i)}
         manifest["spec"] = {**manifest["spec"], "storage": {"secretRef": {"name": "ftstudy-db"}}}
         apply(plane, ns, manifest)
     ops.start()
     count = len(invalid) + len(valid)
 
     def settled() -> bool:
-        statuses = [get_study(plane, ns, f"fuzz-{i}").get("status") or {} for i in range(count)]
+        statuses = [get_study(plane, ns, study_name(i)).get("status") or {} for i in range(count)]
         return all(s.get("phase") in ("Running", "Failed", "Succeeded") or _checking_data(s) for s in statuses)
 
     wait_for("every study run or reported", settled, 180, lambda: ops.log()[-4000:])
     time.sleep(3)
     for i in range(count):
-        status = get_study(plane, ns, f"fuzz-{i}")["status"]
+        status = get_study(plane, ns, study_name(i))["status"]
         if i < len(invalid):
             failed = next(c for c in status["conditions"] if c["type"] == "Failed")
             assert (status["phase"], failed["reason"]) == ("Failed", "InvalidSpec"), status
             assert BLIND_SPOTS.search(failed["message"]), failed
         else:
-            launched = [j for j in jobs(plane, ns) if j["metadata"]["labels"]["ftstudy.io/study"] == f"fuzz-{i}"]
+            launched = [j for j in jobs(plane, ns) if j["metadata"]["labels"]["ftstudy.io/study"] == study_name(i)]
             if _checking_data(status):  # dataset.path: a CPU Job reads it first; this cluster has no node to run it
                 assert documents[i]["spec"]["dataset"].get("path"), status
-                assert [j["metadata"]["name"] for j in launched] == [f"fuzz-{i}-data-check"], launched
+                assert [j["metadata"]["name"] for j in launched] == [data_check_job_name(study_name(i))], launched
                 continue
             ready = next(c for c in status["conditions"] if c["type"] == "Ready")
             if ready["reason"] == "TrialPolicyViolation":  # a volume, a secret or a toleration the policy refuses
                 assert ready["status"] == "False" and ready["message"] and not launched, status
                 continue
             assert (status["phase"], ready["status"]) == ("Running", "True"), status
-            assert launched, f"fuzz-{i} runs: its trials are launched"
+            assert launched, f"{study_name(i)} runs: its trials are launched"
     log = ops.log()
     assert "Traceback" not in log, log[-4000:]
     warnings = [line for line in log.splitlines() if "InvalidSpec" in line]
     assert len(warnings) <= len(invalid), "each invalid study reported once, not at every pass"
+
+
+def study_name(i: int) -> str:
+    """Every other study's name as long as a name may be (63): its Jobs' names and label values must still fit."""
+    return f"fuzz-{i}" if i % 2 == 0 else f"fuzz-{i}-{'long' * 16}"[:63]
 
 
 def _checking_data(status: dict[str, Any]) -> bool:
