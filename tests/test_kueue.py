@@ -247,3 +247,33 @@ def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_tri
     print(f"held: preempted after step 7 of 15 ({len(told)} TrialPreempted, {len(between)} pod(s) preempted again "
           f"before a step), resumed after step {resumed[1]}: {lost} steps lost; it waited {waited_again:.1f} s in "
           f"the queue after its eviction (not GPU time); the Event: {told[0]['message']}")  # fmt: skip
+
+
+def test_a_study_naming_no_queue_is_queued_by_a_local_queue_named_default_and_counts_gpu_seconds_from_admission(
+    queued_operators: Operators,
+    kueue: Kueue,
+    gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
+    postgres_url: str,
+) -> None:
+    """Kueue's LocalQueueDefaulting: in a namespace with a LocalQueue named ``default``, Kueue's webhook queues every
+    Job that names no queue, the study's trials and its checkpoint-cleanup Jobs included. The study runs through that
+    queue as through one it named: each trial's admission is recorded (GPU-seconds count from it, not from the
+    Job's creation; before, only a study with trialTemplate.queueName recorded them) and told as TrialAdmitted
+    naming the queue, and the cleanups complete."""
+    ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
+    kueue.apply(resource_flavor(), cluster_queue(f"dflt-{ns}", 2), local_queue(ns, "default", f"dflt-{ns}"))
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    ops.start()
+    promotion = {"policy": "topK", "k": 1, "mode": "screen", "auditFraction": 0}
+    apply(plane, ns, study_manifest("plain", promotion=promotion, budget={"maxTrials": 3, "parallelism": 2}))
+    study = wait_for_phase(ops, "plain", ("Succeeded", "Failed"), 240, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    labelled = {j["metadata"]["name"]: (j["metadata"].get("labels") or {}).get("kueue.x-k8s.io/queue-name")
+                for j in jobs(plane, ns)}  # fmt: skip
+    assert labelled and set(labelled.values()) == {"default"}, labelled
+    assert any(name.endswith("-forget") for name in labelled), "a pruned trial's cleanup went through the queue too"
+    trials = optuna_trials(postgres_url, ns, "plain")
+    assert all("ftstudy:admitted_at" in t.system_attrs for t in trials), [t.system_attrs for t in trials]
+    admitted = study_events(ops, "plain", "TrialAdmitted")
+    assert len(admitted) == len(trials), admitted
+    assert all("in LocalQueue default" in e["message"] for e in admitted), admitted

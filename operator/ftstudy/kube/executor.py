@@ -382,7 +382,8 @@ class JobExecutor:
         # While trials wait in the queue: why Kueue cannot admit them any more (its LocalQueue deleted, Kueue
         # uninstalled), naming the Jobs left suspended; None when it still can (``_recheck_queue``)
         self.queue_gone: Problem | None = None
-        self.admitted: list[tuple[int, float]] = []  # trials the last observe found admitted: number, seconds queued
+        # trials the last observe found admitted: number, seconds queued, the LocalQueue
+        self.admitted: list[tuple[int, float, str]] = []
         self._pods: dict[str, dict[str, Any]] = {}  # the study's pods by UID, as the last observe listed them
         # Kueue's reason for stopping a Job (its Stopped Event), by Job UID, preemptions seen and the Job's last
         # suspension or admission: the reason ("" if none found yet) and how many times it was looked for
@@ -475,16 +476,18 @@ class JobExecutor:
     def _record_admissions(self, newest: dict[int, dict[str, Any]], trials: Sequence[FrozenTrial]) -> None:
         """When Kueue first admitted each trial (its Job's startTime, set when the Job is unsuspended), recorded
         once: a trial's GPU-seconds count from there, not from its creation, which may be long before in the queue
-        (``ftstudy.kube.status.trial_seconds``). A study without a queue starts its Jobs at once: nothing to record.
-        After that first admission, each time its Job waits in the queue again (Kueue preempted it, or it is a resume
-        Job) is recorded too (``_record_requeue``), so that the GPU-seconds leave it out as well."""
+        (``ftstudy.kube.status.trial_seconds``). A Job no queue holds starts at once: nothing to record. Queued is
+        read off the Job, not the spec: in a namespace with a LocalQueue named ``default`` Kueue's
+        LocalQueueDefaulting queues Jobs that name none. After that first admission, each time its Job waits in the
+        queue again (Kueue preempted it, or it is a resume Job) is recorded too (``_record_requeue``), so that the
+        GPU-seconds leave it out as well."""
         self.admitted = []
-        if self.store is None or not self.spec.trial_template.queue_name:
+        if self.store is None:
             return
         unfinished = {t.number: t for t in trials if not t.state.is_finished()}
         for number, job in newest.items():
             trial = unfinished.get(number)
-            if trial is None or job_ended(job):
+            if trial is None or job_ended(job) or jobs.QUEUE_LABEL not in (job["metadata"].get("labels") or {}):
                 continue
             started = parse_api_time((job.get("status") or {}).get("startTime"))
             suspended = bool(job.get("spec", {}).get("suspend"))
@@ -493,7 +496,8 @@ class JobExecutor:
             elif started is not None and not suspended:
                 self.store.record_admitted(number, started.timestamp())
                 since = trial.datetime_start
-                self.admitted.append((number, started.timestamp() - since.timestamp() if since else 0.0))
+                waited = started.timestamp() - since.timestamp() if since else 0.0
+                self.admitted.append((number, waited, job["metadata"]["labels"][jobs.QUEUE_LABEL]))
 
     def _record_requeue(self, trial: FrozenTrial, job: dict[str, Any], suspended: bool, started: datetime | None
                         ) -> None:  # fmt: skip

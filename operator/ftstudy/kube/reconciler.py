@@ -436,7 +436,7 @@ class StudyReconciler:
             audit_fraction=built.store.audit_fraction,
             rungs=promotion.rungs,
         )
-        if study_spec.trial_template.queue_name and isinstance(built.engine.executor, JobExecutor):
+        if isinstance(built.engine.executor, JobExecutor):  # queueName, or a LocalQueue named default (Kueue's)
             queued = min(built.engine.executor.queued(), status["trials"]["running"])
             status["trials"] |= {"queued": queued, "running": status["trials"]["running"] - queued}
         failure = status.get("lastFailure")
@@ -466,15 +466,9 @@ class StudyReconciler:
             conditions.append(self._placed(built.engine.executor.unplaced, study_spec, generation, now))
             if study_spec.trial_template.queue_name:
                 conditions.append(self._admissible(built.engine.executor.queue_gone, generation, now))
-                for number, waited in built.engine.executor.admitted:
-                    self.events.append(
-                        Event(
-                            number,
-                            f"admitted by Kueue after {waited:.0f} s in LocalQueue "
-                            f"{study_spec.trial_template.queue_name}",
-                            "TrialAdmitted",
-                        )
-                    )
+            for number, waited, queue in built.engine.executor.admitted:
+                text = f"admitted by Kueue after {waited:.0f} s in LocalQueue {queue}"
+                self.events.append(Event(number, text, "TrialAdmitted"))
         trusted = trust_condition(status["earlyScoreTrust"], study_spec.training.early_fraction, generation, now)
         if trusted is not None:
             conditions.append(trusted)
