@@ -987,6 +987,7 @@ class Store:
 class Outcome:
     def __init__(self, spec: spec.StudySpec) -> None:
         self.spec, self.outcome, self.executor = spec, None, None
+        self.forgetting: dict[int, int] = {}
 
 
 def test_untrusted_early_scores_are_a_warning_condition_and_one_event() -> None:

@@ -514,6 +514,11 @@ def _status_schema() -> Schema:
                 "study created again under the same name writes beside its predecessor), a directory in the trial "
                 "pods or an object store URL",
             ),
+            "checkpointsToDelete": _s(
+                "integer",
+                "pruned trials' checkpoints still to delete (cleanup.prunedCheckpoints): an operator restarted after "
+                "the study ended goes on with them",
+            ),
             "startTime": _s("string", "when the study started", format="date-time"),
             "completionTime": _s("string", "when the study ended", format="date-time"),
             "progress": _s(
@@ -524,9 +529,11 @@ def _status_schema() -> Schema:
                 "Trials by state.",
                 properties={
                     "created": _s("integer", "trials created so far, running or not"),
-                    "running": _s("integer", "trials running now (admitted, when trialTemplate.queueName is set)"),
+                    "running": _s("integer", "trials running now (admitted, when their Jobs are queued in Kueue)"),
                     "queued": _s(
-                        "integer", "trialTemplate.queueName: trials whose Job waits, suspended, for Kueue to admit it"
+                        "integer",
+                        "trials whose Job waits, suspended, for Kueue to admit it (trialTemplate.queueName, or a "
+                        "LocalQueue named default)",
                     ),
                     "completed": _s("integer", "trials that ran to the end"),
                     "cancelled": _s("integer", "trials cancelled (pruned) at the early evaluation"),

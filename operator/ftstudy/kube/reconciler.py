@@ -191,7 +191,7 @@ class StudyReconciler:
         status = body.get("status") or {}
         if status.get("phase") in (SUCCEEDED, FAILED) and status.get("observedGeneration") == generation:
             self.metrics.observe_status(self.namespace, self.name, status)  # metrics: a restarted operator's view
-            self._tidy(body)
+            self._tidy(body, generation, status)
             return self.settings.idle_seconds
         self.metrics.study_seen(self.namespace, self.name)
         started = time.monotonic()
@@ -239,16 +239,23 @@ class StudyReconciler:
             self.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
         return max(min(self.settings.poll_seconds, self.settings.unnotified_poll_seconds), 5.0)
 
-    def _tidy(self, body: dict[str, Any]) -> None:
+    def _tidy(self, body: dict[str, Any], generation: int, status: dict[str, Any]) -> None:
         """An ended study's last pass may have started checkpoint deletions (a failed study's suspended trials'):
-        followed to their end, retried and told as on any pass (``Engine.tidy``), while this operator holds the
-        study's engine. A restarted one does not open the database of an ended study for them."""
-        engine = self.built.engine if self.built is not None else None
-        if engine is None or not engine.forgetting:
+        followed to their end, retried and told as on any pass (``Engine.tidy``). The status counts them
+        (``checkpointsToDelete``), so that an operator restarted after the end opens the study's database for them
+        too, and for nothing else."""
+        pending = int(status.get("checkpointsToDelete") or 0)
+        if not pending and (self.built is None or not self.built.engine.forgetting):
             return
         try:
-            engine.tidy()
-        except (StorageUnavailable, ApiError, Unreachable) as error:
+            if self.built is None:
+                self._build(spec.parse(body, f"FineTuneStudy {self.namespace}/{self.name}"), generation)
+            assert self.built is not None
+            self.built.engine.tidy()
+            left = len(self.built.engine.forgetting)
+            if left != pending:
+                self.kube.merge_patch(self.status_path, {"status": {"checkpointsToDelete": left}})
+        except (spec.SpecError, Problem, StorageUnavailable, ApiError, Unreachable) as error:
             log.warning("%s/%s: checkpoint cleanup: %s; retrying", self.namespace, self.name,
                         redact(str(error), self.url))  # fmt: skip
         finally:
@@ -439,6 +446,7 @@ class StudyReconciler:
         if isinstance(built.engine.executor, JobExecutor):  # queueName, or a LocalQueue named default (Kueue's)
             queued = min(built.engine.executor.queued(), status["trials"]["running"])
             status["trials"] |= {"queued": queued, "running": status["trials"]["running"] - queued}
+        status["checkpointsToDelete"] = len(built.engine.forgetting)  # (``_tidy``)
         failure = status.get("lastFailure")
         if failure:  # a trainer's last log line may quote the storage URL, or its password alone
             failure["reason"] = redact(str(failure["reason"]), built.url)
