@@ -439,6 +439,11 @@ class JobExecutor:
         for quota, not running (as read by the last ``observe``)."""
         return len(self._queued_jobs())
 
+    def in_kueue(self) -> bool:
+        """Does Kueue hold the study's Jobs (``trialTemplate.queueName``, or a LocalQueue named ``default``, whose
+        webhook labels Jobs that name none)? As read by the last ``observe``."""
+        return any(jobs.QUEUE_LABEL in (job["metadata"].get("labels") or {}) for job in self.latest.values())
+
     def _queued_jobs(self) -> list[str]:
         """The names of the newest Jobs that wait, suspended, for Kueue (as read by the last ``observe``)."""
         return [job["metadata"]["name"] for job in self.latest.values()

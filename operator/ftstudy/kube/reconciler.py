@@ -443,8 +443,9 @@ class StudyReconciler:
             audit_fraction=built.store.audit_fraction,
             rungs=promotion.rungs,
         )
-        if isinstance(built.engine.executor, JobExecutor):  # queueName, or a LocalQueue named default (Kueue's)
-            queued = min(built.engine.executor.queued(), status["trials"]["running"])
+        executor = built.engine.executor
+        if isinstance(executor, JobExecutor) and (study_spec.trial_template.queue_name or executor.in_kueue()):
+            queued = min(executor.queued(), status["trials"]["running"])
             status["trials"] |= {"queued": queued, "running": status["trials"]["running"] - queued}
         status["checkpointsToDelete"] = len(built.engine.forgetting)  # (``_tidy``)
         failure = status.get("lastFailure")
