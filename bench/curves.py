@@ -122,6 +122,7 @@ def document(part: Part, baseline_lr: float | None, model: str) -> dict[str, Any
     spec["model"] = model
     generate = spec["dataset"]["generate"]
     generate.update(seed=part.data_seed, validation=VALIDATION_PAGES, test=TEST_PAGES, independentTest=TEST_PAGES)
+    generate.pop("validationHoldout", None)  # the example's, since the third confirmation: each part says its own
     if part.validation_holdout:
         generate["validationHoldout"] = True
     training = spec["training"]
