@@ -247,9 +247,7 @@ class Engine:
     def _forget(self, number: int, now: float) -> None:
         result = self.executor.forget_checkpoint(number)
         if result.state is Cleanup.DONE:
-            del self.forgetting[number]
-            self._forget_after.pop(number, None)
-            self._waiting.pop(number, None)
+            self._settled(number)
             self.store.record_forgetting(self.forgetting)
         elif result.state is Cleanup.WAITING:
             if self._waiting.get(number) != result.reason:
@@ -259,7 +257,7 @@ class Engine:
         elif result.state is Cleanup.FAILED:
             tries = self.forgetting[number] + 1
             if tries >= CLEANUP_TRIES:
-                del self.forgetting[number]
+                self._settled(number)
                 where = trial_output(self.trials_root, number)
                 text = (f"its checkpoint stays in {where}: {tries} tries to delete it failed, the last because "
                         f"{result.reason}; delete it by hand")  # fmt: skip
@@ -273,6 +271,12 @@ class Engine:
                 reason = "CheckpointCleanupFailed"
             self.store.record_forgetting(self.forgetting)
             self.on_event(Event(number, text, reason))
+
+    def _settled(self, number: int) -> None:
+        """No more asking about this checkpoint (deleted, or given up on)."""
+        del self.forgetting[number]
+        self._forget_after.pop(number, None)
+        self._waiting.pop(number, None)
 
     def _args(self, number: int, stage: str) -> list[str]:
         output = trial_output(self.trials_root, number)

@@ -219,6 +219,13 @@ def _never_ran(pod: dict[str, Any], now: datetime, pending_seconds: float) -> st
     return None
 
 
+def _local_queue(job: dict[str, Any]) -> str | None:
+    """The Kueue LocalQueue holding the Job: the one its study named (``trialTemplate.queueName``), or ``default``
+    when Kueue's LocalQueueDefaulting labelled a Job that named none; None when no queue holds it."""
+    queue = (job["metadata"].get("labels") or {}).get(jobs.QUEUE_LABEL)
+    return str(queue) if queue is not None else None
+
+
 def _not_admitted(job: dict[str, Any], now: datetime, pending_seconds: float) -> str | None:
     """Why a Job that Kueue has kept suspended for ``pending_seconds`` (``trialTemplate.queueName``) never ran: its
     ClusterQueue had no room for it. Counted from when it was last suspended (the Job controller's Suspended
@@ -231,7 +238,7 @@ def _not_admitted(job: dict[str, Any], now: datetime, pending_seconds: float) ->
     )
     if since is None or (now - since).total_seconds() < pending_seconds:
         return None
-    queue = (job["metadata"].get("labels") or {}).get(jobs.QUEUE_LABEL, "?")
+    queue = _local_queue(job) or "?"
     return (f"Kueue did not admit its Job: LocalQueue {queue}'s ClusterQueue had no room for it (kubectl get "
             f"workloads -n {job['metadata'].get('namespace', '')} says why)")  # fmt: skip
 
@@ -442,7 +449,7 @@ class JobExecutor:
     def in_kueue(self) -> bool:
         """Does Kueue hold the study's Jobs (``trialTemplate.queueName``, or a LocalQueue named ``default``, whose
         webhook labels Jobs that name none)? As read by the last ``observe``."""
-        return any(jobs.QUEUE_LABEL in (job["metadata"].get("labels") or {}) for job in self.latest.values())
+        return any(_local_queue(job) for job in self.latest.values())
 
     def _queued_jobs(self) -> list[str]:
         """The names of the newest Jobs that wait, suspended, for Kueue (as read by the last ``observe``)."""
@@ -492,7 +499,8 @@ class JobExecutor:
         unfinished = {t.number: t for t in trials if not t.state.is_finished()}
         for number, job in newest.items():
             trial = unfinished.get(number)
-            if trial is None or job_ended(job) or jobs.QUEUE_LABEL not in (job["metadata"].get("labels") or {}):
+            queue = _local_queue(job)
+            if trial is None or job_ended(job) or queue is None:
                 continue
             started = parse_api_time((job.get("status") or {}).get("startTime"))
             suspended = bool(job.get("spec", {}).get("suspend"))
@@ -502,7 +510,7 @@ class JobExecutor:
                 self.store.record_admitted(number, started.timestamp())
                 since = trial.datetime_start
                 waited = started.timestamp() - since.timestamp() if since else 0.0
-                self.admitted.append((number, waited, job["metadata"]["labels"][jobs.QUEUE_LABEL]))
+                self.admitted.append((number, waited, queue))
 
     def _record_requeue(self, trial: FrozenTrial, job: dict[str, Any], suspended: bool, started: datetime | None
                         ) -> None:  # fmt: skip
@@ -674,7 +682,7 @@ class JobExecutor:
         or while a Job of a trial Kueue had admitted is suspended again (its trainer may tell the study it was
         preempted before its pod is seen to end); one Event list per preemption, at most three while none is found,
         meanwhile ``CAUSE_PENDING`` (Kueue posts its Event a moment after it suspends the Job)."""
-        if jobs.QUEUE_LABEL not in (job["metadata"].get("labels") or {}):
+        if _local_queue(job) is None:
             return process
         if not process.preempted and not (admitted and job.get("spec", {}).get("suspend")):
             return process
