@@ -20,6 +20,7 @@ Parts, in the order they run:
 - ``confirm``: the second confirmation (docs/science.md): 41 configurations of another design on other pages;
 - ``holdout``: the third: ``confirm`` again with validation pages from a shop, layout and category that its training
   and test pages leave out (``dataset.generate.validationHoldout``);
+- ``holdout50``: the fourth: ``main``'s first 41 configurations at its length, with held-out validation pages;
 - ``efficiency-s0``, ``-s1``, ``-s2``: the data-efficiency sweep (``examples/data-efficiency.yaml``: fixed
   hyperparameters, 0 to 3,200 training samples, each trained to the end) at data and training seeds 0, 1 and 2
   together, scored at the end only; ``efficiency-6400``: its 6,400-sample point at seed 0.
@@ -94,6 +95,9 @@ PARTS = (
     # configurations, pages and training, but validation pages from a held-out shop, layout and category.
     Part("holdout", data_seed=2, train_seed=0, trials=41, sampler="halton", epochs=8, design_seed=1,
          validation_holdout=True),
+    # The fourth confirmation (docs/science.md, fixed 2026-12-06 before any of its records existed): main's pages and
+    # its first 41 configurations at main's length (the example's 50 steps), with held-out validation pages.
+    Part("holdout50", data_seed=0, train_seed=0, trials=41, sampler="halton", validation_holdout=True),
 )  # fmt: skip
 
 

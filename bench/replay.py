@@ -166,6 +166,15 @@ def on_the_test_set(table: Table, path: Path) -> Table:
     return replace(table, configs=configs, zero_shot_independent=zero_shot)
 
 
+def first_trials(table: Table, count: int) -> Table:
+    """The table's first ``count`` configurations by trial number: to compare it with a shorter table that trained
+    the same first configurations (a Halton design's draws come in the same order at any length)."""
+    kept = sorted(table.configs, key=lambda c: c.number)[:count]
+    if len(kept) < count:
+        raise SystemExit(f"the table has {len(kept)} trials, fewer than --first {count}")
+    return replace(table, configs=kept)
+
+
 # ---- one replay ------------------------------------------------------------------------------------------------
 @dataclass
 class Trace:
@@ -484,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--only", default="", help="comma-separated method names")
+    parser.add_argument("--first", type=int, help="replay over the table's first N trials only (by trial number)")
     parser.add_argument("--json", type=Path, help="also write the raw per-seed figures here")
     parser.add_argument(
         "--score",
@@ -494,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     table = load_table(args.table)
+    if args.first is not None:
+        table = first_trials(table, args.first)
     if args.score == "test":
         table = on_the_test_set(table, args.table)
         print("score: the test set of the training shops, not the independent one (--score test)")

@@ -49,3 +49,13 @@ def test_the_third_confirmation_differs_from_the_second_in_its_validation_pages_
     generate = holdout["spec"]["dataset"]["generate"]
     assert generate.pop("validationHoldout") is True
     assert holdout["spec"] == confirm["spec"]
+
+
+def test_the_fourth_confirmation_is_mains_first_trials_with_held_out_validation(curves: ModuleType) -> None:
+    """docs/science.md fixed it so: part holdout50 is main (the same configurations, pages, training and baseline)
+    cut to 41 trials, with dataset.generate.validationHoldout; its rule 2 pairs it with main's first 41 trials."""
+    parts = {part.name: part for part in curves.PARTS}
+    main, held = (curves.document(parts[name], 0.01, "mini") for name in ("main", "holdout50"))
+    assert held["spec"]["dataset"]["generate"].pop("validationHoldout") is True
+    assert (held["spec"]["budget"].pop("maxTrials"), main["spec"]["budget"].pop("maxTrials")) == (41, 129)
+    assert held["spec"] == main["spec"]
