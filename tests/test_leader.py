@@ -82,3 +82,42 @@ def test_a_leader_whose_api_server_hangs_stops_before_its_lease_runs_out(
 def test_the_protocol_needs_renewals_inside_the_lease(kube: Kube) -> None:
     with pytest.raises(ValueError, match="renew_seconds < renew_deadline < lease_seconds"):
         LeaderElector(kube, "ns", "x", "me", lease_seconds=10, renew_seconds=5, renew_deadline=12)
+
+
+def test_a_leader_past_its_renew_deadline_writes_nothing_to_the_api_server_or_the_database(
+    kube: Kube, cluster_namespace: str, postgres_url: str
+) -> None:
+    """Fencing: a reconcile thread that wakes from a pause after the renew deadline is refused its next write (a
+    ConfigMap, a database statement) before it leaves the process, even though the renewal thread has not yet
+    noticed; the Lease's own renewal is not fenced, and a renewal that wins lifts the fence."""
+    from sqlalchemy import create_engine, text
+
+    from ftstudy.kube import fencing
+
+    now = [100.0]
+    leader = LeaderElector(kube, cluster_namespace, "fence", "me", lease_seconds=4, renew_seconds=0.5,
+                           renew_deadline=2, monotonic=lambda: now[0])  # fmt: skip
+    assert leader.try_acquire()
+    lost: list[str] = []
+    engine = create_engine(postgres_url)
+    fencing.fence_engine(engine)
+    configmaps = path("", "v1", "configmaps", cluster_namespace)
+    fencing.install(leader.guard(lambda: lost.append("lost")))
+    try:
+        kube.create(configmaps, {"metadata": {"name": "before"}, "data": {}})
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+        now[0] += 2.5  # a pause longer than the renew deadline: a standby may soon lead
+        with pytest.raises(fencing.LeadershipLost):
+            kube.create(configmaps, {"metadata": {"name": "after"}, "data": {}})
+        with pytest.raises(fencing.LeadershipLost), engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        assert lost == ["lost", "lost"], "each refused write ends the leadership (the operator exits there)"
+        assert kube.get(f"{configmaps}/before") and "after" not in {
+            item["metadata"]["name"] for item in kube.list(configmaps)
+        }, "the refused write never reached the API server"
+        assert leader.try_acquire(), "the Lease's own renewal is not fenced"
+        kube.create(configmaps, {"metadata": {"name": "renewed"}, "data": {}})
+    finally:
+        fencing.install(None)
+        engine.dispose()

@@ -483,3 +483,45 @@ def test_a_leader_stopped_while_a_pass_is_stuck_keeps_its_lease_until_it_is_gone
     assert "leading as replica-b" in operators.log("replica-b")
     assert all(count == 1 for count in runs_per_attempt(nodes, ns).values()), runs_per_attempt(nodes, ns)
     assert [t.system_attrs["ftstudy:attempts"] for t in optuna_trials(postgres_url, ns, name)] == [1, 1]
+
+
+def test_a_worker_held_across_a_hand_over_writes_nothing_after_it(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
+) -> None:
+    """Fencing while leading: replica-a's renewal thread stalls (what a paused process or a thread starved of the
+    CPU does; fault point lease.renew) while one of its reconcile threads is held inside a launch (launch.between:
+    the Job created, the launch not yet counted). The Lease passes to replica-b, which adopts the half-made launch.
+    replica-a's next write, whichever thread makes it, is refused and replica-a exits: the API server's audit log
+    has no write of replica-a after replica-b's first, and no attempt runs twice."""
+    from ftstudy.kube.main import EXIT_LOST_LEADERSHIP
+
+    plane, ns = operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    operators.extra_args = ["--lease-seconds", "3"]  # a renewal every 0.4 s: the 40th is 16 s after leading
+    operators.env = {"FTSTUDY_FAULTS": "launch.between=1:hold=30,lease.renew=40:hold=120"}
+    leader = operators.start("replica-a")
+    wait_for("replica-a to lead", lambda: "leading as replica-a" in operators.log("replica-a"), 60)
+    operators.env = {}
+    operators.start("replica-b")
+    wait_for("replica-b to stand by", lambda: "standing by" in operators.log("replica-b"), 60)
+    name = "held"
+    apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 2}))
+    wait_for("replica-b to lead", lambda: "leading as replica-b" in operators.log("replica-b"), 90,
+             diagnosis(operators, name, nodes))  # fmt: skip
+    log_a = operators.log("replica-a")
+    assert log_a.index("fault point launch.between: holding") < log_a.index("fault point lease.renew: holding"), (
+        "the launch was held before the renewals stalled, so that it is held across the hand-over"
+    )
+    assert leader.wait(60) == EXIT_LOST_LEADERSHIP
+    assert "fenced: a write" in operators.log("replica-a")
+    study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 300, nodes)
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    writes = [e for e in plane.requests_by(f"system:serviceaccount:{ns}:{SA}")
+              if e["verb"] in ("create", "patch", "update", "delete")
+              and (e.get("objectRef") or {}).get("resource") != "leases"]  # fmt: skip
+    at = {r: [datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
+              for e in writes if f"({r})" in e.get("userAgent", "")] for r in ("replica-a", "replica-b")}  # fmt: skip
+    assert at["replica-a"] and at["replica-b"], "each acted while it led"
+    assert max(at["replica-a"]) < min(at["replica-b"]), (max(at["replica-a"]), min(at["replica-b"]))
+    assert all(count == 1 for count in runs_per_attempt(nodes, ns).values()), runs_per_attempt(nodes, ns)
+    assert [t.system_attrs["ftstudy:attempts"] for t in optuna_trials(postgres_url, ns, name)] == [1, 1]

@@ -22,6 +22,7 @@ import kubernetes
 import urllib3
 
 from ftstudy import __version__
+from ftstudy.kube import fencing
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -88,8 +89,13 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        fenced: bool = True,
     ) -> Any:
-        """``timeout``: seconds for this request instead of the client's (leader election needs short ones)."""
+        """``timeout``: seconds for this request instead of the client's (leader election needs short ones).
+        ``fenced``: a write first asks ``fencing.check()`` whether this replica may still write (the Lease's own
+        requests are not fenced)."""
+        if fenced and method != "GET":
+            fencing.check()
         headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": self.user_agent}
         with self._lock:  # the client refreshes expiring tokens (bound service-account tokens) in place
             self.api.update_params_for_auth(headers, None, ["BearerToken"], resource_path, method, body)
@@ -178,14 +184,18 @@ class Kube:
         items: list[dict[str, Any]] = self.request("GET", resource_path, query=query or None)["items"]
         return items
 
-    def create(self, resource_path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
-        return self.request("POST", resource_path, body=body, timeout=timeout)
+    def create(
+        self, resource_path: str, body: dict[str, Any], timeout: float | None = None, fenced: bool = True
+    ) -> Any:
+        return self.request("POST", resource_path, body=body, timeout=timeout, fenced=fenced)
 
     def merge_patch(self, resource_path: str, body: dict[str, Any]) -> Any:
         return self.request("PATCH", resource_path, body=body, content_type=MERGE_PATCH)
 
-    def replace(self, resource_path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
-        return self.request("PUT", resource_path, body=body, timeout=timeout)
+    def replace(
+        self, resource_path: str, body: dict[str, Any], timeout: float | None = None, fenced: bool = True
+    ) -> Any:
+        return self.request("PUT", resource_path, body=body, timeout=timeout, fenced=fenced)
 
     def delete(self, resource_path: str, propagation: str = "Background") -> None:
         """Deleting what is already gone is fine: the caller wanted it gone."""

@@ -12,6 +12,8 @@ Two rules keep the guarantee when clocks and networks misbehave:
 - The leader stops acting (exits) once it has not renewed for ``renew_deadline`` seconds, less than the lease
   duration, and every renewal request is cut off at that deadline: a request that hangs cannot keep a leader acting
   past the moment a standby may start.
+- Every write is fenced by the same deadline (``guard``, ``ftstudy.kube.fencing``): a thread that wakes from a
+  pause after it writes nothing, even before the renewal thread has noticed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ftstudy import faults
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
+from ftstudy.kube.fencing import LeadershipLost
 from ftstudy.kube.times import api_micro_time
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class LeaderElector:
         self.leases = path("coordination.k8s.io", "v1", "leases", namespace)
         self.observed: tuple[Any, ...] | None = None  # the Lease record as last read or written
         self.observed_at = 0.0  # when (monotonic) that record was first seen
+        self.renewed_at: float | None = None  # when (monotonic) the last attempt that won the lease was started
 
     def _timeout(self, deadline: float) -> float:
         return max(0.1, deadline - self.monotonic())
@@ -78,7 +83,8 @@ class LeaderElector:
     def try_acquire(self, deadline: float | None = None) -> bool:
         """One attempt to become (or stay) leader; False when another replica holds a live lease or won a race.
         ``deadline`` (monotonic): no request runs past it."""
-        deadline = deadline if deadline is not None else self.monotonic() + self.renew_seconds
+        started = self.monotonic()
+        deadline = deadline if deadline is not None else started + self.renew_seconds
         now = self.clock()
         lease = self._lease(deadline)
         spec = {
@@ -91,8 +97,9 @@ class LeaderElector:
                 spec |= {"acquireTime": api_micro_time(now), "leaseTransitions": 0}
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": spec}
                 body |= {"metadata": {"name": self.name, "namespace": self.namespace}}
-                self.kube.create(self.leases, body, timeout=self._timeout(deadline))
+                self.kube.create(self.leases, body, timeout=self._timeout(deadline), fenced=False)
                 self._observe(spec)
+                self.renewed_at = started
                 return True
             current = lease.get("spec") or {}
             self._observe(current)
@@ -110,8 +117,9 @@ class LeaderElector:
                 spec |= {k: current[k] for k in ("acquireTime", "leaseTransitions") if k in current}
             lease["spec"] = spec
             # carries resourceVersion: a lost race is a 409
-            self.kube.replace(f"{self.leases}/{self.name}", lease, timeout=self._timeout(deadline))
+            self.kube.replace(f"{self.leases}/{self.name}", lease, timeout=self._timeout(deadline), fenced=False)
             self._observe(spec)
+            self.renewed_at = started
             return True
         except ApiError as error:
             if error.status == 409:
@@ -139,13 +147,15 @@ class LeaderElector:
         counted from the start of the last renewal that succeeded (by then a standby may soon lead, so this
         replica must stop acting at once)."""
 
+        if self.renewed_at is None:
+            self.renewed_at = self.monotonic()
+
         def renew() -> None:
-            last = self.monotonic()
             while not stop.wait(self.renew_seconds):
-                sent = self.monotonic()
+                faults.point("lease.renew")  # the tests' stand-in for a renewal thread starved or paused
+                last = self.renewed_at or 0.0
                 try:
                     if self.try_acquire(deadline=last + self.renew_deadline):
-                        last = sent
                         continue
                     log.error("lost the Lease %s/%s to another replica", self.namespace, self.name)
                 except (ApiError, Unreachable) as error:
@@ -159,6 +169,21 @@ class LeaderElector:
         thread.start()
         return thread
 
+    def guard(self, on_lost: Callable[[], None]) -> Callable[[], None]:
+        """The fence for this replica's writes (``fencing.install``): once the last renewal that won the lease was
+        started ``renew_deadline`` seconds ago or more, call ``on_lost`` (which ends the process) and refuse."""
+
+        def check() -> None:
+            since = self.monotonic() - self.renewed_at if self.renewed_at is not None else float("inf")
+            if since >= self.renew_deadline:
+                log.critical("fenced: a write %.1f s after the last renewal of Lease %s/%s (deadline %.1f s); "
+                             "another replica may lead", since, self.namespace, self.name,
+                             self.renew_deadline)  # fmt: skip
+                on_lost()
+                raise LeadershipLost(f"not sure to lead: the Lease was last renewed {since:.1f} s ago")
+
+        return check
+
     def release(self) -> None:
         """Hand the lease over at once on a clean shutdown, instead of making the standby wait for it to expire."""
         try:
@@ -167,6 +192,7 @@ class LeaderElector:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 lease["spec"]["renewTime"] = None
-                self.kube.replace(f"{self.leases}/{self.name}", lease, timeout=self._timeout(deadline))
+                self.kube.replace(f"{self.leases}/{self.name}", lease, timeout=self._timeout(deadline),
+                                  fenced=False)  # fmt: skip
         except (ApiError, Unreachable) as error:
             log.warning("could not release the Lease: %s", error)

@@ -275,6 +275,7 @@ def _report_server(
 def run(args: argparse.Namespace) -> int:
     import kopf
 
+    from ftstudy.kube import fencing
     from ftstudy.kube.api import ApiError, Kube, load_config
     from ftstudy.kube.handlers import Workers, register
     from ftstudy.kube.leader import LeaderElector
@@ -343,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
             os._exit(EXIT_LOST_LEADERSHIP)
 
         elector.keep_leading(lost, renewals)
+        fencing.install(elector.guard(lost))  # no write leaves this process once it may no longer lead
     else:
         METRICS.leader.set(1)
 

@@ -26,8 +26,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from ftstudy import core, spec
+from ftstudy.kube import fencing, jobs, names
 from ftstudy.kube import identity as identity_module
-from ftstudy.kube import jobs, names
 from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.executor import JobExecutor
 from ftstudy.kube.identity import SpecChanged, check_unchanged, study_identity
@@ -137,6 +137,7 @@ def shared_storage(url: str, retry: RetryPolicy) -> RDBStorage:
                 _storages[url] = (storage, users + 1)
                 return storage
         storage = open_storage(url, retry, pool_size=STORAGE_POOL_SIZE, application="ftstudy-operator")
+        fencing.fence_engine(storage.engine)  # no statement once this replica may no longer lead
         with _storages_lock:
             _storages[url] = (storage, 1)
         return storage
