@@ -417,6 +417,16 @@ def test_a_missing_secret_is_reported_and_deleting_the_study_removes_its_jobs(
     assert optuna_trials(postgres_url, ns, name), "the study's records stay in the database"
 
 
+def writes_by_replica(plane: ControlPlane, ns: str) -> dict[str, list[datetime]]:
+    """When the API server received each write of replica-a and replica-b (every one but the Lease's: Jobs, the
+    status, Events), from its audit log: each replica names itself in its requests' user agent."""
+    writes = [e for e in plane.requests_by(f"system:serviceaccount:{ns}:{SA}")
+              if e["verb"] in ("create", "patch", "update", "delete")
+              and (e.get("objectRef") or {}).get("resource") != "leases"]  # fmt: skip
+    return {r: [datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
+                for e in writes if f"({r})" in e.get("userAgent", "")] for r in ("replica-a", "replica-b")}  # fmt: skip
+
+
 def test_two_replicas_never_both_act_and_the_standby_takes_over(
     operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str, tmp_path: Path
 ) -> None:
@@ -438,11 +448,7 @@ def test_two_replicas_never_both_act_and_the_standby_takes_over(
     assert "leading as replica-b" in operators.log("replica-b")
     # Never both act, from the API server's audit log: each replica names itself in its requests' user agent; every
     # write but the Lease's (Jobs, the status, Events) came from replica-a before its death or replica-b after it.
-    writes = [e for e in plane.requests_by(f"system:serviceaccount:{ns}:{SA}")
-              if e["verb"] in ("create", "patch", "update", "delete")
-              and (e.get("objectRef") or {}).get("resource") != "leases"]  # fmt: skip
-    at = {r: [datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
-              for e in writes if f"({r})" in e.get("userAgent", "")] for r in ("replica-a", "replica-b")}  # fmt: skip
+    at = writes_by_replica(plane, ns)
     assert at["replica-a"] and at["replica-b"], "each acted while it led"
     assert max(at["replica-a"]) < killed < min(at["replica-b"]), (max(at["replica-a"]), killed, min(at["replica-b"]))
     assert sorted(t.number for t in optuna_trials(postgres_url, ns, name)) == list(range(3))
@@ -516,11 +522,7 @@ def test_a_worker_held_across_a_hand_over_writes_nothing_after_it(
     assert "fenced: a write" in operators.log("replica-a")
     study = wait_for_phase(operators, name, ("Succeeded", "Failed"), 300, nodes)
     assert study["status"]["phase"] == "Succeeded", study["status"]
-    writes = [e for e in plane.requests_by(f"system:serviceaccount:{ns}:{SA}")
-              if e["verb"] in ("create", "patch", "update", "delete")
-              and (e.get("objectRef") or {}).get("resource") != "leases"]  # fmt: skip
-    at = {r: [datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
-              for e in writes if f"({r})" in e.get("userAgent", "")] for r in ("replica-a", "replica-b")}  # fmt: skip
+    at = writes_by_replica(plane, ns)
     assert at["replica-a"] and at["replica-b"], "each acted while it led"
     assert max(at["replica-a"]) < min(at["replica-b"]), (max(at["replica-a"]), min(at["replica-b"]))
     assert all(count == 1 for count in runs_per_attempt(nodes, ns).values()), runs_per_attempt(nodes, ns)
