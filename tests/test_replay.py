@@ -8,6 +8,7 @@ learners rise early and plateau lower, made once by a throwaway script): a fixtu
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -79,3 +80,16 @@ def test_intervals_are_seeded_and_cover_the_statistic(replay: ModuleType) -> Non
     assert low <= replay.median(values) <= high
     value, low, high = replay.ratio_of_medians([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
     assert value == 0.5 and low == high == 0.5
+
+
+def test_first_keeps_the_first_trials_by_number_as_a_shorter_table_of_the_same_design(replay: ModuleType) -> None:
+    """``--first N`` pairs a table with a shorter one that trained the same first configurations (the fourth
+    confirmation: main's first 41 against holdout50)."""
+    table = replay.load_table(TABLE)
+    numbers = sorted(c.number for c in table.configs)
+    shuffled = replace(table, configs=list(reversed(table.configs)))
+    kept = replay.first_trials(shuffled, 3)
+    assert [c.number for c in kept.configs] == numbers[:3]
+    assert kept.total_steps == table.total_steps and kept.zero_shot_independent == table.zero_shot_independent
+    with pytest.raises(SystemExit, match="fewer than --first"):
+        replay.first_trials(table, len(numbers) + 1)
