@@ -374,6 +374,13 @@ def gain(results: dict[str, Any], method: str) -> tuple[float, float, float]:
     return replay.mean(values), low, high
 
 
+def gain_words(low: float, high: float) -> str:
+    """What a gain's 95% interval says, as the confirmations' rules read it."""
+    if low > 0:
+        return "a gain (interval above zero)"
+    return "no gain, a loss (interval below zero)" if high < 0 else "no measurable gain (interval not above zero)"
+
+
 def confirmation_section(seeds: int) -> list[str]:
     """The pre-registered confirmation over part ``long``: ``bench/replay.py --table bench/curves/long.jsonl`` with
     its default settings, and the verdict the rule gives."""
@@ -433,15 +440,13 @@ def second_confirmation_section(seeds: int) -> list[str]:
         return [f"Second confirmation: {replayed}"]
     table, args, results = replayed
     (default, d_low, d_high), (hyperband, h_low, h_high) = gain(results, DEFAULT_METHOD), gain(results, HYPERBAND)
-    default_gains = d_low > 0
     hyperband_wins = h_low > 0 and hyperband > default + CONFIRM_MARGIN
     return [
         *replayed_lines("The second confirmation fixed in advance (above)", table, args, results,
                         "; its raw output is `bench/results/confirmation-confirm/`"),
         f"Rule 1: {DEFAULT_METHOD} (the default) gains over random search at the same GPU-steps "
         f"{default:+.3f} [{d_low:+.3f}, {d_high:+.3f}]: "
-        + ("a gain (interval above zero)" if default_gains else "no gain, a loss (interval below zero)"
-           if d_high < 0 else "no measurable gain (interval not above zero)") + ".",
+        + gain_words(d_low, d_high) + ".",
         f"Rule 2: {HYPERBAND} {hyperband:+.3f} [{h_low:+.3f}, {h_high:+.3f}]: "
         + ("above zero and above the default's by more than "
            f"{CONFIRM_MARGIN}: a Hyperband promotion becomes the next default candidate" if hyperband_wins
@@ -480,8 +485,7 @@ def third_confirmation_section(seeds: int) -> list[str]:
                         "; its raw output is `bench/results/confirmation-holdout/`"),
         f"Rule 1: with held-out validation, {DEFAULT_METHOD} (the default) gains over random search at the same "
         f"GPU-steps {default:+.3f} [{low:+.3f}, {high:+.3f}]: "
-        + ("a gain (interval above zero)" if rule_1 else "no gain, a loss (interval below zero)" if high < 0
-           else "no measurable gain (interval not above zero)") + ".",
+        + gain_words(low, high) + ".",
         f"Rule 2: its independent-test result with held-out validation minus with confirm's, paired by replay seed: "
         f"{lift:+.3f} [{l_low:+.3f}, {l_high:+.3f}] (interval "
         + ("not below zero" if rule_2 else "below zero") + "). Verdict: "
@@ -507,7 +511,6 @@ def fourth_confirmation_section(seeds: int) -> list[str]:
     before = replay_complete_part("main", 129, seeds, first=41)
     assert not isinstance(before, str), "part main is complete"
     default, low, high = gain(results, DEFAULT_METHOD)
-    rule_1 = low > 0
     lifts = {method: paired_lift(results, before[2], method) for method in (DEFAULT_METHOD, SCREEN_50)}
     drop = lifts[SCREEN_50][2] < 0  # the interval lies wholly below zero
     return [
@@ -516,8 +519,7 @@ def fourth_confirmation_section(seeds: int) -> list[str]:
         *replayed_lines("Against it, main's first 41 trials", before[0], before[1], before[2]),
         f"Rule 1: on 50-step trials with held-out validation, {DEFAULT_METHOD} (the default) gains over random search "
         f"at the same GPU-steps {default:+.3f} [{low:+.3f}, {high:+.3f}]: "
-        + ("a gain (interval above zero)" if rule_1 else "no gain, a loss (interval below zero)" if high < 0
-           else "no measurable gain (interval not above zero)") + ".",
+        + gain_words(low, high) + ".",
         "Rule 2: the independent-test result over holdout50 minus over main's first 41, paired by replay seed: "
         + "; ".join(f"{method} {mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" for method, (mean, lo, hi) in lifts.items())
         + ". Verdict: "
