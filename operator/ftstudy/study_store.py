@@ -219,6 +219,8 @@ class StudyStore:
         self.audit_fraction = 0.0  # the share of new trials audited (``_check_audit``)
         attrs = self._call("read the study", lambda: self.storage.get_study_system_attrs(self.study_id))
         self._check_search_space(attrs)
+        # The checkpoints still to delete as recorded when this store opened (a restart's starting point); the
+        # engine keeps the live copy and records it (``record_forgetting``).
         self.forgetting: dict[int, int] = {int(n): int(tries) for n, tries in (attrs.get(FORGETTING) or {}).items()}
         self._trial_ids: dict[int, int] = {}
         self._finished: dict[int, FrozenTrial] = {}
@@ -412,7 +414,6 @@ class StudyStore:
         value = {str(number): tries for number, tries in sorted(pending.items())}
         self._call("record the checkpoints to delete",
                    lambda: self.storage.set_study_system_attr(self.study_id, FORGETTING, value))  # fmt: skip
-        self.forgetting = dict(pending)
 
     def record_audit(self, number: int) -> None:
         trial_id = self._trial_id(number)
