@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ftstudy.kube import names
 from ftstudy.kube.api import Kube, Unreachable, load_config, path
-from ftstudy.kube.watch_cache import SELECTOR, TrialObjects, WatchCache, _matches
+from ftstudy.kube.watch_cache import SELECTOR, TrialObjects, WatchCache, _matches, _terms
 from tests.cluster.control_plane import ControlPlane
 
 OURS = {names.MANAGED_BY: names.OPERATOR, names.STUDY_UID: "uid-1"}
@@ -146,8 +146,9 @@ def test_an_indexed_read_returns_what_a_scan_of_the_whole_copy_would(
         for namespace_read in ("ml", "other"):
             for selector in (names.study_selector("uid-1").replace(f"{names.COMPONENT}=trial,", ""),
                              f"{names.MANAGED_BY}={names.OPERATOR},job-name=job-a", SELECTOR):  # fmt: skip
+                terms = _terms(selector)
                 scanned = [o for o in cache._objects.values()
-                           if o["metadata"]["namespace"] == namespace_read and _matches(o, selector)]  # fmt: skip
+                           if o["metadata"]["namespace"] == namespace_read and _matches(o, terms)]  # fmt: skip
                 read = cache.items(namespace_read, selector)
                 assert read is not None
                 assert sorted(o["metadata"]["uid"] for o in read) == sorted(o["metadata"]["uid"] for o in scanned)

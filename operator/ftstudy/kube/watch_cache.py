@@ -41,14 +41,14 @@ INDEXED: tuple[str, ...] = (names.STUDY_UID, "job-name")
 WATCH_SECONDS = 300  # the API server ends each watch after this; it is then resumed from the last version seen
 
 
-def _matches(obj: dict[str, Any], selector: str) -> bool:
-    """An equality-based label selector (``a=b,c=d``), the only kind the executor uses."""
+def _terms(selector: str) -> dict[str, str]:
+    """An equality-based label selector (``a=b,c=d``), the only kind the executor uses, as label -> value."""
+    return dict(term.partition("=")[::2] for term in filter(None, selector.split(",")))
+
+
+def _matches(obj: dict[str, Any], terms: dict[str, str]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    for term in filter(None, selector.split(",")):
-        key, _, value = term.partition("=")
-        if labels.get(key) != value:
-            return False
-    return True
+    return all(labels.get(key) == value for key, value in terms.items())
 
 
 def _version(obj: dict[str, Any]) -> int | None:
@@ -103,7 +103,7 @@ class WatchCache:
     def items(self, namespace: str, selector: str) -> list[dict[str, Any]] | None:
         """The objects of ``namespace`` that match ``selector``, as the watch last saw them; None while its copy is
         not current (not listed yet, or the watch broke): the caller lists from the API server then."""
-        terms = dict(term.partition("=")[::2] for term in filter(None, selector.split(",")))
+        terms = _terms(selector)
         key = next((key for key in INDEXED if key in terms), None)
         with self._lock:
             if self._scope(namespace) not in self._synced:
@@ -113,7 +113,7 @@ class WatchCache:
             else:
                 candidates = (self._objects[uid] for uid in self._index.get((key, terms[key]), ()))
             return [obj for obj in candidates
-                    if obj["metadata"].get("namespace") == namespace and _matches(obj, selector)]  # fmt: skip
+                    if obj["metadata"].get("namespace") == namespace and _matches(obj, terms)]  # fmt: skip
 
     def _set(self, uid: str, obj: dict[str, Any]) -> None:
         """Hold ``obj`` (the lock held): the copy and the index together."""
