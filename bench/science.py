@@ -134,7 +134,7 @@ def transfer_section(parts: dict[str, tuple[dict[str, Any], list[dict[str, Any]]
              "table (95% bootstrap over configurations):", "",
              "| table | configurations | steps a trial | Spearman with test (training shops) | Spearman with "
              "independent test (new shop) |", "|---|---|---|---|---|"]  # fmt: skip
-    for name in ("main", "long", "confirm", "holdout"):
+    for name in ("main", "long", "confirm", "holdout", "holdout50"):
         records = [r for r in parts.get(name, ({}, []))[1] if "1.0" in r["validation"] and r["test"] is not None
                    and r["independent_test"] is not None]  # fmt: skip
         planned = next(p.trials for p in curves.PARTS if p.name == name)
