@@ -18,6 +18,7 @@ from ftstudy.kube import rbac
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.cluster.kueue import Kueue, cluster_queue, local_queue, priority_class, resource_flavor
+from tests.cluster.kueue import build as kueue_build
 from tests.test_hardening import held_after, study_events, wait_for_condition
 from tests.test_operator import (
     SA,
@@ -277,3 +278,28 @@ def test_a_study_naming_no_queue_is_queued_by_a_local_queue_named_default_and_co
     admitted = study_events(ops, "plain", "TrialAdmitted")
     assert len(admitted) == len(trials), admitted
     assert all("in LocalQueue default" in e["message"] for e in admitted), admitted
+
+
+def test_kueue_uninstalled_mid_study_names_the_jobs_left_suspended(queued_operators: Operators, kueue: Kueue) -> None:
+    """Kueue uninstalled mid-study (its LocalQueue CRD deleted, so the API server no longer serves the kind): a 404
+    for the kind, which the real API server words differently from a 404 for a missing LocalQueue, and the study
+    says which (QueueAvailable False, reason KueueNotInstalled, a Warning Event) and names the Jobs left suspended.
+    Last in the module: the CRD is restored after it, but nothing here relies on Kueue's manager afterwards."""
+    ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
+    kueue.apply(resource_flavor(), cluster_queue(f"gone-{ns}", 0), local_queue(ns, "uninstalled", f"gone-{ns}"))
+    ops.start()
+    budget = {"maxTrials": 1, "parallelism": 1, "pendingSeconds": 600}
+    apply(plane, ns, study_manifest("stranded", trialTemplate={"queueName": "uninstalled"}, budget=budget))
+    wait_for_condition(ops, "stranded", "QueueAvailable", "QueueExists", timeout=120)
+    wait_for("the trial queued", lambda: ((get_study(plane, ns, "stranded").get("status") or {}).get("trials")
+                                         or {}).get("queued"), 120)  # fmt: skip
+    crd = str(kueue_build() / "config" / "crd" / "kueue.x-k8s.io_localqueues.yaml")
+    try:
+        plane.kubectl("delete", "-f", crd, "--wait=true", "--timeout=60s")
+        found = wait_for_condition(ops, "stranded", "QueueAvailable", "KueueNotInstalled", timeout=90)
+        assert "serves no kueue.x-k8s.io/v1beta2 LocalQueues" in found["message"], found
+        assert "left suspended, which nothing will admit: stranded-t0-a1" in found["message"], found
+        assert study_events(ops, "stranded", "KueueNotInstalled")
+    finally:
+        plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", crd)
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=120s", "-f", crd)
