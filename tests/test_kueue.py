@@ -105,6 +105,19 @@ def test_a_trial_kueue_never_admits_fails_after_budget_pending_seconds_naming_it
     assert any(words in e["message"] for e in study_events(ops, "starved", "TrialFailed"))
 
 
+def queued_for_good(ops: Operators, kueue: Kueue, queue: str, name: str) -> None:
+    """Study ``name`` of one trial, its Job waiting in LocalQueue ``queue``, whose ClusterQueue has no GPU quota:
+    it stays queued until something happens to the queue."""
+    ns = ops.namespace
+    kueue.apply(resource_flavor(), cluster_queue(f"{queue}-{ns}", 0), local_queue(ns, queue, f"{queue}-{ns}"))
+    ops.start()
+    budget = {"maxTrials": 1, "parallelism": 1, "pendingSeconds": 600}
+    apply(ops.plane, ns, study_manifest(name, trialTemplate={"queueName": queue}, budget=budget))
+    wait_for_condition(ops, name, "QueueAvailable", "QueueExists", timeout=120)
+    wait_for("the trial queued", lambda: ((get_study(ops.plane, ns, name).get("status") or {}).get("trials")
+                                         or {}).get("queued"), 120)  # fmt: skip
+
+
 def test_trials_left_suspended_when_their_local_queue_goes_are_named_in_a_condition(
     queued_operators: Operators, kueue: Kueue
 ) -> None:
@@ -112,13 +125,7 @@ def test_trials_left_suspended_when_their_local_queue_goes_are_named_in_a_condit
     them: the study says so and names them (QueueAvailable False, a Warning Event) instead of counting them as
     merely queued until budget.pendingSeconds."""
     ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
-    kueue.apply(resource_flavor(), cluster_queue(f"full-{ns}", 0), local_queue(ns, "doomed", f"full-{ns}"))
-    ops.start()
-    budget = {"maxTrials": 1, "parallelism": 1, "pendingSeconds": 600}
-    apply(plane, ns, study_manifest("orphaned", trialTemplate={"queueName": "doomed"}, budget=budget))
-    wait_for_condition(ops, "orphaned", "QueueAvailable", "QueueExists", timeout=120)
-    wait_for("the trial queued", lambda: ((get_study(plane, ns, "orphaned").get("status") or {}).get("trials")
-                                         or {}).get("queued"), 120)  # fmt: skip
+    queued_for_good(ops, kueue, "doomed", "orphaned")
     plane.kubectl("delete", "localqueue", "doomed", "-n", ns)
     found = wait_for_condition(ops, "orphaned", "QueueAvailable", "QueueNotFound", timeout=90)
     assert "LocalQueue doomed does not exist" in found["message"], found
@@ -285,14 +292,8 @@ def test_kueue_uninstalled_mid_study_names_the_jobs_left_suspended(queued_operat
     for the kind, which the real API server words differently from a 404 for a missing LocalQueue, and the study
     says which (QueueAvailable False, reason KueueNotInstalled, a Warning Event) and names the Jobs left suspended.
     Last in the module: the CRD is restored after it, but nothing here relies on Kueue's manager afterwards."""
-    ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
-    kueue.apply(resource_flavor(), cluster_queue(f"gone-{ns}", 0), local_queue(ns, "uninstalled", f"gone-{ns}"))
-    ops.start()
-    budget = {"maxTrials": 1, "parallelism": 1, "pendingSeconds": 600}
-    apply(plane, ns, study_manifest("stranded", trialTemplate={"queueName": "uninstalled"}, budget=budget))
-    wait_for_condition(ops, "stranded", "QueueAvailable", "QueueExists", timeout=120)
-    wait_for("the trial queued", lambda: ((get_study(plane, ns, "stranded").get("status") or {}).get("trials")
-                                         or {}).get("queued"), 120)  # fmt: skip
+    ops, plane = queued_operators, queued_operators.plane
+    queued_for_good(ops, kueue, "uninstalled", "stranded")
     crd = str(kueue_build() / "config" / "crd" / "kueue.x-k8s.io_localqueues.yaml")
     try:
         plane.kubectl("delete", "-f", crd, "--wait=true", "--timeout=60s")
