@@ -40,11 +40,12 @@ def check() -> None:
         guard()
 
 
+def _before_statement(*_: Any) -> None:
+    check()
+
+
 def fence_engine(engine: Engine) -> None:
-    """Check before every statement the engine sends (reads too: a replica that may not lead has no use for them)."""
-
-    def before(*_: Any) -> None:
-        check()
-
-    if not event.contains(engine, "before_cursor_execute", before):
-        event.listen(engine, "before_cursor_execute", before)
+    """Check before every statement the engine sends (reads too: a replica that may not lead has no use for them);
+    once per engine however often it is called."""
+    if not event.contains(engine, "before_cursor_execute", _before_statement):
+        event.listen(engine, "before_cursor_execute", _before_statement)
