@@ -417,6 +417,18 @@ def test_a_missing_secret_is_reported_and_deleting_the_study_removes_its_jobs(
     assert optuna_trials(postgres_url, ns, name), "the study's records stay in the database"
 
 
+def leader_and_standby(operators: Operators, faults: str = "") -> subprocess.Popen[bytes]:
+    """replica-a leading (with ``$FTSTUDY_FAULTS`` set to ``faults``, if any) and replica-b standing by (with none);
+    replica-a's process."""
+    operators.env = {"FTSTUDY_FAULTS": faults} if faults else {}
+    leader = operators.start("replica-a")
+    wait_for("replica-a to lead", lambda: "leading as replica-a" in operators.log("replica-a"), 60)
+    operators.env = {}
+    operators.start("replica-b")
+    wait_for("replica-b to stand by", lambda: "standing by" in operators.log("replica-b"), 60)
+    return leader
+
+
 def writes_by_replica(plane: ControlPlane, ns: str) -> dict[str, list[datetime]]:
     """When the API server received each write of replica-a and replica-b (every one but the Lease's: Jobs, the
     status, Events), from its audit log: each replica names itself in its requests' user agent."""
@@ -432,10 +444,7 @@ def test_two_replicas_never_both_act_and_the_standby_takes_over(
 ) -> None:
     plane, ns = operators.plane, operators.namespace
     nodes = gpu_nodes_factory({"gpu-a": 2})
-    leader = operators.start("replica-a")
-    wait_for("replica-a to lead", lambda: "leading as replica-a" in operators.log("replica-a"), 60)
-    operators.start("replica-b")
-    wait_for("replica-b to stand by", lambda: "standing by" in operators.log("replica-b"), 60)
+    leader = leader_and_standby(operators)
     name = "failover"
     apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 3}))
     wait_for("a running trial", lambda: nodes.running() > 0, 120, diagnosis(operators, name, nodes), every=0.2)
@@ -468,12 +477,7 @@ def test_a_leader_stopped_while_a_pass_is_stuck_keeps_its_lease_until_it_is_gone
     plane, ns = operators.plane, operators.namespace
     nodes = gpu_nodes_factory({"gpu-a": 2})
     operators.extra_args = ["--lease-seconds", "3"]  # shorter than the leader's wait for its threads (2 x 10 s)
-    operators.env = {"FTSTUDY_FAULTS": "launch.between=1:hold=60"}
-    leader = operators.start("replica-a")
-    wait_for("replica-a to lead", lambda: "leading as replica-a" in operators.log("replica-a"), 60)
-    operators.env = {}
-    operators.start("replica-b")
-    wait_for("replica-b to stand by", lambda: "standing by" in operators.log("replica-b"), 60)
+    leader = leader_and_standby(operators, faults="launch.between=1:hold=60")
     name = "fenced"
     apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 2}))
     wait_for("the held launch's Job", lambda: jobs(plane, ns), 60, diagnosis(operators, name, nodes))
@@ -504,12 +508,7 @@ def test_a_worker_held_across_a_hand_over_writes_nothing_after_it(
     plane, ns = operators.plane, operators.namespace
     nodes = gpu_nodes_factory({"gpu-a": 2})
     operators.extra_args = ["--lease-seconds", "3"]  # a renewal every 0.4 s: the 40th is 16 s after leading
-    operators.env = {"FTSTUDY_FAULTS": "launch.between=1:hold=30,lease.renew=40:hold=120"}
-    leader = operators.start("replica-a")
-    wait_for("replica-a to lead", lambda: "leading as replica-a" in operators.log("replica-a"), 60)
-    operators.env = {}
-    operators.start("replica-b")
-    wait_for("replica-b to stand by", lambda: "standing by" in operators.log("replica-b"), 60)
+    leader = leader_and_standby(operators, faults="launch.between=1:hold=30,lease.renew=40:hold=120")
     name = "held"
     apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 2}))
     wait_for("replica-b to lead", lambda: "leading as replica-b" in operators.log("replica-b"), 90,
