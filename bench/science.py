@@ -358,7 +358,7 @@ def replayed_lines(title: str, table: Any, args: argparse.Namespace, results: An
     """The command, the table's size and the replay's table, as both confirmations print them."""
     return [
         f"{title}, `.venv/bin/python bench/replay.py --table {args.table}"
-        + (f" --first {args.first}" if getattr(args, "first", None) else "")
+        + (f" --first {args.first}" if args.first is not None else "")
         + f" --seeds {args.seeds}` "
         f"({len(table.configs)} configurations of {table.total_steps} steps{note}):",
         "",
