@@ -375,7 +375,10 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_e
     for namespace in ("ml", "research"):
         url = base64.b64decode(secrets[(namespace, "ftstudy-db")]["data"]["url"]).decode()
         host = f"{FULLNAME}-postgresql.{RELEASE_NS}.svc"
-        assert url == f"postgresql+psycopg2://ftstudy@{host}:5432/ftstudy", "no password: the operator's PGPASSWORD"
+        assert url == f"postgresql+psycopg2://ftstudy@{host}:5432/ftstudy", "no password: the operator's own"
+    server = secrets[(RELEASE_NS, f"{FULLNAME}-postgresql")]["data"]
+    assert base64.b64decode(server["host"]).decode() == host, "the one server the operator gives the password to"
+    assert base64.b64decode(server["port"]).decode() == "5432"
     service = one(manifests, "Service", f"{FULLNAME}-postgresql")
     assert service["spec"]["ports"][0]["port"] == 5432
     # the URL's user is made on first start by the server's superuser, postgres, which then gives up its password
@@ -390,12 +393,23 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_e
     numeric = helm.template("--set", "postgresql.enabled=true", "--set", "postgresql.auth.password=pw154")
     annotations = one(numeric, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["checksum/password"] == "1500920599789903"
+    # A given password: with reports (the default) the studies' URL still carries none, and the operator reads it
+    # from its own Secret; only trials that write themselves (reports.enabled=false) get it in their URL.
     given = helm.template("--set", "postgresql.enabled=true", "--set", "postgresql.auth.password=s3cret")
     (url_secret,) = only(given, "Secret", "ftstudy-db")
-    assert ":s3cret@" in base64.b64decode(url_secret["data"]["url"]).decode()
+    assert "s3cret" not in base64.b64decode(url_secret["data"]["url"]).decode()
     assert url_secret["metadata"]["namespace"] == RELEASE_NS
-    assert not [a for a in operator_container(given)["args"] if a.startswith("--database-password")]
-    assert not only(given, "Role", f"{FULLNAME}-database-password")
+    (server_secret,) = only(given, "Secret", f"{FULLNAME}-postgresql")
+    assert base64.b64decode(server_secret["data"]["password"]).decode() == "s3cret"
+    args = parser().parse_args(["operator", *operator_container(given)["args"]])
+    assert args.database_password_secret == f"{FULLNAME}-postgresql"
+    assert only(given, "Role", f"{FULLNAME}-database-password")
+    writing = helm.template(*("--set", "postgresql.enabled=true", "--set", "postgresql.auth.password=s3cret"),
+                            "--set", "reports.enabled=false")  # fmt: skip
+    (url_secret,) = only(writing, "Secret", "ftstudy-db")
+    assert ":s3cret@" in base64.b64decode(url_secret["data"]["url"]).decode()
+    assert not [a for a in operator_container(writing)["args"] if a.startswith("--database-password")]
+    assert not only(writing, "Role", f"{FULLNAME}-database-password")
 
 
 def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_admits_only_the_operator(

@@ -131,8 +131,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME",
         help="the chart's bundled PostgreSQL: the Secret (in $POD_NAMESPACE, else the Lease's namespace) whose "
-        "'password' the operator generates once if it has none, and then uses for every storage URL that carries "
-        "no password (libpq's PGPASSWORD); it must exist (the chart creates it without the password)",
+        "'password' the operator generates once if it has none, and then hands libpq for the Secret's 'host', "
+        "'port', 'database' and 'username' only (a password file, never PGPASSWORD, which libpq sends to any "
+        "server); it must exist (the chart creates it without the password)",
     )
     policy = p.add_argument_group("trial policy (what a study's trialTemplate may ask for; docs/operator.md)")
     policy.add_argument(
