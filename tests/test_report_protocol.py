@@ -6,6 +6,7 @@ its status and reason, which are what the trainer's log and the operator's metri
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from ftstudy import report_protocol as rp
-from ftstudy.kube import certs
+from ftstudy.kube import certs, report_server
 from ftstudy.kube.report_server import expected_labels
 
 REF = rp.TrialRef("team-a", "study", "uid-1", 3, 1)
@@ -67,6 +68,41 @@ def test_only_a_pod_bound_token_for_our_audience_is_someone() -> None:
     assert refused(rp.identity, review(username="alice")).reason == "not-a-pod"
     assert refused(rp.identity, review(extra={})).reason == "not-a-pod"
     assert all(refused(rp.identity, r).status == 401 for r in ({"authenticated": False}, review(username="alice")))
+
+
+def jwt(**claims: Any) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.signature"
+
+
+class ReviewingApiServer:
+    """The one call ``Reviews`` makes, answered as the API server answers a pod-bound token, and counted."""
+
+    def __init__(self) -> None:
+        self.reviews = 0
+
+    def create(self, url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.reviews += 1
+        return {"status": review()}
+
+
+def test_a_review_is_kept_for_a_minute_and_never_past_the_tokens_expiry() -> None:
+    now = time.time()
+    assert report_server.seconds_left(jwt(exp=int(now) + 30), now) == pytest.approx(30, abs=1)
+    assert report_server.seconds_left("not-a-jwt", now) is None
+    api = ReviewingApiServer()
+    reviews = report_server.Reviews(api)  # type: ignore[arg-type]
+    long_lived, short_lived = jwt(exp=int(now) + 3600), jwt(exp=int(now) + 1)
+    for _ in range(2):
+        assert reviews.who(long_lived) == WHO
+    assert api.reviews == 1, "kept"
+    assert reviews.who(long_lived, fresh=True) == WHO and api.reviews == 2, "asked again when told to"
+    reviews.who(short_lived)
+    time.sleep(1.2)
+    reviews.who(short_lived)
+    assert api.reviews == 4, "a review is not kept past the token's expiry"
 
 
 def trial_pod(**metadata: Any) -> dict[str, Any]:

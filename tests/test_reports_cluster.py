@@ -173,6 +173,16 @@ def test_trials_report_over_https_and_forged_reports_change_nothing(
             status, answer = endpoint.post(body, credential)
             assert answer["reason"] == reason, (reason, status, answer)
             assert status in (400, 401, 403, 413), (reason, status)
+        # A token does not outlive its pod in the endpoint's caches: the neighbour's review is kept there now (for a
+        # minute), and the API server refuses the token once the pod is gone (after its own 10 s cache of a
+        # success); the endpoint asks again for a pod its watch does not hold, and is refused well within that minute.
+        plane.kubectl("delete", "pod", "intruder", "-n", ns, "--grace-period=0", "--force", "--wait=true")
+
+        def refused_once_gone() -> tuple[int, str] | None:
+            status, answer = endpoint.post(claim(0, kind="attrs", attrs={"forged": True}), neighbour)
+            return (status, answer["reason"]) if status == 401 else None
+
+        assert wait_for("the deleted pod's token refused", refused_once_gone, 25, every=2) == (401, "unauthenticated")
     finally:
         plane.kubectl("delete", "namespace", f"{ns}-other", "--wait=false", check=False)
     after = {t.number: (t.state, dict(t.intermediate_values), dict(t.user_attrs))

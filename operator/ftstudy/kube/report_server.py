@@ -13,14 +13,19 @@ study's storage and loop. A standby does not listen, so the Service's endpoints 
 leader only; a trainer whose request finds no leader retries with backoff until the next one serves.
 
 TokenReviews and pods are cached briefly (a trainer reports a handful of times, and checks its state every few
-steps): a token's review for a minute, a pod's labels for its lifetime in this process. A token stays valid only
-while its pod exists (the API server checks the bound object), and ``check_launch`` refuses a report for an ended
-trial or an older launch whatever the caches say.
+steps): a token's review for a minute, never past the token's own expiry. A token stays valid only while its pod
+exists (the API server checks the bound object), so a cached review is trusted only for a pod the operator's pod
+watch still holds; for any other (deleted, or not seen yet) the token is reviewed again, and the API server refuses
+it once its pod is gone. ``check_launch`` refuses a report for an ended trial or an older launch whatever the
+caches say.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import logging
 import ssl
 import sys
@@ -61,20 +66,33 @@ class Target:
     pod: Callable[[str], dict[str, Any] | None] = lambda uid: None
 
 
+def seconds_left(token: str, now: float) -> float | None:
+    """The token's remaining life by its ``exp`` claim (read, not verified: the API server verified the token),
+    or None if it names none."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"]) - now if isinstance(claims, dict) and "exp" in claims else None
+    except (IndexError, ValueError, TypeError, binascii.Error):
+        return None
+
+
 class Reviews:
-    """TokenReviews through the API server, each answer kept for ``REVIEW_CACHE_SECONDS`` by the token's hash."""
+    """TokenReviews through the API server, each answer kept by the token's hash for ``REVIEW_CACHE_SECONDS`` or
+    until the token expires, whichever comes first."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self._cache: dict[str, tuple[float, rp.PodIdentity]] = {}
+        self._cache: dict[str, tuple[float, rp.PodIdentity]] = {}  # until (monotonic), who
         self._lock = threading.Lock()
 
-    def who(self, token: str) -> rp.PodIdentity:
+    def who(self, token: str, fresh: bool = False) -> rp.PodIdentity:
+        """``fresh``: ask the API server even if an answer is kept (the pod may be gone)."""
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < REVIEW_CACHE_SECONDS:
+        if cached is not None and now < cached[0] and not fresh:
             return cached[1]
         review = {
             "apiVersion": "authentication.k8s.io/v1",
@@ -86,10 +104,12 @@ class Reviews:
         except (ApiError, Unreachable) as error:
             raise rp.Refused(503, "review-failed", f"the API server could not review the token: {error}") from None
         found = rp.identity(answer.get("status") or {})
+        left = seconds_left(token, time.time())
+        keep = REVIEW_CACHE_SECONDS if left is None else min(REVIEW_CACHE_SECONDS, left)
         with self._lock:
             if len(self._cache) > 10_000:  # expired entries of long-gone pods
-                self._cache = {k: v for k, v in self._cache.items() if now - v[0] < REVIEW_CACHE_SECONDS}
-            self._cache[key] = (now, found)
+                self._cache = {k: v for k, v in self._cache.items() if now < v[0]}
+            self._cache[key] = (now + keep, found)
         return found
 
 
@@ -159,6 +179,8 @@ class ReportHandler:
             who = self.reviews.who(token.strip())
             rp.check_namespace(request.ref, who)
             target = self._target(request.ref)
+            if target.pod(who.pod_uid) is None:  # deleted, or not watched yet: does the API server still say so?
+                who = self.reviews.who(token.strip(), fresh=True)
             rp.authorize(request.ref, who, self.pods.of(who, target.pod), expected_labels(request.ref))
             answer = self._apply(request, target)
         except rp.Refused as refused:
