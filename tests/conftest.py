@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -67,6 +69,38 @@ def private_database(postgres_url: str) -> Iterator[PrivateDatabase]:
     ).stdout.strip()
     yield PrivateDatabase(name, password, url)
     subprocess.run([str(PG_SCRIPT), "drop", name], check=False, capture_output=True)
+
+
+# Every character a URL, libpq's password file or a redaction could trip on.
+AWKWARD_PASSWORD = "Ab3/x+Yz9== p:a@ss\\w"
+
+
+@pytest.fixture
+def awkward_database(private_database: PrivateDatabase) -> PrivateDatabase:
+    """The private database with ``AWKWARD_PASSWORD`` (set by its own role), URL-encoded in its URL: what is hidden
+    must be looked for raw and encoded (``encoded``)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(private_database.url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("ALTER ROLE CURRENT_USER PASSWORD :p").bindparams(p=AWKWARD_PASSWORD))
+    engine.dispose()
+    url = private_database.url.replace(f":{private_database.password}@", f":{encoded(AWKWARD_PASSWORD)}@")
+    return PrivateDatabase(private_database.name, AWKWARD_PASSWORD, url)
+
+
+def encoded(password: str) -> str:
+    return quote(password, safe="")
+
+
+def command_lines() -> list[str]:
+    """What ``ps`` would show of every process on this machine."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
 
 
 @pytest.fixture

@@ -20,10 +20,7 @@ import pytest
 import sqlalchemy
 
 from ftstudy.kube import db_password
-from tests.conftest import PrivateDatabase
-
-# Every character libpq's password file or a URL treats specially.
-AWKWARD = "p:a\\ss/w+o=r d@x"
+from tests.conftest import AWKWARD_PASSWORD, PrivateDatabase
 
 
 class PasswordCatcher:
@@ -112,15 +109,12 @@ def connect(url: str) -> str:
 
 
 @pytest.fixture
-def awkward_login(private_database: PrivateDatabase) -> Iterator[db_password.Login]:
-    """The private database's role, its password changed to one with every character the password file escapes."""
-    parts = urlsplit(private_database.url)
-    engine = sqlalchemy.create_engine(private_database.url)
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text(f"ALTER ROLE CURRENT_USER PASSWORD '{AWKWARD}'"))
-    engine.dispose()
+def awkward_login(awkward_database: PrivateDatabase) -> db_password.Login:
+    """A role of its own whose password holds every character the password file escapes."""
+    parts = urlsplit(awkward_database.url)
     assert parts.hostname and parts.port
-    yield db_password.Login(parts.hostname, parts.port, private_database.name, private_database.name, AWKWARD)
+    return db_password.Login(parts.hostname, parts.port, awkward_database.name, awkward_database.name,
+                             awkward_database.password)  # fmt: skip
 
 
 @pytest.mark.usefixtures("clean_environment")
@@ -153,7 +147,7 @@ def test_pgpassword_would_have_given_it_to_any_server(
     """Why the password file: the way the operator handed the password over before, shown on the same server."""
     os.environ["PGPASSWORD"] = awkward_login.password
     connect(f"postgresql+psycopg2://{awkward_login.user}@127.0.0.1:{catcher.port}/{awkward_login.database}")
-    assert catcher.received == [AWKWARD.encode()]
+    assert catcher.received == [AWKWARD_PASSWORD.encode()]
 
 
 def test_a_password_file_line_escapes_what_libpq_splits_on() -> None:

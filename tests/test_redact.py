@@ -38,3 +38,42 @@ def test_passwords_with_any_url_character_are_hidden_raw_and_encoded() -> None:
             assert redact(f"storage {url}") == "storage postgresql+psycopg2://alice:***@db:5432/optuna"
     spaced = "postgresql+psycopg2://alice:with%20space@db/optuna"
     assert "with space" not in redact("FATAL: password 'with space' refused", spaced)
+
+
+def test_every_log_line_hides_the_secrets_read_so_far_messages_arguments_and_tracebacks() -> None:
+    """What no call site redacts (a library's message, a traceback, kopf's per-object logger, whose handler posts
+    Events) is hidden by the one filter on the log."""
+    import io
+    import logging
+    from urllib.parse import quote
+
+    from ftstudy.redact import install_log_filter, remember
+
+    root, objects = logging.getLogger(), logging.getLogger("test.objects")
+    out, events = io.StringIO(), io.StringIO()
+    handler, event_handler = logging.StreamHandler(out), logging.StreamHandler(events)
+    root.addHandler(handler)
+    objects.addHandler(event_handler)
+    objects.propagate = False  # as kopf's Event poster: a handler of its own
+    try:
+        log_filter = install_log_filter("test.objects")
+        for password in PASSWORDS:
+            url = f"postgresql+psycopg2://alice:{quote(password, safe='')}@db:5432/optuna"
+            remember(url)
+            logging.getLogger("some.library").warning("connecting with %s, password %r", url, password)
+            try:
+                raise ConnectionError(f"FATAL: password authentication failed for {password}")
+            except ConnectionError:
+                logging.getLogger("some.library").exception("pass failed")
+            objects.warning("could not open %s", password)
+        written = out.getvalue() + events.getvalue()
+        assert "FATAL: password authentication failed for ***" in written and "Traceback" in written
+        for password in PASSWORDS:
+            assert password not in written and quote(password, safe="") not in written, (password, written)
+    finally:
+        for each in root.handlers:
+            each.removeFilter(log_filter)
+        root.removeHandler(handler)
+        objects.removeHandler(event_handler)
+        objects.removeFilter(log_filter)
+        objects.propagate = True

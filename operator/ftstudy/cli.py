@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from ftstudy.executor import LocalExecutor
     from ftstudy.object_store import ObjectStoreError
     from ftstudy.progress import Progress
-    from ftstudy.redact import redact
+    from ftstudy.redact import install_log_filter, redact, remember
     from ftstudy.report import leaderboard, page_scores, rows, summary, summary_text
     from ftstudy.retry import RetryPolicy, StorageUnavailable
     from ftstudy.runner import Engine, check_data, prepare_data
@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    install_log_filter()
     try:
         study = spec.load(args.study_file)
     except spec.SpecError as error:
@@ -76,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     workdir = (args.workdir / name).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     url = args.storage or _default_storage(workdir)
+    remember(url)
     retry = RetryPolicy(deadline_seconds=args.storage_retry_seconds)
     progress = Progress(study.spec.budget.max_trials)
     try:

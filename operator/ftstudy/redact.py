@@ -3,11 +3,17 @@
 A storage URL carries its password (``postgresql+psycopg2://user:PASSWORD@host/db``). The URL itself travels only
 where it must (a trainer's environment, from a Secret or from ``ftstudy run``); wherever a URL, or an error message
 that might quote one, is printed, logged, posted as an Event or written into a status, it goes through here first.
+
+Call sites pass the URL they hold; the log also goes through ``LogFilter``, which hides every secret ``remember``ed
+so far (each storage URL and password the process has read), so that a traceback, a library's message or a kopf
+handler's log line that quotes one is hidden too, where no call site could have passed it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from urllib.parse import unquote
 
 # The password runs from the user's colon to the next "@": SQLAlchemy reads it so, and accepts "/", ":", "+" and "="
@@ -50,3 +56,51 @@ def _sqlalchemy_password(url: str) -> str:
     except Exception:  # any malformed URL: nothing more to hide than the patterns found
         return ""
     return str(password) if password else ""
+
+
+_known: tuple[str, ...] = ()
+_known_lock = threading.Lock()
+
+
+def remember(*secrets: str | None) -> None:
+    """Hide these (URLs or passwords) in every log record from now on (``LogFilter``)."""
+    global _known
+    with _known_lock:
+        _known = tuple(dict.fromkeys((*_known, *(s for s in secrets if s))))
+
+
+class LogFilter(logging.Filter):
+    """Redacts a record's message and its exception's text against every ``remember``ed secret and every URL's
+    password. On a handler it sees every record that reaches that handler; on a logger, those logged there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        known = _known
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging reports it itself; hide what can be hidden of the template
+            message = str(record.msg)
+        clean = redact(message, *known)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, *known)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, *known)
+        return True
+
+
+def install_log_filter(*loggers: str) -> LogFilter:
+    """Put one ``LogFilter`` on every handler of the root logger (what propagates there) and on ``loggers`` (those
+    whose records go to handlers of their own, as kopf's per-object logger posts Events)."""
+    log_filter = next((f for h in logging.getLogger().handlers for f in h.filters if isinstance(f, LogFilter)),
+                      LogFilter())  # fmt: skip
+    for handler in logging.getLogger().handlers:
+        if log_filter not in handler.filters:
+            handler.addFilter(log_filter)
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if log_filter not in logger.filters:
+            logger.addFilter(log_filter)
+    return log_filter

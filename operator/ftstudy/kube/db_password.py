@@ -27,6 +27,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 
+from ftstudy import redact
 from ftstudy.kube.api import ApiError, Kube, path
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def use(kube: Kube, namespace: str, name: str) -> None:
     for attempt in range(4):
         try:
             found = login(kube, namespace, name)
+            redact.remember(found.password)
             install(found)
             log.info("the bundled PostgreSQL's password is for %s:%d/%s as %s only", found.host, found.port,
                      found.database, found.user)  # fmt: skip

@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Any
 
-from ftstudy import __version__
+from ftstudy import __version__, redact
 from ftstudy.kube.workqueue import RECONCILE_THREADS
 
 EXIT_LOST_LEADERSHIP = 70
@@ -296,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    redact.install_log_filter("kopf.objects")  # every log line, and kopf's Events, hide the URLs read from now on
     try:
         kube = Kube(load_config(args.kubeconfig))
     except Exception as error:

@@ -47,7 +47,7 @@ from ftstudy.kube.status import (
 )
 from ftstudy.kube.times import api_time
 from ftstudy.kube.watch_cache import TrialObjects
-from ftstudy.redact import redact
+from ftstudy.redact import redact, remember
 from ftstudy.retry import RetryPolicy, StorageUnavailable
 from ftstudy.runner import Engine, Event, generated_data_name
 from ftstudy.study_store import StudyConflict, StudyStore, open_storage
@@ -118,7 +118,9 @@ def _secret_url(kube: Kube, namespace: str, ref: spec.SecretKeyRef) -> str:
     if not value:
         keys = ", ".join(sorted((secret.get("data") or {}).keys())) or "none"
         raise Problem("SecretKeyMissing", f"Secret {namespace}/{ref.name} has no key {ref.key!r} (its keys: {keys})")
-    return base64.b64decode(value).decode().strip()
+    url = base64.b64decode(value).decode().strip()
+    remember(url)  # the log hides it from now on, wherever it is quoted
+    return url
 
 
 def shared_storage(url: str, retry: RetryPolicy) -> RDBStorage:

@@ -30,6 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ftstudy import redact
+
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_ARTIFACTS, EXIT_TERMINATED = 0, 1, 2, 3, 4, 143
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later; the operator's Jobs ignore this exit code (podFailurePolicy)
 STORAGE_ENV = "FTSTUDY_STORAGE_URL"
@@ -385,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s %(name)s{f' [rank {rank}]' if rank else ''}: %(message)s",
     )
+    redact.remember(os.environ.get(STORAGE_ENV))  # local mode's trainers hold the study's URL
+    redact.install_log_filter()
     if args.processes > 1 and rank is None and args.stage not in ("forget", "forget-all", "check-data"):
         from ftstudy.trainer.launch import launch
 
