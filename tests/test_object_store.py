@@ -101,6 +101,43 @@ def test_a_trial_screened_into_a_bucket_resumes_from_it_on_a_fresh_disk_and_ends
     assert not [k for k in left if k.startswith("checkpoint/")] and "final_adapter/adapter_model.safetensors" in left
 
 
+def test_a_checkpoint_in_the_bucket_that_does_not_match_its_manifest_is_never_resumed_from(
+    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path, object_store: SeaweedFS
+) -> None:
+    """The manifest names the state object with its size and SHA-256; a resume checks both before it trains: a
+    state object changed, gone, or a manifest that is not ftstudy's each fail the run (exit 2) naming the object,
+    and no step is trained."""
+    url = f"{prefix()}/team-a/study/trial-0000"
+    screened = run_into(trainer_cmd, object_store, dataset_dir, url, tmp_path / "pod-0", "screen")
+    assert screened.returncode == 0, screened.stderr
+    store = objects(object_store, url)
+    manifest = store.get("checkpoint/checkpoint.json")
+    assert not isinstance(manifest, Missing)
+    key = str(json.loads(manifest)["state_key"])
+    state = store.get(key)
+    assert not isinstance(state, Missing)
+    flipped = bytearray(state)
+    flipped[len(flipped) // 2] ^= 0xFF
+    where = f"{url}/checkpoint/checkpoint.json"
+    damages = {  # refused by the fetch itself, before anything reaches the pod's disk
+        f"checkpoint object {url}/{key} is corrupt": lambda: store.put(key, bytes(flipped)),
+        f"checkpoint object {url}/{key}, named by {where}, is missing": lambda: store.delete([key]),
+        f"checkpoint manifest {where} is unreadable or not ftstudy's": lambda: store.put(
+            "checkpoint/checkpoint.json", b'{"step": 3}'
+        ),
+    }
+    for pod, (says, damage) in enumerate(damages.items(), start=1):
+        damage()
+        resumed = run_into(trainer_cmd, object_store, dataset_dir, url, tmp_path / f"pod-{pod}", "resume")
+        assert resumed.returncode == 2, (says, resumed.stderr)
+        assert says in resumed.stderr, (says, resumed.stderr)
+        assert "resumed after step" not in resumed.stderr and not (tmp_path / f"pod-{pod}" / "checkpoint").exists()
+        store.put(key, state)  # whole again for the next damage
+        store.put("checkpoint/checkpoint.json", manifest)
+    again = run_into(trainer_cmd, object_store, dataset_dir, url, tmp_path / "pod-4", "resume")
+    assert again.returncode == 0 and "resumed after step 3" in again.stderr, again.stderr
+
+
 @pytest.fixture
 def own_store(tmp_path: Path) -> Iterator[SeaweedFS]:
     """A server of this test's own, since it crashes it (SeaweedFS restarted on its data stops enforcing the keys'
