@@ -242,6 +242,8 @@ def test_ftstudy_run_screens_into_a_bucket_and_a_bucket_out_of_reach_stops_it_be
     done = run(study, f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "work", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"their files in {output}/local-s3" in done.stdout
+    # the report reads the trials' page scores beside their adapters in the bucket, for its intervals
+    assert "(95% paired bootstrap over pages)" in done.stdout, done.stdout
     os.environ.update(env)
     keys = ObjectStore(f"{output}/local-s3").keys()
     finals = {k.split("/")[0] for k in keys if k.endswith("final_adapter/adapter_model.safetensors")}

@@ -175,15 +175,30 @@ def early_score_trust(
 
 def page_scores(table: Sequence[Row]) -> dict[int, dict[str, list[float]]]:
     """Each finished trial's page scores (``page_scores.json`` beside its final adapter), where this process can read
-    them: on the machine that ran the trials, not from a cluster's volume. Missing ones are left out."""
+    them: on the machine that ran the trials or from the object store the adapter is in (with the credentials of
+    this process's environment, as the trainers had), not from a cluster's volume. Missing ones are left out."""
     found: dict[int, dict[str, list[float]]] = {}
     for row in table:
         if row.final_adapter:
             try:
-                found[row.number] = json.loads((Path(row.final_adapter).parent / PAGE_SCORES).read_text())
-            except (OSError, ValueError):
+                found[row.number] = json.loads(_beside(row.final_adapter, PAGE_SCORES))
+            except (OSError, ValueError, RuntimeError, ImportError):  # RuntimeError: ObjectStoreError
                 continue
     return found
+
+
+def _beside(adapter: str, name: str) -> bytes:
+    """The file ``name`` in the directory (or under the URL prefix) that holds ``adapter``."""
+    from ftstudy.object_store import is_url
+
+    if not is_url(adapter):
+        return (Path(adapter).parent / name).read_bytes()
+    from ftstudy.object_store import Missing, ObjectStore
+
+    data = ObjectStore(adapter.rstrip("/").rsplit("/", 1)[0], retry_seconds=5).get(name)
+    if isinstance(data, Missing):
+        raise OSError(f"{name} is not beside {adapter}")
+    return data
 
 
 def paired_gain_interval(
