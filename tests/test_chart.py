@@ -132,7 +132,7 @@ def operator_container(manifests: list[Manifest]) -> Manifest:
     [
         [],
         ["--set", "clusterWide=true", "--set", "replicaCount=2"],
-        ["--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml,research}"],
+        ["--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml}"],
     ],
     ids=["defaults", "cluster-wide-2-replicas", "bundled-postgresql"],
 )
@@ -351,31 +351,30 @@ def test_metrics_service_monitor_alerts_dashboard_and_network_policy(helm: Helm)
     assert sources[1]["podSelector"]["matchLabels"].items() <= test_pod_labels.items(), "helm test may connect"
 
 
-def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_each_watched_namespace(
+def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_its_one_namespace(
     helm: Helm,
 ) -> None:
     assert not only(helm.template(), "StatefulSet")
     assert [s["metadata"]["name"] for s in only(helm.template(), "Secret")] == [f"{FULLNAME}-report-tls"]
     from ftstudy.cli import parser
 
-    values = ("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml,research}")
+    values = ("--set", "postgresql.enabled=true", "--set", "watchNamespaces={ml}")
     manifests = helm.template(*values)
     assert manifests == helm.template(*values), "the same on every render: helm template and GitOps change nothing"
     statefulset = one(manifests, "StatefulSet")
     assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:17"
     secrets = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in only(manifests, "Secret")
                if not s["metadata"]["name"].endswith("report-tls")}  # fmt: skip
-    assert set(secrets) == {(RELEASE_NS, f"{FULLNAME}-postgresql"), ("ml", "ftstudy-db"), ("research", "ftstudy-db")}
+    assert set(secrets) == {(RELEASE_NS, f"{FULLNAME}-postgresql"), ("ml", "ftstudy-db")}
     assert "password" not in secrets[(RELEASE_NS, f"{FULLNAME}-postgresql")]["data"], "the operator generates it"
     args = parser().parse_args(["operator", *operator_container(manifests)["args"]])
     assert args.database_password_secret == f"{FULLNAME}-postgresql"
     roles = {r["metadata"]["name"]: r for r in only(manifests, "Role")}
     password_rules = roles[f"{FULLNAME}-database-password"]["rules"]
     assert password_rules == rbac.database_password_rules(f"{FULLNAME}-postgresql"), "get and update it, by name"
-    for namespace in ("ml", "research"):
-        url = base64.b64decode(secrets[(namespace, "ftstudy-db")]["data"]["url"]).decode()
-        host = f"{FULLNAME}-postgresql.{RELEASE_NS}.svc"
-        assert url == f"postgresql+psycopg2://ftstudy@{host}:5432/ftstudy", "no password: the operator's own"
+    url = base64.b64decode(secrets[("ml", "ftstudy-db")]["data"]["url"]).decode()
+    host = f"{FULLNAME}-postgresql.{RELEASE_NS}.svc"
+    assert url == f"postgresql+psycopg2://ftstudy@{host}:5432/ftstudy", "no password: the operator's own"
     server = secrets[(RELEASE_NS, f"{FULLNAME}-postgresql")]["data"]
     assert base64.b64decode(server["host"]).decode() == host, "the one server the operator gives the password to"
     assert base64.b64decode(server["port"]).decode() == "5432"
@@ -479,9 +478,9 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
          "the cluster has no ServiceMonitor kind (monitoring.coreos.com/v1): install the Prometheus Operator's CRDs"),
         (["--set", "trialPolicy.volumeTypes={persistentVolumeClaim,hostPath}"],
          "- at '/trialPolicy/volumeTypes/1': value must be one of 'persistentVolumeClaim'"),
-        (["--set", "postgresql.enabled=true", "--set", "reports.enabled=false", "--set", "watchNamespaces={a,b}",
-          "--set", "postgresql.auth.password=given"],
-         "postgresql.enabled with reports.enabled=false serves several namespaces from one database"),
+        (["--set", "postgresql.enabled=true", "--set", "watchNamespaces={a,b}"],
+         "- at '/watchNamespaces': maxItems: got 2, want 1"),
+        (["--set", "postgresql.enabled=true", "--set", "clusterWide=true"], "- at '/clusterWide': value must be false"),
         (["--set", "postgresql.enabled=true", "--set", "reports.enabled=false"],
          "postgresql.enabled with reports.enabled=false needs postgresql.auth.password"),
         (["--set", "postgresql.enabled=true", "--set", "postgresql.auth.username=postgres"],
@@ -491,7 +490,8 @@ def test_trials_report_to_a_service_of_the_leader_and_the_bundled_postgresql_adm
     ],
     ids=["negative-replicas", "namespaces-string", "unknown-key", "log-level", "namespace-name", "not-a-boolean",
          "interval-number", "both-modes", "pdb-blocks-drains", "no-prometheus-operator", "host-path-for-trials",
-         "one-database-for-tenants-holding-its-login", "generated-password-with-trials-writing",
+         "one-database-for-two-namespaces", "one-database-for-every-namespace",
+         "generated-password-with-trials-writing",
          "studies-user-is-the-superuser", "cert-manager-without-issuer"],
 )  # fmt: skip
 def test_bad_values_are_refused_with_a_message_that_names_the_field(
@@ -687,22 +687,22 @@ def assert_refused_the_rest(plane: ControlPlane, release_ns: str, watched: str, 
     assert plane.kubectl("get", "secret", SECRET, "-n", watched, kubeconfig=kubeconfig).returncode == 0
 
 
-def test_cluster_wide_install_with_the_bundled_postgresql_is_admitted_as_restricted(
+def test_a_cluster_wide_install_and_then_the_bundled_postgresql_are_admitted_as_restricted(
     helm: Helm, control_plane: ControlPlane, cluster_namespace: str, watched_namespace: str, tmp_path: Path
 ) -> None:
+    """Cluster-wide first; then the same release upgraded to watch its own namespace with the bundled PostgreSQL
+    (which serves one namespace: the schema refuses it cluster-wide)."""
     plane, release_ns, elsewhere = control_plane, cluster_namespace, watched_namespace
     plane.kubectl("label", "namespace", release_ns, RESTRICTED)
     no_node = json.dumps(NO_NODE)
-    values = ["--set", "clusterWide=true", "--set", "postgresql.enabled=true", "--set", "replicaCount=2",
-              "--set-json", f"nodeSelector={no_node}", "--set-json", f"postgresql.nodeSelector={no_node}"]  # fmt: skip
+    values = ["--set", "clusterWide=true", "--set", "replicaCount=2", "--set-json", f"nodeSelector={no_node}"]
     installed = helm("install", RELEASE, str(CHART), "--namespace", release_ns, *values, kubeconfig=plane.kubeconfig)
+    cluster_role = f"{release_ns}-{FULLNAME}"
     try:
         assert "It watches FineTuneStudies in every namespace" in installed.stdout
-        cluster_role = f"{release_ns}-{FULLNAME}"
         stored = json.loads(plane.kubectl("get", "clusterrole", cluster_role, "-o", "json").stdout)
         assert stored["rules"] == rbac.rules(["ftstudy-db"])
-        for component in ("operator", "postgresql"):
-            wait_for_pod_admitted(plane, release_ns, component)
+        wait_for_pod_admitted(plane, release_ns, "operator")
         assert plane.kubectl("get", "pdb", FULLNAME, "-n", release_ns).returncode == 0
 
         kubeconfig = plane.service_account_kubeconfig(release_ns, FULLNAME)
@@ -719,6 +719,16 @@ def test_cluster_wide_install_with_the_bundled_postgresql_is_admitted_as_restric
         for request in denied:
             assert not can_i(plane, kubeconfig, *request), request
         assert_acts_cluster_wide(plane, kubeconfig, release_ns, elsewhere, tmp_path)
+
+        values = ["--set", f"watchNamespaces={{{release_ns}}}", "--set", "postgresql.enabled=true",
+                  "--set", "replicaCount=2", "--set-json", f"nodeSelector={no_node}",
+                  "--set-json", f"postgresql.nodeSelector={no_node}"]  # fmt: skip
+        helm("upgrade", RELEASE, str(CHART), "--namespace", release_ns, *values, kubeconfig=plane.kubeconfig)
+        deadline = time.monotonic() + 30
+        while plane.kubectl("get", "clusterrole", cluster_role, check=False).returncode == 0:
+            assert time.monotonic() < deadline, "watching one namespace removes the ClusterRole"
+            time.sleep(0.5)
+        wait_for_pod_admitted(plane, release_ns, "postgresql")
 
         def password() -> str | None:
             secret = plane.kubectl("get", "secret", f"{FULLNAME}-postgresql", "-n", release_ns, "-o", "json").stdout
@@ -740,10 +750,6 @@ def test_cluster_wide_install_with_the_bundled_postgresql_is_admitted_as_restric
         assert password() == before, "the generated password survives an upgrade"
     finally:
         helm("uninstall", RELEASE, "--namespace", release_ns, kubeconfig=plane.kubeconfig, check=False)
-    deadline = time.monotonic() + 30
-    while plane.kubectl("get", "clusterrole", f"{release_ns}-{FULLNAME}", check=False).returncode == 0:
-        assert time.monotonic() < deadline, "uninstall removes the ClusterRole"
-        time.sleep(0.5)
 
 
 def assert_acts_cluster_wide(

@@ -68,9 +68,6 @@ clusterWide. Also the place where values the schema cannot judge are refused, wi
 {{- if and .Values.clusterWide .Values.watchNamespaces }}
 {{- fail (printf "clusterWide: true watches every namespace, so watchNamespaces must be empty (it is %s): set one or the other" (toJson .Values.watchNamespaces)) }}
 {{- end }}
-{{- if and .Values.postgresql.enabled (not .Values.reports.enabled) (or .Values.clusterWide (gt (len (.Values.watchNamespaces | uniq)) 1)) }}
-{{- fail "postgresql.enabled with reports.enabled=false serves several namespaces from one database and role whose URL every trial gets, so one namespace's trials could change another's studies: keep reports.enabled (trials then hold no login), or watch one namespace, or use a database and role per namespace of your own" }}
-{{- end }}
 {{- if not .Values.clusterWide }}
 {{- range (.Values.watchNamespaces | default (list .Release.Namespace)) | uniq }}
 {{ . }}
