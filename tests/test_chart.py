@@ -386,6 +386,16 @@ def test_the_bundled_postgresql_is_off_by_default_and_writes_the_url_secret_of_i
     assert env["FTSTUDY_DB_USER"]["valueFrom"]["secretKeyRef"]["key"] == "username"
     init = one(manifests, "ConfigMap", f"{FULLNAME}-postgresql-init")["data"]["ftstudy-role.sql"]
     assert "NOSUPERUSER" in init and "OWNER TO" in init and "PASSWORD NULL" in init
+    # the server reads the chart's pg_hba.conf: the studies' role to its database; everything else refused by rule
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["-c", "hba_file=/etc/ftstudy/hba/pg_hba.conf"]
+    hba = one(manifests, "ConfigMap", f"{FULLNAME}-postgresql-hba")["data"]["pg_hba.conf"]
+    rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
+    assert rules == [["local", "all", "all", "trust"],
+                     ["host", "ftstudy", "ftstudy", "0.0.0.0/0", "scram-sha-256"],
+                     ["host", "ftstudy", "ftstudy", "::/0", "scram-sha-256"],
+                     ["host", "all", "all", "0.0.0.0/0", "reject"],
+                     ["host", "all", "all", "::/0", "reject"]]  # fmt: skip
 
     # a password whose checksum is all digits (sha256 of "pw154" starts 1500920599789903): still a string annotation,
     # or the API server refuses the StatefulSet (seen once in a real install with a random password)

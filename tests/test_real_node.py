@@ -260,13 +260,15 @@ def test_the_bundled_postgresql_serves_a_study(real_cluster: RealCluster, helm: 
     url = cluster.get("secret", "ftstudy-db", "-n", namespace)["data"]["url"]
     assert ".ftstudy-try.svc:5432/" in base64.b64decode(url).decode(), "the Secret names the bundled server"
 
-    # The operator's login (the one the study ran on) is no superuser, and the server's superuser has no network
-    # login at all, even with the password the operator holds.
+    # The operator's login (the one the study ran on) is no superuser and reaches its own database only, and the
+    # server's superuser has no network login at all, even with the password the operator holds (the chart's
+    # pg_hba.conf refuses both by rule).
     secret = cluster.get("secret", "try-ftstudy-postgresql", "-n", release_ns)["data"]
     [server] = cluster.pods(release_ns, "app.kubernetes.io/instance=try,app.kubernetes.io/component=postgresql")
     logins = bundled_logins(server["status"]["podIP"], base64.b64decode(secret["password"]).decode())
     assert logins == {"ftstudy is superuser": False, "ftstudy's COPY TO PROGRAM": "refused",
-                      "postgres over the network": "password authentication failed"}, logins  # fmt: skip
+                      "ftstudy to another database": "pg_hba.conf rejects connection",
+                      "postgres over the network": "pg_hba.conf rejects connection"}, logins  # fmt: skip
 
     # A study author's own command, in a trial pod: it tries the bundled database, and reports for the other
     # study's trial 0 with its own token. It holds no database login, and the operator refuses the report.
@@ -315,12 +317,14 @@ def bundled_logins(host: str, password: str) -> dict[str, Any]:
             found["ftstudy's COPY TO PROGRAM"] = "ran"
         except psycopg2.errors.InsufficientPrivilege:
             found["ftstudy's COPY TO PROGRAM"] = "refused"
-    try:
-        psycopg2.connect(host=host, user="postgres", password=password, dbname="ftstudy", connect_timeout=10).close()
-        found["postgres over the network"] = "connected"
-    except psycopg2.OperationalError as error:
-        refused = "password authentication failed"
-        found["postgres over the network"] = refused if refused in str(error) else str(error).strip()
+    for what, user, database in (("ftstudy to another database", "ftstudy", "postgres"),
+                                 ("postgres over the network", "postgres", "ftstudy")):  # fmt: skip
+        try:
+            psycopg2.connect(host=host, user=user, password=password, dbname=database, connect_timeout=10).close()
+            found[what] = "connected"
+        except psycopg2.OperationalError as error:
+            refused = "pg_hba.conf rejects connection"  # by the chart's rule, whatever the password
+            found[what] = refused if refused in str(error) else str(error).strip()
     return found
 
 

@@ -155,3 +155,15 @@ given password (the operator generates it into this Secret). */}}
 {{ include "ftstudy.selectorLabels" . }}
 app.kubernetes.io/component: postgresql
 {{- end }}
+
+{{/* The bundled PostgreSQL's pg_hba.conf (first match wins). */}}
+{{- define "ftstudy.postgresql.hba" -}}
+{{- $auth := .Values.postgresql.auth -}}
+# TYPE  DATABASE  USER  ADDRESS  METHOD
+local all all trust
+{{- range .Values.postgresql.hba.sources }}
+host {{ $auth.database }} {{ $auth.username }} {{ . }} scram-sha-256
+{{- end }}
+host all all 0.0.0.0/0 reject
+host all all ::/0 reject
+{{- end }}
