@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import threading
 import time
 from typing import Any
 
@@ -225,3 +226,55 @@ def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_clos
         reporter.close()
     finally:
         server.stop()
+
+
+def test_a_trainer_whose_operator_goes_away_trains_on_and_fails_naming_the_endpoint_when_its_report_never_lands(
+    trainer_cmd: list[str], dataset_dir: Any, tmp_path: Any
+) -> None:
+    """The real trainer, reporting over HTTPS: the endpoint answers its parameters, then is gone (an operator
+    down for longer than ``--report-retry-seconds``). Its state checks say "running", so it trains on; its early
+    report is retried until the deadline, and then the trainer exits 3 (the study could not be told) with the
+    reason as its last line, which is what the operator quotes as the trial's failure: not hung."""
+    import os
+    import subprocess
+
+    from ftstudy.kube import report_server
+    from ftstudy.trainer.cli import EXIT_STORAGE
+    from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
+    from tests.test_screening import RUN
+
+    now = dt.datetime.now(dt.UTC)
+    ca, ca_key = certs.make_ca(now)
+    cert, key = certs.make_serving(ca, ca_key, ["127.0.0.1"], now)
+    server: Any = None
+
+    checks: list[int] = []
+
+    class GoneOnceTraining:  # the parameters and what the trainer says before it trains; then the operator is gone
+        metrics = None
+
+        def handle(self, authorization: str, request: bytes) -> tuple[int, bytes]:
+            if json.loads(request)["kind"] == "status":
+                checks.append(1)
+                if len(checks) == 2:  # the first state check while training (the first read the parameters)
+                    threading.Thread(target=server.stop, daemon=True).start()
+            return 200, rp.answer(state="running", params={"learning_rate": 0.001, "lora_r": 4})
+
+    server = report_server.ReportServer(GoneOnceTraining(), certs.Bundle(ca, ca_key, cert, key), "127.0.0.1", 0)  # type: ignore[arg-type]
+    server.server.idle_seconds = 0.2  # the kept connection goes too, as with an operator's process gone
+    server.start()
+    token = tmp_path / "token"
+    token.write_text("the-token\n")
+    trial = {"namespace": "team-a", "study": "study", "studyUID": "uid-1", "trial": 3, "attempt": 1}
+    env = {**os.environ, REPORT_URL_ENV: f"https://127.0.0.1:{server.port}", REPORT_CA_ENV: ca,
+           REPORT_TOKEN_ENV: str(token), REPORT_TRIAL_ENV: json.dumps(trial)}  # fmt: skip
+    command = [*trainer_cmd, *RUN, "--data", str(dataset_dir), "--output", str(tmp_path / "run"), "--stage", "full",
+               "--report-retry-seconds", "4"]  # fmt: skip
+    started = time.monotonic()
+    ran = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert ran.returncode == EXIT_STORAGE, ran.stderr[-3000:]
+    assert time.monotonic() - started < 300
+    assert "cannot reach the operator to check the trial's state" in ran.stderr and "training on" in ran.stderr
+    assert " train loss " in ran.stderr or "step 3/15" in ran.stderr, "it trained while the operator was away"
+    last = ran.stderr.strip().splitlines()[-1]
+    assert "the operator's report endpoint unreachable while trying to report" in last, last
