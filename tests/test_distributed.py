@@ -103,6 +103,8 @@ def test_a_rank_that_dies_fails_the_trial_with_its_exit_code_and_stops_the_other
     code, log = finish(process)
     assert code == 128 + signal.SIGKILL, log
     assert f"rank 1 of 2 exited with code {128 + signal.SIGKILL}: stopping the other ranks" in log
+    last = log.strip().splitlines()[-1]  # what the operator quotes as the trial's failure reason (its pod log's last)
+    assert f"the trial failed: rank 1 of 2 exited with code {128 + signal.SIGKILL}" in last, log[-2000:]
     assert time.monotonic() - started < 300, "no rank left waiting for the dead one"
     assert not (tmp_path / "run" / "final_adapter").exists()
 

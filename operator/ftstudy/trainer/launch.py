@@ -86,6 +86,10 @@ def _supervise(processes: int, children: list[subprocess.Popen[bytes]], stopping
                     break
         time.sleep(0.2)
     if failed is not None:
+        # Last, so that it is the pod log's last line, which the operator quotes as the trial's failure reason
+        # (the other ranks, once stopped, write their own ends after the first error line).
+        log.error("the trial failed: rank %d of %d exited with code %d (its own lines above say why)", failed[0],
+                  processes, failed[1])  # fmt: skip
         return failed[1]
     return _exit_code(children[0].returncode)
 
