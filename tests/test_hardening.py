@@ -669,6 +669,8 @@ def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from
     told = study_events(ops, "preempted", "TrialPreempted")
     assert len(told) == 1 and told[0]["type"] == "Normal", told
     assert "preempted after step 7" in told[0]["message"], told
+    assert "it resumes from that checkpoint" in told[0]["message"], "the claim holds it: no PreemptionSafe=False"
+    assert condition(ops, "preempted", "PreemptionSafe") is None
     assert not study_events(ops, "preempted", "TrialRelaunched"), "no retry"
     no_tracebacks(ops)
     undo()

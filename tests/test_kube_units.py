@@ -307,6 +307,42 @@ def test_screening_needs_a_volume_that_outlives_the_pod_at_output_dir(
         assert missing is not None and words in missing and "promotion.mode: online" in missing, missing
 
 
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ({}, "no volume is mounted there"),
+        ({"volumes": [{"name": "a", "ephemeral": {}}], "volumeMounts": [{"name": "a", "mountPath": "/artifacts"}]},
+         "(a) is an ephemeral, which ends with its pod"),
+        ({"volumes": [PVC], "volumeMounts": [{"name": "artifacts", "mountPath": "/artifacts"}]}, None),
+        ({"outputDir": "s3://bucket/studies"}, None),
+    ],
+)  # fmt: skip
+def test_an_online_study_whose_checkpoints_end_with_the_pod_says_a_preempted_trial_starts_again(
+    template: dict[str, Any], words: str | None, private_database: PrivateDatabase
+) -> None:
+    """Online trials are not refused without a lasting volume (they need none unless preempted), but a preempted or
+    evicted one then starts from step 0: the study says so (condition PreemptionSafe=False, from the reason here)
+    and so does its TrialPreempted Event."""
+    s = study(trialTemplate=template, promotion={"mode": "online"})
+    reason = jobs.restarts_when_preempted(s.spec)
+    if words is None:
+        assert reason is None
+        return
+    assert reason is not None and words in reason and "starts again from step 0" in reason, reason
+    events: list[Event] = []
+    store = StudyStore(private_database.url, "ml.demo", s.spec, RetryPolicy(deadline_seconds=10))
+    root = PurePosixPath("/artifacts/ml/demo")
+    engine = Engine(s, store, Recorder(), root / "data", root, on_event=events.append, study_name="ml.demo")
+    engine.restarts_when_preempted = reason
+    number, _ = store.ask(False)
+    store.record_attrs(number, {"preempted_at_steps": [7]})
+    engine._preempted(store.trials()[0], None)
+    assert [e.text for e in events] == [
+        "preempted after step 7: its pod was stopped from outside (SIGTERM); it "
+        "starts again from step 0: its checkpoint ended with the pod (no retry spent)"
+    ]
+
+
 def test_a_queued_trials_job_is_created_suspended_with_the_queue_label_and_its_helpers_are_not() -> None:
     """trialTemplate.queueName: Kueue's Job integration reads the label on the Job and admits a suspended Job; the
     pods carry no queue label (Kueue's pod integration would take them), and the CPU helpers (a data check, a
@@ -476,6 +512,17 @@ BREAKING: list[tuple[Any, str, bool]] = [
     (lambda p: _container(p).update(privileged=True, allowPrivilegeEscalation=True), "privileged", True),
     (lambda p: p.update(hostNetwork=True), "hostNetwork", True),
     (lambda p: p.update(hostPID=True), "hostPID", True),
+    (lambda p: p.update(hostIPC=True), "hostIPC", True),
+    (lambda p: p["containers"][0].setdefault("ports", []).append({"containerPort": 80, "hostPort": 80}),
+     "host ports are not allowed", True),
+    (lambda p: _container(p).update(capabilities={"drop": ["NET_RAW"]}), "must drop ALL", True),
+    (lambda p: _container(p).update(procMount="Unmasked"), "procMount: must be Default", False),
+    (lambda p: _container(p).update(windowsOptions={"hostProcess": True}), "host processes are not allowed", False),
+    (lambda p: _container(p).update(runAsNonRoot=False), "must not run as root", True),
+    (lambda p: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot: must be true", False),
+    (lambda p: p["securityContext"].pop("seccompProfile"), "must be RuntimeDefault or Localhost", False),
+    (lambda p: p["volumes"].append({"name": "n", "nfs": {"server": "10.0.0.1", "path": "/"}}),
+     "volume type nfs is not allowed", True),
     (lambda p: _container(p).update(capabilities={"add": ["SYS_ADMIN"], "drop": ["ALL"]}),
      "no capabilities may be added", True),
     (lambda p: _container(p).update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation", True),

@@ -216,6 +216,10 @@ def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_tri
         assert [(t.state.name, t.system_attrs["ftstudy:attempts"]) for t in trials] == [("COMPLETE", 1)] * len(trials)
         admitted = study_events(ops, name, "TrialAdmitted")
         assert len(admitted) == len(trials) and all("in LocalQueue team-" in e["message"] for e in admitted)
+        # a Job seen waiting is told once (one Kueue admits before the operator sees it waiting is not)
+        queued = [e["message"] for e in study_events(ops, name, "TrialQueued")]
+        assert all(re.fullmatch(r"trial \d+: waiting in LocalQueue team-[ab] for Kueue to admit it", m) for m in queued)
+        assert queued or name == "held", "busy waited (one_queued above), and was told so"
         launched = study_events(ops, name, "TrialLaunched")
         assert launched and all("queued in LocalQueue team-" in e["message"] for e in launched), launched
     assert most_at_once(runs("held-t") + runs("busy-t")) <= 2, "never more trials at once than the queue's GPUs"
@@ -285,6 +289,8 @@ def test_a_study_naming_no_queue_is_queued_by_a_local_queue_named_default_and_co
     admitted = study_events(ops, "plain", "TrialAdmitted")
     assert len(admitted) == len(trials), admitted
     assert all("in LocalQueue default" in e["message"] for e in admitted), admitted
+    queued = study_events(ops, "plain", "TrialQueued")
+    assert all("waiting in LocalQueue default for Kueue" in e["message"] for e in queued), queued
 
 
 def test_kueue_uninstalled_mid_study_names_the_jobs_left_suspended(queued_operators: Operators, kueue: Kueue) -> None:

@@ -188,6 +188,8 @@ class Engine:
         self.study_name = study_name or study.metadata.name
         self.generate_data = generate_data
         self.outcome: core.StudyDone | core.StudyFailed | None = None
+        # Why a preempted trial starts again from step 0 (its checkpoints end with its pod), or None: it resumes
+        self.restarts_when_preempted: str | None = None
         self.forgetting: dict[int, int] = dict(store.forgetting)  # checkpoints to delete: failed tries (``tidy``)
         self._forget_after: dict[int, float] = {}  # monotonic time before which a failed one is not tried again
         self._waiting: dict[int, str] = {}  # why a deletion waits, as last told (an Event each time it changes)
@@ -220,8 +222,11 @@ class Engine:
         if seen == CAUSE_PENDING:  # the executor is still finding out why: told at a later pass, with it
             return
         cause = seen or "its pod was stopped from outside (SIGTERM)"
+        goes_on = "it resumes from that checkpoint"
+        if self.restarts_when_preempted:
+            goes_on = "it starts again from step 0: its checkpoint ended with the pod"
         for step in steps[told:]:
-            text = f"preempted after step {step}: {cause}; it resumes from that checkpoint (no retry spent)"
+            text = f"preempted after step {step}: {cause}; {goes_on} (no retry spent)"
             self.on_event(Event(trial.number, text, "TrialPreempted"))
         self.store.record_preemptions(trial.number, len(steps))
 

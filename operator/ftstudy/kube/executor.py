@@ -391,6 +391,9 @@ class JobExecutor:
         self.queue_gone: Problem | None = None
         # trials the last observe found admitted: number, seconds queued, the LocalQueue
         self.admitted: list[tuple[int, float, str]] = []
+        # trials whose Job the last observe found waiting for admission for the first time: number, the LocalQueue
+        self.newly_queued: list[tuple[int, str]] = []
+        self._told_queued: set[str] = set()  # the Jobs ``newly_queued`` named (in memory: a restart may tell one again)
         self._pods: dict[str, dict[str, Any]] = {}  # the study's pods by UID, as the last observe listed them
         # Kueue's reason for stopping a Job (its Stopped Event), by Job UID, preemptions seen and the Job's last
         # suspension or admission: the reason ("" if none found yet) and how many times it was looked for
@@ -493,7 +496,7 @@ class JobExecutor:
         LocalQueueDefaulting queues Jobs that name none. After that first admission, each time its Job waits in the
         queue again (Kueue preempted it, or it is a resume Job) is recorded too (``_record_requeue``), so that the
         GPU-seconds leave it out as well."""
-        self.admitted = []
+        self.admitted, self.newly_queued = [], []
         if self.store is None:
             return
         unfinished = {t.number: t for t in trials if not t.state.is_finished()}
@@ -504,6 +507,10 @@ class JobExecutor:
                 continue
             started = parse_api_time((job.get("status") or {}).get("startTime"))
             suspended = bool(job.get("spec", {}).get("suspend"))
+            job_name = job["metadata"]["name"]
+            if suspended and started is None and job_name not in self._told_queued:
+                self._told_queued.add(job_name)
+                self.newly_queued.append((number, queue))
             if ADMITTED in trial.system_attrs:
                 self._record_requeue(trial, job, suspended, started)
             elif started is not None and not suspended:

@@ -66,13 +66,9 @@ LOCAL_DATA = PurePosixPath(SCRATCH_PATH) / "data"
 _POD_LIFETIME = ("emptyDir", "ephemeral")
 
 
-def checkpoint_volume_missing(spec: StudySpec) -> str | None:
-    """Why screening cannot work with this trialTemplate, or None. A screened trial's resume is another Job,
-    possibly on another node, that reads the checkpoint its screening Job left under ``outputDir``: that path must
-    be on a volume that outlives the pod (which one the scheduler may share across nodes is the cluster's business:
-    a ReadWriteMany claim, docs/operator.md)."""
-    if spec.promotion.mode != "screen" or spec.promotion.policy == "none":
-        return None
+def output_ends_with_pod(spec: StudySpec) -> str | None:
+    """Why what a trial writes under ``outputDir`` (its checkpoints) is gone with its pod, or None when it outlives
+    it (a volume that is no emptyDir or ephemeral, or an object store)."""
     t = spec.trial_template
     if is_store_url(t.output_dir):
         return None  # checkpoints go to the object store: any node's pod reads them back
@@ -84,9 +80,32 @@ def checkpoint_volume_missing(spec: StudySpec) -> str | None:
         kind = volume_type(volumes.get(str(deepest.get("name")), {}))
         if kind not in _POD_LIFETIME:
             return None
-        found = f"the volume mounted there ({deepest.get('name')}) is an {kind}, which ends with its pod"
-    else:
-        found = "no volume is mounted there (trialTemplate.volumeMounts)"
+        return f"the volume mounted there ({deepest.get('name')}) is an {kind}, which ends with its pod"
+    return "no volume is mounted there (trialTemplate.volumeMounts)"
+
+
+def restarts_when_preempted(spec: StudySpec) -> str | None:
+    """Why a preempted or evicted trial of this study starts again from step 0, or None when it resumes from its
+    checkpoint: the new pod finds no checkpoint where the old one left it."""
+    found = output_ends_with_pod(spec)
+    if found is None:
+        return None
+    return (f"trialTemplate.outputDir ({spec.trial_template.output_dir}) holds each trial's checkpoint, but {found}: "
+            "a trial preempted or evicted starts again from step 0; mount a PersistentVolumeClaim there or give an "
+            "object store URL to resume where it stopped")  # fmt: skip
+
+
+def checkpoint_volume_missing(spec: StudySpec) -> str | None:
+    """Why screening cannot work with this trialTemplate, or None. A screened trial's resume is another Job,
+    possibly on another node, that reads the checkpoint its screening Job left under ``outputDir``: that path must
+    be on a volume that outlives the pod (which one the scheduler may share across nodes is the cluster's business:
+    a ReadWriteMany claim, docs/operator.md)."""
+    if spec.promotion.mode != "screen" or spec.promotion.policy == "none":
+        return None
+    found = output_ends_with_pod(spec)
+    if found is None:
+        return None
+    output = PurePosixPath(spec.trial_template.output_dir)
     return (
         f"promotion.mode screen keeps each screened trial's checkpoint under trialTemplate.outputDir ({output}) "
         f"for its resume Job, but {found}: mount a PersistentVolumeClaim that every trial pod can reach there "

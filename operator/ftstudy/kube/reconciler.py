@@ -370,6 +370,7 @@ class StudyReconciler:
             study_name=optuna_name,
             generate_data=generate,
         )
+        engine.restarts_when_preempted = jobs.restarts_when_preempted(study.spec)
         self.close()  # the previous generation's, or another URL's (a rotated Secret)
         self.built = _Built(generation, url, engine, store, trials_root=root)
         self.listen(url, optuna_name)
@@ -476,8 +477,13 @@ class StudyReconciler:
             )
         if isinstance(built.engine.executor, JobExecutor):
             conditions.append(self._placed(built.engine.executor.unplaced, study_spec, generation, now))
+            if built.engine.restarts_when_preempted:  # only then: a study whose trials resume needs no word on it
+                conditions.append(condition("PreemptionSafe", False, "CheckpointsEndWithPod",
+                                            built.engine.restarts_when_preempted, generation, now))  # fmt: skip
             if study_spec.trial_template.queue_name:
                 conditions.append(self._admissible(built.engine.executor.queue_gone, generation, now))
+            for number, queue in built.engine.executor.newly_queued:
+                self.events.append(Event(number, f"waiting in LocalQueue {queue} for Kueue to admit it", "TrialQueued"))
             for number, waited, queue in built.engine.executor.admitted:
                 text = f"admitted by Kueue after {waited:.0f} s in LocalQueue {queue}"
                 self.events.append(Event(number, text, "TrialAdmitted"))
@@ -607,7 +613,7 @@ class StudyReconciler:
 # What a study does when all is well; every other reason (a failure, a retry, a problem to fix) is a Warning.
 NORMAL = {"TrialLaunched", "TrialContinued", "TrialCancelled", "TrialFinished", "StudySucceeded", "TrialPromoted",
           "TrialPruned", "TrialResumed", "TrialPromotedPastRung", "CheckingData",
-          "TrialPreempted", "ArtifactsDeleting", "TrialAdmitted"}  # fmt: skip
+          "TrialPreempted", "ArtifactsDeleting", "TrialQueued", "TrialAdmitted"}  # fmt: skip
 
 
 def post_event(kube: Kube, body: dict[str, Any], event: Event) -> None:
