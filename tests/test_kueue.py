@@ -76,33 +76,43 @@ def test_a_study_whose_local_queue_does_not_exist_launches_nothing_and_says_so(
 def test_a_trial_kueue_never_admits_fails_after_budget_pending_seconds_naming_its_queue(
     queued_operators: Operators, kueue: Kueue, postgres_url: str
 ) -> None:
-    """A ClusterQueue with no GPU quota: Kueue keeps the trial's Job suspended for good, and the study said "queued"
-    for ever. After budget.pendingSeconds the trial fails with its LocalQueue named, without a retry. Its
-    trialTemplate.workloadPriorityClassName, which the trial policy allows, is the priority Kueue gives its
-    Workload."""
+    """A ClusterQueue with no GPU quota, and one with no GPU flavor at all: Kueue keeps each trial's Job suspended for
+    good, and the study said "queued" for ever. After budget.pendingSeconds each trial fails with its LocalQueue
+    named and Kueue's own reason, read off its Workload, without a retry. A trialTemplate.workloadPriorityClassName,
+    which the trial policy allows, is the priority Kueue gives the Workload."""
     ops, plane, ns = queued_operators, queued_operators.plane, queued_operators.namespace
     high = f"high-{ns}"
     kueue.apply(resource_flavor(), cluster_queue(f"none-{ns}", 0), local_queue(ns, "starved", f"none-{ns}"),
+                cluster_queue(f"cpu-{ns}", None), local_queue(ns, "cpu-only", f"cpu-{ns}"),
                 priority_class(high, 500))  # fmt: skip
     ops.extra_args += ["--trial-workload-priority-class", high]
     ops.start()
     budget = {"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1, "retriesPerTrial": 1, "pendingSeconds": 8}
     template = {"queueName": "starved", "workloadPriorityClassName": high}
     apply(plane, ns, study_manifest("starved", trialTemplate=template, budget=budget))
+    apply(plane, ns, study_manifest("cpu-only", trialTemplate={"queueName": "cpu-only"}, budget=budget))
 
     def workload_priorities() -> list[Any]:
         listed = plane.kubectl("get", "workloads.kueue.x-k8s.io", "-n", ns, "-o", "json", check=False)
         items = json.loads(listed.stdout)["items"] if listed.returncode == 0 else []
         return [w["spec"].get("priority") for w in items]
 
-    assert wait_for("Kueue's Workload for the trial", workload_priorities, 60) == [500]
-    study = wait_for_phase(ops, "starved", ("Succeeded", "Failed"), 180)
-    assert study["status"]["phase"] == "Failed", study["status"]
-    words = "its Job did not start within budget.pendingSeconds (8 s): Kueue did not admit its Job: LocalQueue starved"
-    assert words in study["status"]["lastFailure"]["reason"], study["status"]
-    (trial,) = optuna_trials(postgres_url, ns, "starved")
-    assert trial.system_attrs["ftstudy:attempts"] == 1, "not retried: it would wait the same way"
-    assert any(words in e["message"] for e in study_events(ops, "starved", "TrialFailed"))
+    assert sorted(wait_for("Kueue's Workloads for the trials", lambda: len(workload_priorities()) == 2 and
+                           workload_priorities(), 60)) == [0, 500]  # fmt: skip
+    for name, says in (
+        ("starved", "insufficient quota for nvidia.com/gpu"),
+        ("cpu-only", "resource nvidia.com/gpu unavailable in ClusterQueue"),
+    ):
+        study = wait_for_phase(ops, name, ("Succeeded", "Failed"), 180)
+        assert study["status"]["phase"] == "Failed", study["status"]
+        reason = study["status"]["lastFailure"]["reason"]
+        words = (
+            f"its Job did not start within budget.pendingSeconds (8 s): Kueue did not admit its Job: LocalQueue {name}"
+        )
+        assert words in reason and "; Kueue says: couldn't assign flavors" in reason and says in reason, reason
+        (trial,) = optuna_trials(postgres_url, ns, name)
+        assert trial.system_attrs["ftstudy:attempts"] == 1, "not retried: it would wait the same way"
+        assert any(words in e["message"] for e in study_events(ops, name, "TrialFailed"))
 
 
 def queued_for_good(ops: Operators, kueue: Kueue, queue: str, name: str) -> None:

@@ -135,14 +135,17 @@ class Kueue:
         stop_process(self.process, 30)
 
 
-def cluster_queue(name: str, gpus: int) -> dict[str, Any]:
+def cluster_queue(name: str, gpus: int | None) -> dict[str, Any]:
     """GPUs for every namespace, with CPU and memory covered generously (a pod's every requested resource must be
-    covered by its ClusterQueue, or Kueue finds the Workload inadmissible)."""
-    quotas = [{"name": "cpu", "nominalQuota": "64"}, {"name": "memory", "nominalQuota": "256Gi"},
-              {"name": "nvidia.com/gpu", "nominalQuota": gpus}]  # fmt: skip
+    covered by its ClusterQueue, or Kueue finds the Workload inadmissible); ``gpus`` None: no GPU flavor at all."""
+    quotas = [{"name": "cpu", "nominalQuota": "64"}, {"name": "memory", "nominalQuota": "256Gi"}]
+    covered = ["cpu", "memory"]
+    if gpus is not None:
+        quotas.append({"name": "nvidia.com/gpu", "nominalQuota": gpus})
+        covered.append("nvidia.com/gpu")
     return {"apiVersion": API, "kind": "ClusterQueue", "metadata": {"name": name},
             "spec": {"namespaceSelector": {}, "preemption": {"withinClusterQueue": "LowerPriority"},
-                     "resourceGroups": [{"coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                     "resourceGroups": [{"coveredResources": covered,
                                          "flavors": [{"name": "default-flavor", "resources": quotas}]}]}}  # fmt: skip
 
 

@@ -108,6 +108,9 @@ tests/test_chart.py renders the chart and compares, so the two cannot drift.
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["localqueues"]
   verbs: ["get"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
 {{- end }}
 {{- end }}
 

@@ -50,7 +50,7 @@ from ftstudy.executor import (
     trial_output,
 )
 from ftstudy.kube import jobs, names
-from ftstudy.kube.api import ApiError, Kube, path
+from ftstudy.kube.api import ApiError, Kube, Unreachable, path
 from ftstudy.kube.identity import trial_key
 from ftstudy.kube.policy import TrialPolicy, check_pod
 from ftstudy.kube.problems import Problem
@@ -241,6 +241,20 @@ def _not_admitted(job: dict[str, Any], now: datetime, pending_seconds: float) ->
     queue = _local_queue(job) or "?"
     return (f"Kueue did not admit its Job: LocalQueue {queue}'s ClusterQueue had no room for it (kubectl get "
             f"workloads -n {job['metadata'].get('namespace', '')} says why)")  # fmt: skip
+
+
+WORKLOAD_JOB_UID = "kueue.x-k8s.io/job-uid"  # the label Kueue puts on a Job's Workload
+
+
+def workload_pending_message(workload: dict[str, Any]) -> str | None:
+    """Why Kueue has not admitted a Workload, as it says on it: its QuotaReserved (else Admitted) condition's
+    message while False."""
+    conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
+    for kind in ("QuotaReserved", "Admitted"):
+        found = conditions.get(kind) or {}
+        if found.get("status") == "False" and str(found.get("message") or "").strip():
+            return str(found["message"]).strip()
+    return None
 
 
 def _job_process(
@@ -682,6 +696,24 @@ class JobExecutor:
         message = self._latest_event(job["metadata"]["uid"], "FailedCreate")
         return None if message is None or "exceeded quota" in message else message
 
+    def _with_workload_reason(self, job: dict[str, Any], process: TrialProcess) -> TrialProcess:
+        """A trial Kueue never admitted (``_not_admitted``) fails with Kueue's reason, read once off its Job's
+        Workload (the operator's Role may list Workloads, with the chart's kueue.enabled); without it, or if none
+        says, the reason points at ``kubectl get workloads``."""
+        if process.state is not Process.FAILED or "Kueue did not admit its Job" not in (process.reason or ""):
+            return process
+        try:
+            workloads = self.kube.list(path("kueue.x-k8s.io", "v1beta2", "workloads", self.namespace),
+                                       label_selector=f"{WORKLOAD_JOB_UID}={job['metadata']['uid']}")  # fmt: skip
+        except (ApiError, Unreachable) as error:
+            log.info("could not read Job %s's Workload for Kueue's reason: %s", job["metadata"]["name"], error)
+            return process
+        said = next((m for m in map(workload_pending_message, workloads) if m), None)
+        if said is None:
+            return process
+        reason = (process.reason or "").replace("had no room for it (", f"had no room for it; Kueue says: {said} (", 1)
+        return replace(process, reason=reason)
+
     def _with_kueue_reason(self, job: dict[str, Any], process: TrialProcess, admitted: bool) -> TrialProcess:
         """A queued trial's preemption, with Kueue's reason for it: the trainer only saw a SIGTERM, and the reason
         (preempted for a higher-priority workload, and which) is on the Workload, which the operator does not read,
@@ -748,10 +780,9 @@ class JobExecutor:
             unfinished = not job_ended(job)
             if not own and unfinished and created and (now - created).total_seconds() >= self.stuck_seconds:
                 failed_create = self._failed_create(job)
-            seen[number] = self._with_kueue_reason(job, self._drained(self._mount_reason(
-                job_process(job, own, now, self.stuck_seconds, failed_create, self.spec.budget.pending_seconds), own),
-                by_trial.get(number, []),
-            ), number in admitted)  # fmt: skip
+            found = job_process(job, own, now, self.stuck_seconds, failed_create, self.spec.budget.pending_seconds)
+            found = self._drained(self._mount_reason(found, own), by_trial.get(number, []))
+            seen[number] = self._with_workload_reason(job, self._with_kueue_reason(job, found, number in admitted))
         for number, trial_pods in by_trial.items():  # pods whose Job is gone (deleted by hand): until they end
             live = [pod for pod in trial_pods if _live(pod)]
             if number not in seen and live:

@@ -55,9 +55,11 @@ TOKEN_REVIEW_RULES: list[dict[str, Any]] = [
 
 
 # In each watched namespace, with the chart's kueue.enabled: a study's trialTemplate.queueName is looked up before
-# any Job is submitted to it, so that a missing LocalQueue is a condition that names it, not Jobs suspended forever.
+# any Job is submitted to it, so that a missing LocalQueue is a condition that names it, not Jobs suspended forever;
+# and a trial Kueue never admitted fails with Kueue's own reason, read off its Job's Workload.
 KUEUE_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues"], "verbs": ["get"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["list"]},
 ]
 
 
