@@ -141,6 +141,20 @@ def test_a_missing_or_corrupt_checkpoint_fails_naming_the_file(
     )
 
 
+def test_a_checkpoint_whose_replace_was_killed_between_its_renames_is_resumed_from_the_old_one(
+    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+) -> None:
+    """A checkpoint is swapped in through a sibling ``.checkpoint.old``; a trainer killed between the two renames
+    (an eviction mid-checkpoint, past the grace period) leaves only that sibling, the last whole checkpoint. The
+    next run puts it back and resumes from it, rather than failing for a missing checkpoint."""
+    run_dir = tmp_path / "screened"
+    assert trainer(trainer_cmd, dataset_dir, run_dir, "screen").returncode == 0
+    (run_dir / "checkpoint").rename(run_dir / ".checkpoint.old")  # the state between the two renames
+    resumed = trainer(trainer_cmd, dataset_dir, run_dir, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed after step 3" in resumed.stderr and not (run_dir / ".checkpoint.old").exists()
+
+
 def test_the_forget_stage_deletes_the_checkpoint_and_nothing_else(tmp_path: Path) -> None:
     """What a pruned trial's cleanup Job runs in a cluster; a second run (an operator that asked again) is fine."""
     (tmp_path / "checkpoint").mkdir()

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ftstudy.trainer.atomic import replace_directory
+from ftstudy.trainer.atomic import recover_directory, replace_directory
 from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY
 
 DIRECTORY = CHECKPOINT_DIRECTORY
@@ -100,6 +100,7 @@ def preempted_at(run_dir: Path) -> int | None:
     """The step of the checkpoint a preempted run left in ``run_dir``, if that is what is there (a screening
     checkpoint is resumed only when the study says so: stage ``resume``). A file that cannot be read is not ignored:
     ``load`` then names it."""
+    recover_directory(run_dir / DIRECTORY)
     try:
         meta = json.loads((run_dir / DIRECTORY / META_FILE).read_text())
     except FileNotFoundError:
@@ -113,6 +114,7 @@ def load(run_dir: Path, identity: dict[str, Any]) -> Checkpoint:
     """Read and check the checkpoint; ``identity`` is what this run is, which the checkpoint must have been
     written for."""
     directory = run_dir / DIRECTORY
+    recover_directory(directory)
     meta_path, state_path = directory / META_FILE, directory / STATE_FILE
     try:
         meta = json.loads(meta_path.read_text())
