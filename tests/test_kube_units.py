@@ -1105,6 +1105,54 @@ def test_deleting_a_study_reads_no_secret_the_trial_policy_does_not_allow() -> N
     )
 
 
+def test_deleting_a_studys_records_is_fenced_and_connects_as_the_operator(private_database: PrivateDatabase) -> None:
+    """cleanup.deleteStudyRecords on real PostgreSQL: a replica that may no longer lead deletes nothing (its guard
+    refuses the first statement: one CleanupFailed Event, the records stay), and the leader deletes them over a
+    connection named ftstudy-operator, as its other connections are (before, Optuna's own engine: no name, no
+    fence)."""
+    import base64
+
+    import sqlalchemy
+
+    from ftstudy.kube import fencing
+
+    mine = f"{private_database.url}?application_name=the-test"  # this test's own connections, told apart
+    optuna.create_study(study_name="ml.demo.uid-1", storage=mine)
+    url = base64.b64encode(private_database.url.encode()).decode()
+    seen: list[str] = []
+
+    class Secrets(Kube):
+        def get(self, path: str) -> dict[str, Any]:
+            return {"data": {"url": url}}
+
+    def names_connected(*_: Any) -> None:
+        engine = sqlalchemy.create_engine(mine, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            query = "SELECT application_name FROM pg_stat_activity WHERE usename = current_user"
+            seen.extend(str(r[0]) for r in connection.execute(sqlalchemy.text(query)) if r[0] != "the-test")
+        engine.dispose()
+
+    data = {"metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1"},
+            "spec": {"storage": {"secretRef": {"name": "ftstudy-db"}}, "cleanup": {"deleteStudyRecords": True}},
+            "status": {"optunaStudy": "ml.demo.uid-1"}}  # fmt: skip
+
+    def lost() -> None:
+        raise fencing.LeadershipLost("no longer leading")
+
+    kube = Secrets()
+    try:
+        fencing.install(lost)
+        delete_study_records(kube, TrialPolicy(storage_secrets=["ftstudy-db"]), "ml", data)  # type: ignore[arg-type]
+        assert [e["reason"] for e in kube.events] == ["CleanupFailed"], kube.events
+        assert optuna.study.get_all_study_names(mine) == ["ml.demo.uid-1"], "nothing deleted"
+        fencing.install(names_connected)  # the leader's guard lets every statement through; here it looks first
+        delete_study_records(kube, TrialPolicy(storage_secrets=["ftstudy-db"]), "ml", data)  # type: ignore[arg-type]
+    finally:
+        fencing.install(None)
+    assert optuna.study.get_all_study_names(mine) == []
+    assert seen and set(seen) == {"ftstudy-operator"}, seen
+
+
 def test_an_unexpected_error_in_a_pass_is_a_condition_and_one_event_and_retries_back_off() -> None:
     """A value the operator cannot read (here a malformed system attribute, ``ftstudy:attempts="x"``) raised past
     ``reconcile``: a traceback every 10 s in the log, and nothing on the study. Now the study says it, once."""

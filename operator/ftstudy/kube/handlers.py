@@ -296,7 +296,11 @@ def delete_study_records(kube: Kube, policy: TrialPolicy, namespace: str, data: 
                 "trialPolicy.storageSecrets), so it was not read",
             )
         url = _secret_url(kube, namespace, SecretKeyRef(name=secret, key=ref.get("key", "url")))
-        optuna.delete_study(study_name=_records_of(namespace, data, url), storage=url)
+        storage = _deleting_storage(url)
+        try:
+            optuna.delete_study(study_name=_records_of(namespace, data, storage), storage=storage)
+        finally:
+            storage.engine.dispose()
         log.info("deleted the Optuna records of %s/%s", namespace, name)
     except KeyError:
         log.info("no Optuna records of %s/%s to delete", namespace, name)
@@ -346,21 +350,30 @@ def delete_study_artifacts(kube: Kube, policy: TrialPolicy, namespace: str, data
         post_event(kube, data, Event(None, message, "CleanupFailed"))
 
 
-def _records_of(namespace: str, data: dict[str, Any], url: str) -> str:
-    """The Optuna study of a deleted FineTuneStudy: what its status says (only within its namespace: a status edited
-    to name another namespace's study must not delete that), else found as the reconciler finds it."""
+def _deleting_storage(url: str) -> Any:
+    """The deleted study's storage, as the operator's other connections are: named ``ftstudy-operator`` in
+    ``pg_stat_activity`` (the DBA's and the bench's count of who connects) and fenced (a replica that may no longer
+    lead deletes nothing); one connection, closed by the caller."""
     from optuna.storages import RDBStorage
 
+    from ftstudy.db import engine_kwargs
+    from ftstudy.kube import fencing
+
+    storage = RDBStorage(url, engine_kwargs=engine_kwargs(url, pool_size=1, application="ftstudy-operator"),
+                         skip_table_creation=True)  # fmt: skip
+    fencing.fence_engine(storage.engine)
+    return storage
+
+
+def _records_of(namespace: str, data: dict[str, Any], storage: Any) -> str:
+    """The Optuna study of a deleted FineTuneStudy: what its status says (only within its namespace: a status edited
+    to name another namespace's study must not delete that), else found as the reconciler finds it."""
     recorded = (data.get("status") or {}).get("optunaStudy")
     if isinstance(recorded, str) and recorded.startswith(f"{namespace}."):
         return recorded
     metadata = data["metadata"]
-    storage = RDBStorage(url, skip_table_creation=True)
-    try:
-        return identity.optuna_name(storage, RetryPolicy(deadline_seconds=15), namespace, metadata["name"],
-                                    metadata["uid"], _timestamp(metadata.get("creationTimestamp")), None)  # fmt: skip
-    finally:
-        storage.engine.dispose()
+    return identity.optuna_name(storage, RetryPolicy(deadline_seconds=15), namespace, metadata["name"],
+                                metadata["uid"], _timestamp(metadata.get("creationTimestamp")), None)  # fmt: skip
 
 
 def _timestamp(value: Any) -> datetime | None:
