@@ -261,8 +261,10 @@ class ConnectionSampler(_Sampler):
         try:
             while not self._stop.wait(0.5):
                 with connection.cursor() as cursor:
-                    cursor.execute("SELECT application_name, count(*) FROM pg_stat_activity "
-                                   "WHERE datname = current_database() GROUP BY 1")  # fmt: skip
+                    # client backends only: an autovacuum worker on this database has an empty application_name
+                    # too, and is no one's connection
+                    cursor.execute("SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = "
+                                   "current_database() AND backend_type = 'client backend' GROUP BY 1")  # fmt: skip
                     self.samples.append((self.phase, {str(name): int(n) for name, n in cursor.fetchall()}))
         finally:
             connection.close()
