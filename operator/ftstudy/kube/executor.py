@@ -408,6 +408,7 @@ class JobExecutor:
         # trials whose Job the last observe found waiting for admission for the first time: number, the LocalQueue
         self.newly_queued: list[tuple[int, str]] = []
         self._told_queued: set[str] = set()  # the Jobs ``newly_queued`` named (in memory: a restart may tell one again)
+        self._workload_says: dict[str, str | None] = {}  # Kueue's reason off a never-admitted Job's Workload, by UID
         self._pods: dict[str, dict[str, Any]] = {}  # the study's pods by UID, as the last observe listed them
         # Kueue's reason for stopping a Job (its Stopped Event), by Job UID, preemptions seen and the Job's last
         # suspension or admission: the reason ("" if none found yet) and how many times it was looked for
@@ -702,13 +703,16 @@ class JobExecutor:
         says, the reason points at ``kubectl get workloads``."""
         if process.state is not Process.FAILED or "Kueue did not admit its Job" not in (process.reason or ""):
             return process
-        try:
-            workloads = self.kube.list(path("kueue.x-k8s.io", "v1beta2", "workloads", self.namespace),
-                                       label_selector=f"{WORKLOAD_JOB_UID}={job['metadata']['uid']}")  # fmt: skip
-        except (ApiError, Unreachable) as error:
-            log.info("could not read Job %s's Workload for Kueue's reason: %s", job["metadata"]["name"], error)
-            return process
-        said = next((m for m in map(workload_pending_message, workloads) if m), None)
+        uid = str(job["metadata"]["uid"])
+        if uid not in self._workload_says:
+            try:
+                workloads = self.kube.list(path("kueue.x-k8s.io", "v1beta2", "workloads", self.namespace),
+                                           label_selector=f"{WORKLOAD_JOB_UID}={uid}")  # fmt: skip
+            except (ApiError, Unreachable) as error:
+                log.info("could not read Job %s's Workload for Kueue's reason: %s", job["metadata"]["name"], error)
+                workloads = []
+            self._workload_says[uid] = next((m for m in map(workload_pending_message, workloads) if m), None)
+        said = self._workload_says[uid]
         if said is None:
             return process
         reason = (process.reason or "").replace("had no room for it (", f"had no room for it; Kueue says: {said} (", 1)
@@ -716,8 +720,9 @@ class JobExecutor:
 
     def _with_kueue_reason(self, job: dict[str, Any], process: TrialProcess, admitted: bool) -> TrialProcess:
         """A queued trial's preemption, with Kueue's reason for it: the trainer only saw a SIGTERM, and the reason
-        (preempted for a higher-priority workload, and which) is on the Workload, which the operator does not read,
-        and in the Stopped Event Kueue posts on the Job with the same message. Looked for once a stopped pod is seen,
+        (preempted for a higher-priority workload, and which) is on the Workload, which the operator reads only for a
+        trial Kueue never admitted (``_with_workload_reason``), and in the Stopped Event Kueue posts on the Job with
+        the same message. Looked for once a stopped pod is seen,
         or while a Job of a trial Kueue had admitted is suspended again (its trainer may tell the study it was
         preempted before its pod is seen to end); one Event list per preemption, at most three while none is found,
         meanwhile ``CAUSE_PENDING`` (Kueue posts its Event a moment after it suspends the Job)."""
