@@ -434,6 +434,20 @@ def test_a_screened_study_keeps_its_checkpoints_in_a_bucket_with_no_shared_volum
     assert pruned and not (pruned & checkpoints), ("the pruned trials' checkpoints are deleted", keys)
     assert ".ftstudy-probe" not in keys, "the preflight's object is gone"
 
+    # Neither secret key, the right one or the wrong one, in anything the studies left: Events, the studies, Jobs and
+    # pods as stored, every pod's log in the namespace, the operator's log.
+    secrets_ = (object_store.env()["AWS_SECRET_ACCESS_KEY"], wrong["AWS_SECRET_ACCESS_KEY"])
+    stored = cluster.plane.kubectl("get", "events,fts,jobs,pods", "-n", namespace, "-o", "yaml").stdout
+    operator_log = cluster.plane.kubectl("logs", "-n", release_ns, "deploy/s3-ftstudy", "--tail=-1", check=False)
+    assert operator_log.returncode == 0 and operator_log.stdout, operator_log.stderr
+    shown = {"Events, studies, Jobs, pods": stored, "the operator's log": operator_log.stdout}
+    for pod in cluster.get("pods", "-n", namespace)["items"]:
+        name = pod["metadata"]["name"]
+        shown[name] = cluster.plane.kubectl("logs", "-n", namespace, name, "--all-containers", check=False).stdout
+    assert len(shown) > 3 and "tiny-s3" in shown["Events, studies, Jobs, pods"]
+    leaking = [what for what, text in shown.items() if any(secret in text for secret in secrets_)]
+    assert not leaking, leaking
+
     # cleanup.deleteArtifacts: deleting the study deletes what its trials wrote, by a Job that outlives it
     cluster.shell(f"kubectl delete fts tiny-s3 -n {namespace} --wait --timeout 60s", timeout=90)
     wait_for("the study's objects to be deleted", lambda: not bucket.keys(), 120, cluster.diagnosis)
