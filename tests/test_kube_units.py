@@ -1108,8 +1108,8 @@ def test_deleting_a_study_reads_no_secret_the_trial_policy_does_not_allow() -> N
 def test_deleting_a_studys_records_is_fenced_and_connects_as_the_operator(private_database: PrivateDatabase) -> None:
     """cleanup.deleteStudyRecords on real PostgreSQL: a replica that may no longer lead deletes nothing (its guard
     refuses the first statement: one CleanupFailed Event, the records stay), and the leader deletes them over a
-    connection named ftstudy-operator, as its other connections are (before, Optuna's own engine: no name, no
-    fence)."""
+    connection named ftstudy-operator: the operator's shared pool for that database, as its studies use it
+    (before, Optuna's own engine: no name, no fence)."""
     import base64
 
     import sqlalchemy

@@ -33,7 +33,7 @@ from ftstudy.kube.executor import JobExecutor, job_ended
 from ftstudy.kube.metrics import METRICS, OperatorMetrics
 from ftstudy.kube.policy import TrialPolicy
 from ftstudy.kube.problems import Problem
-from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event
+from ftstudy.kube.reconciler import Settings, StudyReconciler, _secret_url, post_event, release_storage, shared_storage
 from ftstudy.kube.report_server import Target
 from ftstudy.kube.workqueue import RECONCILE_THREADS, WorkQueue
 from ftstudy.notify import Notifications
@@ -296,11 +296,13 @@ def delete_study_records(kube: Kube, policy: TrialPolicy, namespace: str, data: 
                 "trialPolicy.storageSecrets), so it was not read",
             )
         url = _secret_url(kube, namespace, SecretKeyRef(name=secret, key=ref.get("key", "url")))
-        storage = _deleting_storage(url)
+        # the operator's own pool for that database (named ftstudy-operator, fenced: a replica that may no longer
+        # lead deletes nothing), as its studies use it
+        storage = shared_storage(url, RetryPolicy(deadline_seconds=15))
         try:
             optuna.delete_study(study_name=_records_of(namespace, data, storage), storage=storage)
         finally:
-            storage.engine.dispose()
+            release_storage(url)
         log.info("deleted the Optuna records of %s/%s", namespace, name)
     except KeyError:
         log.info("no Optuna records of %s/%s to delete", namespace, name)
@@ -348,21 +350,6 @@ def delete_study_artifacts(kube: Kube, policy: TrialPolicy, namespace: str, data
         message = f"could not delete the study's artifacts: {detail}; they stay under trialTemplate.outputDir"
         log.warning("%s/%s: %s", namespace, name, message)
         post_event(kube, data, Event(None, message, "CleanupFailed"))
-
-
-def _deleting_storage(url: str) -> Any:
-    """The deleted study's storage, as the operator's other connections are: named ``ftstudy-operator`` in
-    ``pg_stat_activity`` (the DBA's and the bench's count of who connects) and fenced (a replica that may no longer
-    lead deletes nothing); one connection, closed by the caller."""
-    from optuna.storages import RDBStorage
-
-    from ftstudy.db import engine_kwargs
-    from ftstudy.kube import fencing
-
-    storage = RDBStorage(url, engine_kwargs=engine_kwargs(url, pool_size=1, application="ftstudy-operator"),
-                         skip_table_creation=True)  # fmt: skip
-    fencing.fence_engine(storage.engine)
-    return storage
 
 
 def _records_of(namespace: str, data: dict[str, Any], storage: Any) -> str:
