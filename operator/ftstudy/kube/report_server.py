@@ -86,14 +86,19 @@ class Reviews:
         self._cache: dict[str, tuple[float, rp.PodIdentity]] = {}  # until (monotonic), who
         self._lock = threading.Lock()
 
+    def kept(self, token: str) -> rp.PodIdentity | None:
+        """The answer kept for ``token``, if it has not run out."""
+        with self._lock:
+            cached = self._cache.get(hashlib.sha256(token.encode()).hexdigest())
+        return cached[1] if cached is not None and time.monotonic() < cached[0] else None
+
     def who(self, token: str, fresh: bool = False) -> rp.PodIdentity:
         """``fresh``: ask the API server even if an answer is kept (the pod may be gone)."""
+        kept = None if fresh else self.kept(token)
+        if kept is not None:
+            return kept
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None and now < cached[0] and not fresh:
-            return cached[1]
         review = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",
@@ -176,11 +181,13 @@ class ReportHandler:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise rp.Refused(401, "no-token", "no bearer token: a trial presents its projected token")
-            who = self.reviews.who(token.strip())
+            token = token.strip()
+            kept = self.reviews.kept(token)
+            who = kept or self.reviews.who(token, fresh=True)
             rp.check_namespace(request.ref, who)
             target = self._target(request.ref)
-            if target.pod(who.pod_uid) is None:  # deleted, or not watched yet: does the API server still say so?
-                who = self.reviews.who(token.strip(), fresh=True)
+            if kept is not None and target.pod(who.pod_uid) is None:  # deleted, or not watched yet: still so?
+                who = self.reviews.who(token, fresh=True)
             rp.authorize(request.ref, who, self.pods.of(who, target.pod), expected_labels(request.ref))
             answer = self._apply(request, target)
         except rp.Refused as refused:
