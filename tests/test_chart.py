@@ -748,9 +748,9 @@ def test_a_cluster_wide_install_and_then_the_bundled_postgresql_are_admitted_as_
         # The operator generates the password (no operator runs here: no node): the same call, with its identity.
         assert password() is None
         operator = Kube(load_config(str(plane.service_account_kubeconfig(release_ns, FULLNAME))))
-        before = db_password.ensure(operator, release_ns, f"{FULLNAME}-postgresql")
+        before = db_password.login(operator, release_ns, f"{FULLNAME}-postgresql").password
         assert password() == before and len(before) >= 32
-        assert db_password.ensure(operator, release_ns, f"{FULLNAME}-postgresql") == before, "generated once"
+        assert db_password.login(operator, release_ns, f"{FULLNAME}-postgresql").password == before, "generated once"
         url = plane.kubectl("get", "secret", "ftstudy-db", "-n", release_ns, "-o", "jsonpath={.data.url}").stdout
         assert (
             base64.b64decode(url).decode()

@@ -48,15 +48,10 @@ class Login:
     password: str
 
 
-def ensure(kube: Kube, namespace: str, name: str) -> str:
-    """The password in the Secret, generated and written first if it has none (``ApiError`` 404 if the Secret does
-    not exist; 409 if another replica wrote it meanwhile: call again)."""
-    return login(kube, namespace, name).password
-
-
 def login(kube: Kube, namespace: str, name: str) -> Login:
-    """``ensure``, with what the password is for: the Secret's ``host`` (else the Service of the Secret's name, as
-    the chart names both), ``port``, ``database`` and ``username``."""
+    """The password in the Secret, generated and written first if it has none (``ApiError`` 404 if the Secret does
+    not exist; 409 if another replica wrote it meanwhile: call again), with what it is for: the Secret's ``host``
+    (else the Service of the Secret's name, as the chart names both), ``port``, ``database`` and ``username``."""
     secret_path = path("", "v1", "secrets", namespace, name)
     secret = kube.get(secret_path)
     data = secret.get("data") or {}
