@@ -175,17 +175,23 @@ def test_the_serving_certificate_is_renewed_before_it_expires_and_keeps_its_ca()
     assert "CA" in (certs.renewal_due(certs.Bundle(other_ca, other_key, cert, key), hosts, now) or "")
 
 
+def endpoint(handler: Any, idle_seconds: float) -> tuple[report_server.ReportServer, str]:
+    """The report endpoint's HTTPS server as it is, in front of ``handler`` (what it does with a report is not these
+    tests'), with a fresh CA; not started yet. Returns it and the CA's certificate."""
+    now = dt.datetime.now(dt.UTC)
+    ca, ca_key = certs.make_ca(now)
+    cert, key = certs.make_serving(ca, ca_key, ["127.0.0.1"], now)
+    server = report_server.ReportServer(handler, certs.Bundle(ca, ca_key, cert, key), "127.0.0.1", 0)
+    server.server.idle_seconds = idle_seconds
+    return server, ca
+
+
 def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_closed_it(tmp_path: Any) -> None:
     """Each TLS handshake cost the operator CPU (docs/benchmarks.md): a trainer's reports and state checks share one
     connection, and one the endpoint closed while idle is replaced without the request failing. A report refused
     because the study has ended the trial is ``TrialEnded``, which the trainer takes as an end, not a failure."""
-    from ftstudy.kube import report_server
     from ftstudy.retry import RetryPolicy
     from ftstudy.trainer.reporting import HttpReporter, TrialEnded, TrialStatus
-
-    now = dt.datetime.now(dt.UTC)
-    ca, ca_key = certs.make_ca(now)
-    cert, key = certs.make_serving(ca, ca_key, ["127.0.0.1"], now)
 
     requests: list[dict[str, Any]] = []
 
@@ -199,8 +205,7 @@ def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_clos
                 return 409, rp.answer(False, reason="trial-ended", error="trial 3 of team-a/study has ended")
             return 200, rp.answer(state="running", params={"lr": 0.001})
 
-    server = report_server.ReportServer(Answering(), certs.Bundle(ca, ca_key, cert, key), "127.0.0.1", 0)  # type: ignore[arg-type]
-    server.server.idle_seconds = 0.5
+    server, ca = endpoint(Answering(), idle_seconds=0.5)
     accepted = []
     get_request = server.server.get_request
     server.server.get_request = lambda: accepted.append(1) or get_request()  # type: ignore[method-assign]
@@ -232,22 +237,17 @@ def test_a_trainer_whose_operator_goes_away_trains_on_and_fails_naming_the_endpo
     trainer_cmd: list[str], dataset_dir: Any, tmp_path: Any
 ) -> None:
     """The real trainer, reporting over HTTPS: the endpoint answers its parameters, then is gone (an operator
-    down for longer than ``--report-retry-seconds``). Its state checks say "running", so it trains on; its early
+    down for longer than ``--report-retry-seconds``). Its state checks say "running", so it trains on; its next
     report is retried until the deadline, and then the trainer exits 3 (the study could not be told) with the
     reason as its last line, which is what the operator quotes as the trial's failure: not hung."""
     import os
     import subprocess
 
-    from ftstudy.kube import report_server
     from ftstudy.trainer.cli import EXIT_STORAGE
     from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
     from tests.test_screening import RUN
 
-    now = dt.datetime.now(dt.UTC)
-    ca, ca_key = certs.make_ca(now)
-    cert, key = certs.make_serving(ca, ca_key, ["127.0.0.1"], now)
     server: Any = None
-
     checks: list[int] = []
 
     class GoneOnceTraining:  # the parameters and what the trainer says before it trains; then the operator is gone
@@ -260,8 +260,7 @@ def test_a_trainer_whose_operator_goes_away_trains_on_and_fails_naming_the_endpo
                     threading.Thread(target=server.stop, daemon=True).start()
             return 200, rp.answer(state="running", params={"learning_rate": 0.001, "lora_r": 4})
 
-    server = report_server.ReportServer(GoneOnceTraining(), certs.Bundle(ca, ca_key, cert, key), "127.0.0.1", 0)  # type: ignore[arg-type]
-    server.server.idle_seconds = 0.2  # the kept connection goes too, as with an operator's process gone
+    server, ca = endpoint(GoneOnceTraining(), idle_seconds=0.2)  # the kept connection goes too, as the process
     server.start()
     token = tmp_path / "token"
     token.write_text("the-token\n")
