@@ -108,6 +108,24 @@ def test_ended_trials_finish_retry_or_fail() -> None:
     assert Relaunch(4, 1) in actions
 
 
+def test_an_outage_relaunches_whatever_the_retry_budget_and_spends_no_retry() -> None:
+    store_down = "the trainer could not use its object store (exit code 4): 503 Service Unavailable"
+    met = TrialView(0, Phase.RUNNING, Process.FAILED, attempts=3, outage=True, outages=2, failure_reason=store_down)
+    none_left = replace(PLAN, retries_per_trial=0)
+    assert decide(none_left, [met])[:1] == [Relaunch(0, 4, outage=store_down)], "the fourth outage in a row too"
+    # after two outages, a crash of the third attempt: one retry is left, none was spent on the outages
+    crashed = replace(met, outage=False, outages=2, failure_reason="the trainer crashed (exit code 1)")
+    assert decide(PLAN, [crashed])[:1] == [Relaunch(0, 4)]
+    assert decide(none_left, [crashed])[:1] == [Fail(0, "the trainer crashed (exit code 1) (after 3 attempts)")]
+    # a resume that met an outage is resumed again; its outages are not counted against the retries either
+    resumed = screened(0, 0.9, decision=Decision.CONTINUE, resumes=1, process=Process.FAILED, outage=True,
+                       failure_reason=store_down)  # fmt: skip
+    assert decide(replace(SCREEN, retries_per_trial=0), [resumed])[0] == Resume(0, 2, outage=store_down)
+    after = replace(resumed, resumes=3, outage=False, resume_outages=2, failure_reason="crashed")
+    assert decide(SCREEN, [after])[0] == Resume(0, 4), "two outages and one crash: one retry left"
+    assert decide(replace(SCREEN, retries_per_trial=0), [after])[0] == Fail(0, "crashed (after 3 resumes)")
+
+
 def test_a_trial_never_launched_gets_its_first_attempt_whatever_the_retry_budget() -> None:
     never = TrialView(0, Phase.RUNNING, Process.ABSENT, attempts=0, retryable=False)
     assert decide(replace(PLAN, retries_per_trial=0), [never])[:1] == [Relaunch(0, 1)]
@@ -243,6 +261,9 @@ def observations(draw: st.DrawFn) -> tuple[Plan, list[TrialView]]:
                 is_audit=not (plan.has_baseline and number == 0) and draw(st.booleans()),
                 later_scores=tuple(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0]), max_size=plan.rungs - 1))),
                 passed=draw(st.integers(0, plan.rungs - 1)),
+                outage=draw(st.booleans()),
+                outages=draw(st.integers(0, 2)),
+                resume_outages=draw(st.integers(0, 2)),
             )
         )
     return plan, trials
@@ -306,9 +327,10 @@ def applied(trials: list[TrialView], actions: list[object]) -> list[TrialView]:
                 by_number[n] = replace(by_number[n], phase=Phase.FAILED)
             case Resume(number=n, attempt=resume):
                 by_number[n] = replace(by_number[n], process=Process.RUNNING, resumes=resume, retryable=True,
-                                       failure_reason=None)  # fmt: skip
+                                       failure_reason=None, outage=False)  # fmt: skip
             case Relaunch(number=n, attempt=attempt):
-                relaunched = replace(by_number[n], process=Process.RUNNING, attempts=attempt, retryable=True)
+                relaunched = replace(by_number[n], process=Process.RUNNING, attempts=attempt, retryable=True,
+                                     outage=False)  # fmt: skip
                 by_number[n] = replace(relaunched, failure_reason=None)
             case LaunchNew(baseline=baseline):
                 n = max(by_number, default=-1) + 1

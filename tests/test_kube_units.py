@@ -14,7 +14,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from ftstudy import audit, spec
+from ftstudy import audit, core, spec
 from ftstudy.core import Process
 from ftstudy.executor import Cleanup, Forgetting, TrialProcess
 from ftstudy.kube import jobs, names
@@ -31,10 +31,21 @@ from ftstudy.kube.times import api_time
 from ftstudy.kube.watch_cache import TrialObjects
 from ftstudy.retry import RetryPolicy
 from ftstudy.runner import Engine, Event
-from ftstudy.study_store import AUDIT, AUDIT_FRACTION, FORGETTING, SPEC, StudyConflict, StudyStore, attempts, resumes
+from ftstudy.study_store import (
+    AUDIT,
+    AUDIT_FRACTION,
+    FORGETTING,
+    OUTAGES,
+    SPEC,
+    StudyConflict,
+    StudyStore,
+    attempts,
+    resumes,
+)
 from ftstudy.trial_command import trainer_args
 from tests.conftest import PrivateDatabase
 from tests.test_observability import scrape_registry
+from tests.test_observability import value as sample_value
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -196,6 +207,63 @@ def test_a_checkpoint_deletion_that_fails_is_retried_after_a_back_off_then_given
     engine._drop_checkpoint(1)
     engine.tidy(0.0)
     assert engine.forgetting == {} and store.storage.get_study_system_attrs(store.study_id)[FORGETTING] == {}
+
+
+def test_an_outage_waits_out_a_back_off_spends_no_retry_and_survives_a_restart(
+    private_database: PrivateDatabase,
+) -> None:
+    """A trainer that exits 4 (its object store out of reach) met an outage: the trial is launched again after a
+    back-off, spending no retry, and the condition says why meanwhile. The outages are recorded on the trial, so a
+    restarted engine (which forgot the wait) doubles the next back-off, and the one retry allowed is still there for
+    the first crash."""
+    s = study(storage={"secretRef": {"name": "ftstudy-db"}},
+              budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1, "retriesPerTrial": 1})  # fmt: skip
+    store = StudyStore(private_database.url, "ml.outage", s.spec, RetryPolicy(deadline_seconds=10))
+    recorder, seen, root = Recorder(), list[Event](), PurePosixPath("/artifacts/ml/outage")
+    engine = Engine(s, store, recorder, root / "data", root, on_event=seen.append, study_name="ml.outage")
+    engine.step()
+    down = "the trainer could not use its object store (exit code 4): could not write s3://b/x: 503 Service Unavailable"
+    recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=4, reason=down, attempt=1, outage=True)}
+    engine.step()
+    engine.step()
+    assert [(n, a) for n, a, _ in recorder.launches] == [(0, 1)], "it waits out the back-off"
+    assert [e.text for e in seen if e.reason == "TrialOutage"] == [
+        f"{down}: an outage, not the trial's doing; launched again in 15 s (no retry spent)"
+    ]
+    waiting = StudyReconciler._outages(engine.outages, private_database.url, 3, NOW)
+    assert (waiting["type"], waiting["status"], waiting["reason"]) == ("TrialsReachStorage", "False", "TrialOutage")
+    assert waiting["message"].startswith(f"trial(s) 0 wait to launch again after an outage; of trial 0: {down}.")
+    metrics = OperatorMetrics()
+    metrics.observe_events("ml", "outage", seen, {})
+    assert sample_value(scrape_registry(metrics), "ftstudy_trial_outages_total", namespace="ml", study="outage") == 1.0
+
+    def back_off_passes(engine: Engine) -> None:
+        launch, _, why = engine.outages[0]
+        engine.outages[0] = (launch, 0.0, why)
+        engine.step()
+
+    back_off_passes(engine)
+    assert [(n, a) for n, a, _ in recorder.launches] == [(0, 1), (0, 2)] and engine.outcome is None
+    assert (seen[-1].reason, seen[-1].text) == ("TrialRelaunchedAfterOutage",
+                                                "relaunched after an outage (attempt 2, no retry spent)")  # fmt: skip
+    assert store.trials()[0].system_attrs[OUTAGES] == [1]
+    assert StudyReconciler._outages(engine.outages, private_database.url, 3, NOW)["status"] == "True"
+
+    recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=4, reason=down, attempt=2, outage=True)}
+    reopened = StudyStore(private_database.url, "ml.outage", s.spec, RetryPolicy(deadline_seconds=10))
+    restarted = Engine(s, reopened, recorder, root / "data", root, on_event=seen.append, study_name="ml.outage")
+    restarted.step()
+    assert seen[-1].text.endswith("launched again in 30 s (no retry spent)"), "its second outage"
+    back_off_passes(restarted)
+    assert store.trials()[0].system_attrs[OUTAGES] == [1, 2]
+    crashed = "the trainer crashed (exit code 1)"
+    recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=1, reason=crashed, attempt=3)}
+    restarted.step()
+    assert (seen[-1].reason, seen[-1].text) == ("TrialRelaunched", "relaunched (attempt 4)"), "its one retry"
+    recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=1, reason=crashed, attempt=4)}
+    restarted.step()
+    assert seen[-2].text == f"failed: {crashed} (after 4 attempts)", seen[-2:]
+    assert isinstance(restarted.outcome, core.StudyFailed)
 
 
 def test_the_jobs_the_engine_launches_carry_no_storage_url(private_database: PrivateDatabase) -> None:
@@ -648,6 +716,16 @@ def test_how_a_job_reads_to_the_core(
 ) -> None:
     seen = job_process(the_job, pods, NOW, stuck_seconds=120)
     assert (seen.state, seen.retryable, seen.reason) == (state, retryable, reason)
+    assert not seen.outage
+
+
+@pytest.mark.parametrize(("code", "meaning"), [(3, "could not reach the database"),
+                                               (4, "could not use its object store")])  # fmt: skip
+def test_a_trainer_that_could_not_reach_its_storage_met_an_outage(code: int, meaning: str) -> None:
+    died = pod({"terminated": {"exitCode": code, "message": "could not write s3://b/x: 503 Service Unavailable"}})
+    seen = job_process(job(FAILED), [died], NOW, stuck_seconds=120)
+    assert (seen.state, seen.outage) == (Process.FAILED, True)
+    assert seen.reason == f"the trainer {meaning} (exit code {code}): could not write s3://b/x: 503 Service Unavailable"
 
 
 def test_pods_stopped_from_outside_read_as_preemptions_not_as_the_jobs_failure() -> None:
@@ -1035,6 +1113,7 @@ class Outcome:
     def __init__(self, spec: spec.StudySpec) -> None:
         self.spec, self.outcome, self.executor = spec, None, None
         self.forgetting: dict[int, int] = {}
+        self.outages: dict[int, tuple[int, float, str]] = {}
 
 
 def test_untrusted_early_scores_are_a_warning_condition_and_one_event() -> None:

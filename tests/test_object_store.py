@@ -18,7 +18,13 @@ import pytest
 import yaml
 from safetensors.torch import load
 
+from ftstudy import core
+from ftstudy.executor import LocalExecutor
 from ftstudy.object_store import Missing, ObjectStore
+from ftstudy.retry import RetryPolicy
+from ftstudy.runner import Engine, Event, prepare_data
+from ftstudy.spec import FineTuneStudy
+from ftstudy.study_store import ATTEMPTS, OUTAGES, StudyStore
 from ftstudy.trainer.cli import EXIT_ARTIFACTS
 
 from .cluster.seaweedfs import BUCKET, SeaweedFS
@@ -284,3 +290,45 @@ def test_ftstudy_run_screens_into_a_bucket_and_a_bucket_out_of_reach_stops_it_be
     assert not (tmp_path / "work" / "local-s3-refused" / "trials").exists() or not any(
         (tmp_path / "work" / "local-s3-refused" / "trials").iterdir()
     )
+
+
+def test_trials_that_meet_expired_credentials_wait_and_go_on_once_renewed_spending_no_retry(
+    tmp_path: Path, object_store: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local engine, as the operator's: the trainers' key expires mid-study (here: from the start, after the
+    runner's own check). Each launch exits 4 with the store's refusal; with no retry allowed and one failure ending
+    the study, the study waits instead (an Event per outage, a back-off) and, once the key is renewed (what a renewed
+    Secret gives the next pod), goes on and completes; the outages are recorded, no retry was spent. (The trainer
+    checks the store before it loads the model, so each refused launch takes seconds.)"""
+    document = tiny_study("expiring", maxTrials=1, parallelism=1, maxFailedTrials=1, retriesPerTrial=0)
+    document["spec"]["trialTemplate"] = {"outputDir": prefix()}
+    study = FineTuneStudy.model_validate(document)
+    for key, value in object_store.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "expired-0123456789")
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = StudyStore(url, "expiring", study.spec, RetryPolicy(deadline_seconds=10))
+    data = prepare_data(study.spec, tmp_path, tmp_path)
+    root = f"{document['spec']['trialTemplate']['outputDir']}/expiring"
+    executor = LocalExecutor(tmp_path / "trials", 1, storage_url=url, artifacts=root)
+    events: list[Event] = []
+    engine = Engine(study, store, executor, data, root, on_event=events.append)
+    engine.outage_backoff = (1.0, 2.0)
+
+    def renew_after_two_outages() -> None:
+        if sum(e.reason == "TrialOutage" for e in events) >= 2:
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", object_store.secret_key)
+
+    assert isinstance(engine.run(0.2, after_step=renew_after_two_outages), core.StudyDone), events
+    outages = [e for e in events if e.reason == "TrialOutage"]
+    assert len(outages) == 2 and {e.trial for e in outages} == {0}, outages
+    assert "could not write s3://" in outages[0].text and "403 Forbidden" in outages[0].text, outages[0].text
+    assert "expired-0123456789" not in outages[0].text
+    assert "no retry spent" in outages[0].text
+    assert [e.text for e in events if e.reason == "TrialRelaunchedAfterOutage"] == [
+        "relaunched after an outage (attempt 2, no retry spent)",
+        "relaunched after an outage (attempt 3, no retry spent)",
+    ]
+    [trial] = store.trials()
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial
+    assert trial.system_attrs[OUTAGES] == [1, 2] and trial.system_attrs[ATTEMPTS] == 3

@@ -171,7 +171,7 @@ def test_the_alert_rules_pass_promtool_check(promtool: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     alerts = set(rule_expressions())
     assert alerts == {"FtstudyStudyFailed", "FtstudyTrialFailureRateHigh", "FtstudyStudyStalled",
-                      "FtstudyDatabaseUnreachable"}  # fmt: skip
+                      "FtstudyDatabaseUnreachable", "FtstudyTrialOutage"}  # fmt: skip
     assert f"SUCCESS: {len(alerts)} rules found" in result.stdout
 
 

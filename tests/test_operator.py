@@ -368,7 +368,11 @@ def test_a_crashing_trainer_fails_its_trials_and_past_the_limit_the_study(
     nodes = gpu_nodes_factory({"gpu-a": 1})
     operators.start()
     name = "crashing"
-    crash = {"command": ["sh", "-c", "echo 'CUDA error: an illegal memory access' >&2; exit 1"]}
+    # The study's very first launch meets an outage of its object store (exit 4): it spends no retry.
+    script = ("if [ ! -e \"$MARK\" ]; then : > \"$MARK\"; echo 'could not write s3://b/x: 503 Service Unavailable' >&2;"
+              " exit 4; fi; echo 'CUDA error: an illegal memory access' >&2; exit 1")  # fmt: skip
+    env = [*study_manifest(name)["spec"]["trialTemplate"]["env"], {"name": "MARK", "value": "/artifacts/outage-met"}]
+    crash = {"command": ["sh", "-c", script], "env": env}
     manifest = study_manifest(name, tmp_path / "artifacts", trialTemplate=crash,
                               budget={"parallelism": 1, "maxFailedTrials": 2, "retriesPerTrial": 1})  # fmt: skip
     apply(plane, ns, manifest)
@@ -380,12 +384,18 @@ def test_a_crashing_trainer_fails_its_trials_and_past_the_limit_the_study(
     assert "2 trials failed; maxFailedTrials is 2" in failed["message"]
     trials = optuna_trials(postgres_url, ns, name)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert [t.system_attrs["ftstudy:attempts"] for t in trials] == [3, 2], "a crash is retried once, an outage freely"
+    assert trials[0].system_attrs["ftstudy:outages"] == [1]
     for trial in trials:
-        assert trial.system_attrs["ftstudy:attempts"] == 2, "a crash is retried once (retriesPerTrial: 1)"
         reason = trial.user_attrs["failure_reason"]
         assert "the trainer crashed (exit code 1): CUDA error: an illegal memory access" in reason, reason
     warnings = [e for e in events(plane, ns) if e["type"] == "Warning"]
     assert any(e["reason"] == "StudyFailed" for e in warnings)
+    [outage] = [e["message"] for e in warnings if e["reason"] == "TrialOutage"]
+    assert outage == ("trial 0: the trainer could not use its object store (exit code 4): could not write s3://b/x: "
+                      "503 Service Unavailable: an outage, not the trial's doing; launched again in 15 s (no retry "
+                      "spent)")  # fmt: skip
+    assert any(e["reason"] == "TrialRelaunchedAfterOutage" for e in warnings)
 
 
 def test_a_missing_secret_is_reported_and_deleting_the_study_removes_its_jobs(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+import subprocess
 import threading
 import time
 from typing import Any
@@ -233,6 +235,49 @@ def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_clos
         server.stop()
 
 
+def trainer_reporting_to(server: report_server.ReportServer, ca: str, trainer_cmd: list[str], dataset_dir: Any,
+                         tmp_path: Any) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """The real trainer, run to the end as trial 3 of a study, its reports going to ``server`` over HTTPS."""
+    from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
+    from tests.test_screening import RUN
+
+    token = tmp_path / "token"
+    token.write_text("the-token\n")
+    trial = {"namespace": "team-a", "study": "study", "studyUID": "uid-1", "trial": 3, "attempt": 1}
+    env = {**os.environ, REPORT_URL_ENV: f"https://127.0.0.1:{server.port}", REPORT_CA_ENV: ca,
+           REPORT_TOKEN_ENV: str(token), REPORT_TRIAL_ENV: json.dumps(trial)}  # fmt: skip
+    command = [*trainer_cmd, *RUN, "--data", str(dataset_dir), "--output", str(tmp_path / "run"), "--stage", "full",
+               "--report-retry-seconds", "4"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_a_trainer_whose_report_is_refused_for_good_exits_2_which_the_study_does_not_retry(
+    trainer_cmd: list[str], dataset_dir: Any, tmp_path: Any
+) -> None:
+    """A report the endpoint refuses for good (here 403 ``other-trial``: a token of another trial's pod) would be
+    refused the same way on every launch: the trainer exits 2, which the study never retries, not 3, which it would
+    take for an outage and launch again."""
+    from ftstudy.trainer.cli import EXIT_BAD_INPUT
+
+    class Refusing:
+        metrics = None
+
+        def handle(self, authorization: str, request: bytes) -> tuple[int, bytes]:
+            if json.loads(request)["kind"] == "status":
+                return 200, rp.answer(state="running", params={"learning_rate": 0.001, "lora_r": 4})
+            return 403, rp.answer(False, reason="other-trial", error="the token is trial 4's pod's, not trial 3's")
+
+    server, ca = endpoint(Refusing(), idle_seconds=5)
+    server.start()
+    try:
+        ran = trainer_reporting_to(server, ca, trainer_cmd, dataset_dir, tmp_path)
+    finally:
+        server.stop()
+    assert ran.returncode == EXIT_BAD_INPUT, ran.stderr[-3000:]
+    last = ran.stderr.strip().splitlines()[-1]
+    assert "the operator refused the report: 403 other-trial: the token is trial 4's pod's" in last, last
+
+
 def test_a_trainer_whose_operator_goes_away_trains_on_and_fails_naming_the_endpoint_when_its_report_never_lands(
     trainer_cmd: list[str], dataset_dir: Any, tmp_path: Any
 ) -> None:
@@ -240,12 +285,7 @@ def test_a_trainer_whose_operator_goes_away_trains_on_and_fails_naming_the_endpo
     down for longer than ``--report-retry-seconds``). Its state checks say "running", so it trains on; its next
     report is retried until the deadline, and then the trainer exits 3 (the study could not be told) with the
     reason as its last line, which is what the operator quotes as the trial's failure: not hung."""
-    import os
-    import subprocess
-
     from ftstudy.trainer.cli import EXIT_STORAGE
-    from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
-    from tests.test_screening import RUN
 
     server: Any = None
     checks: list[int] = []
@@ -262,15 +302,8 @@ def test_a_trainer_whose_operator_goes_away_trains_on_and_fails_naming_the_endpo
 
     server, ca = endpoint(GoneOnceTraining(), idle_seconds=0.2)  # the kept connection goes too, as the process
     server.start()
-    token = tmp_path / "token"
-    token.write_text("the-token\n")
-    trial = {"namespace": "team-a", "study": "study", "studyUID": "uid-1", "trial": 3, "attempt": 1}
-    env = {**os.environ, REPORT_URL_ENV: f"https://127.0.0.1:{server.port}", REPORT_CA_ENV: ca,
-           REPORT_TOKEN_ENV: str(token), REPORT_TRIAL_ENV: json.dumps(trial)}  # fmt: skip
-    command = [*trainer_cmd, *RUN, "--data", str(dataset_dir), "--output", str(tmp_path / "run"), "--stage", "full",
-               "--report-retry-seconds", "4"]  # fmt: skip
     started = time.monotonic()
-    ran = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    ran = trainer_reporting_to(server, ca, trainer_cmd, dataset_dir, tmp_path)
     assert ran.returncode == EXIT_STORAGE, ran.stderr[-3000:]
     assert time.monotonic() - started < 300
     assert "cannot reach the operator to check the trial's state" in ran.stderr and "training on" in ran.stderr

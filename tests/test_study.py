@@ -17,6 +17,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from ftstudy.core import Process
+from ftstudy.executor import LocalExecutor
+
 from .conftest import PrivateDatabase, command_lines, postgres_outage
 from .conftest import encoded as encode
 from .studies import tiny_study
@@ -194,6 +197,24 @@ def test_trainers_that_refuse_their_input_fail_the_study_with_the_reason(tmp_pat
     lines = result.stdout.splitlines()
     said = [line for line in lines if line.startswith(f"{missing} trials (") and "missing.gguf' not found" in line]
     assert len(said) == 1, result.stdout
+
+
+def test_a_local_trainer_that_could_not_reach_its_storage_reads_as_an_outage_with_its_last_line(
+    tmp_path: Path,
+) -> None:
+    """What the local runner knows of a trainer that died before it could record why (its database out of reach):
+    the exit code's meaning and the last line it wrote, as a pod's termination message gives the operator."""
+    trainer = tmp_path / "trainer"
+    trainer.write_text("#!/bin/sh\necho 'training...'\necho 'could not reach the database: connection refused' >&2\n"
+                       "exit 3\n")  # fmt: skip
+    trainer.chmod(0o755)
+    executor = LocalExecutor(tmp_path / "trials", python=str(trainer))
+    executor.launch(0, 1, [])
+    executor.children[0].wait(timeout=30)
+    seen = executor.observe()[0]
+    assert (seen.state, seen.exit_code, seen.outage) == (Process.FAILED, 3, True)
+    assert seen.reason == ("the trainer could not reach the database (exit code 3): could not reach the database: "
+                           "connection refused")  # fmt: skip
 
 
 @pytest.mark.parametrize("broken", ["no directory", "a line without its id"])

@@ -14,7 +14,10 @@ Rules, in order:
 2. A trial whose process ended is finished (the trainer recorded a result), retried (a crash, while retries remain),
    or failed. Bad input is never retried: it would fail the same way. Nor is a malformed report (a string where a
    number belongs): the trial fails with the reason, whatever its process is doing. A continued screened trial is
-   resumed from its checkpoint (its first resume is not a retry; a failed resume is retried like a launch).
+   resumed from its checkpoint (its first resume is not a retry; a failed resume is retried like a launch). A
+   launch that ended in an outage (the trainer could not reach its database, object store or report endpoint: not
+   the trial's fault, and the next trial would meet it too) is launched again however often it happens, spending
+   no retry; the shell waits a back-off before it does (``outage`` on the action).
 3. A RUNNING trial with no process (the runner or operator died) is relaunched the same way: it is matched against
    what actually runs, so no trial stays RUNNING forever. One that was never launched at all (asked for, then the
    launcher died) is launched as its first attempt: no retry is spent on what never ran.
@@ -97,6 +100,11 @@ class TrialView:
     # ``early_accuracy``), and how many rungs it was promoted past (a recorded decision, so it survives restarts).
     later_scores: tuple[float, ...] = ()
     passed: int = 0
+    # The latest launch ended in an outage (``process`` FAILED: the trainer could not reach its database, object
+    # store or report endpoint), and how many earlier launches did (recorded by the shell): those spent no retry.
+    outage: bool = False
+    outages: int = 0  # among the screening attempts
+    resume_outages: int = 0  # among the resumes
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,7 @@ class LaunchNew:
 class Relaunch:
     number: int
     attempt: int
+    outage: str | None = None  # why the last attempt ended, when an outage did it: no retry spent, the shell waits
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ class Resume:
 
     number: int
     attempt: int
+    outage: str | None = None  # why the last resume ended, when an outage did it: no retry spent, the shell waits
 
 
 @dataclass(frozen=True)
@@ -255,8 +265,11 @@ def _resume_or_fail(plan: Plan, trial: TrialView) -> Resume | Fail:
     promotions = max(1, trial.passed + (1 if trial.decision is not None else 0))
     if trial.resumes < promotions:
         return Resume(trial.number, trial.resumes + 1)
+    if trial.outage:
+        return Resume(trial.number, trial.resumes + 1, outage=_why(trial, "resumed "))
     reason = _why(trial, "resumed ")
-    if trial.retryable and trial.resumes - promotions + 1 <= plan.retries_per_trial:
+    spent = trial.resumes - trial.resume_outages - promotions  # resumes beyond the promotions', outages aside
+    if trial.retryable and spent + 1 <= plan.retries_per_trial:
         return Resume(trial.number, trial.resumes + 1)
     return Fail(trial.number, f"{reason} (after {trial.resumes} resumes)" if trial.resumes > 1 else reason)
 
@@ -267,8 +280,10 @@ def _ended(plan: Plan, trial: TrialView) -> Action:
         return Finish(trial.number)
     if trial.attempts == 0 and trial.process is Process.ABSENT:
         return Relaunch(trial.number, 1)  # asked for, never launched: its first attempt, not a retry
+    if trial.outage:
+        return Relaunch(trial.number, trial.attempts + 1, outage=_why(trial))
     reason = _why(trial)
-    if trial.retryable and trial.attempts <= plan.retries_per_trial:
+    if trial.retryable and trial.attempts - trial.outages <= plan.retries_per_trial:  # retries spent, + this one
         return Relaunch(trial.number, trial.attempts + 1)
     if trial.attempts > 1:
         reason = f"{reason} (after {trial.attempts} attempts)"

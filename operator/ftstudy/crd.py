@@ -121,7 +121,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "spec.budget.parallelism": "trials running at once; at most maxTrials",
     "spec.budget.maxFailedTrials": "failed trials that end the study as Failed",
     "spec.budget.retriesPerTrial": "how often a crashed trial is started again (never for bad input, which would "
-    "fail the same way)",
+    "fail the same way); a launch that met an outage (its database or object store out of reach) spends none",
     "spec.baseline.params": "a value for each of some searched hyperparameters (name to value)",
     "spec.baseline.params.*": "a number or a string",
     "spec.trialTemplate.imagePullPolicy": "the trainer container's imagePullPolicy",

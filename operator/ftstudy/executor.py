@@ -29,13 +29,16 @@ from optuna.trial import FrozenTrial
 
 from ftstudy.core import Process
 from ftstudy.object_store import ObjectStoreError, join
-from ftstudy.trainer.cli import EXIT_ARTIFACTS, EXIT_PREEMPTED, STORAGE_ENV
+from ftstudy.trainer.cli import EXIT_ARTIFACTS, EXIT_PREEMPTED, EXIT_STORAGE, STORAGE_ENV
 from ftstudy.trainer.reporting import CHECKPOINT_DIRECTORY
 
 P = TypeVar("P", bound=PurePath)
 log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
 KILL_GRACE_SECONDS = 15.0
+# The trainer could not reach its database (or report endpoint), or could not use its object store, past its own
+# retries: an outage, which the next trial would meet as well, not something wrong with this trial.
+OUTAGE_EXITS = frozenset({EXIT_STORAGE, EXIT_ARTIFACTS})
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class TrialProcess:
     # Pods of this launch stopped from outside and replaced by its Job (a drain, a preemption): what each said; the
     # last is CAUSE_PENDING while the executor still looks for why (the study tells the preemption a pass later)
     preempted: tuple[str, ...] = ()
+    outage: bool = False  # it failed with one of ``OUTAGE_EXITS``: relaunched after a back-off, no retry spent
 
 
 CAUSE_PENDING = "(cause being looked up)"
@@ -216,8 +220,11 @@ class LocalExecutor:
                 seen[number] = TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt, resume=resume)
             else:
                 reason = exit_reason(code)
+                last = self._last_line(number, attempt)
+                reason = f"{reason}: {last}" if last else reason
                 seen[number] = TrialProcess(Process.FAILED, exit_code=code, retryable=code != EXIT_BAD_INPUT,
-                                            reason=reason, attempt=attempt, resume=resume)  # fmt: skip
+                                            reason=reason, attempt=attempt, resume=resume,
+                                            outage=code in OUTAGE_EXITS)  # fmt: skip
         for directory in sorted(self.root.glob("trial-*")):
             number = int(directory.name.removeprefix("trial-"))
             if number not in seen:
@@ -225,6 +232,18 @@ class LocalExecutor:
                 if adopted is not None:
                     seen[number] = adopted
         return seen
+
+    def _last_line(self, number: int, attempt: int | None) -> str:
+        """The last line the attempt's trainer wrote (its log's), which says why it failed: what a pod's termination
+        message gives the operator."""
+        try:
+            with (trial_dir(self.root, number) / f"attempt-{attempt}.log").open("rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+                tail = log.read().decode(errors="replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        return lines[-1][:300] if lines else ""
 
     def adopt_pid(self, number: int) -> int | None:
         try:

@@ -35,6 +35,7 @@ from ftstudy.study_store import (
     is_baseline,
     is_screened,
     later_scores,
+    outage_launches,
     passed,
     phase,
     preemptions,
@@ -48,6 +49,9 @@ from ftstudy.trial_reports import check_all
 log = logging.getLogger(__name__)
 CLEANUP_TRIES = 3  # failed tries to delete a checkpoint before the engine gives up and says where it stays
 CLEANUP_BACKOFF_SECONDS = 30.0  # before the second try; doubled before each later one
+# A launch that ended in an outage is launched again after this long, doubled for each earlier outage of the trial
+# up to the cap: a store back in seconds costs seconds, one down for an hour costs a launch every ten minutes.
+OUTAGE_BACKOFF_SECONDS = (15.0, 600.0)
 
 
 def screening(spec: StudySpec) -> bool:
@@ -83,6 +87,7 @@ def view(trial: FrozenTrial, process: TrialProcess | None, report_error: str | N
     else:
         launched = max(launched, process.attempt or 0)
     current = process if process.resume or resumed == 0 else TrialProcess(Process.ABSENT)
+    outages = outage_launches(trial)
     return TrialView(
         number=trial.number,
         phase=phase(trial),
@@ -100,6 +105,9 @@ def view(trial: FrozenTrial, process: TrialProcess | None, report_error: str | N
         resumes=resumed,
         later_scores=later_scores(trial),
         passed=passed(trial),
+        outage=current.state is Process.FAILED and current.outage,
+        outages=sum(1 for n in outages if n <= launched),
+        resume_outages=sum(1 for n in outages if n > launched),
     )
 
 
@@ -193,6 +201,9 @@ class Engine:
         self.forgetting: dict[int, int] = dict(store.forgetting)  # checkpoints to delete: failed tries (``tidy``)
         self._forget_after: dict[int, float] = {}  # monotonic time before which a failed one is not tried again
         self._waiting: dict[int, str] = {}  # why a deletion waits, as last told (an Event each time it changes)
+        self.outage_backoff = OUTAGE_BACKOFF_SECONDS
+        # Trials waiting out an outage: the launch that met it, the monotonic time the next may start, and why
+        self.outages: dict[int, tuple[int, float, str]] = {}
 
     def observe(self) -> tuple[list[FrozenTrial], list[TrialView]]:
         """The trials (malformed results removed, see ``ftstudy.trial_reports``) and how they read to the core. A
@@ -326,11 +337,16 @@ class Engine:
                 queue = self.spec.trial_template.queue_name
                 where = f", queued in LocalQueue {queue}" if queue else ""
                 self.on_event(Event(number, f"{label} {format_params(params)}{where}", "TrialLaunched"))
-            case core.Relaunch(number=number, attempt=attempt):
+            case core.Relaunch(number=number, attempt=attempt, outage=outage):
+                if outage is not None and not self._waited_out(trials[number], attempt - 1, outage):
+                    return
                 baseline = is_baseline(trials[number])
                 self._launch(number, attempt, baseline or self._audited(number, baseline, trials[number]))
                 if attempt == 1:  # its first launch was interrupted (the launcher died): not a retry
                     self.on_event(Event(number, "launched (its first launch had been interrupted)", "TrialLaunched"))
+                elif outage is not None:
+                    text = f"relaunched after an outage (attempt {attempt}, no retry spent)"
+                    self.on_event(Event(number, text, "TrialRelaunchedAfterOutage"))
                 else:
                     self.on_event(Event(number, f"relaunched (attempt {attempt})", "TrialRelaunched"))
             case core.Continue(number=number):
@@ -347,9 +363,14 @@ class Engine:
                 fraction = self.spec.promotion.rungs[rung]
                 text = f"promoted past rung {rung} ({fraction:.0%}): {score:.3f}, {ordinal(place + 1)} of {of}"
                 self.on_event(Event(number, text, "TrialPromotedPastRung"))
-            case core.Resume(number=number, attempt=resume):
+            case core.Resume(number=number, attempt=resume, outage=outage):
+                met = attempts(trials[number]) + resume - 1  # the resume launch that met the outage
+                if outage is not None and not self._waited_out(trials[number], met, outage):
+                    return
                 self._resume(trials[number], resume)
                 text = "resumed from its checkpoint" + (f" (resume {resume})" if resume > 1 else "")
+                if outage is not None:
+                    text += " after an outage (no retry spent)"
                 self.on_event(Event(number, text, "TrialResumed"))
             case core.Cancel(number=number):
                 screened = is_screened(trials[number])
@@ -384,6 +405,26 @@ class Engine:
                 self.on_event(
                     Event(None, text, "StudySucceeded" if isinstance(action, core.StudyDone) else "StudyFailed")
                 )
+
+    def _waited_out(self, trial: FrozenTrial, launch: int, why: str, now: float | None = None) -> bool:
+        """Has the back-off after the outage that ended ``launch`` passed? The first pass that meets it tells an Event
+        and starts the wait (``OUTAGE_BACKOFF_SECONDS``); the pass that ends it records the outage (so that it spends
+        no retry) before the next launch. A restarted engine forgets the wait and launches at once, once."""
+        now = time.monotonic() if now is None else now
+        number = trial.number
+        held = self.outages.get(number)
+        if held is None or held[0] != launch:
+            base, cap = self.outage_backoff
+            delay = min(cap, base * 2.0 ** len(outage_launches(trial)))
+            self.outages[number] = (launch, now + delay, why)
+            text = f"{why}: an outage, not the trial's doing; launched again in {delay:.0f} s (no retry spent)"
+            self.on_event(Event(number, text, "TrialOutage"))
+            return False
+        if now < held[1]:
+            return False
+        self.store.record_outage(trial, launch)
+        del self.outages[number]
+        return True
 
     def _drop_checkpoint(self, number: int) -> None:
         """``cleanup.prunedCheckpoints``: a pruned (or failed) trial's checkpoint is never resumed; free its disk

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 ATTEMPTS = "ftstudy:attempts"
 RESUMES = "ftstudy:resumes"  # screening: launches of a continued trial from its checkpoint
 PREEMPTIONS = "ftstudy:preemptions"  # how many of the trial's preemptions the study has told (Event TrialPreempted)
+# the launches (numbered as the Jobs are: attempts, then resumes) that ended in an outage: they spent no retry
+OUTAGES = "ftstudy:outages"
 DECISION = "ftstudy:decision"
 PASSED = "ftstudy:passed"  # promotion.rungs: how many rungs a screened trial was promoted past (each a resume)
 SPEC = "ftstudy:search_space"
@@ -396,6 +398,13 @@ class StudyStore:
         self._call("record a resume", lambda: self.storage.set_trial_system_attr(trial_id, RESUMES, resume))
         self._update_standing(number, resumes=resume)
 
+    def record_outage(self, trial: FrozenTrial, launch: int) -> None:
+        """Launch ``launch`` of the trial ended in an outage (``OUTAGES``): a set, so recording it twice (a crash
+        before the next launch) counts it once."""
+        value = sorted({*outage_launches(trial), launch})
+        trial_id = self._trial_id(trial.number)
+        self._call("record an outage", lambda: self.storage.set_trial_system_attr(trial_id, OUTAGES, value))
+
     def record_preemptions(self, number: int, told: int) -> None:
         trial_id = self._trial_id(number)
         self._call("record a preemption", lambda: self.storage.set_trial_system_attr(trial_id, PREEMPTIONS, told))
@@ -491,6 +500,12 @@ def requeued(trial: FrozenTrial) -> tuple[float, float | None]:
         return 0.0, None
     seconds, since = recorded
     return float(seconds), float(since) if isinstance(since, int | float) else None
+
+
+def outage_launches(trial: FrozenTrial) -> tuple[int, ...]:
+    """The trial's launches that ended in an outage (``OUTAGES``)."""
+    recorded = trial.system_attrs.get(OUTAGES)
+    return tuple(int(n) for n in recorded) if isinstance(recorded, list) else ()
 
 
 def preemptions(trial: FrozenTrial) -> int:

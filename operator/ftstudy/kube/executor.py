@@ -43,6 +43,7 @@ from ftstudy.core import Process
 from ftstudy.executor import (
     CAUSE_PENDING,
     EXIT_BAD_INPUT,
+    OUTAGE_EXITS,
     Cleanup,
     Forgetting,
     TrialProcess,
@@ -319,6 +320,7 @@ def _failure(condition: dict[str, Any], pods: list[dict[str, Any]], attempt: int
             retryable=code != EXIT_BAD_INPUT,
             reason=f"{reason}: {detail}" if detail else reason,
             attempt=attempt,
+            outage=code in OUTAGE_EXITS,
         )
     message = (condition.get("message") or "").strip()
     reason = f"its Job failed ({job_reason}){': ' + message if message else ''}"

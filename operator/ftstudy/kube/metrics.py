@@ -61,6 +61,7 @@ DECISIONS = {  # Event.reason -> kind
     "TrialFinished": "finished",
     "TrialFailed": "failed",
     "TrialRelaunched": "relaunched",
+    "TrialRelaunchedAfterOutage": "relaunched_after_outage",
     "TrialPromoted": "promoted",
     "TrialPruned": "pruned",
     "TrialResumed": "resumed",
@@ -146,8 +147,8 @@ class OperatorMetrics:
         )
         self.decisions = Counter(
             "ftstudy_decisions",
-            "Decisions applied to trials: launched, continued, cancelled, finished, failed, relaunched; screening: "
-            "promoted, pruned, resumed, promoted_past_rung.",
+            "Decisions applied to trials: launched, continued, cancelled, finished, failed, relaunched (a retry), "
+            "relaunched_after_outage (no retry spent); screening: promoted, pruned, resumed, promoted_past_rung.",
             [*STUDY, "kind"],
             registry=r,
         )
@@ -156,6 +157,14 @@ class OperatorMetrics:
             "Preemptions of trials (a drain, a higher priority, Kueue suspending the Job, a pod deleted by hand), as "
             "their trainers reported them: each checkpointed and the trial resumes there; no retry is spent on them "
             "(Event TrialPreempted).",
+            STUDY,
+            registry=r,
+        )
+        self.outages = Counter(
+            "ftstudy_trial_outages",
+            "Trial launches that ended in an outage: the trainer could not reach its database or report endpoint, or "
+            "use its object store (exit code 3 or 4). Each is launched again after a back-off, spending no retry "
+            "(Event TrialOutage, condition TrialsReachStorage).",
             STUDY,
             registry=r,
         )
@@ -235,6 +244,7 @@ class OperatorMetrics:
             self.trial_duration.labels(namespace, study, outcome)
         self.database_errors.labels(namespace, study)
         self.preemptions.labels(namespace, study)
+        self.outages.labels(namespace, study)
         self.reconcile_duration.labels(namespace, study)
         self.decision_latency.labels(namespace, study)
 
@@ -341,6 +351,8 @@ class OperatorMetrics:
         for event in events:
             if event.reason == "TrialPreempted":
                 self.preemptions.labels(namespace, study).inc()
+            elif event.reason == "TrialOutage":
+                self.outages.labels(namespace, study).inc()
             kind = DECISIONS.get(event.reason)
             if kind is None:
                 continue
@@ -381,6 +393,7 @@ class OperatorMetrics:
             self.decision_latency,
             self.database_errors,
             self.preemptions,
+            self.outages,
             self.database_up,
         ):
             metric.remove_by_labels(labels)

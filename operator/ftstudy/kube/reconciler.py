@@ -475,6 +475,8 @@ class StudyReconciler:
             conditions.append(
                 condition("Failed", False, "WithinFailureBudget", "failures within budget", generation, now)
             )
+        if outcome is None:
+            conditions.append(self._outages(built.engine.outages, built.url, generation, now))
         if isinstance(built.engine.executor, JobExecutor):
             conditions.append(self._placed(built.engine.executor.unplaced, study_spec, generation, now))
             if built.engine.restarts_when_preempted:  # only then: a study whose trials resume needs no word on it
@@ -526,6 +528,23 @@ class StudyReconciler:
             f"node added) and fail after budget.pendingSeconds ({study_spec.budget.pending_seconds:.0f} s)"
         )
         return condition("TrialsSchedulable", False, "Unschedulable", message, generation, now)
+
+    @staticmethod
+    def _outages(outages: dict[int, tuple[int, float, str]], url: str, generation: int,
+                 now: datetime) -> dict[str, Any]:  # fmt: skip
+        """The TrialsReachStorage condition: False while a trial waits to launch again after an outage (its trainer
+        could not reach the database or report endpoint, or use the object store: ``Engine._waited_out``). The
+        study waits rather than fails: each launch that meets the outage spends no retry, so nothing is lost."""
+        if not outages:
+            return condition("TrialsReachStorage", True, "NoOutage", "no trial waits out an outage", generation, now)
+        numbers = sorted(outages)
+        why = redact(outages[numbers[0]][2], url)  # a trainer's last line may quote the URL
+        message = (
+            f"trial(s) {', '.join(map(str, numbers))} wait to launch again after an outage; of trial {numbers[0]}: "
+            f"{why}. Each is launched again after a back-off (15 s, doubled up to 10 min), spending no retry, "
+            "until the outage ends"
+        )
+        return condition("TrialsReachStorage", False, "TrialOutage", message, generation, now)
 
     def _admissible(self, gone: Problem | None, generation: int, now: datetime) -> dict[str, Any]:
         """The QueueAvailable condition of a study that queues its trials in Kueue: False, with the Jobs left

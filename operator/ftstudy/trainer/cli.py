@@ -443,9 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrialEnded as error:  # the study decided first (it pruned the trial, or launched it again): not a failure
         log.warning("%s; the study has ended this trial or launched it again: stopping", error)
         return EXIT_OK
-    except (StorageUnavailable, ReportRefused) as error:  # the study cannot be told: say so, and which report
+    except StorageUnavailable as error:  # the study cannot be told (an outage): say so, and which report
         log.error("%s", error)
         return EXIT_STORAGE
+    except ReportRefused as error:  # refused for good (401, 403, 4xx): a launch again would be refused the same way
+        log.error("%s", error)
+        return EXIT_BAD_INPUT
     except ObjectStoreError as error:  # the study is told why (best effort); the engine may retry the attempt
         log.error("object store: %s", error)
         _record_failure(reporter, f"object store: {error}")
