@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ftstudy import report_protocol as rp
 from ftstudy.kube import names
+from tests.cluster.control_plane import free_port
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_operator import REPORT_TLS_SECRET, SA, Operators, apply, study_manifest, wait_for, wait_for_phase
 
@@ -103,6 +105,8 @@ def test_trials_report_over_https_and_forged_reports_change_nothing(
 ) -> None:
     ops, plane, ns = reporting_operators, reporting_operators.plane, reporting_operators.namespace
     nodes = gpu_nodes_factory({"gpu-a": 2})
+    metrics_port = free_port()
+    ops.extra_args += ["--metrics-port", str(metrics_port)]  # after the harness's own --metrics-port 0: it wins
     ops.start()
     name = "reports"
     apply(plane, ns, study_manifest(name, tmp_path / "artifacts", budget={"maxTrials": 3, "parallelism": 2}))
@@ -190,6 +194,18 @@ def test_trials_report_over_https_and_forged_reports_change_nothing(
     assert after == before, "no forged request changed the study"
     log = ops.log()
     assert "report refused (403 other-trial)" in log and "report refused (401 no-token)" in log
+    # and each refusal is counted by its reason, for the rise an SRE would see (docs/observability.md)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        scraped = response.read().decode()
+    counted: dict[str, float] = {}
+    for family in text_string_to_metric_families(scraped):
+        for sample in family.samples:
+            if sample.name == "ftstudy_reports_total":
+                result = sample.labels["result"]
+                counted[result] = counted.get(result, 0.0) + sample.value
+    assert {reason: counted.get(reason, 0.0) >= 1 for reason in refusals} == dict.fromkeys(refusals, True), counted
+    assert counted.get("unauthenticated", 0.0) >= 2, "the audience's and the deleted pod's"
+    assert counted.get("trial-ended", 0.0) >= 1 and counted.get("accepted", 0.0) >= 6, counted
 
 
 def test_a_certificate_cert_manager_keeps_is_awaited_served_and_never_written(
