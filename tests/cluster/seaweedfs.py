@@ -132,8 +132,10 @@ class SeaweedFS:
         self.start()
 
     def stop(self) -> None:
+        """SIGTERM, SIGKILL after 3 s: its master goes on for as long as it waits for a filer that has gone (20 s
+        and more, seen), and nothing a test stored is needed afterwards."""
         self.resume()
-        stop_process(self.process, 20)
+        stop_process(self.process, 3)
 
 
 def _signed_put(endpoint: str, bucket: str) -> None:
