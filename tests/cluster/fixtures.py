@@ -128,9 +128,11 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS
         store.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_cluster(k8s_bin_dir: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
-    """Started once per session (a minute, or four when the trainer image must be imported into containerd)."""
+    """Started once for the module that uses it (a minute, or four when the trainer image must be imported into
+    containerd), and stopped after it: a second control plane, a node and a PostgreSQL left running would take CPU
+    from every later test of the session (tests/test_real_node.py is its only user)."""
     address = node_ip()
     pg_env = {**os.environ, "FTSTUDY_PG_PORT": str(REAL_NODE_PG_PORT), "FTSTUDY_PG_LISTEN": f"127.0.0.1,{address}"}
     started = subprocess.run([str(PG_SCRIPT), "start"], env=pg_env, capture_output=True, text=True)

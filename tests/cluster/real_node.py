@@ -436,6 +436,11 @@ state = "{self.dir / "containerd" / "state"}"
         api = self.plane.api_client()
         try:
             core = client.CoreV1Api(api)
+            # Cordoned first, as a drain does: the controllers of what the tests left installed (the chart's
+            # Deployment and StatefulSet) replace each deleted pod, and the scheduler would bind the replacement to
+            # this node again, so that the wait below never saw the node empty.
+            with contextlib.suppress(client.ApiException):
+                core.patch_node(self.name, {"spec": {"unschedulable": True}})
             selector = f"spec.nodeName={self.name}"
             for pod in core.list_pod_for_all_namespaces(field_selector=selector).items:
                 with contextlib.suppress(client.ApiException):
