@@ -5,7 +5,7 @@ reads everything back through Prometheus's HTTP API, as Grafana and Alertmanager
 
 What must hold: the target is up under the job name the rules and the dashboard select; every rule loads and
 evaluates without error; the trial-progress series move while a study runs; every query of the dashboard returns
-data from this server (not only parses); and a failed study fires FtstudyStudyFailed after its ``for``."""
+data from this server (not only parses); and a failed study fires FtstudyStudyFailed after its ``for`` (cut short)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from tests.test_observability import (
 from tests.test_operator import apply, study_manifest, wait_for, wait_for_phase
 
 JOB = "ftstudy-operator"  # the job label the chart's relabelling sets, which the rules and the dashboard select on
+FIRED = "FtstudyStudyFailed"  # the alert the test fires
 
 
 def prometheus_binary() -> str:
@@ -93,7 +94,9 @@ class Prometheus:
 
 def chart_monitoring(helm: Helm, interval: str) -> tuple[dict[str, Any], dict[str, Any]]:  # noqa: F811
     """The chart's ServiceMonitor endpoint and PrometheusRule, rendered with only the scrape interval and timeout
-    changed (a test cannot wait for 30 s scrapes; Prometheus refuses a timeout longer than the interval)."""
+    changed (a test cannot wait for 30 s scrapes; Prometheus refuses a timeout longer than the interval), and the
+    ``for`` of the alert the test fires cut to 5 s: what it shows is that the chart's expression and labels fire on
+    a real server; promtool's unit tests (tests/promtool/alerts_test.yaml) hold every ``for``."""
     rendered = helm.template("--set", "metrics.serviceMonitor.enabled=true", "--set",
                              f"metrics.serviceMonitor.interval={interval}", "--set",
                              f"metrics.serviceMonitor.scrapeTimeout={interval}", "--set",
@@ -103,6 +106,10 @@ def chart_monitoring(helm: Helm, interval: str) -> tuple[dict[str, Any], dict[st
     (monitor,) = [m for m in rendered if m["kind"] == "ServiceMonitor"]
     (rule,) = [m for m in rendered if m["kind"] == "PrometheusRule"]
     (endpoint,) = monitor["spec"]["endpoints"]
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            if alert.get("alert") == FIRED:
+                alert["for"] = "5s"
     return endpoint, {"groups": rule["spec"]["groups"]}
 
 
@@ -171,7 +178,7 @@ def test_a_real_prometheus_scrapes_a_study_through_the_charts_configuration_and_
     empty = [title for title, expr in dashboard_expressions().items() if not server.query(concrete(expr))]
     assert empty == [], f"dashboard queries with no data from a real Prometheus: {empty}"
 
-    # a study whose trials all fail fires FtstudyStudyFailed once its `for` (1 minute) has passed
+    # a study whose trials all fail fires FtstudyStudyFailed once its `for` (cut to 5 s here) has passed
     budget = {"maxTrials": 2, "parallelism": 2, "maxFailedTrials": 1, "retriesPerTrial": 0}
     doomed = study_manifest("doomed", tmp_path / "artifacts", budget=budget, trialTemplate={"command": ["false"]})
     apply(plane, ns, doomed)
@@ -180,7 +187,7 @@ def test_a_real_prometheus_scrapes_a_study_through_the_charts_configuration_and_
 
     def firing() -> list[dict[str, Any]]:
         alerts = server.api("alerts")["alerts"]
-        return [a for a in alerts if a["labels"].get("alertname") == "FtstudyStudyFailed"
+        return [a for a in alerts if a["labels"].get("alertname") == FIRED
                 and a["labels"].get("study") == "doomed" and a["state"] == "firing"]  # fmt: skip
 
     (alert,) = wait_for("FtstudyStudyFailed firing", firing, 150, lambda: json.dumps(server.api("alerts"))[-3000:],
