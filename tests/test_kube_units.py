@@ -209,6 +209,17 @@ def test_a_checkpoint_deletion_that_fails_is_retried_after_a_back_off_then_given
     assert engine.forgetting == {} and store.storage.get_study_system_attrs(store.study_id)[FORGETTING] == {}
 
 
+def engine_on_recorder(url: str, name: str, **budget: int) -> tuple[spec.FineTuneStudy, StudyStore, Recorder,
+                                                                    list[Event], Engine]:  # fmt: skip
+    """The real engine on a real Optuna study (``ml.NAME``), its trials launched into a ``Recorder``, its Events
+    kept."""
+    s = study(storage={"secretRef": {"name": "ftstudy-db"}}, budget=budget)
+    store = StudyStore(url, f"ml.{name}", s.spec, RetryPolicy(deadline_seconds=10))
+    recorder, seen, root = Recorder(), list[Event](), PurePosixPath(f"/artifacts/ml/{name}")
+    engine = Engine(s, store, recorder, root / "data", root, on_event=seen.append, study_name=f"ml.{name}")
+    return s, store, recorder, seen, engine
+
+
 def test_an_outage_waits_out_a_back_off_spends_no_retry_and_survives_a_restart(
     private_database: PrivateDatabase,
 ) -> None:
@@ -216,11 +227,9 @@ def test_an_outage_waits_out_a_back_off_spends_no_retry_and_survives_a_restart(
     back-off, spending no retry, and the condition says why meanwhile. The outages are recorded on the trial, so a
     restarted engine (which forgot the wait) doubles the next back-off, and the one retry allowed is still there for
     the first crash."""
-    s = study(storage={"secretRef": {"name": "ftstudy-db"}},
-              budget={"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1, "retriesPerTrial": 1})  # fmt: skip
-    store = StudyStore(private_database.url, "ml.outage", s.spec, RetryPolicy(deadline_seconds=10))
-    recorder, seen, root = Recorder(), list[Event](), PurePosixPath("/artifacts/ml/outage")
-    engine = Engine(s, store, recorder, root / "data", root, on_event=seen.append, study_name="ml.outage")
+    s, store, recorder, seen, engine = engine_on_recorder(private_database.url, "outage", maxTrials=1, parallelism=1,
+                                                         maxFailedTrials=1, retriesPerTrial=1)  # fmt: skip
+    root = PurePosixPath("/artifacts/ml/outage")
     engine.step()
     down = "the trainer could not use its object store (exit code 4): could not write s3://b/x: 503 Service Unavailable"
     recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=4, reason=down, attempt=1, outage=True)}
@@ -250,12 +259,20 @@ def test_an_outage_waits_out_a_back_off_spends_no_retry_and_survives_a_restart(
     assert StudyReconciler._outages(engine.outages, private_database.url, 3, NOW)["status"] == "True"
 
     recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=4, reason=down, attempt=2, outage=True)}
-    reopened = StudyStore(private_database.url, "ml.outage", s.spec, RetryPolicy(deadline_seconds=10))
-    restarted = Engine(s, reopened, recorder, root / "data", root, on_event=seen.append, study_name="ml.outage")
+
+    def restart() -> Engine:
+        reopened = StudyStore(private_database.url, "ml.outage", s.spec, RetryPolicy(deadline_seconds=10))
+        return Engine(s, reopened, recorder, root / "data", root, on_event=seen.append, study_name="ml.outage")
+
+    restarted = restart()
     restarted.step()
     assert seen[-1].text.endswith("launched again in 30 s (no retry spent)"), "its second outage"
-    back_off_passes(restarted)
-    assert store.trials()[0].system_attrs[OUTAGES] == [1, 2]
+    assert store.trials()[0].system_attrs[OUTAGES] == [1, 2], "recorded as the wait starts"
+    # restarted again during that wait: the outage it recorded goes at once, told once
+    restarted = restart()
+    restarted.step()
+    assert [(n, a) for n, a, _ in recorder.launches][-1] == (0, 3)
+    assert [e.reason for e in seen].count("TrialOutage") == 2
     crashed = "the trainer crashed (exit code 1)"
     recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=1, reason=crashed, attempt=3)}
     restarted.step()
@@ -264,6 +281,28 @@ def test_an_outage_waits_out_a_back_off_spends_no_retry_and_survives_a_restart(
     restarted.step()
     assert seen[-2].text == f"failed: {crashed} (after 4 attempts)", seen[-2:]
     assert isinstance(restarted.outcome, core.StudyFailed)
+
+
+def test_a_trial_waiting_out_an_outage_when_its_study_fails_is_no_longer_said_to_wait(
+    private_database: PrivateDatabase,
+) -> None:
+    """The study fails while a trial waits out an outage: that trial fails with it, and the condition stops naming
+    it. (Its back-off is at its cap however many outages the trial met: 15 s doubled a thousand times is no number.)"""
+    _, store, recorder, seen, engine = engine_on_recorder(private_database.url, "waiting", maxTrials=2, parallelism=2,
+                                                         maxFailedTrials=1, retriesPerTrial=0)  # fmt: skip
+    engine.step()
+    first = store.storage.get_trial_id_from_study_id_trial_number(store.study_id, 0)
+    store.storage.set_trial_system_attr(first, OUTAGES, list(range(2000, 3100)))
+    down = "the trainer could not reach the database (exit code 3)"
+    recorder.ended = {0: TrialProcess(Process.FAILED, exit_code=3, reason=down, attempt=1, outage=True)}
+    engine.step()
+    assert seen[-1].text.endswith("launched again in 600 s (no retry spent)") and set(engine.outages) == {0}
+    recorder.ended[1] = TrialProcess(Process.FAILED, exit_code=1, reason="the trainer crashed (exit code 1)",
+                                     attempt=1)  # fmt: skip
+    engine.step()
+    assert isinstance(engine.outcome, core.StudyFailed) and engine.outages == {}
+    assert StudyReconciler._outages(engine.outages, private_database.url, 1, NOW)["status"] == "True"
+    assert (0, "failed: stopped: the study failed") in [(e.trial, e.text) for e in seen]
 
 
 def test_the_jobs_the_engine_launches_carry_no_storage_url(private_database: PrivateDatabase) -> None:

@@ -295,12 +295,14 @@ def test_ftstudy_run_screens_into_a_bucket_and_a_bucket_out_of_reach_stops_it_be
 def test_trials_that_meet_expired_credentials_wait_and_go_on_once_renewed_spending_no_retry(
     tmp_path: Path, object_store: SeaweedFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The local engine, as the operator's: the trainers' key expires mid-study (here: from the start, after the
-    runner's own check). Each launch exits 4 with the store's refusal; with no retry allowed and one failure ending
-    the study, the study waits instead (an Event per outage, a back-off) and, once the key is renewed (what a renewed
-    Secret gives the next pod), goes on and completes; the outages are recorded, no retry was spent. (The trainer
-    checks the store before it loads the model, so each refused launch takes seconds.)"""
-    document = tiny_study("expiring", maxTrials=1, parallelism=1, maxFailedTrials=1, retriesPerTrial=0)
+    """The local engine, as the operator's, screening into the bucket: the trainers' key expires mid-study, twice
+    (from the start, after the runner's own check; and again as trial 1 is promoted, before its resume). Each
+    launch exits 4 with the store's refusal; with no retry allowed and one failure ending the study, the study waits
+    instead (an Event per outage, a back-off) and, once the key is renewed (what a renewed Secret gives the next
+    pod), goes on: the baseline from the start, trial 1 from its checkpoint in the bucket. (The trainer checks the
+    store before it loads the model, so each refused launch takes seconds.)"""
+    document = tiny_study("expiring", k=2, mode="screen", maxTrials=2, parallelism=1, maxFailedTrials=1,
+                          retriesPerTrial=0)  # fmt: skip
     document["spec"]["trialTemplate"] = {"outputDir": prefix()}
     study = FineTuneStudy.model_validate(document)
     for key, value in object_store.env().items():
@@ -312,23 +314,32 @@ def test_trials_that_meet_expired_credentials_wait_and_go_on_once_renewed_spendi
     root = f"{document['spec']['trialTemplate']['outputDir']}/expiring"
     executor = LocalExecutor(tmp_path / "trials", 1, storage_url=url, artifacts=root)
     events: list[Event] = []
-    engine = Engine(study, store, executor, data, root, on_event=events.append)
-    engine.outage_backoff = (1.0, 2.0)
 
-    def renew_after_two_outages() -> None:
-        if sum(e.reason == "TrialOutage" for e in events) >= 2:
+    def meanwhile(event: Event) -> None:
+        events.append(event)
+        if event.reason == "TrialPromoted":  # its resume is launched at the next pass
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "expired-0123456789")
+        if event.reason == "TrialOutage" and [e.reason for e in events].count("TrialOutage") in (2, 3):
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", object_store.secret_key)
 
-    assert isinstance(engine.run(0.2, after_step=renew_after_two_outages), core.StudyDone), events
+    engine = Engine(study, store, executor, data, root, on_event=meanwhile)
+    engine.outage_backoff = (1.0, 2.0)
+    assert isinstance(engine.run(0.2), core.StudyDone), events
     outages = [e for e in events if e.reason == "TrialOutage"]
-    assert len(outages) == 2 and {e.trial for e in outages} == {0}, outages
+    assert [e.trial for e in outages] == [0, 0, 1], outages
     assert "could not write s3://" in outages[0].text and "403 Forbidden" in outages[0].text, outages[0].text
-    assert "expired-0123456789" not in outages[0].text
-    assert "no retry spent" in outages[0].text
+    assert all("no retry spent" in e.text and "expired-0123456789" not in e.text for e in outages)
     assert [e.text for e in events if e.reason == "TrialRelaunchedAfterOutage"] == [
         "relaunched after an outage (attempt 2, no retry spent)",
         "relaunched after an outage (attempt 3, no retry spent)",
     ]
-    [trial] = store.trials()
-    assert trial.state == optuna.trial.TrialState.COMPLETE, trial
-    assert trial.system_attrs[OUTAGES] == [1, 2] and trial.system_attrs[ATTEMPTS] == 3
+    assert [e.text for e in events if e.reason == "TrialResumed"] == [
+        "resumed from its checkpoint",
+        "resumed from its checkpoint (resume 2) after an outage (no retry spent)",
+    ]
+    trials = store.trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [t.state for t in trials]
+    assert trials[0].system_attrs[OUTAGES] == [1, 2] and trials[0].system_attrs[ATTEMPTS] == 3
+    assert trials[1].system_attrs[OUTAGES] == [2], "launch 2: its first resume"
+    log = (tmp_path / "trials" / "trial-0001" / "attempt-3.log").read_text()
+    assert "fetched the checkpoint of step" in log, log[-2000:]

@@ -247,6 +247,10 @@ class Engine:
         by_number = {t.number: t for t in trials}
         for action in actions:
             self.apply(action, by_number)
+        # A trial no longer waiting out an outage (it failed with the study, or its process reads otherwise now) is
+        # not said to wait: the TrialsReachStorage condition is made from what is left.
+        waiting = {a.number for a in actions if isinstance(a, core.Relaunch | core.Resume) and a.outage is not None}
+        self.outages = {n: held for n, held in self.outages.items() if n in waiting}
         self.tidy()
         return actions
 
@@ -407,22 +411,27 @@ class Engine:
                 )
 
     def _waited_out(self, trial: FrozenTrial, launch: int, why: str, now: float | None = None) -> bool:
-        """Has the back-off after the outage that ended ``launch`` passed? The first pass that meets it tells an Event
-        and starts the wait (``OUTAGE_BACKOFF_SECONDS``); the pass that ends it records the outage (so that it spends
-        no retry) before the next launch. A restarted engine forgets the wait and launches at once, once."""
+        """Has the back-off after the outage that ended ``launch`` passed? The first pass that meets it records the
+        outage (so that it spends no retry, whatever happens next: a local runner restarted meanwhile sees only a
+        dead trainer), tells an Event and starts the wait (``OUTAGE_BACKOFF_SECONDS``, doubled for each earlier
+        outage of the trial). An outage recorded before this engine started (a restart, a crash) goes at once: how
+        much of its wait is left is not known, and it was told already."""
         now = time.monotonic() if now is None else now
         number = trial.number
         held = self.outages.get(number)
         if held is None or held[0] != launch:
+            earlier = outage_launches(trial)
+            if launch in earlier:
+                return True
+            self.store.record_outage(trial, launch)
             base, cap = self.outage_backoff
-            delay = min(cap, base * 2.0 ** len(outage_launches(trial)))
+            delay = min(cap, base * 2.0 ** min(len(earlier), 10))
             self.outages[number] = (launch, now + delay, why)
             text = f"{why}: an outage, not the trial's doing; launched again in {delay:.0f} s (no retry spent)"
             self.on_event(Event(number, text, "TrialOutage"))
             return False
         if now < held[1]:
             return False
-        self.store.record_outage(trial, launch)
         del self.outages[number]
         return True
 

@@ -475,8 +475,7 @@ class StudyReconciler:
             conditions.append(
                 condition("Failed", False, "WithinFailureBudget", "failures within budget", generation, now)
             )
-        if outcome is None:
-            conditions.append(self._outages(built.engine.outages, built.url, generation, now))
+        conditions.append(self._outages(built.engine.outages, built.url, generation, now))
         if isinstance(built.engine.executor, JobExecutor):
             conditions.append(self._placed(built.engine.executor.unplaced, study_spec, generation, now))
             if built.engine.restarts_when_preempted:  # only then: a study whose trials resume needs no word on it

@@ -298,12 +298,14 @@ def _generate_data(directory: Path, settings_json: str) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _record_failure(reporter: Any, reason: str) -> None:
-    """Best effort: the engine also sees the exit code, so a failure to record must not mask the first error."""
+def _record_failure(reporter: Any, reason: str, outcome: bool = True) -> None:
+    """Best effort: the engine also sees the exit code, so a failure to record must not mask the first error.
+    ``outcome`` False: the reason only, for an outage, which is not the trial's outcome (a screened trial whose resume
+    met one stays screened, to be resumed again from its checkpoint)."""
     if reporter is None:
         return
     try:
-        reporter.set_attrs({"failure_reason": reason, "outcome": "failed"})
+        reporter.set_attrs({"failure_reason": reason, **({"outcome": "failed"} if outcome else {})})
     except Exception as error:
         log.warning("could not record the failure reason in the study: %s", error)
 
@@ -451,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except ObjectStoreError as error:  # the study is told why (best effort); the engine may retry the attempt
         log.error("object store: %s", error)
-        _record_failure(reporter, f"object store: {error}")
+        _record_failure(reporter, f"object store: {error}", outcome=False)
         return EXIT_ARTIFACTS
     except (DatasetError, ModelError, ConfigError, LookupError, ValueError) as error:
         message = str(error).strip("'\"")
