@@ -188,12 +188,22 @@ def endpoint(handler: Any, idle_seconds: float) -> tuple[report_server.ReportSer
     return server, ca
 
 
+def reporter_to(server: report_server.ReportServer, ca: str, tmp_path: Any, deadline: float) -> Any:
+    """A trainer's reporter (trial 3) to ``server``, its token in ``tmp_path``, retrying writes for ``deadline`` s."""
+    from ftstudy.retry import RetryPolicy
+    from ftstudy.trainer.reporting import HttpReporter
+
+    token = tmp_path / "token"
+    token.write_text("the-token\n")
+    return HttpReporter(f"https://127.0.0.1:{server.port}", ca, token, {"trial": 3},
+                        RetryPolicy(deadline_seconds=deadline, first_delay=0.05))  # fmt: skip
+
+
 def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_closed_it(tmp_path: Any) -> None:
     """Each TLS handshake cost the operator CPU (docs/benchmarks.md): a trainer's reports and state checks share one
     connection, and one the endpoint closed while idle is replaced without the request failing. A report refused
     because the study has ended the trial is ``TrialEnded``, which the trainer takes as an end, not a failure."""
-    from ftstudy.retry import RetryPolicy
-    from ftstudy.trainer.reporting import HttpReporter, TrialEnded, TrialStatus
+    from ftstudy.trainer.reporting import TrialEnded, TrialStatus
 
     requests: list[dict[str, Any]] = []
 
@@ -213,10 +223,7 @@ def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_clos
     server.server.get_request = lambda: accepted.append(1) or get_request()  # type: ignore[method-assign]
     server.start()
     try:
-        token = tmp_path / "token"
-        token.write_text("the-token\n")
-        reporter = HttpReporter(f"https://127.0.0.1:{server.port}", ca, token, {"trial": 3},
-                                RetryPolicy(deadline_seconds=5.0, first_delay=0.05))  # fmt: skip
+        reporter = reporter_to(server, ca, tmp_path, deadline=5.0)
         assert reporter.params() == {"lr": 0.001}
         for _ in range(5):
             assert reporter.status() is TrialStatus.RUNNING
@@ -230,6 +237,35 @@ def test_a_trainer_keeps_one_connection_and_opens_another_when_the_endpoint_clos
         assert (len(requests), reporter.connections_opened, len(accepted)) == (10, 2, 2)
         with pytest.raises(TrialEnded):  # the trainer stops as a pruned trial does (exit 0), not as a failure
             reporter.set_attrs({"outcome": "completed"})
+        reporter.close()
+    finally:
+        server.stop()
+
+
+def test_a_study_the_operator_does_not_hold_yet_is_waited_for_and_a_refusal_for_good_is_not(tmp_path: Any) -> None:
+    """404 ``no-such-study`` from an operator slow to load its studies (past its grace) is retried as a busy
+    endpoint is (past the retries, exit 3: an outage); 403 is refused for good at once (exit 2)."""
+    from ftstudy.trainer.reporting import ReportRefused
+
+    answers = [(404, "no-such-study"), (404, "no-such-study"), (200, ""), (403, "other-trial")]
+    asked: list[str] = []
+
+    class Loading:
+        metrics = None
+
+        def handle(self, authorization: str, request: bytes) -> tuple[int, bytes]:
+            status, reason = answers.pop(0)
+            asked.append(reason or "ok")
+            return status, rp.answer(status == 200, reason=reason, error="" if status == 200 else reason)
+
+    server, ca = endpoint(Loading(), idle_seconds=5)
+    server.start()
+    try:
+        reporter = reporter_to(server, ca, tmp_path, deadline=10.0)
+        reporter.report_early(3, 0.5)
+        with pytest.raises(ReportRefused, match="403 other-trial"):
+            reporter.report_early(3, 0.5)
+        assert asked == ["no-such-study", "no-such-study", "ok", "other-trial"]
         reporter.close()
     finally:
         server.stop()

@@ -253,7 +253,9 @@ class HttpReporter:
         if status == 200:
             return answer
         message = f"{status} {answer.get('reason', 'error')}: {answer.get('error', '')}"
-        if status in (502, 503, 504) or answer.get("retry"):
+        # A study the operator does not hold (yet: an operator slow to start after its grace) is waited for as a
+        # busy endpoint is; past the retries that is an outage (exit 3), which the study, once loaded, relaunches.
+        if status in (502, 503, 504) or answer.get("retry") or answer.get("reason") == "no-such-study":
             raise EndpointBusy(message)
         if status == 409 and answer.get("reason") in ("trial-ended", "stale-launch"):
             raise TrialEnded(f"the operator refused the report: {message}")
