@@ -121,6 +121,12 @@ def test_an_outage_relaunches_whatever_the_retry_budget_and_spends_no_retry() ->
     resumed = screened(0, 0.9, decision=Decision.CONTINUE, resumes=1, process=Process.FAILED, outage=True,
                        failure_reason=store_down)  # fmt: skip
     assert decide(replace(SCREEN, retries_per_trial=0), [resumed])[0] == Resume(0, 2, outage=store_down)
+    # its slot is kept through the back-off: a trial continued meanwhile waits for the next one
+    continued = screened(1, 0.8, decision=Decision.CONTINUE)
+    assert decide(replace(SCREEN, parallelism=1), [resumed, continued])[0] == Resume(0, 2, outage=store_down)
+    assert decide(replace(SCREEN, parallelism=1), [replace(continued, number=0), replace(resumed, number=1)]) == [
+        Resume(1, 2, outage=store_down)
+    ]
     after = replace(resumed, resumes=3, outage=False, resume_outages=2, failure_reason="crashed")
     assert decide(SCREEN, [after])[0] == Resume(0, 4), "two outages and one crash: one retry left"
     assert decide(replace(SCREEN, retries_per_trial=0), [after])[0] == Fail(0, "crashed (after 3 resumes)")

@@ -359,7 +359,9 @@ def decide(plan: Plan, trials: Sequence[TrialView]) -> list[Action]:
             failed += 1
 
     if failed < plan.max_failed_trials:
-        for trial in to_resume:
+        # One waiting out an outage first: the shell holds its slot through the back-off, which a trial continued
+        # meanwhile must not take (the resume would wait again, told anew).
+        for trial in sorted(to_resume, key=lambda t: (not t.outage, t.number)):
             resume = _resume_or_fail(plan, trial)
             if isinstance(resume, Fail):
                 actions.append(resume)
