@@ -346,3 +346,30 @@ def test_a_trainer_whose_operator_goes_away_trains_on_and_fails_naming_the_endpo
     assert " train loss " in ran.stderr or "step 3/15" in ran.stderr, "it trained while the operator was away"
     last = ran.stderr.strip().splitlines()[-1]
     assert "the operator's report endpoint unreachable while trying to report" in last, last
+
+
+def test_a_report_delivered_twice_is_recorded_once(private_database: Any) -> None:
+    """A trainer retries a write whose answer it did not get (a timeout, a broken connection): the endpoint may then
+    see the same report twice. Each is a write of the same value to the same key, so the second changes nothing."""
+    from ftstudy.retry import RetryPolicy
+    from ftstudy.spec import FineTuneStudy
+    from ftstudy.study_store import StudyStore
+    from tests.studies import tiny_study
+
+    study = FineTuneStudy.model_validate(tiny_study("twice"))
+    store = StudyStore(private_database.url, "ml.twice", study.spec, RetryPolicy(deadline_seconds=10))
+    number, _params = store.ask(False)
+    store.record_attempt(number, 1)
+    woken: list[int] = []
+    target = report_server.Target("ml", "twice", store, lambda: woken.append(1))
+    handler = object.__new__(report_server.ReportHandler)  # what it does once a request is authorized: ``_apply``
+    trial = {"namespace": "ml", "study": "twice", "studyUID": "uid-1", "trial": number, "attempt": 1}
+    early = rp.parse(json.dumps({**trial, "kind": "early", "step": 3, "accuracy": 0.5}).encode())
+    result = {"outcome": "completed", "final_accuracy": 0.625, "steps_done": 15}
+    final = rp.parse(json.dumps({**trial, "kind": "attrs", "attrs": result}).encode())
+    for request in (early, early, final, final):
+        assert json.loads(handler._apply(request, target)) == {"ok": True}
+    [recorded] = store.trials()
+    assert recorded.intermediate_values == {3: 0.5}
+    assert {k: recorded.user_attrs[k] for k in result} == result
+    assert len(woken) == 4, "each delivery wakes the study; deciding twice on the same record decides the same"
