@@ -118,6 +118,12 @@ def exit_reason(code: int) -> str:
     return f"the trainer {meaning.get(code, 'failed')} (exit code {code})"
 
 
+def last_line(text: str | None) -> str:
+    """The last line a trainer wrote (a pod's termination message, a local attempt's log): why it failed."""
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal the trainer and anything it started (it leads its own process group); gone already is fine."""
     with contextlib.suppress(ProcessLookupError):
@@ -220,7 +226,7 @@ class LocalExecutor:
                 seen[number] = TrialProcess(Process.SUCCEEDED, exit_code=0, attempt=attempt, resume=resume)
             else:
                 reason = exit_reason(code)
-                last = self._last_line(number, attempt)
+                last = last_line(self._log_tail(number, attempt))
                 reason = f"{reason}: {last}" if last else reason
                 seen[number] = TrialProcess(Process.FAILED, exit_code=code, retryable=code != EXIT_BAD_INPUT,
                                             reason=reason, attempt=attempt, resume=resume,
@@ -233,17 +239,15 @@ class LocalExecutor:
                     seen[number] = adopted
         return seen
 
-    def _last_line(self, number: int, attempt: int | None) -> str:
-        """The last line the attempt's trainer wrote (its log's), which says why it failed: what a pod's termination
-        message gives the operator."""
+    def _log_tail(self, number: int, attempt: int | None) -> str:
+        """The end of the attempt's log, which says why its trainer failed: what a pod's termination message gives
+        the operator."""
         try:
             with (trial_dir(self.root, number) / f"attempt-{attempt}.log").open("rb") as log:
                 log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
-                tail = log.read().decode(errors="replace")
+                return log.read().decode(errors="replace")
         except OSError:
             return ""
-        lines = [line.strip() for line in tail.splitlines() if line.strip()]
-        return lines[-1][:300] if lines else ""
 
     def adopt_pid(self, number: int) -> int | None:
         try:

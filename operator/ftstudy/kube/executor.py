@@ -48,6 +48,7 @@ from ftstudy.executor import (
     Forgetting,
     TrialProcess,
     exit_reason,
+    last_line,
     trial_output,
 )
 from ftstudy.kube import jobs, names
@@ -129,11 +130,6 @@ def _attempt(obj: dict[str, Any]) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def _last_line(text: str | None) -> str:
-    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
-
-
 def _resume(obj: dict[str, Any]) -> bool:
     return (obj["metadata"].get("labels") or {}).get(names.RESUME) == "true"
 
@@ -177,7 +173,7 @@ def _preempted(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, ..
         cause = "it was stopped from outside (SIGTERM)"
         if disruption is not None:
             cause = f"{disruption.get('reason', 'DisruptionTarget')}: {(disruption.get('message') or '').strip()}"
-        said = _last_line(terminated.get("message"))
+        said = last_line(terminated.get("message"))
         found.append(f"pod {pod['metadata']['name']}: {cause}" + (f"; the trainer said: {said}" if said else ""))
     return tuple(found)
 
@@ -313,7 +309,7 @@ def _failure(condition: dict[str, Any], pods: list[dict[str, Any]], attempt: int
         reason = exit_reason(code)
         if terminated.get("reason") == "OOMKilled":
             reason = "the trainer ran out of memory (OOMKilled); lower the batch size or raise the memory limit"
-        detail = _last_line(terminated.get("message"))
+        detail = last_line(terminated.get("message"))
         return TrialProcess(
             Process.FAILED,
             exit_code=code,

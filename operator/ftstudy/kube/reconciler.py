@@ -49,7 +49,7 @@ from ftstudy.kube.times import api_time
 from ftstudy.kube.watch_cache import TrialObjects
 from ftstudy.redact import redact, remember
 from ftstudy.retry import RetryPolicy, StorageUnavailable
-from ftstudy.runner import Engine, Event, generated_data_name
+from ftstudy.runner import OUTAGE_BACKOFF_SECONDS, Engine, Event, generated_data_name
 from ftstudy.study_store import StudyConflict, StudyStore, open_storage
 from ftstudy.trainer.cli import EXIT_ARTIFACTS
 from ftstudy.trial_reports import check_all
@@ -537,11 +537,12 @@ class StudyReconciler:
         if not outages:
             return condition("TrialsReachStorage", True, "NoOutage", "no trial waits out an outage", generation, now)
         numbers = sorted(outages)
+        base, cap = OUTAGE_BACKOFF_SECONDS
         why = redact(outages[numbers[0]][2], url)  # a trainer's last line may quote the URL
         message = (
             f"trial(s) {', '.join(map(str, numbers))} wait to launch again after an outage; of trial {numbers[0]}: "
-            f"{why}. Each is launched again after a back-off (15 s, doubled up to 10 min), spending no retry, "
-            "until the outage ends"
+            f"{why}. Each is launched again after a back-off ({base:.0f} s, doubled up to {cap / 60:.0f} min), "
+            "spending no retry, until the outage ends"
         )
         return condition("TrialsReachStorage", False, "TrialOutage", message, generation, now)
 
