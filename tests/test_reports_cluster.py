@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +28,18 @@ from ftstudy import report_protocol as rp
 from ftstudy.kube import names
 from tests.cluster.control_plane import free_port
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.test_operator import REPORT_TLS_SECRET, SA, Operators, apply, study_manifest, wait_for, wait_for_phase
+from tests.test_hardening import held_after
+from tests.test_operator import (
+    REPORT_TLS_SECRET,
+    SA,
+    Operators,
+    apply,
+    diagnosis,
+    get_study,
+    study_manifest,
+    wait_for,
+    wait_for_phase,
+)
 
 from .test_operator import optuna_trials
 
@@ -261,3 +273,92 @@ def test_a_certificate_cert_manager_keeps_is_awaited_served_and_never_written(
     assert "serving the report endpoint's renewed certificate" in ops.log()
     ops.stop_all()
     undo()
+
+
+def resigned(token: str, key_pem: bytes, **claims: Any) -> str:
+    """``token`` with ``claims`` changed, signed again with the API server's service-account key: the token the API
+    server would have issued with those claims (its own TokenRequest refuses a life under ten minutes)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    def decode(part: str) -> dict[str, Any]:
+        decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return decoded
+
+    def encode(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+    header, payload, _signature = token.split(".")
+    signed = f"{header}.{encode(decode(payload) | claims)}"
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signed}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def test_a_replaced_launch_and_an_expired_token_write_nothing(
+    reporting_operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    """Refusals that need a trial still running, on the real API server: a screened trial's first launch (its pod
+    still there, its token still valid) reports after its resume took over, and is refused 409 ``stale-launch``
+    (a state check tells it ``pruned``); a token past its expiry is refused 401 by the API server's review, and one
+    the API server still takes just after its expiry is not kept by the endpoint, which keeps reviews for a minute.
+    The tokens are the running trial's, re-signed with the API server's key (TokenRequest issues none shorter than
+    ten minutes)."""
+    ops, plane, ns = reporting_operators, reporting_operators.plane, reporting_operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    ops.start()
+    manifest = study_manifest("replaced", trialTemplate={"env": held_after(7)},
+                              budget={"maxTrials": 1, "parallelism": 1})  # fmt: skip
+    # no baseline (it trains to the end unscreened): trial 0 is screened at step 3, resumed, held at step 7
+    manifest["spec"]["promotion"] |= {"mode": "screen", "k": 1}
+    del manifest["spec"]["baseline"]
+    apply(plane, ns, manifest)
+
+    def resumed() -> dict[str, Any] | None:
+        held = [p for p in pods(ops, ns, "app.kubernetes.io/component=trial")
+                if p["metadata"]["labels"]["ftstudy.io/attempt"] == "2"]  # fmt: skip
+        return held[0] if held and "holding for" in nodes.log(ns, held[0]["metadata"]["name"]) else None
+
+    current = wait_for("the resumed launch held after step 7", resumed, 300, diagnosis(ops, "replaced", nodes))
+    (first,) = [p for p in pods(ops, ns, "app.kubernetes.io/component=trial")
+                if p["metadata"]["labels"]["ftstudy.io/attempt"] == "1"]  # fmt: skip
+    secret = json.loads(plane.kubectl("get", "secret", REPORT_TLS_SECRET, "-n", ns, "-o", "json").stdout)
+    endpoint = Endpoint(ops.extra_args[ops.extra_args.index("--report-url") + 1],
+                        base64.b64decode(secret["data"]["ca.crt"]).decode())  # fmt: skip
+    uid = get_study(plane, ns, "replaced")["metadata"]["uid"]
+    (before,) = optuna_trials(postgres_url, ns, "replaced")
+
+    def claim(attempt: int, **fields: Any) -> dict[str, Any]:
+        return {"namespace": ns, "study": "replaced", "studyUID": uid, "trial": 0, "attempt": attempt, **fields}
+
+    old = token(ops, ns, first)
+    forged_early = {"kind": "early", "step": FORGED_STEP, "accuracy": 1.0}
+    status, answer = endpoint.post(claim(1, **forged_early), old)
+    assert (status, answer["reason"]) == (409, "stale-launch"), (status, answer)
+    assert "launch 1 of trial 0 is older than the current one (2)" in answer["error"], answer
+    assert endpoint.post(claim(1, kind="status"), old)[1]["state"] == "pruned", "the old launch is told to stop"
+    # the running launch's own token, past its expiry and signed by the API server's key: the review refuses it
+    key = (plane.pki / "sa.key").read_bytes()
+    live = token(ops, ns, current)
+    assert endpoint.post(claim(2, kind="status"), live)[1]["state"] == "running"
+    now = int(time.time())
+    expired = resigned(live, key, iat=now - 700, nbf=now - 700, exp=now - 120)
+    status, answer = endpoint.post(claim(2, **forged_early), expired)
+    assert (status, answer["reason"]) == (401, "unauthenticated"), (status, answer)
+    # one that expired 45 s ago: the API server still takes it (its validation allows a minute past ``exp``, and it
+    # keeps a success 10 s), the endpoint does not keep it, and it is refused within 15-25 s, not after the minute
+    # the endpoint keeps a review of a token with time left
+    lapsing = resigned(live, key, exp=now - 45)
+    assert endpoint.post(claim(2, kind="status"), lapsing)[0] == 200
+
+    def refused_once_lapsed() -> tuple[int, str] | None:
+        status, answer = endpoint.post(claim(2, kind="status"), lapsing)
+        return (status, answer["reason"]) if status != 200 else None
+
+    assert wait_for("the lapsed token refused", refused_once_lapsed, 40, every=1) == (401, "unauthenticated")
+    assert time.time() < now + 45, "well within the minute a review is kept for"
+    (after,) = optuna_trials(postgres_url, ns, "replaced")
+    assert FORGED_STEP not in after.intermediate_values and after.intermediate_values == before.intermediate_values
+    assert "report refused (409 stale-launch)" in ops.log()
+    plane.kubectl("delete", "fts", "replaced", "-n", ns, "--wait=true", "--timeout=60s")
