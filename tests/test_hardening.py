@@ -109,6 +109,9 @@ def test_a_study_asking_for_more_than_the_trial_policy_allows_gets_no_job(operat
         ],
         "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "ftstudy-db", "key": "url"}}}],
         "serviceAccountName": "deployer",
+        # a shared cluster's scheduling: onto the control plane, ahead of every other tenant
+        "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}],
+        "priorityClassName": "system-node-critical",
     }
     apply(plane, ns, study_manifest(name, trialTemplate=greedy))
     refused = wait_for_condition(ops, name, "Ready", "TrialPolicyViolation")
@@ -117,6 +120,8 @@ def test_a_study_asking_for_more_than_the_trial_policy_allows_gets_no_job(operat
         "spec.trialTemplate.volumes[1]: hostPath volumes are never allowed",
         "spec.trialTemplate.env[0].valueFrom.secretKeyRef: trials may not read Secrets through env",
         "spec.trialTemplate.serviceAccountName: 'deployer' is not allowed for trials",
+        "spec.trialTemplate.tolerations[0]: tolerates key 'node-role.kubernetes.io/control-plane'",
+        "spec.trialTemplate.priorityClassName: 'system-node-critical' is not allowed",
     ):
         assert words in message, message
     assert get_study(plane, ns, name)["status"]["phase"] == "Pending"
