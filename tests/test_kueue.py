@@ -6,10 +6,12 @@ from its checkpoint (issue 23's goal). A study whose LocalQueue does not exist, 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from tests.test_operator import (
     wait_for,
     wait_for_phase,
 )
+from tests.test_preemption import same_training
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +172,7 @@ def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_tri
     kueue: Kueue,
     gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes],
     postgres_url: str,
+    trainer_cmd: list[str],
     tmp_path: Path,
 ) -> None:
     """Issue 23's goal. One ClusterQueue of 2 GPUs, two LocalQueues in it: study ``held`` (one trial, held after
@@ -263,12 +267,37 @@ def test_two_studies_and_a_preempting_job_share_a_two_gpu_cluster_queue_each_tri
         print(f"{name}: GPU-seconds {spent:.1f}; its trainers on the node {on_node:.1f} s in {len(pods)} pods")
         assert abs(spent - on_node) <= 6 * len(pods), (name, spent, on_node)
     (trial,) = optuna_trials(postgres_url, ns, "held")
+    # and it ends exactly as the same trial trained here without a stop: the same loss at every step, adapter and
+    # scores (its trainer pods and this run are the same program on the same machine)
+    (job,) = [j for j in jobs(plane, ns) if j["metadata"]["name"] == "held-t0-a1"]
+    same_training(*uninterrupted(trainer_cmd, job, trial.params, tmp_path / "artifacts", tmp_path / "whole"))
     waited_again, _ = trial.system_attrs["ftstudy:requeued"]
     in_between = sum(r["ended"] - r["started"] for r in between)
     assert waited_again > last["started"] - first["ended"] - in_between - 5 * (1 + len(between)), trial
     print(f"held: preempted after step 7 of 15 ({len(told)} TrialPreempted, {len(between)} pod(s) preempted again "
           f"before a step), resumed after step {resumed[1]}: {lost} steps lost; it waited {waited_again:.1f} s in "
           f"the queue after its eviction (not GPU time); the Event: {told[0]['message']}")  # fmt: skip
+
+
+def uninterrupted(
+    trainer_cmd: list[str], job: dict[str, Any], params: dict[str, Any], volume: Path, out: Path
+) -> tuple[Path, Path]:
+    """The trial of ``job`` trained again here from start to end: its trainer's arguments with its output and data
+    moved under ``out`` and its hyperparameters given (a Job's trainer asks the study for them). Returns the Job's
+    output directory on this machine (``volume``: the host directory of its /artifacts claim) and this run's."""
+    args = list(job["spec"]["template"]["spec"]["containers"][0]["args"])
+    value = {flag: args[args.index(flag) + 1] for flag in ("--output", "--data", "--study", "--trial", "--params")
+             if flag in args}  # fmt: skip
+    for flag in ("--study", "--trial", "--params", "--output", "--data"):
+        if flag in args:
+            del args[args.index(flag) : args.index(flag) + 2]
+    fixed = json.loads(value.get("--params", "{}"))
+    args += ["--output", str(out / "run"), "--data", str(out / "data"), "--params", json.dumps(fixed | params)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTSTUDY_")}  # no study to report to
+    env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # as the trials' template
+    done = subprocess.run([*trainer_cmd, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return volume / PurePosixPath(value["--output"]).relative_to("/artifacts"), out / "run"
 
 
 def test_a_study_naming_no_queue_is_queued_by_a_local_queue_named_default_and_counts_gpu_seconds_from_admission(
