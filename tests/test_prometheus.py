@@ -5,7 +5,8 @@ reads everything back through Prometheus's HTTP API, as Grafana and Alertmanager
 
 What must hold: the target is up under the job name the rules and the dashboard select; every rule loads and
 evaluates without error; the trial-progress series move while a study runs; every query of the dashboard returns
-data from this server (not only parses); and a failed study fires FtstudyStudyFailed after its ``for`` (cut short)."""
+data from this server (not only parses); a failed study fires FtstudyStudyFailed after its ``for``, and a hung
+trial FtstudyStudyStalled after its threshold (both cut short)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.cluster.builds import require_builds
 from tests.cluster.control_plane import free_port, stop_process
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.test_chart import Helm, helm  # noqa: F401 (the session's pinned helm)
+from tests.test_hardening import held_after
 from tests.test_observability import (
     PROMTOOL_SCRIPT,
     MeteredOperators,
@@ -37,6 +39,7 @@ from tests.test_operator import apply, study_manifest, wait_for, wait_for_phase
 
 JOB = "ftstudy-operator"  # the job label the chart's relabelling sets, which the rules and the dashboard select on
 FIRED = "FtstudyStudyFailed"  # the alert the test fires
+STALLED, STALLED_AFTER = "FtstudyStudyStalled", "> 3 * 3600"  # the stuck-trial alert, and its threshold
 
 
 def prometheus_binary() -> str:
@@ -88,6 +91,17 @@ class Prometheus:
         result: list[dict[str, Any]] = self.api("query", query=expr)["result"]
         return result
 
+    def wait_firing(self, alertname: str, study: str, timeout: float) -> list[dict[str, Any]]:
+        """The alerts named ``alertname`` firing for ``study``, once there are any."""
+
+        def firing() -> list[dict[str, Any]]:
+            return [a for a in self.api("alerts")["alerts"] if a["labels"].get("alertname") == alertname
+                    and a["labels"].get("study") == study and a["state"] == "firing"]  # fmt: skip
+
+        found: list[dict[str, Any]] = wait_for(f"{alertname} firing for {study}", firing, timeout,
+                                               lambda: json.dumps(self.api("alerts"))[-3000:], every=2)  # fmt: skip
+        return found
+
     def stop(self) -> None:
         stop_process(self.process, 30)
 
@@ -110,6 +124,9 @@ def chart_monitoring(helm: Helm, interval: str) -> tuple[dict[str, Any], dict[st
         for alert in group["rules"]:
             if alert.get("alert") == FIRED:
                 alert["for"] = "5s"
+            elif alert.get("alert") == STALLED:  # and its three hours without progress cut to 5 s
+                assert STALLED_AFTER in alert["expr"], alert["expr"]
+                alert["expr"], alert["for"] = alert["expr"].replace(STALLED_AFTER, "> 5"), "5s"
     return endpoint, {"groups": rule["spec"]["groups"]}
 
 
@@ -185,12 +202,18 @@ def test_a_real_prometheus_scrapes_a_study_through_the_charts_configuration_and_
     failed = wait_for_phase(ops, "doomed", ("Succeeded", "Failed"), 120, nodes)
     assert failed["status"]["phase"] == "Failed", failed["status"]
 
-    def firing() -> list[dict[str, Any]]:
-        alerts = server.api("alerts")["alerts"]
-        return [a for a in alerts if a["labels"].get("alertname") == FIRED
-                and a["labels"].get("study") == "doomed" and a["state"] == "firing"]  # fmt: skip
-
-    (alert,) = wait_for("FtstudyStudyFailed firing", firing, 150, lambda: json.dumps(server.api("alerts"))[-3000:],
-                        every=2)  # fmt: skip
+    (alert,) = server.wait_firing(FIRED, "doomed", 150)
     assert alert["labels"]["namespace"] == ns and alert["labels"].get("severity"), alert
     assert not [a for a in server.api("alerts")["alerts"] if a["labels"].get("study") == name], "not the good study"
+
+    # a trial that hangs (held after step 7, past its early report: no launch, report or end after it) fires
+    # FtstudyStudyStalled once the study has made no progress for its threshold (cut to 5 s, its `for` too)
+    stuck = study_manifest("stuck", tmp_path / "artifacts", budget={"maxTrials": 1, "parallelism": 1},
+                           trialTemplate={"env": held_after(7)})  # fmt: skip
+    apply(plane, ns, stuck)
+
+    (alert,) = server.wait_firing(STALLED, "stuck", 240)
+    assert alert["labels"]["namespace"] == ns, alert
+    assert any("holding for" in nodes.log(ns, r["pod"]) for r in nodes.runs if r["pod"].startswith("stuck-")), \
+        "fired while the trainer hung, not after it ended"  # fmt: skip
+    plane.kubectl("delete", "fts", "stuck", "-n", ns, "--wait=true", "--timeout=60s")
