@@ -64,9 +64,10 @@ class PrivateDatabase:
 @pytest.fixture
 def private_database(postgres_url: str) -> Iterator[PrivateDatabase]:
     name, password = f"t_{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-    url = subprocess.run(
-        [str(PG_SCRIPT), "database", name, password], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    made = subprocess.run([str(PG_SCRIPT), "database", name, password], capture_output=True, text=True)
+    if made.returncode != 0:  # what PostgreSQL said (a full disk, a server down), not only the exit code
+        pytest.fail(f"postgres.sh database {name} failed ({made.returncode}): {made.stderr.strip()}")
+    url = made.stdout.strip()
     yield PrivateDatabase(name, password, url)
     subprocess.run([str(PG_SCRIPT), "drop", name], check=False, capture_output=True)
 

@@ -261,6 +261,7 @@ state = "{self.dir / "containerd" / "state"}"
             listed = self.ctr("images", "list", "--quiet", f'name=={ref},labels."{IMAGE_ID_LABEL}"=={image_id}')
             if listed.stdout.strip():
                 continue
+            self._remove_image(ref)
             save = subprocess.Popen(
                 ["podman", "save", "--format", "oci-archive", ref], stdout=subprocess.PIPE, env=self.images.env
             )
@@ -279,6 +280,18 @@ state = "{self.dir / "containerd" / "state"}"
                 self.ctr("images", "tag", "--force", ref, f"docker.io/{short}")
             self.ctr("images", "label", ref, f"{IMAGE_ID_LABEL}={image_id}")
             self._discard_layers(ref)
+
+    def _remove_image(self, ref: str) -> None:
+        """An earlier build of ``ref`` goes, under every name it has, before the new one comes: importing over a name
+        leaves the old image's unpacked snapshots in the kept store, held by its docker.io/ alias and by the name the
+        CRI plugin gives each image it sees (``sha256:`` and its config's digest), and a trainer image is 6 GB of
+        them (an old trainer and an old operator were found there, filling the disk the tests share). ``--sync``
+        waits for containerd's garbage collection, which the deletion sets off."""
+        rows = [line.split() for line in self.ctr("images", "list").stdout.decode().splitlines()[1:]]
+        old = {row[2] for row in rows if row[0] == ref}  # REF TYPE DIGEST ...
+        names = [row[0] for row in rows if row[2] in old]
+        if names:
+            self.ctr("images", "rm", "--sync", *names)
 
     def _discard_layers(self, ref: str) -> None:
         """Once unpacked, an image's layer archives are never read again (containers start from the unpacked
