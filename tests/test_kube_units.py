@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -225,8 +226,8 @@ def test_an_outage_waits_out_a_back_off_spends_no_retry_and_survives_a_restart(
 ) -> None:
     """A trainer that exits 4 (its object store out of reach) met an outage: the trial is launched again after a
     back-off, spending no retry, and the condition says why meanwhile. The outages are recorded on the trial, so a
-    restarted engine (which forgot the wait) doubles the next back-off, and the one retry allowed is still there for
-    the first crash."""
+    restarted engine (which forgot the wait) doubles the next back-off, waits out again the back-off it was in
+    (never a launch at once into the outage), and the one retry allowed is still there for the first crash."""
     s, store, recorder, seen, engine = engine_on_recorder(private_database.url, "outage", maxTrials=1, parallelism=1,
                                                          maxFailedTrials=1, retriesPerTrial=1)  # fmt: skip
     root = PurePosixPath("/artifacts/ml/outage")
@@ -268,9 +269,14 @@ def test_an_outage_waits_out_a_back_off_spends_no_retry_and_survives_a_restart(
     restarted.step()
     assert seen[-1].text.endswith("launched again in 30 s (no retry spent)"), "its second outage"
     assert store.trials()[0].system_attrs[OUTAGES] == [1, 2], "recorded as the wait starts"
-    # restarted again during that wait: the outage it recorded goes at once, told once
+    # restarted again during that wait: the outage it recorded waits its back-off again (30 s), told once
     restarted = restart()
     restarted.step()
+    restarted.step()
+    assert [(n, a) for n, a, _ in recorder.launches][-1] == (0, 2), "not launched at once into the outage"
+    assert restarted.outages[0][0] == 2 and restarted.outages[0][1] - time.monotonic() > 25, restarted.outages
+    assert StudyReconciler._outages(restarted.outages, private_database.url, 3, NOW)["status"] == "False"
+    back_off_passes(restarted)
     assert [(n, a) for n, a, _ in recorder.launches][-1] == (0, 3)
     assert [e.reason for e in seen].count("TrialOutage") == 2
     crashed = "the trainer crashed (exit code 1)"

@@ -414,17 +414,20 @@ class Engine:
         """Has the back-off after the outage that ended ``launch`` passed? The first pass that meets it records the
         outage (so that it spends no retry, whatever happens next: a local runner restarted meanwhile sees only a
         dead trainer), tells an Event and starts the wait (``OUTAGE_BACKOFF_SECONDS``, doubled for each earlier
-        outage of the trial). An outage recorded before this engine started (a restart, a crash) goes at once: how
-        much of its wait is left is not known, and it was told already."""
+        outage of the trial). An outage recorded before this engine started (a restart, a crash) waits its whole
+        back-off again, told already: how much of it had passed is not known, and going at once would relaunch every
+        waiting trial into what may still be an outage at each start of an operator that crash-loops through it."""
         now = time.monotonic() if now is None else now
         number = trial.number
         held = self.outages.get(number)
         if held is None or held[0] != launch:
-            earlier = outage_launches(trial)
-            if launch in earlier:
-                return True
-            self.store.record_outage(trial, launch)
+            earlier = sorted(outage_launches(trial))
             base, cap = self.outage_backoff
+            if launch in earlier:
+                delay = min(cap, base * 2.0 ** min(earlier.index(launch), 10))
+                self.outages[number] = (launch, now + delay, why)
+                return False
+            self.store.record_outage(trial, launch)
             delay = min(cap, base * 2.0 ** min(len(earlier), 10))
             self.outages[number] = (launch, now + delay, why)
             text = f"{why}: an outage, not the trial's doing; launched again in {delay:.0f} s (no retry spent)"
