@@ -86,10 +86,15 @@ class Reviews:
         self._cache: dict[str, tuple[float, rp.PodIdentity]] = {}  # until (monotonic), who
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(token: str) -> str:
+        """Kept by hash: the cache never holds a token a heap dump could lift."""
+        return hashlib.sha256(token.encode()).hexdigest()
+
     def kept(self, token: str) -> rp.PodIdentity | None:
         """The answer kept for ``token``, if it has not run out."""
         with self._lock:
-            cached = self._cache.get(hashlib.sha256(token.encode()).hexdigest())
+            cached = self._cache.get(self._key(token))
         return cached[1] if cached is not None and time.monotonic() < cached[0] else None
 
     def who(self, token: str, fresh: bool = False) -> rp.PodIdentity:
@@ -97,7 +102,6 @@ class Reviews:
         kept = None if fresh else self.kept(token)
         if kept is not None:
             return kept
-        key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         review = {
             "apiVersion": "authentication.k8s.io/v1",
@@ -114,7 +118,7 @@ class Reviews:
         with self._lock:
             if len(self._cache) > 10_000:  # expired entries of long-gone pods
                 self._cache = {k: v for k, v in self._cache.items() if now < v[0]}
-            self._cache[key] = (now + keep, found)
+            self._cache[self._key(token)] = (now + keep, found)
         return found
 
 
