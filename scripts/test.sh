@@ -49,9 +49,10 @@ trap 'kill -- -"$builds_pid" 2>/dev/null || true; rm -rf "$built"' EXIT
 .venv/bin/ruff format --check operator tests bench
 .venv/bin/mypy
 
+# Each set ends with its twelve slowest tests (what to look at when the command nears its hour).
 # pytest's code 5 is "no test selected": a test file given as an argument may hold only one of the two sets.
 status=0
-FTSTUDY_TEST_BUILDS_RUNNING=1 .venv/bin/pytest -q -m "not builds" "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
+FTSTUDY_TEST_BUILDS_RUNNING=1 .venv/bin/pytest -q --durations=12 -m "not builds" "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
 if ! wait "$builds_pid"; then
     echo "scripts/test.sh: a build failed (above); the tests that need it were not run" >&2
     exit 1
@@ -59,5 +60,5 @@ fi
 export FTSTUDY_K8S_BIN="$(tail -n 1 "$built/k8s")"
 export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
 export FTSTUDY_PROMTOOL="$(tail -n 1 "$built/promtool")"
-.venv/bin/pytest -q -m builds "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
+.venv/bin/pytest -q --durations=12 -m builds "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
 exit "$status"
