@@ -603,6 +603,46 @@ def test_a_malformed_report_fails_its_trial_and_a_deleted_job_is_retried_only_on
     no_tracebacks(ops)
 
 
+def test_a_deleted_studys_artifacts_cleanup_that_fails_is_retried_by_its_job(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], tmp_path: Path
+) -> None:
+    """``cleanup.deleteArtifacts``: the Job that deletes a deleted study's files has no study left to follow it, so
+    it retries a failed deletion itself. A file its first pod cannot delete (made immutable, as a store or a volume
+    that refuses for a while) fails that pod; once the file can go, the Job's next pod, after the Job controller's
+    back-off, deletes everything. (With ``backoffLimit: 0`` the Job fails and the files stay for good.)"""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 1})
+    ops.start()
+    name = "leaving"
+    apply(plane, ns, study_manifest(name, budget={"maxTrials": 1, "parallelism": 1},
+                                    cleanup={"deleteArtifacts": True}))  # fmt: skip
+    done = wait_for_phase(ops, name, ("Succeeded", "Failed"), 180, nodes)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    root = tmp_path / "artifacts" / Path(done["status"]["trialsRoot"]).relative_to("/artifacts")
+    stuck = next(path for path in root.rglob("*") if path.is_file())
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        plane.kubectl("delete", "fts", name, "-n", ns, "--wait=true", "--timeout=60s")
+
+        def cleanups() -> list[dict[str, Any]]:
+            return [r for r in nodes.runs if r["pod"].startswith(f"{name}-delete-")]
+
+        wait_for("the cleanup's first pod to fail", lambda: cleanups() and cleanups()[0]["ended"] is not None, 90,
+                 diagnosis(ops, name, nodes))  # fmt: skip
+        assert cleanups()[0]["exit_code"] != 0 and root.exists(), cleanups()
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    wait_for("the Job's next pod to delete the study's files", lambda: not root.exists(), 120,
+             diagnosis(ops, name, nodes))  # fmt: skip
+    (job,) = [j for j in jobs(plane, ns) if j["metadata"]["name"].startswith(f"{name}-delete-")]
+    wait_for("the cleanup Job to complete", lambda: any(
+        c["type"] == "Complete" and c["status"] == "True"
+        for c in (json.loads(plane.kubectl("get", "job", job["metadata"]["name"], "-n", ns, "-o", "json").stdout)
+                  .get("status") or {}).get("conditions") or []), 60)  # fmt: skip
+    assert [r["exit_code"] for r in cleanups()][-1] == 0 and len(cleanups()) == 2, cleanups()
+    no_tracebacks(ops)
+
+
 def test_a_trial_pod_evicted_by_a_drain_is_replaced_by_its_job_and_spends_no_retry(
     operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
 ) -> None:

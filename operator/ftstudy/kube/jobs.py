@@ -315,16 +315,24 @@ def checkpoint_cleanup_manifest(
                        {"cpu": "50m", "memory": "128Mi"})  # fmt: skip
 
 
+# Pods a deleted study's artifacts cleanup may take: 10+20+40+80 s of back-off between them, and the deletions.
+ARTIFACTS_CLEANUP_TRIES = 5
+
+
 def artifacts_cleanup_manifest(
     spec: StudySpec, namespace: str, study: str, uid: str, root: PurePosixPath | str
 ) -> dict[str, Any]:
     """``cleanup.deleteArtifacts``: once the study is deleted, a helper Job with the trials' volumes and credentials
     deletes its trials' ``root`` whole (``ftstudy-trainer --stage forget-all``). It has no owner: it must outlive
-    the study it cleans up after; its name and labels carry that study's UID, and its TTL removes it."""
+    the study it cleans up after; its name and labels carry that study's UID, and its TTL removes it. With no study
+    left to follow it, the Job retries a failed deletion itself (an object store away, a file that would not go):
+    ``ARTIFACTS_CLEANUP_TRIES`` pods, the Job controller's back-off between them (10 s, doubling), all within the
+    helper's ten minutes."""
     job = _helper_job(spec, namespace, study, uid, ["--stage", "forget-all", "--output", str(root)],
                       names.artifacts_cleanup_job_name(study, uid), names.artifacts_cleanup_labels(study, uid),
                       {"cpu": "50m", "memory": "128Mi"})  # fmt: skip
     del job["metadata"]["ownerReferences"]
+    job["spec"]["backoffLimit"] = ARTIFACTS_CLEANUP_TRIES - 1
     return job
 
 
