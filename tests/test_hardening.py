@@ -675,19 +675,21 @@ def test_a_trial_pod_evicted_by_a_drain_is_replaced_by_its_job_and_spends_no_ret
     no_tracebacks(ops)
 
 
-def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from_its_checkpoint(
+def test_a_trial_pod_deleted_mid_training_while_the_operator_is_down_resumes_from_its_checkpoint(
     operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
 ) -> None:
-    """Preemption costs a trial nothing: the real trainer, held after step 7 of 15 by a fault point, gets SIGTERM
-    from a pod deleted by hand (as Kueue or a person would stop it, with no DisruptionTarget condition). It
-    checkpoints and exits 75; the Job ignores that exit (podFailurePolicy) and starts a new pod, whose trainer
-    resumes after step 7. The trial completes on its first attempt, and the study tells the preemption once
-    (Event TrialPreempted, with the step). Trials report over HTTPS, as the chart sets them up by default: the
-    preempted trainer's report comes from a pod already being deleted."""
+    """Preemption costs a trial nothing, even with no operator to see it: the real trainer, held after step 7 of 15
+    by a fault point, gets SIGTERM from a pod deleted by hand (as Kueue or a person would stop it, with no
+    DisruptionTarget condition) while the operator is killed. It checkpoints and exits 75 within its grace period
+    (its report of the preemption finds no endpoint, and the SIGTERM ends the retries); the Job ignores that exit
+    (podFailurePolicy) and starts a new pod, whose trainer resumes after step 7 and tells the preemption again.
+    The operator, started again, finds the trial running on its first attempt and tells the preemption once (Event
+    TrialPreempted, with the step); the trial completes on that attempt. Trials report over HTTPS, as the chart
+    sets them up by default."""
     ops, plane, ns = operators, operators.plane, operators.namespace
     undo = ops.enable_reports()
     nodes = gpu_nodes_factory({"gpu-a": 1})
-    ops.start()
+    operator = ops.start()
     apply(plane, ns, study_manifest("preempted", trialTemplate={"env": held_after(7)},
                                     budget={"maxTrials": 1, "parallelism": 1}))  # fmt: skip
 
@@ -700,7 +702,14 @@ def test_a_trial_pod_deleted_mid_training_is_replaced_and_the_trial_resumes_from
     wait_for("the trainer held after step 7", lambda: runs() and "holding for" in log(runs()[0]), 300,
              diagnosis(ops, "preempted", nodes))  # fmt: skip
     first_pod = runs()[0]["pod"]
+    operator.send_signal(signal.SIGKILL)
+    operator.wait()
     plane.kubectl("delete", "pod", first_pod, "-n", ns, "--wait=false")
+    wait_for("the Job's new pod, no operator running", lambda: len(runs()) == 2, 120,
+             diagnosis(ops, "preempted", nodes))  # fmt: skip
+    assert runs()[0]["exit_code"] == 75, (runs()[0], log(runs()[0])[-2000:])  # not killed at the end of its grace
+    assert "the study was not told of the preemption" in log(runs()[0])
+    ops.start()  # (the new pod's trainer waits for the endpoint to read its parameters)
     done = wait_for_phase(ops, "preempted", ("Succeeded", "Failed"), 300, nodes)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     first, second = runs()

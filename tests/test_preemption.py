@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from ftstudy.trainer.cli import EXIT_PREEMPTED
 
+from .conftest import PG_SCRIPT
 from .test_screening import RUN, adapter, trainer
 
 HOLD = "holding for"
@@ -106,6 +108,61 @@ def test_a_trial_preempted_inside_its_early_scoring_scores_again_and_screens_as_
     assert early == json.loads((whole / "reported.json").read_text())["intermediate"]
 
     resumed = trainer(trainer_cmd, dataset_dir, preempted, "resume", "--checkpoint-on-stop")
+    assert resumed.returncode == 0, resumed.stderr
+    same_training(preempted, whole)
+
+
+@pytest.mark.timeout(1800)
+def test_a_trial_evicted_while_its_early_report_waits_out_an_outage_leaves_in_its_grace_period_and_screens_again(
+    postgres_url: str, study_name: str, trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+) -> None:
+    """Stage screen against the study's real PostgreSQL, stopped just before the early step's report: the trainer
+    retries the report (it would for minutes: ``--storage-retry-seconds``) until the SIGTERM of an eviction, then
+    checkpoints at once and exits 75 within seconds, inside a pod's grace period (it went on retrying, and a pod is
+    killed at the end of its grace: a failure). The next run, the database back, scores that step again, reports
+    it once and screens; the resumed trial ends as the uninterrupted one."""
+    import optuna
+
+    whole, preempted = tmp_path / "whole", tmp_path / "preempted"
+    assert trainer(trainer_cmd, dataset_dir, whole, "full").returncode == 0
+    optuna.create_study(storage=postgres_url, study_name=study_name, direction="maximize").ask()  # trial 0: RUN's
+    study = ["--storage", postgres_url, "--study", study_name, "--trial", "0", "--storage-retry-seconds", "300"]
+    command = [*trainer_cmd, *RUN, "--data", str(dataset_dir), "--output", str(preempted), "--stage", "screen",
+               "--checkpoint-on-stop", *study]  # fmt: skip
+    env = {**os.environ, "FTSTUDY_FAULTS": "trainer.reporting=1:hold=15"}  # after scoring and checkpointing step 3
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    lines, signalled = [], None
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if HOLD in line:
+                subprocess.run([str(PG_SCRIPT), "stop"], check=True, capture_output=True, text=True)
+            elif "database unreachable while trying to" in line and signalled is None:
+                process.send_signal(signal.SIGTERM)  # an eviction, while the report is being retried
+                signalled = time.monotonic()
+        code = process.wait(timeout=60)
+        left = time.monotonic() - (signalled or 0)
+    finally:
+        process.kill()
+        subprocess.run([str(PG_SCRIPT), "start"], check=True, capture_output=True, text=True)
+    log = "".join(lines)
+    assert signalled is not None, log
+    assert (code, left < 10) == (EXIT_PREEMPTED, True), (code, left, log[-3000:])
+    assert re.search(r"stopped while (trying|waiting) to record early_accuracy", log), log[-3000:]
+    assert "preempted after step 3 (its scoring there is done again)" in log, log[-3000:]
+    assert "Traceback" not in log, log
+
+    screened = trainer(trainer_cmd, dataset_dir, preempted, "screen", "--checkpoint-on-stop", *study)
+    assert screened.returncode == 0, screened.stderr
+    assert "preempted at step 3" in screened.stderr
+    assert json.loads((preempted / "result.json").read_text())["outcome"] == "screened"
+    (trial,) = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials(deepcopy=False)
+    early = json.loads((whole / "reported.json").read_text())["intermediate"]
+    assert {str(k): v for k, v in trial.intermediate_values.items()} == early, "reported once, the same value"
+    assert trial.user_attrs["preempted_at_steps"] == [3], "the preemption told by the run after it"
+
+    resumed = trainer(trainer_cmd, dataset_dir, preempted, "resume", "--checkpoint-on-stop", *study)
     assert resumed.returncode == 0, resumed.stderr
     same_training(preempted, whole)
 

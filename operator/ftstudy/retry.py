@@ -8,9 +8,10 @@ exponential backoff, until a deadline; everything else surfaces at once.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,6 +20,12 @@ log = logging.getLogger(__name__)
 
 class StorageUnavailable(RuntimeError):
     """The database stayed unreachable past the retry deadline."""
+
+
+class Stopped(RuntimeError):
+    """A stop was asked for (the trainer's SIGTERM) while a call was failing: a pod being evicted has a grace period
+    to leave in, which retrying for minutes would outlast (then SIGKILL, a failure); its caller stops as at any
+    other safe point, and what it could not report is reported again by the run that resumes."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -52,6 +59,8 @@ class RetryPolicy:
     first_delay: float = 0.5
     max_delay: float = 10.0
     target: str = "database"  # what was unreachable, in messages ("the operator's report endpoint" for a trial)
+    # set: retrying ends (``Stopped``) at once instead of waiting for the next try (a trainer's SIGTERM)
+    stop: threading.Event | None = field(default=None, compare=False, repr=False)
 
     def call(self, what: str, function: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
         """Run ``function``; on a transient error wait and try again until the deadline passes."""
@@ -64,6 +73,9 @@ class RetryPolicy:
             except Exception as error:
                 if not is_transient(error):
                     raise
+                if self.stop is not None and self.stop.is_set():
+                    raise Stopped(f"stopped while trying to {what}: {self.target} unreachable "
+                                  f"({_first_line(error)})") from error  # fmt: skip
                 waited = time.monotonic() - started
                 if waited + delay > self.deadline_seconds:
                     raise StorageUnavailable(
@@ -78,7 +90,11 @@ class RetryPolicy:
                     _first_line(error),
                     delay,
                 )
-                sleep(delay)
+                if self.stop is None:
+                    sleep(delay)
+                elif self.stop.wait(delay):
+                    raise Stopped(f"stopped while waiting to {what} again: {self.target} unreachable "
+                                  f"({_first_line(error)})") from error  # fmt: skip
                 delay = min(self.max_delay, delay * 2)
                 attempt += 1
 

@@ -212,7 +212,8 @@ def _fractions(text: str, option: str = "--extra-eval-fractions") -> tuple[float
         raise ValueError(f"{option} must be comma-separated numbers, got {text!r}") from None
 
 
-def _reporter(args: argparse.Namespace) -> Any:
+def _reporter(args: argparse.Namespace, stop: threading.Event | None = None) -> Any:
+    """``stop``: the trainer's SIGTERM, which ends a report's retries (``ftstudy.retry.Stopped``)."""
     from ftstudy.retry import RetryPolicy
     from ftstudy.trainer import reporting
     from ftstudy.trainer.reporting import LocalReporter, OptunaReporter
@@ -224,18 +225,18 @@ def _reporter(args: argparse.Namespace) -> Any:
     if not isinstance(params, dict):
         raise ValueError("--params must be a JSON object of hyperparameters")
     if os.environ.get(reporting.REPORT_URL_ENV):  # a cluster's trial: reports go to the operator, over HTTPS
-        return _http_reporter(args, params)
+        return _http_reporter(args, params, stop)
     study_args = [args.storage, args.study, args.trial]
     if any(a is not None for a in study_args):
         if not all(a is not None for a in study_args):
             raise ValueError("--storage, --study and --trial go together")
-        retry = RetryPolicy(deadline_seconds=args.storage_retry_seconds)
+        retry = RetryPolicy(deadline_seconds=args.storage_retry_seconds, stop=stop)
         return OptunaReporter(args.storage, args.study, args.trial, retry, defaults=params)
     args.run_dir.mkdir(parents=True, exist_ok=True)
     return LocalReporter(params, args.run_dir)
 
 
-def _http_reporter(args: argparse.Namespace, params: dict[str, Any]) -> Any:
+def _http_reporter(args: argparse.Namespace, params: dict[str, Any], stop: threading.Event | None = None) -> Any:
     """The reporter of a trial in a cluster, from what its Job gives it (``ftstudy.kube.jobs``)."""
     from ftstudy.retry import RetryPolicy
     from ftstudy.trainer import reporting
@@ -248,7 +249,7 @@ def _http_reporter(args: argparse.Namespace, params: dict[str, Any]) -> Any:
         trial = json.loads(os.environ[reporting.REPORT_TRIAL_ENV])
     except json.JSONDecodeError as error:
         raise ValueError(f"${reporting.REPORT_TRIAL_ENV} is not valid JSON: {error}") from None
-    retry = RetryPolicy(deadline_seconds=args.report_retry_seconds, target="the operator's report endpoint")
+    retry = RetryPolicy(deadline_seconds=args.report_retry_seconds, target="the operator's report endpoint", stop=stop)
     url, ca, token = (os.environ[n] for n in (reporting.REPORT_URL_ENV, reporting.REPORT_CA_ENV,
                                              reporting.REPORT_TOKEN_ENV))  # fmt: skip
     return reporting.HttpReporter(url, ca, Path(token), trial, retry, defaults=params)
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    from ftstudy.retry import StorageUnavailable
+    from ftstudy.retry import Stopped, StorageUnavailable
     from ftstudy.task.dataset import DatasetError
     from ftstudy.trainer.reporting import ReportRefused, TrialEnded
 
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         if not world.main:  # rank 0 reads the study, reports and publishes for every rank
             reporter, artifacts = FollowerReporter(), LocalArtifacts()
         else:
-            reporter = _reporter(args)
+            reporter = _reporter(args, stop)
         if args.generate_data and world.main:  # one writer; the other ranks read it after the barrier
             _generate_data(args.data, args.generate_data)
         world.barrier()
@@ -445,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrialEnded as error:  # the study decided first (it pruned the trial, or launched it again): not a failure
         log.warning("%s; the study has ended this trial or launched it again: stopping", error)
         return EXIT_OK
+    except Stopped as error:  # a SIGTERM while a report outside the training loop was being retried
+        log.warning("%s", error)
+        return EXIT_PREEMPTED if args.checkpoint_on_stop else EXIT_TERMINATED
     except StorageUnavailable as error:  # the study cannot be told (an outage): say so, and which report
         log.error("%s", error)
         return EXIT_STORAGE

@@ -32,6 +32,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
 from ftstudy import faults
+from ftstudy.retry import Stopped
 from ftstudy.task.dataset import Example, load_jsonl
 from ftstudy.task.scoring import Accuracy
 from ftstudy.trainer import checkpoint
@@ -387,6 +388,9 @@ class Trainer:
         )
         if preempted:
             log.info("resumed from the checkpoint written when this trial was preempted at step %d", progress.step)
+            steps = self.summary.get(UserAttr.PREEMPTED_AT_STEPS.value)
+            if steps and self.world.main:  # told again (the same list): the preempted run may not have reached it
+                self.reporter.set_attrs({UserAttr.PREEMPTED_AT_STEPS: steps})
 
         micro = min(hp.batch_size, len(train_items))
         batches = batch_stream(train_items, micro, s.seed, progress.step * hp.grad_accum, s.group_by_length)
@@ -408,7 +412,10 @@ class Trainer:
                     self._sync(True)
                     return self._diverged(result, step, early_reported, started)
                 if step % s.check_every == 0:
-                    status = self.reporter.status()
+                    try:
+                        status = self.reporter.status()
+                    except Stopped:  # the database out of reach at a SIGTERM: stopped at the next safe point
+                        status = TrialStatus.RUNNING
                     if status is not TrialStatus.RUNNING:
                         self._sync(True)
                         return self._stopped_by_study(result, status, step)
@@ -434,7 +441,11 @@ class Trainer:
                 elif step in extra_steps:
                     progress.accuracy_at[str(step)] = self._accuracy(model, encoder, data.validation, device).mean
                     self._record({UserAttr.ACCURACY_AT_STEP: progress.accuracy_at})
-            except Interrupted:  # inside this step's scoring: a preempted run does it again when resumed
+            # inside this step's scoring, or its report retried through an outage when the SIGTERM came: a preempted
+            # run does both again when resumed (the report is idempotent: the same value, set again)
+            except (Interrupted, Stopped) as stopped:
+                if isinstance(stopped, Stopped):
+                    log.warning("%s: the run that resumes reports it", stopped)
                 self._sync(True)
                 return self._stopped(result, model, optimiser, identity, progress, started, step, redo=True)
             faults.point(f"trainer.after-step.{step}", wake=self.stop)
@@ -456,7 +467,11 @@ class Trainer:
             UserAttr.EVAL_SECONDS: round(self.eval_seconds, 3),
             UserAttr.OUTCOME: Outcome.COMPLETED.value,
         }
-        self._record(attrs)
+        try:
+            self._record(attrs)
+        except Stopped as stopped:  # a SIGTERM while the result waits out an outage: the next run scores it again
+            log.warning("%s: the run that resumes reports it", stopped)
+            return self._stopped(result, model, optimiser, identity, progress, started, total, redo=True)
         _write_json_atomic(self.out / "loss_curve.json", {"train_loss": progress.losses})
         _write_json_atomic(self.out / PAGE_SCORES, _page_scores(final))
         for name in ("loss_curve.json", PAGE_SCORES):
@@ -533,6 +548,7 @@ class Trainer:
         save_adapter(model, self.out / "early_adapter")
         adapter = self.artifacts.publish(self.out, "early_adapter")
         extra = before_report()
+        faults.point("trainer.reporting")  # a test starts an outage here, so that the reports below are retried
         self._record(
             {
                 UserAttr.EARLY_ACCURACY: early.mean,
@@ -723,11 +739,20 @@ class Trainer:
     def _tell(self, attrs: dict[str, Any], seconds: float = 5.0) -> None:
         """Report ``attrs`` if the study takes them within ``seconds``, else go on: a preempted pod has a grace
         period to leave in, and what it says is for people (the operator's TrialPreempted Event), not a result."""
-        thread = threading.Thread(target=lambda: self.reporter.set_attrs(attrs), daemon=True)
+        failed: list[BaseException] = []
+
+        def tell() -> None:
+            try:
+                self.reporter.set_attrs(attrs)
+            except Exception as error:  # unreachable, and the SIGTERM ends the retries (ftstudy.retry.Stopped)
+                failed.append(error)
+
+        thread = threading.Thread(target=tell, daemon=True)
         thread.start()
         thread.join(seconds)
-        if thread.is_alive():
-            log.warning("the study was not told of the preemption within %.0f s; going on", seconds)
+        if thread.is_alive() or failed:
+            log.warning("the study was not told of the preemption within %.0f s (%s); going on, the resumed run "
+                        "tells it", seconds, failed[0] if failed else "no answer")  # fmt: skip
 
     def _preempted_untrained(self, result: TrialResult) -> TrialResult:
         """SIGTERM before the first step: nothing to keep; preempted all the same (not a failure: the Job's next pod
