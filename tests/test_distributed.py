@@ -89,6 +89,27 @@ def test_two_processes_train_as_one_and_resume_a_screened_or_preempted_trial_exa
     assert "resumed from the checkpoint written when this trial was preempted at step 7" in log
     same_training(preempted, whole)
 
+    # SIGTERM in the final scoring (the trial's second), after the last step: rank 1 has left the loop and hands in
+    # no generators, yet the checkpoint resumes on two processes (no step is left to draw from them) and the trial
+    # ends as the uninterrupted run. (It was refused on resume: "written by 1 process(es)", exit 2, a failure.)
+    late = tmp_path / "late"
+    process = trainer(trainer_cmd, dataset_dir, late, 2, "--stage", "full", "--checkpoint-on-stop",
+                      env={"FTSTUDY_FAULTS": "trainer.scoring=2:hold=600"})  # fmt: skip
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if HOLD in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    lines.extend(process.stderr)
+    log = "".join(lines)
+    assert process.wait(timeout=300) == EXIT_PREEMPTED, log
+    assert "preempted after step 15" in log, log
+    code, log = finish(trainer(trainer_cmd, dataset_dir, late, 2, "--stage", "full", "--checkpoint-on-stop"))
+    assert code == 0, log
+    same_training(late, whole)
+
     # A checkpoint of two processes is not resumed on one: its generators are per rank.
     code, log = finish(trainer(trainer_cmd, dataset_dir, screened, 1, "--stage", "resume"))
     assert code == 2 and "written by 2 process(es)" in log, log

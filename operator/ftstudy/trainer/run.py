@@ -272,6 +272,13 @@ class Trainer:
             self._halted = True
             self._rng_ranks = self.world.gather(checkpoint.rng_state())
 
+    def _training_over(self) -> None:
+        """A stop after the last step (in the final scoring, or its report): the other ranks have left the loop, so
+        none hands in its random generators (``_sync``), and a checkpoint without them is refused on resume ("written
+        by 1 process(es)"). No step is left to draw from them: each rank resumes with rank 0's."""
+        if self.world.size > 1 and not self._rng_ranks:
+            self._rng_ranks = [checkpoint.rng_state()] * self.world.size
+
     def _stop_requested(self) -> bool:
         """A SIGTERM to act on at the top of a step: at once alone; on several processes only once every rank
         knows (``_sync``), or rank 0 would leave the others waiting inside the step's all-reduce."""
@@ -454,6 +461,7 @@ class Trainer:
         try:
             final = self._scores(model, encoder, data, device)
         except Interrupted:
+            self._training_over()
             return self._stopped(result, model, optimiser, identity, progress, started, total, redo=True)
         save_adapter(model, self.out / "final_adapter")
         adapter = self.artifacts.publish(self.out, "final_adapter")
@@ -471,6 +479,7 @@ class Trainer:
             self._record(attrs)
         except Stopped as stopped:  # a SIGTERM while the result waits out an outage: the next run scores it again
             log.warning("%s: the run that resumes reports it", stopped)
+            self._training_over()
             return self._stopped(result, model, optimiser, identity, progress, started, total, redo=True)
         _write_json_atomic(self.out / "loss_curve.json", {"train_loss": progress.losses})
         _write_json_atomic(self.out / PAGE_SCORES, _page_scores(final))
