@@ -40,6 +40,22 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, log
 
 
+def preempted_at_hold(process: subprocess.Popen[str]) -> str:
+    """SIGTERM to the launcher (what the kubelet sends the pod) once its fault point holds; it must exit preempted.
+    Returns its log."""
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if HOLD in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    lines.extend(process.stderr)
+    log = "".join(lines)
+    assert process.wait(timeout=300) == EXIT_PREEMPTED, log
+    return log
+
+
 def losses(run: Path) -> list[float]:
     curve: list[float] = json.loads((run / "loss_curve.json").read_text())["train_loss"]
     return curve
@@ -72,16 +88,7 @@ def test_two_processes_train_as_one_and_resume_a_screened_or_preempted_trial_exa
     # checkpoints, the launcher exits 75; the same command resumes and ends as the uninterrupted run.
     process = trainer(trainer_cmd, dataset_dir, preempted, 2, "--stage", "full", "--checkpoint-on-stop",
                       env={"FTSTUDY_FAULTS": "trainer.after-step.7=1:hold=600"})  # fmt: skip
-    assert process.stderr is not None
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if HOLD in line:
-            process.send_signal(signal.SIGTERM)
-            break
-    lines.extend(process.stderr)
-    log = "".join(lines)
-    assert process.wait(timeout=300) == EXIT_PREEMPTED, log
+    log = preempted_at_hold(process)
     assert "preempted after step 7: checkpointed" in log and "rank 1: stopping with rank 0 after step 7" in log
     assert len(json.loads((preempted / "checkpoint" / "checkpoint.json").read_text())["identity"]) > 0
     code, log = finish(trainer(trainer_cmd, dataset_dir, preempted, 2, "--stage", "full", "--checkpoint-on-stop"))
@@ -95,16 +102,7 @@ def test_two_processes_train_as_one_and_resume_a_screened_or_preempted_trial_exa
     late = tmp_path / "late"
     process = trainer(trainer_cmd, dataset_dir, late, 2, "--stage", "full", "--checkpoint-on-stop",
                       env={"FTSTUDY_FAULTS": "trainer.scoring=2:hold=600"})  # fmt: skip
-    assert process.stderr is not None
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if HOLD in line:
-            process.send_signal(signal.SIGTERM)
-            break
-    lines.extend(process.stderr)
-    log = "".join(lines)
-    assert process.wait(timeout=300) == EXIT_PREEMPTED, log
+    log = preempted_at_hold(process)
     assert "preempted after step 15" in log, log
     code, log = finish(trainer(trainer_cmd, dataset_dir, late, 2, "--stage", "full", "--checkpoint-on-stop"))
     assert code == 0, log
