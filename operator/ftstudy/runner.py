@@ -422,16 +422,17 @@ class Engine:
         held = self.outages.get(number)
         if held is None or held[0] != launch:
             earlier = sorted(outage_launches(trial))
+            recorded = launch in earlier
+            # the outage's place among the trial's outages: the count of earlier ones, doubling the wait each
+            index = earlier.index(launch) if recorded else len(earlier)
+            if not recorded:  # first, so that a database that fails this write leaves no wait held
+                self.store.record_outage(trial, launch)
             base, cap = self.outage_backoff
-            if launch in earlier:
-                delay = min(cap, base * 2.0 ** min(earlier.index(launch), 10))
-                self.outages[number] = (launch, now + delay, why)
-                return False
-            self.store.record_outage(trial, launch)
-            delay = min(cap, base * 2.0 ** min(len(earlier), 10))
+            delay = min(cap, base * 2.0 ** min(index, 10))
             self.outages[number] = (launch, now + delay, why)
-            text = f"{why}: an outage, not the trial's doing; launched again in {delay:.0f} s (no retry spent)"
-            self.on_event(Event(number, text, "TrialOutage"))
+            if not recorded:  # told once: a restarted engine waits again without a new Event
+                text = f"{why}: an outage, not the trial's doing; launched again in {delay:.0f} s (no retry spent)"
+                self.on_event(Event(number, text, "TrialOutage"))
             return False
         if now < held[1]:
             return False
