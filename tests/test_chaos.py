@@ -1,6 +1,7 @@
 """Chaos at random moments, on the real control plane with the real trainer: the operator SIGKILLed twenty times
-across a study (inside its multi-write sequences too, through fault-injection points, and restarted under new
-identities that must wait for the Lease to expire); in a study screening in rungs, PostgreSQL crashed three times,
+across a screened study (inside its multi-write sequences too, through fault-injection points, and restarted under
+new identities that must wait for the Lease to expire), then at each decision point those kills did not reach
+(prune, promotion, resume) while it finishes; in a study screening in rungs, PostgreSQL crashed three times,
 the operator killed inside three PostgreSQL outages, and the API server restarted once.
 
 What must hold afterwards, read from the simulated kubelet's record of every process it ran and from the study's
@@ -15,6 +16,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -45,11 +47,17 @@ from tests.test_operator import (
 ROOT = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("FTSTUDY_CHAOS_SEED", "20261201"))
 # Inside the multi-write sequences: asked for, Job not yet created; Job created, launch not yet counted; decision
-# recorded, Job not yet annotated; trial told PRUNED, Job not yet deleted. (fail.between needs a failing trial.)
+# recorded, Job not yet annotated; trial told PRUNED, Job not yet deleted; resume asked for, Job not yet created;
+# resume Job created, not yet counted. (fail.between needs a failing trial.)
 FAULTS = ("launch.before=1", "launch.between=1", "continue.between=1", "cancel.between=1", "launch.between=2",
-          "cancel.between=1", "continue.between=1", "launch.before=2")  # fmt: skip
-# Screening adds: resume asked for, Job not yet created; resume Job created, not yet counted.
-SCREEN_FAULTS = ("resume.before=1", "resume.between=1")
+          "cancel.between=1", "continue.between=1", "launch.before=2", "resume.before=1",
+          "resume.between=1")  # fmt: skip
+# Where a screened study decides (a prune, a promotion, a resume) depends on when its trials are scored, which the
+# random moments do not control: every life, through the kills and after them, is also armed with those of these
+# points no kill has reached yet, so that the first prune and the first two resume launches each meet a kill.
+DECISION_POINTS = ("cancel.between", "continue.between", "resume.before", "resume.between")
+MUST_HIT = ("cancel.between", "resume.before", "resume.between")  # a study may continue all its trials unkilled
+KILLED_AT = re.compile(r"fault point (\S+): killed here")
 LEASE_SECONDS = 3
 TEST_TIMEOUT_S = 600  # pyproject.toml's pytest timeout
 TRIALS = 8  # at first: raised while the kills go on, if the study would otherwise end before them
@@ -82,53 +90,73 @@ def created_trials(url: str, namespace: str, name: str) -> int:
         return 0
 
 
-@pytest.mark.parametrize("mode", ["online", "screen"])
+def fault_that_killed(ops: Operators, identity: str, since: int) -> str | None:
+    """The fault point that ended the life of ``identity`` whose log began at byte ``since``, if one did."""
+    found = KILLED_AT.findall((ops.logs / f"operator-{identity}.log").read_bytes()[since:].decode(errors="replace"))
+    return found[-1] if found else None
+
+
+def armed(hit: list[str], fault: str | None = None) -> dict[str, str]:
+    """A life's environment: its own fault point, if any, and the decision points no kill has reached yet (each
+    the first time it is passed: the life dies at whichever comes first, and its log says which)."""
+    points = [fault] if fault else []
+    points += [f"{p}=1" for p in DECISION_POINTS if p not in hit and not (fault or "").startswith(f"{p}=")]
+    return {"FTSTUDY_FAULTS": ",".join(points)} if points else {}
+
+
+def log_size(ops: Operators, identity: str) -> int:
+    path = ops.logs / f"operator-{identity}.log"
+    return path.stat().st_size if path.exists() else 0
+
+
 def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
-    mode: str, operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
 ) -> None:
-    """``screen``, the default mode: trials stop at the early step and the promoted ones are resumed, and (as the chart
-    sets it up by default) report over HTTPS to the operator, so every kill also leaves trainers retrying their
-    reports until the next leader serves them. Its fault list adds the resume points, but the study keeps growing
-    while the kills go on (so that they land while trials remain), and a screened study decides once every trial is
-    scored: in the first runs no kill reached a promotion or a resume (tests/test_screening_cluster.py kills the
-    operator inside a resume on purpose)."""
+    """In screen mode, the default: trials stop at the early step and the promoted ones are resumed, and (as the
+    chart sets it up by default) report over HTTPS to the operator, so every kill also leaves trainers retrying their
+    reports until the next leader serves them. Every life is also armed with the decision points no kill has reached
+    yet (``DECISION_POINTS``), so that the prune and resume sequences meet a kill whenever the study gets to them;
+    the engine's own tests kill a local runner at each of them too (tests/test_screening.py). Online mode runs the
+    same engine and fault points (tests/test_operator.py, tests/test_hardening.py)."""
     ops, plane, ns = operators, operators.plane, operators.namespace
     started = time.monotonic()
     rng = random.Random(SEED)
     short_lease = ["--lease-seconds", str(LEASE_SECONDS)]
     ops.extra_args = [*short_lease]
-    undo = ops.enable_reports() if mode == "screen" else lambda: None
+    undo = ops.enable_reports()
     nodes = gpu_nodes_factory({"gpu-a": 2})
     name = "chaos"
-    promotion = {"policy": "topK", "k": 2, "mode": mode, "auditFraction": 0.0}
+    promotion = {"policy": "topK", "k": 2, "mode": "screen", "auditFraction": 0.0}
     apply(plane, ns, study_manifest(name, budget={"maxTrials": TRIALS, "parallelism": 2, "retriesPerTrial": 1},
                                     promotion=promotion))  # fmt: skip
     max_trials, identity, kills, hit = TRIALS, "chaos-0", [], []
-    chosen = FAULTS + (SCREEN_FAULTS if mode == "screen" else ())
-    faults: list[str | None] = [*chosen, *[None] * (20 - len(chosen))]
+    faults: list[str | None] = [*FAULTS, *[None] * (20 - len(FAULTS))]
     rng.shuffle(faults)
     for i, fault in enumerate(faults):
         changed = i % 4 == 3  # a new identity: it may lead only once the killed one's Lease has expired
         if changed:
             identity = f"chaos-{i}"
-        ops.env = {"FTSTUDY_FAULTS": fault} if fault else {}
+        ops.env = armed(hit, fault)
+        since = log_size(ops, identity)
         proc = ops.start(identity)
         # a life with a fault point runs until it gets there (or 15 s: an operator's start takes seconds on a busy
         # machine, and a decision's point needs a trial at its early step), the others are killed at a random moment
         life = (15.0 if fault else rng.uniform(1.0, 3.5)) + (LEASE_SECONDS + 1 if changed else 0)
         try:
             proc.wait(life)
-            how = f"fault {fault}"
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            how = f"SIGKILL after {life:.1f}s" + (f" ({fault} not reached)" if fault else "")
+        point = fault_that_killed(ops, identity, since)
         if proc.returncode == EXIT_LOST_LEADERSHIP:  # a 3 s Lease lost to one slow renewal on a busy machine: by design
             how = "exited: lost its Lease"
         else:
             assert proc.returncode == -signal.SIGKILL, (proc.returncode, ops.log(identity)[-3000:])
-            if how.startswith("fault"):
-                hit.append(fault)
+            if point is not None:
+                how = f"fault {point}"
+                hit.append(point)
+            else:
+                how = f"SIGKILL after {life:.1f}s" + (f" ({fault} not reached)" if fault else "")
         kills.append(f"{i}: {identity}: {how}")
         # However fast this machine, the study must outlast the kills: its budget is raised as it nears the end (a
         # budget edit, allowed while it runs), so that every kill lands while trials remain to be created.
@@ -138,7 +166,7 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
             plane.kubectl("patch", "fts", name, "-n", ns, "--type=merge", "-p", patch)
     unfinished = [t for t in optuna_trials(postgres_url, ns, name) if not t.state.is_finished()]
     print(f"seed {SEED}; kills: {kills}; unfinished after them: {len(unfinished)}")
-    assert any(f and ".between" in f for f in hit), ("no kill inside a multi-write sequence", kills)
+    assert any(".between" in point for point in hit), ("no kill inside a multi-write sequence", kills)
     assert get_study(plane, ns, name)["status"]["phase"] != "Succeeded", "the kills landed across the study"
     assert len(optuna_trials(postgres_url, ns, name)) < max_trials, "trials were still to be created"
     # What the kills met is what the rest must finish: the budget is lowered to the trials created (no operator runs
@@ -148,12 +176,25 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     plane.kubectl("patch", "fts", name, "-n", ns, "--type=merge", "-p", patch)
     # The last lives run the study to its end with the default Lease (a 3 s Lease is lost to one slow renewal on a
     # busy machine), restarted whenever one exits, as the Deployment would restart a leader that lost its Lease.
-    ops.env, ops.extra_args = {}, ops.extra_args[len(short_lease) :]
-    lives = [ops.start("chaos-final-0")]
+    # A life killed at a decision point is followed by one under the same identity (it leads at once).
+    ops.extra_args = ops.extra_args[len(short_lease) :]
+    final = "chaos-final"
+
+    def start_final_life() -> subprocess.Popen[bytes]:
+        ops.env = armed(hit)
+        sizes.append(log_size(ops, final))
+        return ops.start(final)
+
+    sizes: list[int] = []
+    lives = [start_final_life()]
 
     def ended() -> dict[str, Any] | None:
         if lives[-1].poll() is not None:
-            lives.append(ops.start(f"chaos-final-{len(lives)}"))
+            point = fault_that_killed(ops, final, sizes[-1])
+            if point is not None:
+                hit.append(point)
+                kills.append(f"final life {len(lives)}: fault {point}")
+            lives.append(start_final_life())
         study = get_study(plane, ns, name)
         return study if (study.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
 
@@ -161,8 +202,9 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     # pytest-timeout's stack dump would not
     left = TEST_TIMEOUT_S - (time.monotonic() - started) - 30
     study = wait_for(f"{name} to end", ended, left, diagnosis(ops, name, nodes))
-    print(f"final lives: {len(lives)}")
+    print(f"final lives: {len(lives)}; kills: {kills}")
     assert study["status"]["phase"] == "Succeeded", (SEED, kills, study["status"])
+    assert not set(MUST_HIT) - set(hit), ("decision points no kill reached", SEED, kills)
 
     trials = optuna_trials(postgres_url, ns, name)
     assert sorted(t.number for t in trials) == list(range(max_trials)), "one trial per number, none lost, none extra"
@@ -171,9 +213,9 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     assert_each_attempt_ran_once_and_none_overlapped(nodes, ns, name, trials)
     for log in ops.logs.glob("operator-chaos-*.log"):
         assert "Traceback" not in log.read_text(errors="replace"), (log.name, SEED, kills)
-    if mode == "screen":  # the trainers' reports went through the endpoint, across the kills: they had no URL
-        env = {e["name"] for job in jobs(plane, ns) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert "FTSTUDY_REPORT_URL" in env and "FTSTUDY_STORAGE_URL" not in env, env
+    # the trainers' reports went through the endpoint, across the kills: they had no URL
+    env = {e["name"] for job in jobs(plane, ns) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "FTSTUDY_REPORT_URL" in env and "FTSTUDY_STORAGE_URL" not in env, env
     undo()
 
 
