@@ -19,6 +19,7 @@ from ftstudy.task.generator import SplitSizes, write_dataset
 from tests.cluster.builds import BUILD_FIXTURES
 from tests.cluster.fixtures import *  # noqa: F403  (the real control plane and simulated GPU nodes)
 from tests.images import Images, ImagesError, build_images
+from tests.trainer_runs import trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / "scripts" / "postgres.sh"
@@ -119,6 +120,16 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def trainer_cmd() -> Iterator[list[str]]:
     yield [sys.executable, "-m", "ftstudy.trainer.cli"]
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> Path:
+    """The run directory of tests/trainer_runs.py's run trained whole (stage full) on ``dataset_dir``, once per
+    session: what a screened, preempted or resumed run of the same command must end exactly as. Read only."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    done = trainer([sys.executable, "-m", "ftstudy.trainer.cli"], dataset_dir, out, "full")
+    assert done.returncode == 0, done.stderr
+    return out
 
 
 def postgres_outage(seconds: float, during: Callable[[], object] = lambda: None) -> None:

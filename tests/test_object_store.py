@@ -30,8 +30,8 @@ from ftstudy.trainer.cli import EXIT_ARTIFACTS
 from .cluster.seaweedfs import BUCKET, SeaweedFS
 from .studies import tiny_study
 from .test_preemption import HOLD
-from .test_screening import RUN, adapter
 from .test_study import run
+from .trainer_runs import RUN, adapter
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -62,12 +62,9 @@ def read_json(store: ObjectStore, key: str) -> dict[str, object]:
 
 
 def test_a_trial_screened_into_a_bucket_resumes_from_it_on_a_fresh_disk_and_ends_as_the_uninterrupted_one(
-    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path, object_store: SeaweedFS
+    trainer_cmd: list[str], dataset_dir: Path, uninterrupted: Path, tmp_path: Path, object_store: SeaweedFS
 ) -> None:
-    whole = tmp_path / "whole"
-    full = subprocess.run([*trainer_cmd, *RUN, "--data", str(dataset_dir), "--output", str(whole), "--stage", "full"],
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert full.returncode == 0, full.stderr
+    whole = uninterrupted
     url = f"{prefix()}/team-a/study/trial-0000"
 
     screened = run_into(trainer_cmd, object_store, dataset_dir, url, tmp_path / "pod-1", "screen")

@@ -20,7 +20,7 @@ import pytest
 from ftstudy.trainer.cli import EXIT_PREEMPTED
 
 from .conftest import PG_SCRIPT
-from .test_screening import RUN, adapter, trainer
+from .trainer_runs import RUN, adapter, trainer
 
 HOLD = "holding for"
 
@@ -83,13 +83,12 @@ def test_a_trial_preempted_mid_training_resumes_there_and_ends_as_the_uninterrup
 
 @pytest.mark.timeout(1800)
 def test_a_trial_preempted_inside_its_early_scoring_scores_again_and_screens_as_the_uninterrupted_one(
-    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+    trainer_cmd: list[str], dataset_dir: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
     """Stage screen, SIGTERM while the early step's validation is being scored: the trainer does not finish the
     scoring (it could outlast the grace period), it checkpoints the state from before it; the next run scores that
     step again, screens, and the resumed trial ends as the uninterrupted one."""
-    whole, preempted = tmp_path / "whole", tmp_path / "preempted"
-    assert trainer(trainer_cmd, dataset_dir, whole, "full").returncode == 0
+    whole, preempted = uninterrupted, tmp_path / "preempted"
     log = preempted_run(trainer_cmd, dataset_dir, preempted, "screen", "trainer.scoring")
     assert "preempted after step 3 (its scoring there is done again)" in log
     assert "(reported)" not in log, "nothing was reported"
@@ -114,7 +113,7 @@ def test_a_trial_preempted_inside_its_early_scoring_scores_again_and_screens_as_
 
 @pytest.mark.timeout(1800)
 def test_a_trial_evicted_while_its_early_report_waits_out_an_outage_leaves_in_its_grace_period_and_screens_again(
-    postgres_url: str, study_name: str, trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+    postgres_url: str, study_name: str, trainer_cmd: list[str], dataset_dir: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
     """Stage screen against the study's real PostgreSQL, stopped just before the early step's report: the trainer
     retries the report (it would for minutes: ``--storage-retry-seconds``) until the SIGTERM of an eviction, then
@@ -123,8 +122,7 @@ def test_a_trial_evicted_while_its_early_report_waits_out_an_outage_leaves_in_it
     it once and screens; the resumed trial ends as the uninterrupted one."""
     import optuna
 
-    whole, preempted = tmp_path / "whole", tmp_path / "preempted"
-    assert trainer(trainer_cmd, dataset_dir, whole, "full").returncode == 0
+    whole, preempted = uninterrupted, tmp_path / "preempted"
     optuna.create_study(storage=postgres_url, study_name=study_name, direction="maximize").ask()  # trial 0: RUN's
     study = ["--storage", postgres_url, "--study", study_name, "--trial", "0", "--storage-retry-seconds", "300"]
     command = [*trainer_cmd, *RUN, "--data", str(dataset_dir), "--output", str(preempted), "--stage", "screen",

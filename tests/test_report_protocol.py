@@ -275,7 +275,7 @@ def trainer_reporting_to(server: report_server.ReportServer, ca: str, trainer_cm
                          tmp_path: Any) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """The real trainer, run to the end as trial 3 of a study, its reports going to ``server`` over HTTPS."""
     from ftstudy.trainer.reporting import REPORT_CA_ENV, REPORT_TOKEN_ENV, REPORT_TRIAL_ENV, REPORT_URL_ENV
-    from tests.test_screening import RUN
+    from tests.trainer_runs import RUN
 
     token = tmp_path / "token"
     token.write_text("the-token\n")

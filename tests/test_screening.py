@@ -14,7 +14,6 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from safetensors.torch import load_file
 
 from ftstudy import audit
 from ftstudy.study_store import EarlyScoreTPESampler
@@ -22,28 +21,13 @@ from ftstudy.trainer.cli import main as trainer_main
 
 from .studies import tiny_study
 from .test_study import run
-
-# lora_dropout > 0 and grad_accum 2: the random generators and the data-order position must both be restored.
-PARAMS = {"learning_rate": 3e-3, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "batch_size": 2, "grad_accum": 2}
-RUN = ["--model", "tiny", "--max-steps", "15", "--eval-samples", "4", "--test-samples", "4", "--eval-batch-size",
-       "4", "--max-seq-len", "1024", "--params", json.dumps(PARAMS)]  # fmt: skip
-
-
-def trainer(trainer_cmd: list[str], data: Path, out: Path, stage: str, *more: str) -> subprocess.CompletedProcess[str]:
-    command = [*trainer_cmd, *RUN, "--data", str(data), "--output", str(out), "--stage", stage, *more]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)  # a busy one-core machine
-
-
-def adapter(run_dir: Path) -> dict[str, object]:
-    return load_file(str(run_dir / "final_adapter" / "adapter_model.safetensors"))
+from .trainer_runs import RUN, adapter, trainer
 
 
 def test_a_screened_then_resumed_trial_ends_as_the_uninterrupted_one(
-    trainer_cmd: list[str], dataset_dir: Path, tmp_path: Path
+    trainer_cmd: list[str], dataset_dir: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
-    whole, paused = tmp_path / "whole", tmp_path / "paused"
-    assert trainer(trainer_cmd, dataset_dir, whole, "full").returncode == 0
-
+    whole, paused = uninterrupted, tmp_path / "paused"
     screened = trainer(trainer_cmd, dataset_dir, paused, "screen")
     assert screened.returncode == 0, screened.stderr
     result = json.loads((paused / "result.json").read_text())
