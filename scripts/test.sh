@@ -27,7 +27,7 @@ builds() {
     # default) a session is scheduled as one group against the others whatever its processes' nice values: the
     # builds took half the CPU, and the tests' torch threads, waiting on each other, ran 10-20 times slower (fresh
     # machine, 2026-12-07). Lowering the group's own weight gives the tests back their CPU.
-    echo 19 >/proc/self/autogroup 2>/dev/null || true
+    echo 19 2>/dev/null >/proc/self/autogroup || true # silent where the kernel has no autogroup
     # The control plane (Kubernetes and etcd from Go modules: about 11 minutes on two quiet cores), helm for the
     # chart tests, Kueue's manager for the queueing tests (about 5 minutes of CPU).
     build k8s scripts/k8s-build.sh

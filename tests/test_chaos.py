@@ -56,7 +56,7 @@ FAULTS = ("launch.before=1", "launch.between=1", "continue.between=1", "cancel.b
 # random moments do not control: every life, through the kills and after them, is also armed with those of these
 # points no kill has reached yet, so that the first prune and the first two resume launches each meet a kill.
 DECISION_POINTS = ("cancel.between", "continue.between", "resume.before", "resume.between")
-MUST_HIT = ("cancel.between", "resume.before", "resume.between")  # a study may continue all its trials unkilled
+MUST_HIT = ("cancel.between", "resume.before", "resume.between")  # those the kills had never reached before
 KILLED_AT = re.compile(r"fault point (\S+): killed here")
 LEASE_SECONDS = 3
 TEST_TIMEOUT_S = 600  # pyproject.toml's pytest timeout
