@@ -117,9 +117,12 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+TRAINER_CMD = [sys.executable, "-m", "ftstudy.trainer.cli"]
+
+
 @pytest.fixture
 def trainer_cmd() -> Iterator[list[str]]:
-    yield [sys.executable, "-m", "ftstudy.trainer.cli"]
+    yield list(TRAINER_CMD)
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +130,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -
     """The run directory of tests/trainer_runs.py's run trained whole (stage full) on ``dataset_dir``, once per
     session: what a screened, preempted or resumed run of the same command must end exactly as. Read only."""
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    done = trainer([sys.executable, "-m", "ftstudy.trainer.cli"], dataset_dir, out, "full")
+    done = trainer(TRAINER_CMD, dataset_dir, out, "full")
     assert done.returncode == 0, done.stderr
     return out
 

@@ -1,7 +1,7 @@
 """Chaos at random moments, on the real control plane with the real trainer: the operator SIGKILLed twenty times
 across a screened study (inside its multi-write sequences too, through fault-injection points, and restarted under
-new identities that must wait for the Lease to expire), then at each decision point those kills did not reach
-(prune, promotion, resume) while it finishes; in a study screening in rungs, PostgreSQL crashed three times,
+new identities that must wait for the Lease to expire), every life also armed to die at the first prune, promotion
+or resume point no kill has reached yet; in a study screening in rungs, PostgreSQL crashed three times,
 the operator killed inside three PostgreSQL outages, and the API server restarted once.
 
 What must hold afterwards, read from the simulated kubelet's record of every process it ran and from the study's
