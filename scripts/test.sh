@@ -39,6 +39,8 @@ builds() {
     local seaweedfs=$!
     # promtool and the Prometheus server, from Debian's prometheus package.
     build promtool scripts/promtool.sh
+    # libfaketime, from Debian: an operator whose clock is a day ahead of the API server's.
+    build faketime scripts/faketime.sh
     # The operator, trainer and pause images, built with buildah on a Debian base made by mmdebstrap (about 5
     # minutes the first time, mostly the trainer's torch; seconds when current); the tests run them with podman and
     # on a node.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from ftstudy.kube.api import Kube, load_config
 from ftstudy.kube.policy import TrialPolicy
 from ftstudy.kube.reconciler import Settings, StudyReconciler
 from ftstudy.study_store import FORGETTING
+from tests.cluster.builds import cached_build
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
 from tests.conftest import PrivateDatabase, command_lines
@@ -274,6 +276,58 @@ def test_a_study_created_again_under_its_name_starts_afresh_and_can_continue_on_
     assert "is not a study of namespace" in refused["message"], refused
 
 
+def test_a_study_deleted_with_its_jobs_orphaned_and_applied_again_leaves_the_running_trial_alone(
+    operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
+) -> None:
+    """Issue 22's reproduction: ``kubectl delete --cascade=orphan`` while a trial runs, then the same manifest
+    again. Keyed by name, the new object took the old records as its own and launched the running trial again
+    (a retry spent, two attempts writing one trial). Now the new object has records of its own; the orphaned Job,
+    whose trainer still runs, is named in a JobConflict with the fix and left alone; the old trial's records are
+    untouched; once the orphan is deleted, the new study runs its own trial 0."""
+    ops, plane, ns = operators, operators.plane, operators.namespace
+    nodes = gpu_nodes_factory({"gpu-a": 2})
+    ops.start()
+    name = "orphans"
+    manifest = study_manifest(name, trialTemplate={"command": [*FAKE_TRAINER, "linger"]},
+                              budget={"maxTrials": 1, "parallelism": 1})  # fmt: skip
+
+    def runs() -> list[dict[str, Any]]:
+        return [r for r in nodes.runs if r["pod"].startswith(f"{name}-t0-")]
+
+    apply(plane, ns, manifest)
+    wait_for("the first study's trainer", lambda: len(runs()) == 1, 60, diagnosis(ops, name, nodes))
+    first = get_study(plane, ns, name)
+    first_records = first["status"]["optunaStudy"]
+    plane.kubectl("delete", "fts", name, "-n", ns, "--cascade=orphan", "--wait=true", "--timeout=60s")
+    (orphan,) = jobs(plane, ns)
+    assert orphan["metadata"]["name"] == f"{name}-t0-a1" and not orphan["metadata"].get("ownerReferences"), orphan
+
+    apply(plane, ns, manifest)
+    conflict = wait_for_condition(ops, name, "Ready", "JobConflict")
+    assert f"Job {name}-t0-a1 already exists but is not this trial's" in conflict["message"], conflict
+    assert repr(first["metadata"]["uid"]) in conflict["message"], "it names the old study's UID"
+    assert f"kubectl delete job {name}-t0-a1 -n {ns}" in conflict["message"], "and the fix"
+    second = get_study(plane, ns, name)
+    newest = names.newest_optuna_study(optuna.get_all_study_names(postgres_url), ns, name)
+    assert newest == f"{ns}.{name}.{second['metadata']['uid']}" != first_records, "records of its own"
+    time.sleep(3)  # passes of the new study: nothing acted on
+    assert [j["metadata"]["uid"] for j in jobs(plane, ns)] == [orphan["metadata"]["uid"]], "the orphan alone"
+    assert len(runs()) == 1 and runs()[0]["ended"] is None, "its trainer still runs, and no second one"
+    (old,) = optuna.load_study(study_name=first_records, storage=postgres_url).get_trials(deepcopy=False)
+    assert old.state.name == "RUNNING" and old.system_attrs["ftstudy:attempts"] == 1, "the old records untouched"
+    assert len(study_events(ops, name, "JobConflict")) == 1
+
+    plane.kubectl("delete", "job", f"{name}-t0-a1", "-n", ns, "--wait=false")
+    wait_for("the new study's trainer", lambda: len(runs()) == 2, 90, diagnosis(ops, name, nodes), every=0.2)
+    # (the orphan's pod may still be stopping: it is another study's trial, with records and files of its own)
+    (trial,) = optuna_trials(postgres_url, ns, name)
+    assert trial.system_attrs["ftstudy:attempts"] == 1, "the new study's first attempt, no retry spent"
+    (job,) = jobs(plane, ns)
+    assert job["metadata"]["labels"][names.STUDY_UID] == second["metadata"]["uid"], job["metadata"]["labels"]
+    plane.kubectl("delete", "fts", name, "-n", ns, "--wait=true", "--timeout=60s")
+    no_tracebacks(ops)
+
+
 def test_an_operator_killed_inside_a_launch_spends_no_retry(operators: Operators, postgres_url: str) -> None:
     """Killed (fault points) right after asking Optuna for trial 0, then right after creating its Job and before
     counting it: trial 0 runs as attempt 1, once."""
@@ -297,11 +351,27 @@ def test_an_operator_killed_inside_a_launch_spends_no_retry(operators: Operators
     assert all(t.state == optuna.trial.TrialState.RUNNING for t in trials), "retriesPerTrial 0, yet nothing failed"
 
 
+def a_day_ahead() -> dict[str, str]:
+    """The environment that sets a process's wall clock a day ahead of this machine's (and so of the API server's):
+    libfaketime preloaded (Debian's, scripts/faketime.sh), the monotonic clock left alone. Checked on a Python."""
+    env = {"LD_PRELOAD": str(cached_build(ROOT / "scripts" / "faketime.sh")), "FAKETIME": "+1d",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+    ahead = subprocess.run([sys.executable, "-c", "import time; print(time.time())"], env={**os.environ, **env},
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert float(ahead.stdout) - time.time() > 86000, ("libfaketime did not move the clock", ahead)
+    return env
+
+
 def test_trials_whose_pods_cannot_start_fail_with_the_reason_at_the_right_time(
     operators: Operators, gpu_nodes_factory: Callable[[dict[str, int]], GpuNodes], postgres_url: str
 ) -> None:
+    """Run by an operator whose clock is a day ahead of the API server's (issue 22: a skew larger than
+    --stuck-seconds or budget.pendingSeconds failed pods at once): how long a pod waited is measured on the API
+    server's clock, so each failure still comes at its time, and a pod that has only just got its GPU is not
+    stuck."""
     ops, plane, ns = operators, operators.plane, operators.namespace
     ops.extra_args = ["--stuck-seconds", "6"]
+    ops.env = a_day_ahead()
     ops.start()
     one = {"maxTrials": 1, "parallelism": 1, "maxFailedTrials": 1, "retriesPerTrial": 1}
     apply(plane, ns, study_manifest("no-class", trialTemplate={"priorityClassName": "no-such-class"}, budget=one))

@@ -1,6 +1,6 @@
 """The real parts built from Go modules, Debian packages or buildah by scripts/ (Kubernetes, helm, Kueue, SeaweedFS,
-promtool and Prometheus, the images): each build script prints its cache directory, and returns at once when the
-build is there.
+promtool and Prometheus, libfaketime, the images): each build script prints its cache directory (or its file), and
+returns at once when the build is there.
 
 scripts/test.sh runs the tests that need none of them while it builds them (``-m "not builds"``), then the rest
 (``-m builds``). A test is in the second set when it uses one of ``BUILD_FIXTURES``, directly or through another
