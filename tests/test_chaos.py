@@ -1,6 +1,7 @@
 """Chaos at random moments, on the real control plane with the real trainer: the operator SIGKILLed twenty times
-across a screened study (inside its multi-write sequences too, through fault-injection points, and restarted under
-new identities that must wait for the Lease to expire), every life also armed to die at the first prune, promotion
+across a screened study (inside its multi-write sequences, through fault-injection points, and otherwise at a random
+moment after it won the Lease, so while it acts; restarted under new identities that must wait for the Lease to
+expire), every life also armed to die at the first prune, promotion
 or resume point no kill has reached yet; in a study screening in rungs, PostgreSQL crashed three times,
 the operator killed inside three PostgreSQL outages, and the API server restarted once.
 
@@ -92,8 +93,18 @@ def created_trials(url: str, namespace: str, name: str) -> int:
 
 def fault_that_killed(ops: Operators, identity: str, since: int) -> str | None:
     """The fault point that ended the life of ``identity`` whose log began at byte ``since``, if one did."""
-    found = KILLED_AT.findall((ops.logs / f"operator-{identity}.log").read_bytes()[since:].decode(errors="replace"))
+    found = KILLED_AT.findall(ops.log(identity, since))
     return found[-1] if found else None
+
+
+def leading(ops: Operators, identity: str, since: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Returns once the life of ``identity`` (its log from byte ``since``) has won the Lease, or has ended, or after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if f"leading as {identity}" in ops.log(identity, since):
+            return
+        time.sleep(0.1)
 
 
 def armed(hit: list[str], fault: str | None = None) -> dict[str, str]:
@@ -102,11 +113,6 @@ def armed(hit: list[str], fault: str | None = None) -> dict[str, str]:
     points = [fault] if fault else []
     points += [f"{p}=1" for p in DECISION_POINTS if p not in hit and not (fault or "").startswith(f"{p}=")]
     return {"FTSTUDY_FAULTS": ",".join(points)} if points else {}
-
-
-def log_size(ops: Operators, identity: str) -> int:
-    path = ops.logs / f"operator-{identity}.log"
-    return path.stat().st_size if path.exists() else 0
 
 
 def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
@@ -129,7 +135,7 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     promotion = {"policy": "topK", "k": 2, "mode": "screen", "auditFraction": 0.0}
     apply(plane, ns, study_manifest(name, budget={"maxTrials": TRIALS, "parallelism": 2, "retriesPerTrial": 1},
                                     promotion=promotion))  # fmt: skip
-    max_trials, identity, kills, hit = TRIALS, "chaos-0", [], []
+    max_trials, identity, kills, hit, timed = TRIALS, "chaos-0", [], [], []
     faults: list[str | None] = [*FAULTS, *[None] * (20 - len(FAULTS))]
     rng.shuffle(faults)
     for i, fault in enumerate(faults):
@@ -137,11 +143,16 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
         if changed:
             identity = f"chaos-{i}"
         ops.env = armed(hit, fault)
-        since = log_size(ops, identity)
+        since = ops.log_size(identity)
         proc = ops.start(identity)
         # a life with a fault point runs until it gets there (or 15 s: an operator's start takes seconds on a busy
-        # machine, and a decision's point needs a trial at its early step), the others are killed at a random moment
-        life = (15.0 if fault else rng.uniform(1.0, 3.5)) + (LEASE_SECONDS + 1 if changed else 0)
+        # machine, and a decision's point needs a trial at its early step); the others are killed at a random moment
+        # of their leading (a kill before the Lease is won would test only the start)
+        if fault:
+            life = 15.0 + (LEASE_SECONDS + 1 if changed else 0)
+        else:
+            leading(ops, identity, since, proc, 30.0 + (LEASE_SECONDS + 1 if changed else 0))
+            life = rng.uniform(0.5, 2.5)
         try:
             proc.wait(life)
         except subprocess.TimeoutExpired:
@@ -155,8 +166,12 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
             if point is not None:
                 how = f"fault {point}"
                 hit.append(point)
+            elif fault:
+                how = f"SIGKILL after {life:.1f}s ({fault} not reached)"
             else:
-                how = f"SIGKILL after {life:.1f}s" + (f" ({fault} not reached)" if fault else "")
+                assert f"leading as {identity}" in ops.log(identity, since), ("killed before it led", i, kills)
+                how = f"SIGKILL {life:.1f}s into its leading"
+                timed.append(life)
         kills.append(f"{i}: {identity}: {how}")
         # However fast this machine, the study must outlast the kills: its budget is raised as it nears the end (a
         # budget edit, allowed while it runs), so that every kill lands while trials remain to be created.
@@ -167,6 +182,7 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
     unfinished = [t for t in optuna_trials(postgres_url, ns, name) if not t.state.is_finished()]
     print(f"seed {SEED}; kills: {kills}; unfinished after them: {len(unfinished)}")
     assert any(".between" in point for point in hit), ("no kill inside a multi-write sequence", kills)
+    assert len(timed) >= 5, ("most lives without a fault point were not killed at a random moment", kills)
     assert get_study(plane, ns, name)["status"]["phase"] != "Succeeded", "the kills landed across the study"
     assert len(optuna_trials(postgres_url, ns, name)) < max_trials, "trials were still to be created"
     # What the kills met is what the rest must finish: the budget is lowered to the trials created (no operator runs
@@ -182,7 +198,7 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
 
     def start_final_life() -> subprocess.Popen[bytes]:
         ops.env = armed(hit)
-        sizes.append(log_size(ops, final))
+        sizes.append(ops.log_size(final))
         return ops.start(final)
 
     sizes: list[int] = []

@@ -386,7 +386,7 @@ class MeteredOperators(Operators):
     metrics_port: int = 0
 
     def start(self, identity: str = "replica-a") -> subprocess.Popen[bytes]:
-        log = (self.logs / f"operator-{identity}.log").open("ab")
+        log = self.log_path(identity).open("ab")
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
                    "--kubeconfig", str(self.kubeconfig), "--identity", identity, "--poll-seconds", "0.5",
                    "--stuck-seconds", "30", "--metrics-address", "127.0.0.1",

@@ -81,8 +81,11 @@ class Operators:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
+    def log_path(self, identity: str = "replica-a") -> Path:
+        return self.logs / f"operator-{identity}.log"
+
     def start(self, identity: str = "replica-a") -> subprocess.Popen[bytes]:
-        log = (self.logs / f"operator-{identity}.log").open("ab")
+        log = self.log_path(identity).open("ab")
         command = [sys.executable, "-m", "ftstudy.cli", "operator", "--namespace", self.namespace,
                    "--kubeconfig", str(self.kubeconfig), "--identity", identity, "--poll-seconds", "0.5",
                    "--stuck-seconds", "30", "--metrics-port", "0", "--storage-secret", SECRET,
@@ -114,9 +117,14 @@ class Operators:
         cluster_name = next(m["metadata"]["name"] for m in manifests if m["kind"] == "ClusterRole")
         return lambda: self.plane.kubectl("delete", "clusterrolebinding,clusterrole", cluster_name, check=False)
 
-    def log(self, identity: str = "replica-a") -> str:
-        path = self.logs / f"operator-{identity}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def log(self, identity: str = "replica-a", since: int = 0) -> str:
+        """What ``identity`` has logged, from byte ``since`` on (``log_size`` before a life: that life's lines)."""
+        path = self.log_path(identity)
+        return path.read_bytes()[since:].decode(errors="replace") if path.exists() else ""
+
+    def log_size(self, identity: str = "replica-a") -> int:
+        path = self.log_path(identity)
+        return path.stat().st_size if path.exists() else 0
 
     def stop_all(self) -> None:
         for proc in self.procs:
