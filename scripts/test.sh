@@ -28,27 +28,29 @@ builds() {
     # builds took half the CPU, and the tests' torch threads, waiting on each other, ran 10-20 times slower (fresh
     # machine, 2026-12-07). Lowering the group's own weight gives the tests back their CPU.
     echo 19 2>/dev/null >/proc/self/autogroup || true # silent where the kernel has no autogroup
-    # The control plane (Kubernetes and etcd from Go modules: about 11 minutes on two quiet cores), helm for the
-    # chart tests, Kueue's manager for the queueing tests (about 5 minutes of CPU).
-    build k8s scripts/k8s-build.sh
-    build helm scripts/helm-build.sh
-    build kueue scripts/kueue-build.sh
-    # SeaweedFS, the object store of the checkpoint tests (about 3 minutes of CPU), beside the two steps below,
-    # which wait on downloads much of their time.
+    # First what most of the second set needs (tests/cluster/builds.py's EARLY_BUILDS): libfaketime and Debian's
+    # prometheus package (promtool and the server), then the control plane (Kubernetes and etcd from Go modules:
+    # about 11 minutes on two quiet cores). The tests that need nothing else start then, beside the rest.
+    build faketime scripts/faketime.sh || return 1
+    build promtool scripts/promtool.sh || return 1
+    build k8s scripts/k8s-build.sh || return 1
+    touch "$built/early"
+    # helm for the chart tests, Kueue's manager for the queueing tests (about 5 minutes of CPU).
+    build helm scripts/helm-build.sh || return 1
+    build kueue scripts/kueue-build.sh || return 1
+    # SeaweedFS, the object store of the checkpoint tests (about 3 minutes of CPU), beside the images, which wait on
+    # downloads much of their time.
     build seaweedfs scripts/seaweedfs-build.sh &
     local seaweedfs=$!
-    # promtool and the Prometheus server, from Debian's prometheus package.
-    build promtool scripts/promtool.sh
-    # libfaketime, from Debian: an operator whose clock is a day ahead of the API server's.
-    build faketime scripts/faketime.sh
     # The operator, trainer and pause images, built with buildah on a Debian base made by mmdebstrap (about 5
     # minutes the first time, mostly the trainer's torch; seconds when current); the tests run them with podman and
     # on a node.
-    build images scripts/images.sh
+    build images scripts/images.sh || { wait "$seaweedfs"; return 1; }
     wait "$seaweedfs"
 }
 # Its own process group (setsid), so that an early exit stops the whole build, not only this shell's child.
-setsid -w bash -c "$(declare -f build builds); built='$built'; builds" &
+# $built/rc, once they have ended, holds their exit status.
+setsid -w bash -c "$(declare -f build builds); built='$built'; builds; rc=\$?; echo \$rc >'$built/rc'; exit \$rc" &
 builds_pid=$!
 trap 'kill -- -"$builds_pid" 2>/dev/null || true; rm -rf "$built"' EXIT
 
@@ -57,15 +59,34 @@ trap 'kill -- -"$builds_pid" 2>/dev/null || true; rm -rf "$built"' EXIT
 .venv/bin/mypy
 
 # Each set ends with its twelve slowest tests (what to look at when the command nears its hour).
-# pytest's code 5 is "no test selected": a test file given as an argument may hold only one of the two sets.
 status=0
-FTSTUDY_TEST_BUILDS_RUNNING=1 .venv/bin/pytest -q --durations=12 -m "not builds" "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
-if ! wait "$builds_pid"; then
-    echo "scripts/test.sh: a build failed (above); the tests that need it were not run" >&2
-    exit 1
+run_tests() { # pytest ARGS...; code 5, "no test selected", is no failure: the files given may hold only some sets
+    .venv/bin/pytest -q --durations=12 "$@" || { local rc=$?; [ "$rc" = 5 ] || status=$rc; }
+}
+building() { [ ! -e "$built/rc" ]; }
+builds_done() {
+    if ! wait "$builds_pid"; then
+        echo "scripts/test.sh: a build failed (above); the tests that need it were not run" >&2
+        exit 1
+    fi
+}
+export_early() {
+    export FTSTUDY_K8S_BIN="$(tail -n 1 "$built/k8s")"
+    export FTSTUDY_PROMTOOL="$(tail -n 1 "$built/promtool")"
+}
+FTSTUDY_TEST_BUILDS_RUNNING=all run_tests -m "not builds" "$@"
+while building && [ ! -e "$built/early" ]; do sleep 2; done
+if building; then
+    # The late builds still run (a fresh machine): the tests that need only the early ones meanwhile, then the rest.
+    export_early
+    FTSTUDY_TEST_BUILDS_RUNNING="helm kueue seaweedfs images" run_tests -m "builds and not late" "$@"
+    builds_done
+    export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
+    run_tests -m "builds and late" "$@"
+else
+    builds_done
+    export_early
+    export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
+    run_tests -m builds "$@"
 fi
-export FTSTUDY_K8S_BIN="$(tail -n 1 "$built/k8s")"
-export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
-export FTSTUDY_PROMTOOL="$(tail -n 1 "$built/promtool")"
-.venv/bin/pytest -q --durations=12 -m builds "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }
 exit "$status"

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from ftstudy.task.generator import SplitSizes, write_dataset
-from tests.cluster.builds import BUILD_FIXTURES
+from tests.cluster.builds import BUILD_FIXTURES, LATE_FIXTURES
 from tests.cluster.fixtures import *  # noqa: F403  (the real control plane and simulated GPU nodes)
 from tests.images import Images, ImagesError, build_images
 from tests.trainer_runs import trainer
@@ -25,13 +25,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / "scripts" / "postgres.sh"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # here rather than beside ``builds`` in pyproject.toml, a change to which rebuilds the images
+    config.addinivalue_line("markers", "late: uses a part scripts/test.sh builds last (tests/cluster/builds.py)")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``builds`` every test that uses something built (tests/cluster/builds.py), so that scripts/test.sh can run
-    the others while it builds."""
+    the others while it builds, and ``late`` those of them that use a late build."""
     for item in items:
-        if BUILD_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if BUILD_FIXTURES & used:
             item.add_marker(pytest.mark.builds)
+        if LATE_FIXTURES & used:
+            item.add_marker(pytest.mark.late)
 
 
 @pytest.fixture(scope="session")

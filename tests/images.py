@@ -31,7 +31,7 @@ class Images:
 
 def build_images() -> Images:
     """Build what is missing or stale (seconds when everything is current; the first build takes minutes)."""
-    require_builds("the images")
+    require_builds("images", "the images")
     run = subprocess.run([str(IMAGES_SCRIPT)], capture_output=True, text=True)
     if run.returncode != 0:
         raise ImagesError(f"{IMAGES_SCRIPT} failed ({run.returncode}):\n{run.stderr[-4000:]}")

@@ -91,7 +91,7 @@ class Helm:
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     """The pinned helm: $FTSTUDY_HELM_BIN (its bin directory) if set, else built on first use (minutes) and cached."""
-    require_builds("helm")
+    require_builds("helm", "helm")
     override = os.environ.get("FTSTUDY_HELM_BIN")
     if override:
         bin_dir = Path(override)

@@ -156,7 +156,7 @@ def test_the_selector_scan_finds_metrics_and_only_metrics() -> None:
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """Debian's promtool: $FTSTUDY_PROMTOOL, else on PATH, else installed by scripts/promtool.sh."""
-    require_builds("promtool")
+    require_builds("promtool", "promtool")
     path = os.environ.get("FTSTUDY_PROMTOOL") or shutil.which("promtool")
     if path:
         return path

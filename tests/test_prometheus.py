@@ -44,7 +44,7 @@ STALLED, STALLED_AFTER = "FtstudyStudyStalled", "> 3 * 3600"  # the stuck-trial 
 
 def prometheus_binary() -> str:
     """Debian's prometheus server: on PATH, else installed with promtool by scripts/promtool.sh."""
-    require_builds("the Prometheus server")
+    require_builds("promtool", "the Prometheus server")
     found = shutil.which("prometheus")
     if found is None:
         subprocess.run([str(PROMTOOL_SCRIPT)], check=True, capture_output=True, text=True)

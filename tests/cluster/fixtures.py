@@ -41,7 +41,7 @@ IMAGE_STORE = Path.home() / ".cache" / "ftstudy" / "node-images"
 @pytest.fixture(scope="session")
 def k8s_bin_dir() -> Path:
     """The pinned binaries: built on first use (many minutes), from the cache afterwards; FTSTUDY_K8S_BIN overrides."""
-    require_builds("the Kubernetes binaries")
+    require_builds("k8s", "the Kubernetes binaries")
     override = os.environ.get("FTSTUDY_K8S_BIN")
     if override:
         return Path(override)
