@@ -393,7 +393,11 @@ class ControlPlane:
         for log in sorted(self.logs.glob("audit*.log")):
             for line in log.read_text(errors="replace").splitlines():
                 if f'"{user}"' in line:
-                    event = json.loads(line)
+                    try:
+                        event = json.loads(line)
+                    except json.JSONDecodeError as error:  # seen once, when the disk filled beside the tests
+                        raise AssertionError(f"{log}: an audit line the API server did not finish writing (a full "
+                                             f"disk?): {error}: {line[:200]}") from None  # fmt: skip
                     if event.get("user", {}).get("username") == user:
                         found.append(event)
         return found
