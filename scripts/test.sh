@@ -64,29 +64,22 @@ run_tests() { # pytest ARGS...; code 5, "no test selected", is no failure: the f
     .venv/bin/pytest -q --durations=12 "$@" || { local rc=$?; [ "$rc" = 5 ] || status=$rc; }
 }
 building() { [ ! -e "$built/rc" ]; }
-builds_done() {
-    if ! wait "$builds_pid"; then
-        echo "scripts/test.sh: a build failed (above); the tests that need it were not run" >&2
-        exit 1
-    fi
-}
-export_early() {
-    export FTSTUDY_K8S_BIN="$(tail -n 1 "$built/k8s")"
-    export FTSTUDY_PROMTOOL="$(tail -n 1 "$built/promtool")"
-}
 FTSTUDY_TEST_BUILDS_RUNNING=all run_tests -m "not builds" "$@"
 while building && [ ! -e "$built/early" ]; do sleep 2; done
-if building; then
-    # The late builds still run (a fresh machine): the tests that need only the early ones meanwhile, then the rest.
-    export_early
-    FTSTUDY_TEST_BUILDS_RUNNING="helm kueue seaweedfs images" run_tests -m "builds and not late" "$@"
-    builds_done
-    export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
-    run_tests -m "builds and late" "$@"
-else
-    builds_done
-    export_early
-    export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
-    run_tests -m builds "$@"
+if [ -e "$built/early" ]; then # absent only where a build before it failed (reported below)
+    export FTSTUDY_K8S_BIN="$(tail -n 1 "$built/k8s")" FTSTUDY_PROMTOOL="$(tail -n 1 "$built/promtool")"
 fi
+rest="builds"
+if building; then
+    # The late builds (tests/cluster/builds.py's LATE_BUILDS) still run, as on a fresh machine: the tests that need
+    # only the early ones meanwhile, the rest once they are done.
+    FTSTUDY_TEST_BUILDS_RUNNING="helm kueue seaweedfs images" run_tests -m "builds and not late" "$@"
+    rest="builds and late"
+fi
+if ! wait "$builds_pid"; then
+    echo "scripts/test.sh: a build failed (above); the tests that need it were not run" >&2
+    exit 1
+fi
+export FTSTUDY_HELM_BIN="$(tail -n 1 "$built/helm")"
+run_tests -m "$rest" "$@"
 exit "$status"

@@ -1,9 +1,9 @@
 """Chaos at random moments, on the real control plane with the real trainer: the operator SIGKILLed twenty times
 across a screened study (inside its multi-write sequences, through fault-injection points, and otherwise at a random
 moment after it won the Lease, so while it acts; restarted under new identities that must wait for the Lease to
-expire), every life also armed to die at the first prune, promotion
-or resume point no kill has reached yet; in a study screening in rungs, PostgreSQL crashed three times,
-the operator killed inside three PostgreSQL outages, and the API server restarted once.
+expire), every life also armed to die at the first prune, promotion or resume point no kill has reached yet; in a
+study screening in rungs, PostgreSQL crashed three times, the operator killed inside three PostgreSQL outages, and
+the API server restarted once.
 
 What must hold afterwards, read from the simulated kubelet's record of every process it ran and from the study's
 Optuna records: the study completes; every trial ran exactly once per recorded attempt; no two attempts of a trial
@@ -148,10 +148,11 @@ def test_an_operator_killed_at_twenty_random_moments_runs_each_attempt_once(
         # a life with a fault point runs until it gets there (or 15 s: an operator's start takes seconds on a busy
         # machine, and a decision's point needs a trial at its early step); the others are killed at a random moment
         # of their leading (a kill before the Lease is won would test only the start)
+        expiry = LEASE_SECONDS + 1 if changed else 0  # what a new identity waits before it may lead
         if fault:
-            life = 15.0 + (LEASE_SECONDS + 1 if changed else 0)
+            life = 15.0 + expiry
         else:
-            leading(ops, identity, since, proc, 30.0 + (LEASE_SECONDS + 1 if changed else 0))
+            leading(ops, identity, since, proc, 30.0 + expiry)
             life = rng.uniform(0.5, 2.5)
         try:
             proc.wait(life)

@@ -24,10 +24,9 @@ EARLY_BUILDS = ("faketime", "promtool", "k8s")
 LATE_BUILDS = ("helm", "kueue", "seaweedfs", "images")
 # The fixtures that hand a test something built: whoever uses one, directly or not, is marked ``builds``; one of
 # a late build, also ``late``.
-BUILD_FIXTURES = frozenset(
-    {"k8s_bin_dir", "helm", "promtool", "prometheus", "kueue", "object_store", "own_store", "images"}
-)
+EARLY_FIXTURES = frozenset({"k8s_bin_dir", "promtool", "prometheus"})
 LATE_FIXTURES = frozenset({"helm", "kueue", "object_store", "own_store", "images"})
+BUILD_FIXTURES = EARLY_FIXTURES | LATE_FIXTURES
 # Set by scripts/test.sh while builds run beside tests: the names of those still running, or "all".
 BUILDS_RUNNING = "FTSTUDY_TEST_BUILDS_RUNNING"
 
@@ -38,7 +37,7 @@ class BuildError(RuntimeError):
 
 def still_building() -> frozenset[str]:
     value = os.environ.get(BUILDS_RUNNING, "")
-    return frozenset(EARLY_BUILDS + LATE_BUILDS) if value in ("1", "all") else frozenset(value.split())
+    return frozenset(EARLY_BUILDS + LATE_BUILDS) if value == "all" else frozenset(value.split())
 
 
 def require_builds(build: str, what: str) -> None:
