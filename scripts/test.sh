@@ -28,29 +28,29 @@ builds() {
     # builds took half the CPU, and the tests' torch threads, waiting on each other, ran 10-20 times slower (fresh
     # machine, 2026-12-07). Lowering the group's own weight gives the tests back their CPU.
     echo 19 2>/dev/null >/proc/self/autogroup || true # silent where the kernel has no autogroup
-    # First what most of the second set needs (tests/cluster/builds.py's EARLY_BUILDS): libfaketime and Debian's
-    # prometheus package (promtool and the server), then the control plane (Kubernetes and etcd from Go modules:
-    # about 11 minutes on two quiet cores). The tests that need nothing else start then, beside the rest.
-    build faketime scripts/faketime.sh || return 1
-    build promtool scripts/promtool.sh || return 1
-    build k8s scripts/k8s-build.sh || return 1
-    touch "$built/early"
-    # helm for the chart tests, Kueue's manager for the queueing tests (about 5 minutes of CPU).
-    build helm scripts/helm-build.sh || return 1
-    build kueue scripts/kueue-build.sh || return 1
-    # SeaweedFS, the object store of the checkpoint tests (about 3 minutes of CPU), beside the images, which wait on
-    # downloads much of their time.
-    build seaweedfs scripts/seaweedfs-build.sh &
-    local seaweedfs=$!
-    # The operator, trainer and pause images, built with buildah on a Debian base made by mmdebstrap (about 5
-    # minutes the first time, mostly the trainer's torch; seconds when current); the tests run them with podman and
-    # on a node.
-    build images scripts/images.sh || { wait "$seaweedfs"; return 1; }
-    wait "$seaweedfs"
+    # Two chains side by side. The images' (below) waits on downloads and the disk much of its time; this one is
+    # CPU. First what most of the second set needs (tests/cluster/builds.py's EARLY_BUILDS): libfaketime and
+    # Debian's prometheus package (promtool and the server), then the control plane (Kubernetes and etcd from Go
+    # modules: about 11 minutes on two quiet cores). The tests that need nothing else start then, beside the rest:
+    # SeaweedFS, the object store of the checkpoint tests (about 3 minutes of CPU), helm for the chart tests and
+    # Kueue's manager for the queueing tests (about 5 minutes).
+    images_chain &
+    local images=$!
+    { build faketime scripts/faketime.sh && build promtool scripts/promtool.sh && build k8s scripts/k8s-build.sh &&
+        touch "$built/early" && build seaweedfs scripts/seaweedfs-build.sh && build helm scripts/helm-build.sh &&
+        build kueue scripts/kueue-build.sh; } || { wait "$images"; return 1; }
+    wait "$images"
+}
+images_chain() {
+    # The operator, trainer, PostgreSQL and pause images, built with buildah on a Debian base made by mmdebstrap
+    # (about 5 minutes the first time, mostly the trainer's torch; seconds when current), then imported into the
+    # real node's image store (tests/cluster/real_node.py; about 3 minutes the first time, 6 GB of it the
+    # trainer), which the first node would otherwise spend while the tests wait.
+    build images scripts/images.sh && build node-images .venv/bin/python -m tests.cluster.real_node
 }
 # Its own process group (setsid), so that an early exit stops the whole build, not only this shell's child.
 # $built/rc, once they have ended, holds their exit status.
-setsid -w bash -c "$(declare -f build builds); built='$built'; builds; rc=\$?; echo \$rc >'$built/rc'; exit \$rc" &
+setsid -w bash -c "$(declare -f build builds images_chain); built='$built'; builds; rc=\$?; echo \$rc >'$built/rc'; exit \$rc" &
 builds_pid=$!
 trap 'kill -- -"$builds_pid" 2>/dev/null || true; rm -rf "$built"' EXIT
 
@@ -73,7 +73,7 @@ rest="builds"
 if building; then
     # The late builds (tests/cluster/builds.py's LATE_BUILDS) still run, as on a fresh machine: the tests that need
     # only the early ones meanwhile, the rest once they are done.
-    FTSTUDY_TEST_BUILDS_RUNNING="helm kueue seaweedfs images" run_tests -m "builds and not late" "$@"
+    FTSTUDY_TEST_BUILDS_RUNNING="seaweedfs helm kueue images node-images" run_tests -m "builds and not late" "$@"
     rest="builds and late"
 fi
 if ! wait "$builds_pid"; then

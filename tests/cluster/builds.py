@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-# scripts/test.sh's builds, by the names of their logs, in its order: first the Debian packages and the control plane
-# (what most of the second set needs), then the rest.
+# scripts/test.sh's builds, by the names of their logs: first the Debian packages and the control plane (what most of
+# the second set needs), then the rest; the images and their import into the real node's store are a chain of their
+# own beside them.
 EARLY_BUILDS = ("faketime", "promtool", "k8s")
-LATE_BUILDS = ("helm", "kueue", "seaweedfs", "images")
+LATE_BUILDS = ("seaweedfs", "helm", "kueue", "images", "node-images")
 # The fixtures that hand a test something built: whoever uses one, directly or not, is marked ``builds``; one of
 # a late build, also ``late``.
 EARLY_FIXTURES = frozenset({"k8s_bin_dir", "promtool", "prometheus"})

@@ -24,7 +24,7 @@ from kubernetes.client import ApiClient
 from tests.cluster.builds import require_builds
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.gpu_nodes import GpuNodes
-from tests.cluster.real_node import RealNode, node_ip
+from tests.cluster.real_node import IMAGE_STORE, RealNode, node_ip
 from tests.cluster.seaweedfs import SeaweedFS
 from tests.images import Images
 
@@ -35,7 +35,6 @@ BUILD_SCRIPT = ROOT / "scripts" / "k8s-build.sh"
 PG_SCRIPT = ROOT / "scripts" / "postgres.sh"
 # The real node's PostgreSQL: a server of its own, which also listens on the node's address for the pods.
 REAL_NODE_PG_PORT = 55436
-IMAGE_STORE = Path.home() / ".cache" / "ftstudy" / "node-images"
 
 
 @pytest.fixture(scope="session")
@@ -131,8 +130,10 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS
 @pytest.fixture(scope="module")
 def real_cluster(k8s_bin_dir: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     """Started once for the module that uses it (a minute, or four when the trainer image must be imported into
-    containerd), and stopped after it: a second control plane, a node and a PostgreSQL left running would take CPU
-    from every later test of the session (tests/test_real_node.py is its only user)."""
+    containerd: scripts/test.sh does that beforehand, as its node-images build), and stopped after it: a second
+    control plane, a node and a PostgreSQL left running would take CPU from every later test of the session
+    (tests/test_real_node.py is its only user)."""
+    require_builds("node-images", "the real node's image store")
     address = node_ip()
     pg_env = {**os.environ, "FTSTUDY_PG_PORT": str(REAL_NODE_PG_PORT), "FTSTUDY_PG_LISTEN": f"127.0.0.1,{address}"}
     started = subprocess.run([str(PG_SCRIPT), "start"], env=pg_env, capture_output=True, text=True)

@@ -52,6 +52,8 @@ IMAGE_ID_LABEL = "io.ftstudy.image-id"
 POD_SUBNET = "10.244.0.0/24"
 BRIDGE = "ftstudy0"
 CNI_BIN = Path("/usr/lib/cni")
+# Where containerd keeps the imported images between test sessions (the trainer image is 6 GB: minutes to import).
+IMAGE_STORE = Path.home() / ".cache" / "ftstudy" / "node-images"
 DEBIAN_PACKAGES = {
     "containerd": "containerd",
     "ctr": "containerd",
@@ -105,7 +107,7 @@ class RealNode:
 
     def __init__(
         self,
-        plane: ControlPlane,
+        plane: ControlPlane | None,
         images: Images,
         workdir: Path,
         name: str = "real-node",
@@ -113,8 +115,9 @@ class RealNode:
         image_store: Path | None = None,
     ):
         """``image_store``: where containerd keeps its images between test sessions (importing the trainer image
-        takes minutes); used by one node at a time, a second node meanwhile keeps its own under ``workdir``."""
-        if not plane.node_ip:
+        takes minutes); used by one node at a time, a second node meanwhile keeps its own under ``workdir``.
+        ``plane`` None: no node, only ``import_images`` (containerd alone)."""
+        if plane is not None and not plane.node_ip:
             raise ValueError("the control plane must serve the node's address (ControlPlane(..., node_ip=...))")
         self.plane, self.images, self.name, self.gpus = plane, images, name, gpus
         self.dir = Path(workdir)
@@ -136,6 +139,8 @@ class RealNode:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 600.0) -> RealNode:
+        if self.plane is None:
+            raise ValueError("a RealNode without a control plane only imports images")
         install_packages()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
@@ -167,13 +172,30 @@ class RealNode:
             self._store_lock.close()
             self._store_lock = None
         self._unmount()
-        kube_proxy = self.plane.bin_dir / "kube-proxy"
-        subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, check=False)
-        remove_iptables_leftovers()
-        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+        if self.plane is not None:
+            kube_proxy = self.plane.bin_dir / "kube-proxy"
+            subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, check=False)
+            remove_iptables_leftovers()
+            subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
         for log in self._log_files:
             log.close()
         self._log_files.clear()
+
+    def import_images(self, timeout: float = 1800.0) -> None:
+        """What ``start`` imports, into the image store, with containerd alone (no node, no control plane):
+        scripts/test.sh runs it as a build (``python -m tests.cluster.real_node``) once the images are built, so that
+        on a fresh machine the first node starts in seconds. Importing is mostly disk (6 GB through ``podman save``,
+        containerd's content store and its snapshots: about three minutes), which goes on beside the Go builds'
+        CPU instead of after them while the tests wait."""
+        if self._store_lock is None:
+            raise ControlPlaneError("the image store is in use by another node: nothing to import into")
+        install_packages()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_containerd(time.monotonic() + timeout)
+            self._import_images()
+        finally:
+            self.stop()
 
     def __enter__(self) -> RealNode:
         return self.start()
@@ -493,3 +515,15 @@ state = "{self.dir / "containerd" / "state"}"
 
     def _terminate(self, name: str) -> None:
         stop_process(self._procs.get(name), grace=10)
+
+
+if __name__ == "__main__":
+    # scripts/test.sh's node-images build: the images into IMAGE_STORE, which it prints, as every build prints its
+    # result.
+    import tempfile
+
+    from tests.images import build_images
+
+    with tempfile.TemporaryDirectory(prefix="ftstudy-node-images.") as scratch:
+        RealNode(None, build_images(), Path(scratch), image_store=IMAGE_STORE).import_images()
+    print(IMAGE_STORE)
