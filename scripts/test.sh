@@ -28,16 +28,19 @@ builds() {
     # builds took half the CPU, and the tests' torch threads, waiting on each other, ran 10-20 times slower (fresh
     # machine, 2026-12-07). Lowering the group's own weight gives the tests back their CPU.
     echo 19 2>/dev/null >/proc/self/autogroup || true # silent where the kernel has no autogroup
-    # Two chains side by side. The images' (below) waits on downloads and the disk much of its time; this one is
-    # CPU. First what most of the second set needs (tests/cluster/builds.py's EARLY_BUILDS): libfaketime and
-    # Debian's prometheus package (promtool and the server), then the control plane (Kubernetes and etcd from Go
-    # modules: about 11 minutes on two quiet cores). The tests that need nothing else start then, beside the rest:
-    # SeaweedFS, the object store of the checkpoint tests (about 3 minutes of CPU), helm for the chart tests and
-    # Kueue's manager for the queueing tests (about 5 minutes).
+    # First what most of the second set needs (tests/cluster/builds.py's EARLY_BUILDS): libfaketime and Debian's
+    # prometheus package (promtool and the server), then the control plane (Kubernetes and etcd from Go modules:
+    # about 11 minutes on two quiet cores; on a fresh machine it ends after the first set). The tests that need
+    # nothing else start then, beside the rest, in two chains: the images' (below), which waits on downloads and
+    # the disk much of its time, and this one, CPU: SeaweedFS, the object store of the checkpoint tests (about 3
+    # minutes of CPU), helm for the chart tests and Kueue's manager for the queueing tests (about 5 minutes).
+    build faketime scripts/faketime.sh || return 1
+    build promtool scripts/promtool.sh || return 1
+    build k8s scripts/k8s-build.sh || return 1
+    touch "$built/early"
     images_chain &
     local images=$!
-    { build faketime scripts/faketime.sh && build promtool scripts/promtool.sh && build k8s scripts/k8s-build.sh &&
-        touch "$built/early" && build seaweedfs scripts/seaweedfs-build.sh && build helm scripts/helm-build.sh &&
+    { build seaweedfs scripts/seaweedfs-build.sh && build helm scripts/helm-build.sh &&
         build kueue scripts/kueue-build.sh; } || { wait "$images"; return 1; }
     wait "$images"
 }

@@ -267,7 +267,10 @@ state = "{self.dir / "containerd" / "state"}"
             ],
         }
         (cni / "net.d" / "10-ftstudy.conflist").write_text(json.dumps(network, indent=2))
-        self._spawn("containerd", ["containerd", "--config", str(config)])
+        # A node's programs get sessions of their own; containerd alone (an import, run as a build of
+        # scripts/test.sh) stays in its caller's, whose autogroup is niced: one of its own would be weighed as an
+        # equal against the tests' while it unpacks gigabytes.
+        self._spawn("containerd", ["containerd", "--config", str(config)], own_session=self.plane is not None)
         while self.ctr("version", check=False).returncode != 0:
             self._check_alive("containerd", deadline)
             time.sleep(0.2)
@@ -499,11 +502,11 @@ state = "{self.dir / "containerd" / "state"}"
 
     # --- processes -------------------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, command: list[str]) -> None:
+    def _spawn(self, name: str, command: list[str], own_session: bool = True) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115  (closed in stop())
         self._log_files.append(log)
         self._procs[name] = subprocess.Popen(
-            [*_death_signal_prefix(), *command], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [*_death_signal_prefix(), *command], stdout=log, stderr=subprocess.STDOUT, start_new_session=own_session
         )
 
     def _check_alive(self, name: str, deadline: float) -> None:
