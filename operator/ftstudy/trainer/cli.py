@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from ftstudy import redact
+from ftstudy.trainer.stop_event import StopEvent
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_ARTIFACTS, EXIT_TERMINATED = 0, 1, 2, 3, 4, 143
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later; the operator's Jobs ignore this exit code (podFailurePolicy)
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check_store(artifacts) or (_check_data(args.data, args.attributes) if args.data else EXIT_OK)
     if args.data is None:
         p.error("the following arguments are required: --data")
-    stop = threading.Event()
+    stop = StopEvent()  # set by the handler below, which a plain Event's lock can deadlock (stop_event.py)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.warning("received %s: stopping at the next safe point", signal.Signals(signum).name)
