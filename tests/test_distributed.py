@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,12 +46,19 @@ def preempted_at_hold(process: subprocess.Popen[str]) -> str:
     Returns its log."""
     assert process.stderr is not None
     lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if HOLD in line:
-            process.send_signal(signal.SIGTERM)
-            break
-    lines.extend(process.stderr)
+    # A launcher that never ends would hold the reads below forever, and the whole test run with them (a trainer
+    # deadlocked in its SIGTERM handler did, 2026-12-08): killed after 300 s, it fails this test instead.
+    watchdog = threading.Timer(300, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if HOLD in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        lines.extend(process.stderr)
+    finally:
+        watchdog.cancel()
     log = "".join(lines)
     assert process.wait(timeout=300) == EXIT_PREEMPTED, log
     return log
